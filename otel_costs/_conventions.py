@@ -19,6 +19,10 @@ RETRY_DEPTH: Final = "retry.depth"
 USER_ID: Final = "user.id"
 TEAM_ID: Final = "team.id"
 
+#: Attribution baggage keys whose values were malformed (too long, empty, a bad retry depth)
+#: and so were not copied onto the span.
+ATTRIBUTION_REJECTED: Final = "attribution.rejected"
+
 # --- attribution: baggage keys ----------------------------------------------------
 BAGGAGE_WORKFLOW_ID: Final = "workflow.id"
 BAGGAGE_WORKFLOW_NAME: Final = "workflow.name"
@@ -105,6 +109,8 @@ COST_ROLLUP_ORPHAN: Final = "cost.rollup.orphan"
 #: True when the rollup was cut short (memory bound, timeout, cycle): totals may be low.
 COST_ROLLUP_PARTIAL: Final = "cost.rollup.partial"
 COST_ROLLUP_PARTIAL_REASON: Final = "cost.rollup.partial_reason"
+#: How many billable spans in the subtree could not be priced: the total is a lower bound.
+COST_ROLLUP_UNPRICED: Final = "cost.rollup.unpriced"
 
 # --- GenAI semantic conventions we read or write --------------------------------------
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"

@@ -1,0 +1,242 @@
+"""``CostRollupExporter``: rebuild each trace's span tree and put subtree costs on its spans."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from opentelemetry import context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from . import _conventions as conv
+from ._rollup import CostNode, cost_node, rollup, rollup_attributes
+from ._spans import with_attributes
+
+logger = logging.getLogger("otel_costs")
+
+
+@dataclass(slots=True)
+class _Pending:
+    """The buffered spans of one trace."""
+
+    spans: list[ReadableSpan] = field(default_factory=list)
+    first_seen: float = 0.0
+    #: When to flush: set to ``now + linger`` once a local root (no parent, or a remote one)
+    #: has ended; until then the trace waits for ``max_wait``.
+    deadline: float | None = None
+    #: The trace was already flushed once: these spans came after their tree went out.
+    late: bool = False
+
+
+class CostRollupExporter(SpanExporter):
+    """Wraps any exporter: buffers spans by trace, rolls costs up, forwards the annotated spans.
+
+    Spans of one trace may arrive across many export batches and out of order. A trace is
+    rolled up and forwarded ``linger`` seconds after a local root of it ended (so children
+    that end after their parent still count), or ``max_wait`` seconds after its first span
+    if no local root ever ends (its top spans are then flagged ``cost.rollup.orphan``). Spans
+    arriving after their trace went out are forwarded flagged ``cost.rollup.partial`` with
+    reason ``late``. Past ``max_buffered_spans`` the oldest traces are forwarded at once,
+    flagged ``partial`` with reason ``buffer_full``. ``force_flush`` and ``shutdown`` forward
+    everything. Totals cover this process only (``cost.rollup.scope=process``); spans whose
+    parent is in another process say so with ``cost.rollup.remote_parent``.
+
+    Example::
+
+        BatchSpanProcessor(CostRollupExporter(OTLPSpanExporter()))
+    """
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        linger: float = 2.0,
+        max_wait: float = 30.0,
+        max_buffered_spans: int = 100_000,
+        remember_flushed: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(exporter, SpanExporter):
+            raise TypeError(f"exporter must be a SpanExporter (e.g. OTLPSpanExporter()), got {exporter!r}")
+        if linger < 0 or max_wait < linger:
+            raise ValueError(f"need 0 <= linger <= max_wait, got linger={linger}, max_wait={max_wait}")
+        if max_buffered_spans < 1 or remember_flushed < 0:
+            raise ValueError("max_buffered_spans must be >= 1 and remember_flushed >= 0")
+        self._exporter = exporter
+        self._linger = linger
+        self._max_wait = max_wait
+        self._max_spans = max_buffered_spans
+        self._remember = remember_flushed
+        self._clock = clock
+        self._lock = threading.Condition()
+        self._export_lock = threading.Lock()
+        self._pending: OrderedDict[int, _Pending] = OrderedDict()
+        self._buffered = 0
+        self._flushed: OrderedDict[int, None] = OrderedDict()
+        self._shutdown = False
+        self._thread = threading.Thread(target=self._run, name="otel_costs.CostRollupExporter", daemon=True)
+        self._thread.start()
+
+    # --- SpanExporter -----------------------------------------------------------------
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Buffer ``spans``; they are forwarded when their trace is complete (see the class doc)."""
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        evicted: list[tuple[_Pending, str | None]] = []
+        try:
+            now = self._clock()
+            with self._lock:
+                for span in spans:
+                    self._add(span, now)
+                while self._buffered > self._max_spans and self._pending:
+                    _trace_id, pending = self._pending.popitem(last=False)
+                    self._buffered -= len(pending.spans)
+                    evicted.append((pending, "buffer_full"))
+                self._lock.notify()
+        except Exception:
+            logger.exception("otel_costs: could not buffer %d spans", len(spans))
+            return SpanExportResult.FAILURE
+        if evicted:
+            logger.warning(
+                "otel_costs: rollup buffer full (%d spans): forwarding %d traces early, flagged partial",
+                self._max_spans,
+                len(evicted),
+            )
+            self._forward(evicted)
+        return SpanExportResult.SUCCESS
+
+    def _add(self, span: ReadableSpan, now: float) -> None:
+        ctx = span.context
+        if ctx is None:
+            return
+        trace_id = ctx.trace_id
+        pending = self._pending.get(trace_id)
+        if pending is None:
+            pending = self._pending[trace_id] = _Pending(first_seen=now, late=trace_id in self._flushed)
+        pending.spans.append(span)
+        self._buffered += 1
+        parent = span.parent
+        if pending.deadline is None and (parent is None or parent.is_remote):
+            pending.deadline = now + self._linger
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Roll up and forward every buffered trace now, then flush the wrapped exporter."""
+        with self._lock:
+            batch = [(pending, None) for pending in self._pending.values()]
+            self._pending.clear()
+            self._buffered = 0
+        self._forward(batch)
+        try:
+            return self._exporter.force_flush(timeout_millis)
+        except Exception:
+            logger.exception("otel_costs: force_flush of %r failed", self._exporter)
+            return False
+
+    def shutdown(self) -> None:
+        """Forward everything buffered, stop the flush thread and shut the wrapped exporter down."""
+        if self._shutdown:
+            return
+        self.force_flush()
+        with self._lock:
+            self._shutdown = True
+            self._lock.notify()
+        self._thread.join(timeout=5)
+        try:
+            self._exporter.shutdown()
+        except Exception:
+            logger.exception("otel_costs: shutdown of %r failed", self._exporter)
+
+    # --- flushing ---------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._shutdown:
+                    return
+                ready, wait = self._take_ready(self._clock())
+                if not ready:
+                    self._lock.wait(timeout=wait)
+                    continue
+            self._forward(ready)
+
+    def _take_ready(self, now: float) -> tuple[list[tuple[_Pending, str | None]], float | None]:
+        """Remove and return the traces due at ``now``; else how long until the next one is due."""
+        ready: list[tuple[_Pending, str | None]] = []
+        next_due: float | None = None
+        for trace_id, pending in list(self._pending.items()):
+            due = pending.first_seen + self._max_wait
+            if pending.deadline is not None:
+                due = min(due, pending.deadline)
+            if due <= now:
+                del self._pending[trace_id]
+                self._buffered -= len(pending.spans)
+                ready.append((pending, None))
+            elif next_due is None or due < next_due:
+                next_due = due
+        return ready, None if next_due is None else max(next_due - now, 0.001)
+
+    def _forward(self, batch: list[tuple[_Pending, str | None]]) -> None:
+        if not batch:
+            return
+        out: list[ReadableSpan] = []
+        for pending, reason in batch:
+            try:
+                out.extend(annotate_trace(pending.spans, partial_reason="late" if pending.late else reason))
+            except Exception:
+                logger.exception("otel_costs: rollup failed; forwarding %d spans as is", len(pending.spans))
+                out.extend(pending.spans)
+            self._remember_flushed(pending)
+        token = context.attach(context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            with self._export_lock:
+                result = self._exporter.export(out)
+            if result is not SpanExportResult.SUCCESS:
+                logger.warning("otel_costs: %r failed to export %d spans", self._exporter, len(out))
+        except Exception:
+            logger.exception("otel_costs: %r raised exporting %d spans", self._exporter, len(out))
+        finally:
+            context.detach(token)
+
+    def _remember_flushed(self, pending: _Pending) -> None:
+        if not self._remember or not pending.spans:
+            return
+        ctx = pending.spans[0].context
+        if ctx is None:
+            return
+        with self._lock:
+            self._flushed[ctx.trace_id] = None
+            self._flushed.move_to_end(ctx.trace_id)
+            while len(self._flushed) > self._remember:
+                self._flushed.popitem(last=False)
+
+
+def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None = None) -> list[ReadableSpan]:
+    """Roll up the spans of one trace and return them with their ``cost.*`` rollup attributes.
+
+    ``partial_reason`` flags every span of the trace (e.g. ``"buffer_full"``, ``"late"``).
+    """
+    nodes: list[CostNode] = []
+    for span in spans:
+        ctx = span.context
+        parent = span.parent
+        nodes.append(
+            cost_node(
+                ctx.span_id if ctx is not None else 0,
+                parent.span_id if parent is not None else None,
+                span.attributes,
+                remote_parent=parent is not None and parent.is_remote,
+            )
+        )
+    out: list[ReadableSpan] = []
+    for span, node, result in zip(spans, nodes, rollup(nodes), strict=True):
+        extra = rollup_attributes(node, result, scope=conv.SCOPE_PROCESS)
+        if partial_reason is not None:
+            extra[conv.COST_ROLLUP_PARTIAL] = True
+            extra[conv.COST_ROLLUP_PARTIAL_REASON] = partial_reason
+        out.append(with_attributes(span, extra) if extra else span)
+    return out

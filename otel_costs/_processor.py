@@ -1,0 +1,188 @@
+"""``CostSpanProcessor``: attribute spans as they start, price LLM calls as they end."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import baggage
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from . import _conventions as conv
+from ._money import nanos_to_usd, to_nanos
+from ._pricing import CostBreakdown, PriceBook
+from ._spans import with_attributes
+from ._usage import UsageReading, read_usage
+
+logger = logging.getLogger("otel_costs")
+
+#: Called with each billable span (already carrying its cost attributes) and its direct cost
+#: in nano-USD (0 when it could not be priced). Budgets and cost metrics hang off this.
+CostListener = Callable[[ReadableSpan, int], None]
+
+#: Baggage values longer than this are not copied onto spans (they are ids, not payloads).
+DEFAULT_MAX_VALUE_LENGTH = 256
+_MAX_RETRY_DEPTH = 10_000
+
+
+class CostSpanProcessor(SpanProcessor):
+    """Wraps the next processor: copies attribution baggage onto spans and prices LLM calls.
+
+    On start, the baggage keys in ``baggage_keys`` (default: the attribution table of
+    ``docs/conventions.md``) are copied onto the span as attributes. On end, a span carrying
+    token usage gets ``cost.direct`` (USD), its exact ``cost.direct_nanos``, a breakdown,
+    ``cost.status`` and what priced it, and the costed copy is handed to ``next_processor``.
+    Aggregate usage on agent/workflow/tool spans is marked, never priced.
+
+    Example::
+
+        provider.add_span_processor(
+            CostSpanProcessor(BatchSpanProcessor(CostRollupExporter(OTLPSpanExporter())))
+        )
+    """
+
+    def __init__(
+        self,
+        next_processor: SpanProcessor,
+        *,
+        price_book: PriceBook | None = None,
+        baggage_keys: Mapping[str, str] | None = None,
+        cost_listeners: Sequence[CostListener] = (),
+        max_value_length: int = DEFAULT_MAX_VALUE_LENGTH,
+    ) -> None:
+        if not isinstance(next_processor, SpanProcessor):
+            raise TypeError(
+                f"next_processor must be a SpanProcessor (e.g. BatchSpanProcessor), got {next_processor!r}"
+            )
+        if max_value_length < 1:
+            raise ValueError(f"max_value_length must be >= 1, got {max_value_length}")
+        self._next = next_processor
+        self._price_book = price_book if price_book is not None else PriceBook()
+        self._baggage_keys = dict(conv.BAGGAGE_TO_ATTRIBUTE if baggage_keys is None else baggage_keys)
+        self._listeners = tuple(cost_listeners)
+        self._max_value_length = max_value_length
+
+    @property
+    def price_book(self) -> PriceBook:
+        """The price book that prices this processor's spans."""
+        return self._price_book
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        try:
+            entries = baggage.get_all(parent_context)
+            if entries:
+                attributes, rejected = self._attribution(entries)
+                if attributes:
+                    span.set_attributes(attributes)
+                if rejected:
+                    span.set_attribute(conv.ATTRIBUTION_REJECTED, rejected)
+        except Exception:
+            logger.exception("otel_costs: could not attribute span %r", getattr(span, "name", span))
+        self._next.on_start(span, parent_context=parent_context)
+
+    def _attribution(self, entries: Mapping[str, object]) -> tuple[dict[str, Any], list[str]]:
+        """The span attributes for the baggage ``entries``, and the keys rejected as malformed."""
+        attributes: dict[str, Any] = {}
+        rejected: list[str] = []
+        for key, value in entries.items():
+            attribute = self._baggage_keys.get(key)
+            if attribute is None:
+                continue
+            if not isinstance(value, str) or not value or len(value) > self._max_value_length:
+                rejected.append(key)
+                continue
+            if attribute == conv.RETRY_DEPTH:
+                depth = _parse_depth(value)
+                if depth is None:
+                    rejected.append(key)
+                    continue
+                attributes[attribute] = depth
+            else:
+                attributes[attribute] = value
+        return attributes, rejected
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            attributes = span.attributes
+            reading = read_usage(attributes) if attributes else None
+            if reading is not None:
+                span, nanos = self._costed(span, reading)
+                if reading.kind != "aggregate":
+                    self._notify(span, nanos)
+        except Exception:
+            logger.exception("otel_costs: could not price span %r", span.name)
+        self._next.on_end(span)
+
+    def _costed(self, span: ReadableSpan, reading: UsageReading) -> tuple[ReadableSpan, int]:
+        """A copy of ``span`` with its cost attributes, and its direct cost in nano-USD."""
+        extra: dict[str, Any] = {conv.COST_CURRENCY: conv.CURRENCY_USD}
+        nanos = 0
+        if reading.kind == "aggregate":
+            extra[conv.COST_STATUS] = conv.STATUS_AGGREGATE
+            extra[conv.COST_STATUS_REASON] = reading.reason or "aggregate usage of child calls"
+        elif reading.kind == "invalid" or reading.call is None:
+            extra[conv.COST_STATUS] = conv.STATUS_INVALID_USAGE
+            extra[conv.COST_STATUS_REASON] = reading.reason or "unreadable usage"
+        else:
+            at = _start_time(span)
+            cost = self._price_book.price(reading.call, at=at)
+            nanos = _publish(cost, extra)
+            earlier = (span.attributes or {}).get(conv.COST_STATUS)
+            if earlier == conv.STATUS_PARTIAL:
+                # The capture layer saw only part of the usage (e.g. a stream closed early):
+                # what was seen is priced, and the span stays flagged as a lower bound.
+                extra[conv.COST_STATUS] = conv.STATUS_PARTIAL
+        return with_attributes(span, extra), nanos
+
+    def _notify(self, span: ReadableSpan, nanos: int) -> None:
+        for listener in self._listeners:
+            try:
+                listener(span, nanos)
+            except Exception:
+                logger.exception("otel_costs: cost listener %r failed", listener)
+
+    def shutdown(self) -> None:
+        self._next.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._next.force_flush(timeout_millis)
+
+
+def _publish(cost: CostBreakdown, extra: dict[str, Any]) -> int:
+    """Fill ``extra`` with the attributes of ``cost``; return the direct cost in nano-USD."""
+    extra[conv.COST_STATUS] = cost.status
+    if cost.reason:
+        extra[conv.COST_STATUS_REASON] = cost.reason
+    if cost.provider:
+        extra[conv.COST_PROVIDER] = cost.provider
+    if cost.model:
+        extra[conv.COST_MODEL] = cost.model
+    if cost.source:
+        extra[conv.COST_PRICE_SOURCE] = cost.source
+    if cost.status != conv.STATUS_PRICED:
+        return 0
+    nanos = to_nanos(cost.total)
+    usd = nanos_to_usd(nanos)
+    extra[conv.COST_DIRECT] = usd
+    extra[conv.GEN_AI_USAGE_COST] = usd
+    extra[conv.COST_DIRECT_NANOS] = nanos
+    extra[conv.COST_INPUT] = float(cost.input)
+    extra[conv.COST_CACHE_READ] = float(cost.cache_read)
+    extra[conv.COST_CACHE_WRITE] = float(cost.cache_write)
+    extra[conv.COST_OUTPUT] = float(cost.output)
+    return nanos
+
+
+def _start_time(span: ReadableSpan) -> datetime | None:
+    start = span.start_time
+    return datetime.fromtimestamp(start / 1e9, tz=UTC) if start else None
+
+
+def _parse_depth(value: str) -> int | None:
+    if not value.isdigit() or len(value) > 5:
+        return None
+    depth = int(value)
+    return depth if depth <= _MAX_RETRY_DEPTH else None
