@@ -10,6 +10,7 @@ from typing import Any
 from opentelemetry import baggage
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from . import _conventions as conv
 from ._money import nanos_to_usd, to_nanos
@@ -148,7 +149,17 @@ class CostSpanProcessor(SpanProcessor):
         self._next.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._next.force_flush(timeout_millis)
+        flushed = self._next.force_flush(timeout_millis)
+        # The SDK's Simple/BatchSpanProcessor never flush their exporter, so a CostRollupExporter
+        # behind them would keep its buffered traces until ``linger``: flush it too.
+        exporter = getattr(self._next, "span_exporter", None)
+        if isinstance(exporter, SpanExporter):
+            try:
+                flushed = exporter.force_flush(timeout_millis) and flushed
+            except Exception:
+                logger.exception("otel_costs: force_flush of %r failed", exporter)
+                return False
+        return flushed
 
 
 def _publish(cost: CostBreakdown, extra: dict[str, Any]) -> int:
