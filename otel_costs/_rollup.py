@@ -122,7 +122,12 @@ def rollup(nodes: Sequence[CostNode]) -> list[NodeRollup]:
             roots.append(i)
             continue
         parent = index.get(node.parent_id) if node.parent_id is not None else None
-        if parent is None or parent == i:
+        if parent == i:
+            # Its own parent: a loop of one link, cut and flagged like any other loop.
+            root_kind[i] = "cycle"
+            roots.append(i)
+            continue
+        if parent is None:
             if node.parent_id is not None:
                 root_kind[i] = "remote_parent" if node.remote_parent else "orphan"
             roots.append(i)
