@@ -39,7 +39,8 @@ class OtlpFormatError(ValueError):
 
 def request_to_json(request: ExportTraceServiceRequest) -> str:
     """One line of OTLP/JSON for ``request`` (hex ids, no newline)."""
-    data = json_format.MessageToDict(request)
+    # OTLP/JSON: "Values of enum fields MUST be encoded as integer values" (not protobuf's names).
+    data = json_format.MessageToDict(request, use_integers_for_enums=True)
     for span in _iter_json_spans(data):
         _ids(span, _b64_to_hex)
         for link in span.get("links", ()):
