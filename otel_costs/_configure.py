@@ -65,7 +65,8 @@ def default_exporter(
                 endpoint = endpoint.rstrip("/") + "/v1/traces"
             return HttpExporter(endpoint=endpoint) if endpoint else HttpExporter()
         raise ConfigurationError(
-            f"unsupported OTLP protocol {protocol!r}: set OTEL_EXPORTER_OTLP_PROTOCOL to 'grpc' or 'http/protobuf'"
+            f"unsupported OTLP protocol {protocol!r}: "
+            "set OTEL_EXPORTER_OTLP_PROTOCOL to 'grpc' or 'http/protobuf'"
         )
     return OtlpJsonFileExporter(Path(file_path or env.get(FILE_ENV) or DEFAULT_FILE))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 
 
@@ -38,6 +39,10 @@ def with_attributes(span: ReadableSpan, extra: Mapping[str, Any]) -> ReadableSpa
 
     Ended spans are immutable in the SDK, so costs are added by handing on a copy.
     """
-    merged = dict(span.attributes or {})
+    attributes = span.attributes
+    # BoundedAttributes.copy() copies its dict in one C call; a plain Mapping goes through dict().
+    merged: dict[str, Any] = dict(
+        attributes.copy() if isinstance(attributes, BoundedAttributes) else attributes or {}
+    )
     merged.update(extra)
     return _AnnotatedSpan(span, merged)
