@@ -58,7 +58,8 @@ def json_to_request(line: str | bytes) -> ExportTraceServiceRequest:
             _ids(span, _hex_to_b64)
             for link in span.get("links", ()) or ():
                 _ids(link, _hex_to_b64)
-        return json_format.ParseDict(data, ExportTraceServiceRequest())
+        # "OTLP/JSON receivers MUST ignore message fields with unknown names" (newer OTLP versions).
+        return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except OtlpFormatError:
         raise
     except (ValueError, TypeError, AttributeError, json_format.ParseError) as exc:
