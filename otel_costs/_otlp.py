@@ -64,6 +64,9 @@ def json_to_request(line: str | bytes) -> ExportTraceServiceRequest:
         raise
     except (ValueError, TypeError, AttributeError, json_format.ParseError) as exc:
         raise OtlpFormatError(f"not an OTLP/JSON ExportTraceServiceRequest: {exc}") from exc
+    except RecursionError as exc:
+        # json.loads on a line nested thousands deep: bad input, not a crash of the reader.
+        raise OtlpFormatError("not an OTLP/JSON ExportTraceServiceRequest: nested too deeply") from exc
 
 
 def _iter_json_spans(data: dict[str, Any]) -> Iterator[dict[str, Any]]:
