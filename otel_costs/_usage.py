@@ -1,0 +1,318 @@
+"""Token usage read from span attributes, as the common instrumentations write it.
+
+Runs on every span end, so the common case, a span without any LLM usage, costs one set
+intersection over the span's attribute keys. Only spans that carry a usage attribute are read.
+
+Sources and their cache semantics (details in ``docs/pricing.md``): the OpenTelemetry GenAI
+semantic conventions, OpenLLMetry (traceloop) and OpenInference all report an input count that
+*includes* cache reads and cache writes, also for Anthropic, whose raw API ``input_tokens``
+excludes them (the instrumentations add them back). So does Pydantic AI / Logfire. A span whose
+cache counts exceed its input count cannot be read that way and is flagged ``invalid``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final, Literal
+
+from otel_costs._conventions import (
+    AGGREGATE_OPERATIONS,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_SYSTEM,
+    SERVER_ADDRESS,
+)
+
+logger = logging.getLogger(__name__)
+
+# --- attribute names read here (not in _conventions: only this module reads them) -----------
+# OpenTelemetry GenAI semantic conventions, current.
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+#: The name on semconv main; released semconv (<= 1.38) calls it ``cache_creation``.
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
+# OpenTelemetry GenAI semantic conventions, deprecated (still written by OpenLLMetry).
+GEN_AI_USAGE_PROMPT_TOKENS: Final = "gen_ai.usage.prompt_tokens"
+GEN_AI_USAGE_COMPLETION_TOKENS: Final = "gen_ai.usage.completion_tokens"
+GEN_AI_USAGE_TOTAL_TOKENS: Final = "gen_ai.usage.total_tokens"
+# OpenLLMetry (traceloop semconv_ai).
+TRACELOOP_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read_input_tokens"
+TRACELOOP_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation_input_tokens"
+TRACELOOP_REASONING_TOKENS: Final = "gen_ai.usage.reasoning_tokens"
+TRACELOOP_LLM_REASONING_TOKENS: Final = "llm.usage.reasoning_tokens"
+TRACELOOP_TOTAL_TOKENS: Final = "llm.usage.total_tokens"
+TRACELOOP_SPAN_KIND: Final = "traceloop.span.kind"
+OPENAI_API_BASE: Final = "gen_ai.openai.api_base"
+# OpenInference.
+OI_TOKEN_COUNT_PROMPT: Final = "llm.token_count.prompt"
+OI_TOKEN_COUNT_COMPLETION: Final = "llm.token_count.completion"
+OI_TOKEN_COUNT_TOTAL: Final = "llm.token_count.total"
+OI_CACHE_READ: Final = "llm.token_count.prompt_details.cache_read"
+OI_CACHE_WRITE: Final = "llm.token_count.prompt_details.cache_write"
+OI_REASONING: Final = "llm.token_count.completion_details.reasoning"
+OI_MODEL_NAME: Final = "llm.model_name"
+OI_PROVIDER: Final = "llm.provider"
+OI_SYSTEM: Final = "llm.system"
+OI_SPAN_KIND: Final = "openinference.span.kind"
+# Pydantic AI / Logfire.
+PYDANTIC_CACHE_READ: Final = "gen_ai.usage.details.cache_read_tokens"
+PYDANTIC_CACHE_WRITE: Final = "gen_ai.usage.details.cache_write_tokens"
+PYDANTIC_REASONING: Final = "gen_ai.usage.details.reasoning_tokens"
+
+#: Per field, the attribute names in priority order: the first one present wins.
+INPUT_KEYS: Final = (GEN_AI_USAGE_INPUT_TOKENS, GEN_AI_USAGE_PROMPT_TOKENS, OI_TOKEN_COUNT_PROMPT)
+OUTPUT_KEYS: Final = (GEN_AI_USAGE_OUTPUT_TOKENS, GEN_AI_USAGE_COMPLETION_TOKENS, OI_TOKEN_COUNT_COMPLETION)
+CACHE_READ_KEYS: Final = (
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    TRACELOOP_CACHE_READ_INPUT_TOKENS,
+    OI_CACHE_READ,
+    PYDANTIC_CACHE_READ,
+)
+CACHE_WRITE_KEYS: Final = (
+    GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
+    GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+    TRACELOOP_CACHE_CREATION_INPUT_TOKENS,
+    OI_CACHE_WRITE,
+    PYDANTIC_CACHE_WRITE,
+)
+REASONING_KEYS: Final = (
+    GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+    TRACELOOP_REASONING_TOKENS,
+    TRACELOOP_LLM_REASONING_TOKENS,
+    OI_REASONING,
+    PYDANTIC_REASONING,
+)
+#: A total alone cannot be priced, but it marks a span as carrying usage (so it is flagged, not skipped).
+TOTAL_KEYS: Final = (GEN_AI_USAGE_TOTAL_TOKENS, TRACELOOP_TOTAL_TOKENS, OI_TOKEN_COUNT_TOTAL)
+MODEL_KEYS: Final = (GEN_AI_RESPONSE_MODEL, GEN_AI_REQUEST_MODEL, OI_MODEL_NAME)
+PROVIDER_KEYS: Final = (GEN_AI_PROVIDER_NAME, GEN_AI_SYSTEM, OI_PROVIDER, OI_SYSTEM)
+SERVER_KEYS: Final = (SERVER_ADDRESS, OPENAI_API_BASE)
+
+#: OpenInference span kinds whose token counts sum their children's (upper-case, as written).
+OI_AGGREGATE_KINDS: Final = frozenset({"AGENT", "CHAIN", "TOOL"})
+#: traceloop span kinds whose token counts sum their children's.
+TRACELOOP_AGGREGATE_KINDS: Final = frozenset({"workflow", "agent", "task", "tool"})
+
+#: Largest token count accepted on one span; anything above is a unit or overflow bug.
+MAX_TOKENS: Final = 10**10
+
+_FIELDS: Final = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+_USAGE_KEYS: Final = frozenset(INPUT_KEYS + OUTPUT_KEYS + CACHE_READ_KEYS + CACHE_WRITE_KEYS + REASONING_KEYS)
+_TRIGGER_KEYS: Final = _USAGE_KEYS | frozenset(TOTAL_KEYS)
+_READ_KEYS: Final = (
+    _TRIGGER_KEYS
+    | frozenset(MODEL_KEYS + PROVIDER_KEYS + SERVER_KEYS)
+    | {GEN_AI_OPERATION_NAME, OI_SPAN_KIND, TRACELOOP_SPAN_KIND}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Token counts of one LLM call, with OpenTelemetry semantics (parts are included in totals)."""
+
+    input_tokens: int = 0
+    """All input tokens, including cache reads and cache writes."""
+    output_tokens: int = 0
+    """All output tokens, including reasoning tokens."""
+    cache_read_tokens: int = 0
+    """Input tokens served from the provider's prompt cache (part of ``input_tokens``)."""
+    cache_write_tokens: int = 0
+    """Input tokens written to the provider's prompt cache (part of ``input_tokens``)."""
+    reasoning_tokens: int = 0
+    """Output tokens spent on reasoning (part of ``output_tokens``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LlmCall:
+    """What a span says about one LLM call: enough to price it."""
+
+    model: str | None
+    """Model name: ``gen_ai.response.model``, else ``gen_ai.request.model``, else ``llm.model_name``."""
+    provider: str | None
+    """Provider name as found on the span (``gen_ai.provider.name``, ``gen_ai.system``, ``llm.provider``)."""
+    server_address: str | None
+    """``server.address`` (or an API base URL), used to find the provider when no name is given."""
+    usage: TokenUsage
+    """The token counts."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReading:
+    """The outcome of reading a span's usage attributes."""
+
+    kind: Literal["billable", "aggregate", "invalid"]
+    """``billable``: an LLM call to price; ``aggregate``: a sum over child calls, never priced;
+    ``invalid``: usage attributes that cannot be read (see ``reason``)."""
+    call: LlmCall | None
+    """The call, for ``billable``; for ``aggregate`` when its counts are readable; else ``None``."""
+    reason: str | None
+    """Why the reading is ``aggregate`` or ``invalid``; ``None`` for ``billable``."""
+
+
+def read_usage(attributes: Mapping[str, object]) -> UsageReading | None:
+    """Read the token usage of a span from its attributes; ``None`` when it carries none.
+
+    Never raises: unreadable values give ``kind="invalid"`` with a reason.
+
+    >>> read_usage({"gen_ai.usage.input_tokens": 1500, "gen_ai.usage.output_tokens": 500,
+    ...             "gen_ai.request.model": "gpt-5.2"}).call.usage.input_tokens
+    1500
+    """
+    try:
+        # The hot path: one pass over the keys in C, no per-name lookups (a miss on the SDK's
+        # BoundedAttributes costs a raised KeyError).
+        if _TRIGGER_KEYS.isdisjoint(attributes):
+            return None
+        return _read(attributes)
+    except Exception as exc:
+        logger.exception("otel_costs: could not read usage attributes")
+        return UsageReading("invalid", None, f"usage attributes could not be read: {type(exc).__name__}")
+
+
+def usage_problem(usage: TokenUsage) -> str | None:
+    """Why ``usage`` cannot be priced, or ``None`` when it is consistent.
+
+    Checks the types and ranges of the counts and that the parts fit in their totals.
+    """
+    for name in _FIELDS:
+        value = getattr(usage, name)
+        if type(value) is not int:
+            return f"{name} must be an int, got {type(value).__name__}"
+        if value < 0:
+            return f"{name} is negative ({value})"
+        if value > MAX_TOKENS:
+            return f"{name} is absurdly large ({value} > {MAX_TOKENS})"
+    if usage.cache_read_tokens + usage.cache_write_tokens > usage.input_tokens:
+        return (
+            f"cache reads ({usage.cache_read_tokens}) + cache writes ({usage.cache_write_tokens}) exceed "
+            f"input tokens ({usage.input_tokens}); the input count must include cached tokens "
+            "(an Anthropic-style uncached input count was probably written as the total)"
+        )
+    if usage.reasoning_tokens > usage.output_tokens:
+        return (
+            f"reasoning tokens ({usage.reasoning_tokens}) exceed output tokens ({usage.output_tokens}); "
+            "the output count must include reasoning tokens"
+        )
+    return None
+
+
+def _read(attributes: Mapping[str, object]) -> UsageReading:
+    # Copy only the attributes we know into a plain dict: later lookups are then cheap.
+    found: dict[str, object] = {key: attributes[key] for key in _READ_KEYS.intersection(attributes)}
+
+    call: LlmCall | None = None
+    problem: str | None = None
+    counts: dict[str, int] = {}
+    for field, keys in (
+        ("input_tokens", INPUT_KEYS),
+        ("output_tokens", OUTPUT_KEYS),
+        ("cache_read_tokens", CACHE_READ_KEYS),
+        ("cache_write_tokens", CACHE_WRITE_KEYS),
+        ("reasoning_tokens", REASONING_KEYS),
+    ):
+        for key in keys:
+            raw = found.get(key)
+            if raw is None:
+                continue
+            value = _parse_count(raw)
+            if isinstance(value, str):
+                problem = f"{key} {value}"
+            else:
+                counts[field] = value
+            break
+        if problem is not None:
+            break
+
+    if problem is None and "input_tokens" not in counts and "output_tokens" not in counts:
+        present = sorted(key for key in found if key in _TRIGGER_KEYS)
+        problem = f"no input or output token count, only {', '.join(present)}"
+    if problem is None:
+        usage = TokenUsage(**counts)
+        problem = usage_problem(usage)
+        if problem is None:
+            call = LlmCall(
+                model=_first_string(found, MODEL_KEYS),
+                provider=_first_string(found, PROVIDER_KEYS),
+                server_address=_first_string(found, SERVER_KEYS),
+                usage=usage,
+            )
+
+    aggregate = _aggregate_reason(found)
+    if aggregate is not None:
+        reason = aggregate if problem is None else f"{aggregate}; its usage is unreadable: {problem}"
+        return UsageReading("aggregate", call, reason)
+    if problem is not None:
+        return UsageReading("invalid", None, problem)
+    return UsageReading("billable", call, None)
+
+
+def _parse_count(value: object) -> int | str:
+    """A token count as an int, or a description of what is wrong with it.
+
+    Accepted: ints, whole floats (``12.0``, as some SDKs round-trip counts through JSON numbers),
+    and strings of ASCII digits (``"12"``, as some bridges stringify attributes). Rejected: bools,
+    negatives, NaN/inf, fractions, other strings, other types, counts above ``MAX_TOKENS``.
+    """
+    if isinstance(value, bool):
+        return f"is a bool ({value!r}), not a token count"
+    if isinstance(value, int):
+        count = value
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return f"is not finite ({value!r})"
+        if not value.is_integer():
+            return f"is not a whole number ({value!r})"
+        count = int(value)
+    elif isinstance(value, Decimal):
+        if not value.is_finite() or value != value.to_integral_value():
+            return f"is not a whole finite number ({value!r})"
+        count = int(value)
+    elif isinstance(value, str):
+        if not (value.isascii() and value.isdigit()):
+            return f"is a string that is not a whole number ({value[:40]!r})"
+        if len(value) > 20:
+            return f"is absurdly large ({value[:40]!r}...)"
+        count = int(value)
+    else:
+        return f"has type {type(value).__name__}, not a token count"
+    if count < 0:
+        return f"is negative ({count})"
+    if count > MAX_TOKENS:
+        return f"is absurdly large ({count} > {MAX_TOKENS})"
+    return count
+
+
+def _first_string(found: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = found.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def _aggregate_reason(found: Mapping[str, object]) -> str | None:
+    operation = found.get(GEN_AI_OPERATION_NAME)
+    if isinstance(operation, str) and operation in AGGREGATE_OPERATIONS:
+        return f"usage on a {operation} span is the sum of its child calls"
+    kind = found.get(OI_SPAN_KIND)
+    if isinstance(kind, str) and kind.upper() in OI_AGGREGATE_KINDS:
+        return f"usage on an OpenInference {kind.upper()} span is the sum of its child calls"
+    kind = found.get(TRACELOOP_SPAN_KIND)
+    if isinstance(kind, str) and kind.lower() in TRACELOOP_AGGREGATE_KINDS:
+        return f"usage on a traceloop {kind.lower()} span is the sum of its child calls"
+    return None
