@@ -193,7 +193,8 @@ def _start_time(span: ReadableSpan) -> datetime | None:
 
 
 def _parse_depth(value: str) -> int | None:
-    if not value.isdigit() or len(value) > 5:
+    # isascii(): str.isdigit() is also true for "²" or "١٢", which int() rejects or reads as 12.
+    if not (value.isascii() and value.isdigit()) or len(value) > 5:
         return None
     depth = int(value)
     return depth if depth <= _MAX_RETRY_DEPTH else None
