@@ -128,9 +128,20 @@ class CostSpanProcessor(SpanProcessor):
             extra[conv.COST_STATUS] = conv.STATUS_INVALID_USAGE
             extra[conv.COST_STATUS_REASON] = reading.reason or "unreadable usage"
         else:
-            at = _start_time(span)
-            cost = self._price_book.price(reading.call, at=at)
-            nanos = _publish(cost, extra)
+            priced: dict[str, Any] = {}
+            try:
+                cost = self._price_book.price(reading.call, at=_start_time(span))
+                nanos = _publish(cost, priced)
+            except Exception as exc:
+                # PriceBook.price never raises, but a subclass or another book might: the span
+                # must still say it carries usage that was not priced, never pass as $0.
+                logger.exception("otel_costs: price book %r raised", self._price_book)
+                nanos = 0
+                priced = {
+                    conv.COST_STATUS: conv.STATUS_UNPRICED,
+                    conv.COST_STATUS_REASON: f"price book raised {type(exc).__name__}: {exc}"[:256],
+                }
+            extra.update(priced)
             earlier = (span.attributes or {}).get(conv.COST_STATUS)
             if earlier == conv.STATUS_PARTIAL:
                 # The capture layer saw only part of the usage (e.g. a stream closed early):
