@@ -16,7 +16,7 @@ from ._attribution import Attempt, Retry, agent, current_attribution, retry, wor
 from ._configure import ConfigurationError, configure, default_exporter
 from ._exporter import CostRollupExporter
 from ._otlp import OtlpFormatError, OtlpJsonFileExporter
-from ._pricing import CostBreakdown, PriceBook, PriceConfigError
+from ._pricing import CostBreakdown, ModelRates, PriceBook, PriceConfigError, RateTier
 from ._processor import CostListener, CostSpanProcessor
 from ._rollup import CostNode, NodeRollup, cost_node, rollup
 from ._usage import LlmCall, TokenUsage, UsageReading, read_usage
@@ -30,11 +30,13 @@ __all__ = [
     "CostRollupExporter",
     "CostSpanProcessor",
     "LlmCall",
+    "ModelRates",
     "NodeRollup",
     "OtlpFormatError",
     "OtlpJsonFileExporter",
     "PriceBook",
     "PriceConfigError",
+    "RateTier",
     "Retry",
     "TokenUsage",
     "UsageReading",
