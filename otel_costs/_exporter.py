@@ -92,6 +92,9 @@ class CostRollupExporter(SpanExporter):
         try:
             now = self._clock()
             with self._lock:
+                # Checked again under the lock: shutdown may have flushed for the last time since.
+                if self._shutdown:
+                    return SpanExportResult.FAILURE
                 for span in spans:
                     self._add(span, now)
                 while self._buffered > self._max_spans and self._pending:
@@ -140,13 +143,14 @@ class CostRollupExporter(SpanExporter):
 
     def shutdown(self) -> None:
         """Forward everything buffered, stop the flush thread and shut the wrapped exporter down."""
-        if self._shutdown:
-            return
-        self.force_flush()
         with self._lock:
+            if self._shutdown:
+                return
+            # Refuse new spans first, then flush: spans accepted after the last flush would be lost.
             self._shutdown = True
             self._lock.notify()
         self._thread.join(timeout=5)
+        self.force_flush()
         try:
             self._exporter.shutdown()
         except Exception:
