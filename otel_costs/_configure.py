@@ -41,6 +41,8 @@ def default_exporter(
     ``OTEL_TRACES_EXPORTER=console`` prints spans; otherwise spans go as OTLP/JSON lines to
     ``file_path``, ``$OTEL_COSTS_FILE`` or ``./otel-costs-traces.jsonl``.
     """
+    if endpoint is not None and file_path is not None:
+        raise ConfigurationError("pass either endpoint= (OTLP) or file_path= (a local file), not both")
     env = os.environ
     configured = (
         endpoint or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
