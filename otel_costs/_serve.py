@@ -36,6 +36,7 @@ import os
 import random
 import signal
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -58,9 +59,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
     TraceServiceServicer,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from . import _conventions as conv
 from ._otlp import _HAS_IS_REMOTE, _IS_REMOTE, OtlpFormatError, any_value, json_to_request
@@ -493,33 +494,45 @@ class TraceWindow:
 # --- rollup on protobuf spans ----------------------------------------------------------------
 
 
-def rollup_trace(entries: Sequence[_Entry], *, partial_reason: str | None = None) -> None:
-    """Roll up the spans of one trace in place: trace-scope rollup attributes replace earlier ones.
+def rollup_trace(entries: Sequence[_Entry], *, partial_reason: str | None = None) -> list[bytes]:
+    """Roll up the spans of one trace; returns each span serialized with its trace-scope attributes.
 
+    Rollup attributes an earlier rollup wrote (``cost.children*``, ``cost.total*``,
+    ``cost.rollup.*``) are removed and the new ones appended; ``cost.direct*`` stays.
     ``partial_reason`` (``"late"``) flags every span ``cost.rollup.partial``.
+
+    The new attributes are appended to the span's serialized bytes (a repeated field may
+    continue anywhere in a message), which spares a protobuf copy per span: the hot path.
     """
     nodes: list[CostNode] = []
-    drops: list[list[int] | None] = []
-    currency_at: list[int] = []
+    encoded: list[bytes] = []
+    currencies: list[bool] = []
     for span, _group in entries:
+        data = span.SerializeToString()
         values: dict[str, object] | None = None
-        drop: list[int] | None = None
-        currency = -1
-        for i, kv in enumerate(span.attributes):
-            key = kv.key
-            if not key.startswith("cost."):
-                continue
-            if key in _REPLACED_KEYS:
-                if drop is None:
-                    drop = [i]
-                else:
-                    drop.append(i)
-            elif key in _READ_KEYS:
-                if values is None:
-                    values = {}
-                values[key] = any_value(kv.value)
-            elif key == conv.COST_CURRENCY:
-                currency = i
+        has_currency = False
+        if b"cost." in data:  # cheap C-level test: most spans carry no cost attribute at all
+            drop: list[int] | None = None
+            for i, kv in enumerate(span.attributes):
+                key = kv.key
+                if key[:5] != "cost.":
+                    continue
+                if key in _REPLACED_KEYS:
+                    if drop is None:
+                        drop = [i]
+                    else:
+                        drop.append(i)
+                elif key in _READ_KEYS:
+                    if values is None:
+                        values = {}
+                    values[key] = any_value(kv.value)
+                elif key == conv.COST_CURRENCY:
+                    has_currency = True
+            if drop is not None:
+                attributes = span.attributes
+                for i in reversed(drop):
+                    del attributes[i]
+                data = span.SerializeToString()
         flags = span.flags
         nodes.append(
             cost_node(
@@ -529,58 +542,111 @@ def rollup_trace(entries: Sequence[_Entry], *, partial_reason: str | None = None
                 remote_parent=bool(flags & _HAS_IS_REMOTE and flags & _IS_REMOTE),
             )
         )
-        drops.append(drop)
-        currency_at.append(currency)
+        encoded.append(data)
+        currencies.append(has_currency)
     results = rollup(nodes)
-    for (span, _group), node, result, drop, currency in zip(
-        entries, nodes, results, drops, currency_at, strict=True
-    ):
+    for i, (node, result) in enumerate(zip(nodes, results, strict=True)):
         extra = rollup_attributes(node, result, scope=conv.SCOPE_TRACE)
         if partial_reason is not None:
             extra[conv.COST_ROLLUP_PARTIAL] = True
             extra[conv.COST_ROLLUP_PARTIAL_REASON] = partial_reason
-        if not extra and drop is None:
-            continue
-        attributes = span.attributes
-        if currency >= 0 and conv.COST_CURRENCY in extra:
-            drop = sorted([*(drop or ()), currency])
-        if drop is not None:
-            for i in reversed(drop):
-                del attributes[i]
-        for key, value in extra.items():
-            kv = attributes.add()
-            kv.key = key
-            _set_any(kv.value, value)
+        if extra:
+            if currencies[i]:
+                extra.pop(conv.COST_CURRENCY, None)  # the pricing already wrote it (always USD)
+            encoded[i] += encode_attributes(extra)
+    return encoded
 
 
-def _set_any(target: AnyValue, value: object) -> None:
-    if isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int):
-        target.int_value = value
-    elif isinstance(value, float):
-        target.double_value = value
-    else:
-        target.string_value = str(value)
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL_VARINTS[n]
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL_VARINTS: Final = [bytes((i,)) for i in range(0x80)]
+_DOUBLE: Final = struct.Struct("<d")
+#: ``Span.attributes`` is field 9, length-delimited: tag byte 0x4A.
+_ATTRIBUTE_TAG: Final = b"\x4a"
+#: Per attribute key: the serialized ``KeyValue.key`` field plus ``KeyValue.value``'s tag.
+_KEY_PREFIX: dict[str, bytes] = {}
+#: Per key: the whole entry up to the 8 bytes of a double value (its length is fixed).
+_DOUBLE_PREFIX: dict[str, bytes] = {}
+#: Whole entries of (key, str or bool value): the scope, currency and flag attributes repeat.
+_ENTRY: dict[tuple[str, object], bytes] = {}
+_CACHE_LIMIT: Final = 1024
+
+
+def _key_prefix(key: str) -> bytes:
+    prefix = _KEY_PREFIX.get(key)
+    if prefix is None:
+        raw = key.encode()
+        prefix = b"\x0a" + _varint(len(raw)) + raw + b"\x12"
+        if len(_KEY_PREFIX) < _CACHE_LIMIT:
+            _KEY_PREFIX[key] = prefix
+    return prefix
+
+
+def _entry(key: str, any_value: bytes) -> bytes:
+    kv = _key_prefix(key) + _varint(len(any_value)) + any_value
+    return _ATTRIBUTE_TAG + _varint(len(kv)) + kv
+
+
+def encode_attributes(attributes: Mapping[str, object]) -> bytes:
+    """``attributes`` as serialized ``Span.attributes`` entries (bool, int, float, str values).
+
+    Appended to a serialized ``Span`` they add those attributes; used for the rollup figures.
+    """
+    parts: list[bytes] = []
+    for key, value in attributes.items():
+        kind = type(value)
+        if kind is float:
+            prefix = _DOUBLE_PREFIX.get(key)
+            if prefix is None:
+                prefix = _entry(key, b"\x21" + bytes(8))[:-8]
+                if len(_DOUBLE_PREFIX) < _CACHE_LIMIT:
+                    _DOUBLE_PREFIX[key] = prefix
+            parts.append(prefix + _DOUBLE.pack(value))
+        elif kind is int:
+            number: int = value  # type: ignore[assignment]
+            # int64 two's complement: negative numbers take ten varint bytes.
+            parts.append(_entry(key, b"\x18" + _varint(number if number >= 0 else number + (1 << 64))))
+        else:
+            entry = _ENTRY.get((key, value))
+            if entry is None:
+                if kind is bool:
+                    entry = _entry(key, b"\x10\x01" if value else b"\x10\x00")
+                else:
+                    raw = str(value).encode()
+                    entry = _entry(key, b"\x0a" + _varint(len(raw)) + raw)
+                if len(_ENTRY) < _CACHE_LIMIT:
+                    _ENTRY[(key, value)] = entry
+            parts.append(entry)
+    return b"".join(parts)
 
 
 def encode_batches(
-    entries: Iterable[_Entry], *, batch_spans: int, worker_id: str | None = None
+    spans: Iterable[tuple[bytes, _Group]], *, batch_spans: int, worker_id: str | None = None
 ) -> list[tuple[bytes, int]]:
     """Serialized ``ExportTraceServiceRequest``s of at most ``batch_spans`` spans, and their span counts.
 
-    Spans that came with the same resource and scope share one ``ResourceSpans`` /
-    ``ScopeSpans`` again, whichever request they arrived in.
+    ``spans`` are serialized ``Span``s with the group they arrived in. Spans that came with
+    the same resource and scope share one ``ResourceSpans`` / ``ScopeSpans`` again, whichever
+    request they arrived in.
     """
     out: list[tuple[bytes, int]] = []
-    by_scope: dict[bytes, tuple[_Group, list[Span]]] = {}
+    by_scope: dict[bytes, tuple[_Group, list[bytes]]] = {}
     count = 0
-    for span, group in entries:
+    for data, group in spans:
         slot = by_scope.get(group.key)
         if slot is None:
-            by_scope[group.key] = (group, [span])
+            by_scope[group.key] = (group, [data])
         else:
-            slot[1].append(span)
+            slot[1].append(data)
         count += 1
         if count >= batch_spans:
             out.append((_encode(by_scope, worker_id), count))
@@ -591,22 +657,39 @@ def encode_batches(
     return out
 
 
-def _encode(by_scope: dict[bytes, tuple[_Group, list[Span]]], worker_id: str | None) -> bytes:
-    request = ExportTraceServiceRequest()
-    resources: dict[bytes, ResourceSpans] = {}
+def _field(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
+
+
+def _encode(by_scope: dict[bytes, tuple[_Group, list[bytes]]], worker_id: str | None) -> bytes:
+    # ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
+    # ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; string schema_url = 3; }
+    # ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2; string schema_url = 3; }
+    resources: dict[bytes, tuple[_Group, list[bytes]]] = {}
     for group, spans in by_scope.values():
-        rs = resources.get(group.resource_key)
-        if rs is None:
-            rs = resources[group.resource_key] = request.resource_spans.add()
-            rs.resource.CopyFrom(group.resource)
-            rs.schema_url = group.resource_schema_url
-            if worker_id is not None:
-                _tag_worker(rs.resource, worker_id)
-        ss = rs.scope_spans.add()
-        ss.scope.CopyFrom(group.scope)
-        ss.schema_url = group.scope_schema_url
-        ss.spans.extend(spans)
-    return request.SerializeToString()
+        parts = [_field(b"\x0a", group.scope.SerializeToString())]
+        parts.extend([b"\x12" + _varint(len(data)) + data for data in spans])
+        if group.scope_schema_url:
+            parts.append(_field(b"\x1a", group.scope_schema_url.encode()))
+        scope_spans = b"".join(parts)
+        slot = resources.get(group.resource_key)
+        if slot is None:
+            resources[group.resource_key] = (group, [scope_spans])
+        else:
+            slot[1].append(scope_spans)
+    request = bytearray()
+    for group, scope_list in resources.values():
+        resource = group.resource
+        if worker_id is not None:
+            resource = Resource()
+            resource.CopyFrom(group.resource)
+            _tag_worker(resource, worker_id)
+        parts = [_field(b"\x0a", resource.SerializeToString())]
+        parts.extend(_field(b"\x12", ss) for ss in scope_list)
+        if group.resource_schema_url:
+            parts.append(_field(b"\x1a", group.resource_schema_url.encode()))
+        request += _field(b"\x0a", b"".join(parts))
+    return bytes(request)
 
 
 def _tag_worker(resource: Resource, worker_id: str) -> None:
@@ -1082,17 +1165,19 @@ class ServeWorker:
         total = sum(len(trace.spans) for trace, _reason in ready)
         self._flushing += total
         try:
+            encoded: list[tuple[bytes, _Group]] = []
             for trace, reason in ready:
                 self.metrics.inc(TRACES_FLUSHED, reason=reason)
                 try:
-                    rollup_trace(trace.spans, partial_reason="late" if trace.late else None)
+                    spans = rollup_trace(trace.spans, partial_reason="late" if trace.late else None)
                 except Exception:
                     logger.exception(
                         "otel_costs serve: rollup failed; forwarding %d spans as is", len(trace.spans)
                     )
-            entries = (entry for trace, _reason in ready for entry in trace.spans)
+                    spans = [span.SerializeToString() for span, _group in trace.spans]
+                encoded.extend(zip(spans, (group for _span, group in trace.spans), strict=True))
             for payload, count in encode_batches(
-                entries, batch_spans=self._config.forward_batch_spans, worker_id=self._config.worker_id
+                encoded, batch_spans=self._config.forward_batch_spans, worker_id=self._config.worker_id
             ):
                 self._forwarder.put(payload, count)
         except Exception:
