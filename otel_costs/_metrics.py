@@ -1,0 +1,193 @@
+"""Cost metrics through the OpenTelemetry metrics API: a cost counter and budget-utilization gauges.
+
+They go wherever the application's ``MeterProvider`` sends metrics: OTLP, Prometheus
+(``opentelemetry-exporter-prometheus``), or an ``InMemoryMetricReader`` in tests.
+
+The counter carries low-cardinality attributes only (model, provider, agent name, workflow
+name, team): never a user id or a workflow *run* id, which would create one time series per
+user or run and overwhelm a metrics backend. Per-user spend belongs in traces and budgets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final, Protocol
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+
+from otel_costs._alerts import BUDGET_NAME, BUDGET_SUBJECT, BUDGET_WINDOW
+from otel_costs._conventions import (
+    AGENT_ID,
+    AGENT_NAME,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_SYSTEM,
+    TEAM_ID,
+    USER_ID,
+    WORKFLOW_ID,
+    WORKFLOW_NAME,
+)
+from otel_costs._money import nanos_to_usd
+
+logger = logging.getLogger(__name__)
+
+#: Counter of money spent on LLM calls, USD.
+COST_METRIC: Final = "gen_ai.client.cost"
+#: Gauge: spent / limit of each budget counter (1.0 = the limit).
+UTILIZATION_METRIC: Final = "otel_costs.budget.utilization"
+#: Gauge: spend in the current window of each budget counter, USD.
+SPENT_METRIC: Final = "otel_costs.budget.spent"
+#: Gauge: the limit of each budget counter, USD.
+LIMIT_METRIC: Final = "otel_costs.budget.limit"
+
+#: Attributes the cost counter copies from a span (when present).
+COST_METRIC_ATTRIBUTES: Final = (
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_PROVIDER_NAME,
+    AGENT_NAME,
+    WORKFLOW_NAME,
+    TEAM_ID,
+)
+#: Attributes refused on the counter: one series per user, run or agent instance.
+HIGH_CARDINALITY_ATTRIBUTES: Final = frozenset({USER_ID, WORKFLOW_ID, AGENT_ID})
+#: Longest attribute value put on the counter; longer values are cut (bounded series size).
+_MAX_VALUE_LEN: Final = 128
+
+
+class BudgetUsageView(Protocol):
+    """What a utilization gauge reads of one budget counter (``BudgetStatus`` has these)."""
+
+    @property
+    def budget(self) -> str: ...
+    @property
+    def window(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def spent_nanos(self) -> int: ...
+    @property
+    def limit_nanos(self) -> int: ...
+
+
+class BudgetSource(Protocol):
+    """Something with budget counters to observe (``BudgetManager``)."""
+
+    def snapshot(self) -> Sequence[BudgetUsageView]:
+        """The latest known usage of every tracked counter; must not block on I/O."""
+
+
+class CostMetrics:
+    """The cost counter and the budget gauges on one meter.
+
+    Example::
+
+        metrics = CostMetrics()                      # global MeterProvider
+        manager = BudgetManager(budgets, metrics=metrics)
+        # ... or, without budgets: metrics.record_cost(span.attributes, cost_nanos)
+    """
+
+    def __init__(
+        self,
+        *,
+        meter_provider: MeterProvider | None = None,
+        attributes: Sequence[str] = COST_METRIC_ATTRIBUTES,
+        max_budget_series: int = 1000,
+    ) -> None:
+        refused = sorted(HIGH_CARDINALITY_ATTRIBUTES.intersection(attributes))
+        if refused:
+            raise ValueError(
+                f"cost metric attributes {refused} have one value per user/run: drop them "
+                "(per-user spend is in traces and budgets, not metrics)"
+            )
+        if max_budget_series < 1:
+            raise ValueError(f"max_budget_series must be >= 1, got {max_budget_series!r}")
+        provider = meter_provider or metrics.get_meter_provider()
+        meter = provider.get_meter("otel_costs")
+        self._attributes = tuple(attributes)
+        self._max_series = max_budget_series
+        self._sources: list[BudgetSource] = []
+        self._lock = threading.Lock()
+        self._cost = meter.create_counter(
+            COST_METRIC,
+            unit="USD",
+            description="Cost of LLM calls in US dollars, by model, provider, agent, team",
+        )
+        meter.create_observable_gauge(
+            UTILIZATION_METRIC,
+            callbacks=[self._observe_utilization],
+            unit="1",
+            description="Budget spend in the current window divided by its limit (1 = limit reached)",
+        )
+        meter.create_observable_gauge(
+            SPENT_METRIC,
+            callbacks=[self._observe_spent],
+            unit="USD",
+            description="Budget spend in the current window, US dollars",
+        )
+        meter.create_observable_gauge(
+            LIMIT_METRIC, callbacks=[self._observe_limit], unit="USD", description="Budget limit, US dollars"
+        )
+
+    def metric_attributes(self, attributes: Mapping[str, object]) -> dict[str, str]:
+        """The counter's attributes for a span's attributes: the allow-listed keys, as short strings."""
+        out: dict[str, str] = {}
+        for key in self._attributes:
+            value = attributes.get(key)
+            if value is None and key == GEN_AI_PROVIDER_NAME:
+                value = attributes.get(GEN_AI_SYSTEM)  # the deprecated name, still common
+            if value is None and key == GEN_AI_REQUEST_MODEL:
+                value = attributes.get(GEN_AI_RESPONSE_MODEL)
+            if isinstance(value, str | int | float) and not isinstance(value, bool):
+                out[key] = str(value)[:_MAX_VALUE_LEN]
+        return out
+
+    def record_cost(self, attributes: Mapping[str, object], cost_nanos: int) -> None:
+        """Add one call's cost (nano-USD) to the counter. Never raises."""
+        try:
+            if isinstance(cost_nanos, bool) or not isinstance(cost_nanos, int) or cost_nanos < 0:
+                logger.error("cost metric: ignored invalid cost_nanos %r (want an int >= 0)", cost_nanos)
+                return
+            self._cost.add(nanos_to_usd(cost_nanos), self.metric_attributes(attributes))
+        except Exception:
+            logger.exception("cost metric: recording failed")
+
+    def watch(self, source: BudgetSource) -> None:
+        """Report ``source``'s budget counters on the gauges (idempotent)."""
+        with self._lock:
+            if all(s is not source for s in self._sources):
+                self._sources.append(source)
+
+    def _views(self) -> list[BudgetUsageView]:
+        with self._lock:
+            sources = list(self._sources)
+        views: list[BudgetUsageView] = []
+        for source in sources:
+            try:
+                views.extend(source.snapshot())
+            except Exception:
+                logger.exception("budget gauges: reading a snapshot failed")
+        if len(views) > self._max_series:
+            # Keep the fullest budgets: those are the ones someone needs to see.
+            views.sort(key=lambda v: v.spent_nanos / v.limit_nanos if v.limit_nanos else 0.0, reverse=True)
+            del views[self._max_series :]
+        return views
+
+    @staticmethod
+    def _labels(view: BudgetUsageView) -> dict[str, str]:
+        return {BUDGET_NAME: view.budget, BUDGET_WINDOW: view.window, BUDGET_SUBJECT: view.subject}
+
+    def _observe_utilization(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(v.spent_nanos / v.limit_nanos if v.limit_nanos else 0.0, self._labels(v))
+            for v in self._views()
+        ]
+
+    def _observe_spent(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(nanos_to_usd(v.spent_nanos), self._labels(v)) for v in self._views()]
+
+    def _observe_limit(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(nanos_to_usd(v.limit_nanos), self._labels(v)) for v in self._views()]
