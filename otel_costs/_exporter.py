@@ -131,7 +131,7 @@ class CostRollupExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Roll up and forward every buffered trace now, then flush the wrapped exporter."""
         with self._lock:
-            batch = [(pending, None) for pending in self._pending.values()]
+            batch: list[tuple[_Pending, str | None]] = [(pending, None) for pending in self._pending.values()]
             self._pending.clear()
             self._buffered = 0
         self._forward(batch)
