@@ -46,6 +46,13 @@ SEVERITY_EXCEEDED: Final = "exceeded"
 DEFAULT_THRESHOLDS: Final = (0.75, 0.9, 1.0)
 
 
+def usd_text(nanos: int) -> str:
+    """An exact USD amount for people: ``$9.10``, ``$0.0105``, ``$1234.567891234`` (2 to 9 decimals)."""
+    whole, _, frac = f"{nanos_to_decimal(nanos):f}".partition(".")
+    frac = frac.rstrip("0").ljust(2, "0")
+    return f"${whole}.{frac}"
+
+
 def severity_of(threshold: float) -> str:
     """``exceeded`` at 100 % and above, ``critical`` from 90 %, ``warning`` below."""
     if threshold >= 1.0:
@@ -91,8 +98,8 @@ class BudgetAlert:
         who = f" for {self.subject}" if self.subject else ""
         return (
             f"[{self.severity.upper()}] budget '{self.budget}'{who} ({self.window}) at "
-            f"{self.utilization:.0%}: ${nanos_to_decimal(self.spent_nanos):f} of "
-            f"${nanos_to_decimal(self.limit_nanos):f} ({self.reason})"
+            f"{self.utilization:.0%}: {usd_text(self.spent_nanos)} of {usd_text(self.limit_nanos)} "
+            f"({self.reason})"
         )
 
     def to_dict(self) -> dict[str, object]:

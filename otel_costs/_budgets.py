@@ -54,6 +54,7 @@ from otel_costs._alerts import (
     LoggingAlertSink,
     WebhookAlertSink,
     severity_of,
+    usd_text,
     utc_from_epoch,
 )
 from otel_costs._attribution import current_attribution
@@ -1007,9 +1008,10 @@ class BudgetManager:
         if throttling:
             first = statuses[targets.index(throttling[0])]
             model = self._downgrade(attributes, throttling)
+            throttle_at = throttling[0].compiled.budget.throttle_at
             reason = (
                 f"{first.describe()} at {first.used_nanos / first.limit_nanos:.0%} of "
-                f"${first.limit_usd:f}, throttling from {throttling[0].compiled.budget.throttle_at:.0%}"
+                f"{usd_text(first.limit_nanos)}, throttling from {throttle_at:.0%}"
             )
             if model is not None:
                 reason += f"; use {model!r} instead"
@@ -1620,7 +1622,7 @@ def _match_subject(compiled: _Compiled) -> str:
 def _deny_reason(status: BudgetStatus, estimate: int) -> str:
     resets = f"; resets at {status.resets_at.isoformat()}" if status.resets_at is not None else ""
     return (
-        f"{status.describe()} exceeded: used ${nanos_to_decimal(status.used_nanos):f} "
-        f"(spent ${status.spent_usd:f} + in flight ${nanos_to_decimal(status.reserved_nanos):f}) "
-        f"of the ${status.limit_usd:f} limit; this call needs up to ${nanos_to_decimal(estimate):f}{resets}"
+        f"{status.describe()} exceeded: used {usd_text(status.used_nanos)} "
+        f"(spent {usd_text(status.spent_nanos)} + in flight {usd_text(status.reserved_nanos)}) "
+        f"of the {usd_text(status.limit_nanos)} limit; this call needs up to {usd_text(estimate)}{resets}"
     )

@@ -249,7 +249,7 @@ def test_deny_when_the_estimate_does_not_fit(clock: ManualClock) -> None:
     with pytest.raises(BudgetExceeded) as info:
         manager.enforce(TEAM_A, estimate_nanos=2 * USD)
     message = str(info.value)
-    for part in ("team-daily", "day@UTC", "team.id=a", "$9.000000000", "$10.000000000", "$2.000000000"):
+    for part in ("team-daily", "day@UTC", "team.id=a", "used $9.00", "$10.00 limit", "needs up to $2.00"):
         assert part in message
     assert info.value.decision.verdict is Verdict.DENY
     assert manager.enforce(TEAM_A, estimate_nanos=USD).allowed  # exactly what is left still fits
