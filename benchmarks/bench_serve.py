@@ -1,0 +1,249 @@
+"""Throughput of one ``otel-costs serve`` worker against a pass-through OTLP relay, side by side.
+
+Both runs start the same program (``python -m otel_costs._serve``) pinned to one core; the
+relay run adds ``--relay`` (decode -> encode -> forward, no window, no rollup). A load
+generator on the other core sends the same pre-encoded OTLP/gRPC requests (traces of two
+services, LLM spans carrying the in-process exporter's ``cost.*`` attributes, each trace
+split across two requests as two services would send it) and a sink acks what is forwarded.
+Throughput = spans sent / (first send .. the worker's ``spans_forwarded_total`` reaching
+that count), read from the worker's ``/metrics``.
+
+Run::
+
+    python benchmarks/bench_serve.py             # ~1 minute on 2 cores
+    python benchmarks/bench_serve.py --spans 100000 --rounds 1   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
+
+from otel_costs import _conventions as conv
+from otel_costs._serve_metrics import parse_metrics
+
+_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+_SPANS_PER_TRACE = 16  # 8 per service
+
+
+@dataclass(frozen=True)
+class Result:
+    """One timed run."""
+
+    mode: str
+    """``relay`` or ``rollup``."""
+    spans: int
+    """Spans sent and forwarded."""
+    seconds: float
+    """Wall time from the first send until the worker had forwarded them all."""
+
+    @property
+    def rate(self) -> float:
+        """Spans per second."""
+        return self.spans / self.seconds
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _attr(span: Span, key: str, value: object) -> None:
+    kv = span.attributes.add()
+    kv.key = key
+    if isinstance(value, bool):
+        kv.value.bool_value = value
+    elif isinstance(value, int):
+        kv.value.int_value = value
+    elif isinstance(value, float):
+        kv.value.double_value = value
+    else:
+        kv.value.string_value = str(value)
+
+
+def _service_part(rs: ResourceSpans, service: str, trace_id: bytes, first: int, remote_parent: bytes | None) -> None:
+    """Eight spans of one service: a local root, an agent, three LLM calls, three tool spans."""
+    ss = rs.scope_spans.add()
+    ss.scope.name = "bench"
+    ids = [(first + i).to_bytes(8, "big") for i in range(8)]
+    parents: list[bytes | None] = [remote_parent, ids[0], ids[1], ids[1], ids[1], ids[0], ids[5], ids[5]]
+    for i, (span_id, parent) in enumerate(zip(ids, parents, strict=True)):
+        span = ss.spans.add()
+        span.trace_id = trace_id
+        span.span_id = span_id
+        if parent is not None:
+            span.parent_span_id = parent
+        span.name = f"{service} step {i}"
+        span.kind = Span.SPAN_KIND_INTERNAL
+        span.start_time_unix_nano = 1_700_000_000_000_000_000 + i
+        span.end_time_unix_nano = 1_700_000_000_100_000_000 + i
+        _attr(span, conv.WORKFLOW_ID, "01JBENCHWORKFLOW0000000000")
+        _attr(span, conv.AGENT_NAME, service)
+        _attr(span, "http.route", "/run")
+        if i in (2, 3, 4):
+            nanos = 1_000 * (i + 1)
+            _attr(span, conv.GEN_AI_OPERATION_NAME, "chat")
+            _attr(span, conv.GEN_AI_REQUEST_MODEL, "gpt-5.2")
+            _attr(span, "gen_ai.usage.input_tokens", 120)
+            _attr(span, "gen_ai.usage.output_tokens", 40)
+            _attr(span, conv.COST_DIRECT, nanos / 1e9)
+            _attr(span, conv.COST_DIRECT_NANOS, nanos)
+            _attr(span, conv.COST_STATUS, conv.STATUS_PRICED)
+            _attr(span, conv.COST_CURRENCY, conv.CURRENCY_USD)
+        if i in (0, 1, 2, 3, 4):  # the in-process exporter's process-scope figures, replaced trace-wide
+            _attr(span, conv.COST_TOTAL_NANOS, 3_000)
+            _attr(span, conv.COST_CHILDREN_NANOS, 0)
+            _attr(span, conv.COST_TOTAL, 3e-6)
+            _attr(span, conv.COST_CHILDREN, 0.0)
+            _attr(span, conv.COST_ROLLUP_SCOPE, conv.SCOPE_PROCESS)
+
+
+def make_requests(total_spans: int, traces_per_request: int) -> list[bytes]:
+    """Pre-encoded requests: each trace's two services arrive in two different requests."""
+    traces = max(1, total_spans // _SPANS_PER_TRACE)
+    payloads: list[bytes] = []
+    for start in range(0, traces, traces_per_request):
+        ids = range(start, min(traces, start + traces_per_request))
+        for service in ("orchestrator", "sub-agent"):
+            request = ExportTraceServiceRequest()
+            rs = request.resource_spans.add()
+            kv = rs.resource.attributes.add()
+            kv.key = "service.name"
+            kv.value.string_value = service
+            for t in ids:
+                trace_id = (t + 1).to_bytes(16, "big")
+                if service == "orchestrator":
+                    _service_part(rs, service, trace_id, 1, None)
+                else:
+                    # The sub-agent's local root hangs under the orchestrator's tool span (id 6).
+                    _service_part(rs, service, trace_id, 101, (6).to_bytes(8, "big"))
+            payloads.append(request.SerializeToString())
+    return payloads
+
+
+class _Sink:
+    """A gRPC OTLP endpoint that acks raw bytes without decoding (so it costs the worker's core nothing)."""
+
+    def __init__(self) -> None:
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        empty = ExportTraceServiceResponse().SerializeToString()
+        handler = grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService",
+            {"Export": grpc.unary_unary_rpc_method_handler(lambda raw, ctx: empty)},
+        )
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+
+def _metric(http_port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as response:
+        values = parse_metrics(response.read().decode())
+    return sum(v for k, v in values.items() if k.split("{")[0] == name)
+
+
+def _wait_healthy(http_port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling a starting process: nothing to wait on but time
+    raise RuntimeError("worker did not become healthy")
+
+
+def run_once(mode: str, payloads: list[bytes], spans: int, sink_port: int, cpu: int, in_flight: int) -> Result:
+    """Start a worker in ``mode``, push ``payloads`` through it, time it, stop it."""
+    grpc_port, http_port = _free_port(), _free_port()
+    cmd = [
+        sys.executable, "-m", "otel_costs._serve",
+        "--grpc-port", str(grpc_port), "--http-port", str(http_port),
+        "--forward-endpoint", f"127.0.0.1:{sink_port}", "--forward-protocol", "grpc",
+        "--linger", "0.05", "--max-wait", "5", "--max-buffered-spans", str(2 * spans + 10_000),
+        "--log-level", "warning",
+    ]  # fmt: skip
+    if mode == "relay":
+        cmd.append("--relay")
+    proc = subprocess.Popen(["taskset", "-c", str(cpu), *cmd])
+    try:
+        _wait_healthy(http_port, proc)
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        call = channel.unary_unary(_EXPORT, request_serializer=None, response_deserializer=None)
+        gate = threading.BoundedSemaphore(in_flight)
+        errors: list[BaseException] = []
+
+        def done(fut: grpc.Future) -> None:
+            gate.release()
+            if fut.exception() is not None:
+                errors.append(fut.exception())
+
+        started = time.perf_counter()
+        for payload in payloads:
+            gate.acquire()
+            call.future(payload, timeout=60).add_done_callback(done)
+        for _ in range(in_flight):
+            gate.acquire()
+        if errors:
+            raise RuntimeError(f"{len(errors)} sends failed, first: {errors[0]}")
+        while _metric(http_port, "otel_costs_serve_spans_forwarded_total") < spans:
+            time.sleep(0.01)  # polling the worker's counter: the end of the measurement
+        seconds = time.perf_counter() - started
+        channel.close()
+        return Result(mode, spans, seconds)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spans", type=int, default=320_000, help="spans per run (default 320000)")
+    parser.add_argument("--traces-per-request", type=int, default=32, help="traces per request (512 spans)")
+    parser.add_argument("--rounds", type=int, default=2, help="relay/rollup pairs, alternated (default 2)")
+    parser.add_argument("--in-flight", type=int, default=4, help="concurrent requests (default 4)")
+    args = parser.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    worker_cpu = cpus[0]
+    # The load generator and the sink run on the other core(s), away from the worker's.
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, set(cpus[1:]))
+    payloads = make_requests(args.spans, args.traces_per_request)
+    spans = (args.spans // _SPANS_PER_TRACE) * _SPANS_PER_TRACE
+    sink = _Sink()
+    results: list[Result] = []
+    for _ in range(args.rounds):
+        for mode in ("relay", "rollup"):
+            result = run_once(mode, payloads, spans, sink.port, worker_cpu, args.in_flight)
+            print(f"  {mode:7s} {result.spans} spans in {result.seconds:6.2f}s = {result.rate:9,.0f} spans/s")
+            results.append(result)
+    sink.server.stop(0)
+    best = {mode: max(r.rate for r in results if r.mode == mode) for mode in ("relay", "rollup")}
+    print(f"bench_serve: spans/request {_SPANS_PER_TRACE // 2 * args.traces_per_request}, worker on cpu {worker_cpu}")
+    print(f"  relay (decode -> encode -> forward): {best['relay']:9,.0f} spans/s")
+    print(f"  serve (window + trace rollup):       {best['rollup']:9,.0f} spans/s")
+    print(f"  ratio serve/relay: {best['rollup'] / best['relay']:.2f}x (target >= 0.7x; >= 30k spans/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,832 @@
+"""``otel-costs serve``: trace-wide rollup over OTLP, backpressure, bad payloads, retries, shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
+
+from otel_costs import _conventions as conv
+from otel_costs._otlp import SpanRecord, iter_records, request_to_json
+from otel_costs._serve import (
+    WORKER_ATTRIBUTE,
+    BufferFullError,
+    ForwardConfig,
+    ServeConfig,
+    ServeConfigError,
+    ServeWorker,
+    TraceWindow,
+    add_serve_parser,
+    config_from_args,
+    encode_attributes,
+    encode_batches,
+    rollup_trace,
+    stage_request,
+)
+from otel_costs._serve_metrics import SPANS_DROPPED, SPANS_FORWARDED, SPANS_RECEIVED, parse_metrics
+
+REPO = Path(__file__).resolve().parent.parent
+TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+# --- building OTLP requests -------------------------------------------------------------------
+
+
+def sid(n: int) -> bytes:
+    """An 8-byte span id."""
+    return n.to_bytes(8, "big")
+
+
+@dataclass
+class S:
+    """One span to put in a request."""
+
+    span_id: int
+    parent: int | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    trace_id: bytes = TRACE
+    remote_parent: bool = False
+
+
+def llm(span_id: int, parent: int, nanos: int) -> S:
+    """An LLM call as ``CostSpanProcessor`` wrote it, with process-scope rollup figures."""
+    return S(
+        span_id,
+        parent,
+        {
+            conv.COST_DIRECT_NANOS: nanos,
+            conv.COST_DIRECT: nanos / 1e9,
+            conv.COST_STATUS: conv.STATUS_PRICED,
+            conv.COST_CURRENCY: conv.CURRENCY_USD,
+            conv.COST_TOTAL_NANOS: nanos,
+            conv.COST_CHILDREN_NANOS: 0,
+            conv.COST_ROLLUP_SCOPE: conv.SCOPE_PROCESS,
+        },
+    )
+
+
+def add_spans(rs: ResourceSpans, spans: list[S], scope: str = "test") -> None:
+    """Append ``spans`` to ``rs`` under one instrumentation scope."""
+    ss = rs.scope_spans.add()
+    ss.scope.name = scope
+    for s in spans:
+        span = ss.spans.add()
+        span.trace_id = s.trace_id
+        span.span_id = sid(s.span_id)
+        span.name = f"span-{s.span_id}"
+        if s.parent is not None:
+            span.parent_span_id = sid(s.parent)
+        if s.remote_parent:
+            span.flags = 0x300
+        for key, value in s.attributes.items():
+            kv = span.attributes.add()
+            kv.key = key
+            if isinstance(value, bool):
+                kv.value.bool_value = value
+            elif isinstance(value, int):
+                kv.value.int_value = value
+            elif isinstance(value, float):
+                kv.value.double_value = value
+            else:
+                kv.value.string_value = value
+
+
+def request(service: str, spans: list[S]) -> ExportTraceServiceRequest:
+    """One ``ExportTraceServiceRequest`` of ``service``'s spans."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    kv = rs.resource.attributes.add()
+    kv.key = "service.name"
+    kv.value.string_value = service
+    add_spans(rs, spans)
+    return req
+
+
+#: Two services: the orchestrator (root 1, agent 2, LLM 3, client span 4) calls the sub-agent
+#: (server span 10 with remote parent 4, LLM 11 and 12). Every LLM cost, in nano-USD.
+ORCHESTRATOR = [S(1), S(2, 1), llm(3, 2, 1_250_000), S(4, 2, {conv.COST_TOTAL_NANOS: 0})]
+SUB_AGENT = [
+    S(10, 4, {conv.COST_ROLLUP_REMOTE_PARENT: True, conv.COST_TOTAL_NANOS: 3_000_007}, remote_parent=True),
+    llm(11, 10, 1_000_000),
+    llm(12, 10, 2_000_007),
+]
+TRACE_TOTAL = 1_250_000 + 1_000_000 + 2_000_007
+
+
+def by_id(records: list[SpanRecord]) -> dict[int, SpanRecord]:
+    """Records keyed by their span id as an int."""
+    return {int.from_bytes(r.span_id, "big"): r for r in records}
+
+
+def records_of(payloads: list[bytes]) -> list[SpanRecord]:
+    """The span records in serialized requests."""
+    return [r for p in payloads for r in iter_records(ExportTraceServiceRequest.FromString(p))]
+
+
+# --- pure units --------------------------------------------------------------------------------
+
+
+def _rolled(*requests: ExportTraceServiceRequest, late: bool = False) -> dict[int, SpanRecord]:
+    entries = [e for req in requests for e in stage_request(req).traces[TRACE]]
+    spans = rollup_trace(entries, partial_reason="late" if late else None)
+    payloads = encode_batches(zip(spans, (g for _s, g in entries), strict=True), batch_spans=100)
+    return by_id(records_of([p for p, _n in payloads]))
+
+
+def test_rollup_trace_sums_every_service() -> None:
+    """The workflow root's total covers the LLM calls of both services, exactly, at trace scope."""
+    spans = _rolled(request("sub-agent", SUB_AGENT), request("orchestrator", ORCHESTRATOR))
+    root = spans[1].attributes
+    assert root[conv.COST_TOTAL_NANOS] == TRACE_TOTAL
+    assert root[conv.COST_ROLLUP_SCOPE] == conv.SCOPE_TRACE
+    assert spans[4].attributes[conv.COST_TOTAL_NANOS] == 3_000_007
+    assert spans[2].attributes[conv.COST_CHILDREN_NANOS] == TRACE_TOTAL
+
+
+def test_rollup_trace_replaces_process_scope_figures_and_keeps_direct_cost() -> None:
+    """Earlier rollup keys are replaced, never duplicated; stale remote-parent flags go; direct cost stays."""
+    entries = [
+        e
+        for req in (request("o", ORCHESTRATOR), request("s", SUB_AGENT))
+        for e in stage_request(req).traces[TRACE]
+    ]
+    spans = [Span.FromString(data) for data in rollup_trace(entries)]
+    for span in spans:
+        keys = [kv.key for kv in span.attributes]
+        assert len(keys) == len(set(keys)), keys
+    server = next(s for s in spans if s.span_id == sid(10))
+    server_attrs = {kv.key: kv.value for kv in server.attributes}
+    assert conv.COST_ROLLUP_REMOTE_PARENT not in server_attrs
+    assert server_attrs[conv.COST_ROLLUP_SCOPE].string_value == conv.SCOPE_TRACE
+    llm_span = next(s for s in spans if s.span_id == sid(12))
+    values = {kv.key: kv.value for kv in llm_span.attributes}
+    assert values[conv.COST_DIRECT_NANOS].int_value == 2_000_007
+    assert values[conv.COST_CURRENCY].string_value == conv.CURRENCY_USD
+
+
+def test_rollup_trace_flags_a_trace_missing_its_root() -> None:
+    """Without the orchestrator's spans, the sub-agent's server span is flagged a remote-parent root."""
+    spans = _rolled(request("sub-agent", SUB_AGENT))
+    assert spans[10].attributes[conv.COST_ROLLUP_REMOTE_PARENT] is True
+    assert spans[10].attributes[conv.COST_TOTAL_NANOS] == 3_000_007
+
+
+def test_rollup_trace_flags_late_spans_partial() -> None:
+    """Spans flushed late carry cost.rollup.partial with reason late."""
+    spans = _rolled(request("sub-agent", SUB_AGENT), late=True)
+    assert all(s.attributes[conv.COST_ROLLUP_PARTIAL] is True for s in spans.values())
+    assert {s.attributes[conv.COST_ROLLUP_PARTIAL_REASON] for s in spans.values()} == {"late"}
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("parts", "advance", "reason"),
+    [
+        ([ORCHESTRATOR], 2.0, "root"),
+        ([SUB_AGENT], 10.0, "max_wait"),
+    ],
+    ids=["root-then-linger", "no-root-max-wait"],
+)
+def test_window_flushes_after_linger_or_max_wait(parts: list[list[S]], advance: float, reason: str) -> None:
+    """A trace is due linger after its root arrived, else max_wait after its first span."""
+    clock = FakeClock()
+    window = TraceWindow(linger=2.0, max_wait=10.0, clock=clock)
+    for spans in parts:
+        window.add(stage_request(request("svc", spans)), limit=100)
+    clock.now += advance - 0.5
+    ready, wait = window.take_due()
+    assert ready == [] and wait == pytest.approx(0.5)
+    clock.now += 0.5
+    ready, _ = window.take_due()
+    assert [(t.trace_id, r) for t, r in ready] == [(TRACE, reason)]
+    assert window.spans == 0 and window.traces == 0
+
+
+def test_window_marks_spans_after_their_trace_late() -> None:
+    """Spans of a trace that already went out wait linger and are flushed with reason late."""
+    clock = FakeClock()
+    window = TraceWindow(linger=1.0, max_wait=10.0, clock=clock)
+    window.add(stage_request(request("o", ORCHESTRATOR)), limit=100)
+    clock.now += 1.0
+    assert [r for _t, r in window.take_due()[0]] == ["root"]
+    window.add(stage_request(request("s", SUB_AGENT)), limit=100)
+    clock.now += 1.0
+    ready, _ = window.take_due()
+    assert [(r, t.late) for t, r in ready] == [("late", True)]
+
+
+def test_window_refuses_past_its_limit() -> None:
+    """A request that would pass the span limit raises BufferFullError and changes nothing."""
+    window = TraceWindow(linger=1.0, max_wait=10.0)
+    window.add(stage_request(request("o", ORCHESTRATOR)), limit=5)
+    with pytest.raises(BufferFullError):
+        window.add(stage_request(request("s", SUB_AGENT)), limit=5)
+    assert window.spans == 4
+
+
+def test_encode_batches_regroups_resources_and_scopes_and_tags_the_worker() -> None:
+    """Spans of one resource/scope from several requests share one ResourceSpans; batches respect the cap."""
+    reqs = [request("a", [S(1)]), request("b", [S(2, 1)]), request("a", [S(3, 1)])]
+    entries = [e for r in reqs for e in stage_request(r).traces[TRACE]]
+    items = [(span.SerializeToString(), group) for span, group in entries]
+    whole = encode_batches(items, batch_spans=10, worker_id="w-7")
+    assert [n for _p, n in whole] == [3]
+    decoded = ExportTraceServiceRequest.FromString(whole[0][0])
+    services = []
+    for rs in decoded.resource_spans:
+        attrs = {kv.key: kv.value.string_value for kv in rs.resource.attributes}
+        services.append(
+            (attrs["service.name"], attrs[WORKER_ATTRIBUTE], sum(len(ss.spans) for ss in rs.scope_spans))
+        )
+    assert sorted(services) == [("a", "w-7", 2), ("b", "w-7", 1)]
+    assert [n for _p, n in encode_batches(items, batch_spans=2)] == [2, 1]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [True, False, 0, 7, 2**62, -5, 0.1, 1e-9, "trace", "héllo wörld", "x" * 300],
+)
+def test_encode_attributes_round_trips(value: object) -> None:
+    """Appended attribute bytes decode to the same value, after the span's own attributes."""
+    span = Span(name="s")
+    span.attributes.add(key="first").value.string_value = "kept"
+    decoded = Span.FromString(span.SerializeToString() + encode_attributes({"k": value}))
+    attrs = {kv.key: kv.value for kv in decoded.attributes}
+    got = attrs["k"]
+    assert getattr(got, got.WhichOneof("value")) == value
+    assert attrs["first"].string_value == "kept"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "env", "expected"),
+    [
+        ({"endpoint": "127.0.0.1:4317", "protocol": "grpc"}, {}, ("127.0.0.1:4317", "grpc")),
+        (
+            {},
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318"},
+            ("http://jaeger:4318/v1/traces", "http/protobuf"),
+        ),
+        (
+            {},
+            {
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://j:4318/custom",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x",
+            },
+            ("http://j:4318/custom", "http/protobuf"),
+        ),
+        (
+            {"endpoint": "j:4318", "protocol": "http/protobuf"},
+            {},
+            ("http://j:4318/v1/traces", "http/protobuf"),
+        ),
+        (
+            {},
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://j:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            ("http://j:4317", "grpc"),
+        ),
+    ],
+)
+def test_forward_config_from_env(
+    kwargs: dict[str, str], env: dict[str, str], expected: tuple[str, str]
+) -> None:
+    """Flags win over the OTEL_EXPORTER_OTLP_* variables; HTTP endpoints get /v1/traces as the spec says."""
+    config = ForwardConfig.from_env(env=env, **kwargs)  # type: ignore[arg-type]
+    assert (config.endpoint, config.protocol) == expected
+
+
+def test_forward_config_reads_headers_timeout_and_compression() -> None:
+    """Headers (URL-decoded, flags added last), timeout in milliseconds and gzip come from the environment."""
+    env = {
+        "OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Bearer%20abc,x-tenant=t1",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "2500",
+        "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+    }
+    config = ForwardConfig.from_env(endpoint="h:1", protocol="grpc", headers=[("x-tenant", "t2")], env=env)
+    assert dict(config.headers) == {"authorization": "Bearer abc", "x-tenant": "t2"}
+    assert config.timeout == 2.5 and config.compression == "gzip"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "env", "message"),
+    [
+        ({}, {}, "no forward endpoint"),
+        ({"endpoint": "h:1", "protocol": "thrift"}, {}, "unsupported forward protocol"),
+        ({"endpoint": "h:1"}, {"OTEL_EXPORTER_OTLP_HEADERS": "novalue"}, "bad OTLP header"),
+        ({"endpoint": "h:1"}, {"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "milliseconds"),
+    ],
+)
+def test_forward_config_errors_say_what_to_fix(
+    kwargs: dict[str, str], env: dict[str, str], message: str
+) -> None:
+    """Unusable forward settings raise ServeConfigError naming the flag or variable."""
+    with pytest.raises(ServeConfigError, match=message):
+        ForwardConfig.from_env(env=env, **kwargs)  # type: ignore[arg-type]
+
+
+def test_cli_flags_build_the_config() -> None:
+    """add_serve_parser registers `serve`; its flags land in the ServeConfig."""
+    parser = argparse.ArgumentParser()
+    add_serve_parser(parser.add_subparsers(dest="command"))
+    flags = (
+        "serve --grpc-port 0 --http-port 0 --forward-endpoint 127.0.0.1:9 --forward-protocol grpc "
+        "--forward-header x-a=1 --linger 1.5 --max-wait 9 --max-buffered-spans 50 --worker-id w1 --relay"
+    )
+    args = parser.parse_args(flags.split())
+    config = config_from_args(args)
+    assert callable(args.func)
+    assert (config.linger, config.max_wait, config.max_buffered_spans, config.worker_id) == (
+        1.5,
+        9.0,
+        50,
+        "w1",
+    )
+    assert config.rollup is False and dict(config.forward.headers) == {"x-a": "1"}
+    with pytest.raises(ServeConfigError, match="linger"):
+        bad = "serve --forward-endpoint h:1 --linger 5 --max-wait 1"
+        config_from_args(parser.parse_args(bad.split()))
+
+
+# --- a real downstream OTLP receiver -----------------------------------------------------------
+
+
+class Downstream:
+    """The next hop: a real OTLP/gRPC and OTLP/HTTP receiver that records what it gets.
+
+    ``fail_next(n, code)`` makes the next ``n`` exports fail with gRPC ``code`` (HTTP 503 or 400).
+    """
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+        self._cond = threading.Condition()
+        self._failures: list[grpc.StatusCode] = []
+        self.grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        handler = grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService",
+            {"Export": grpc.unary_unary_rpc_method_handler(self._grpc_export)},
+        )
+        self.grpc_server.add_generic_rpc_handlers((handler,))
+        self.grpc_port = self.grpc_server.add_insecure_port("127.0.0.1:0")
+        self.grpc_server.start()
+        downstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                code = downstream._take(body)
+                status = 200 if code is None else (503 if code == grpc.StatusCode.UNAVAILABLE else 400)
+                reply = ExportTraceServiceResponse().SerializeToString() if status == 200 else b"no"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+        self.http_server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http_server.daemon_threads = True
+        self.http_port = self.http_server.server_address[1]
+        threading.Thread(target=self.http_server.serve_forever, daemon=True).start()
+
+    def fail_next(self, n: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
+        """Fail the next ``n`` exports with ``code``."""
+        with self._cond:
+            self._failures.extend([code] * n)
+
+    def _take(self, body: bytes) -> grpc.StatusCode | None:
+        with self._cond:
+            if self._failures:
+                return self._failures.pop(0)
+            self.payloads.append(body)
+            self._cond.notify_all()
+            return None
+
+    def _grpc_export(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        code = self._take(raw)
+        if code is not None:
+            context.abort(code, "downstream says no")
+        return ExportTraceServiceResponse().SerializeToString()
+
+    def records(self) -> list[SpanRecord]:
+        """Every span received so far."""
+        with self._cond:
+            return records_of(list(self.payloads))
+
+    def wait_spans(self, n: int, timeout: float = 15.0) -> list[SpanRecord]:
+        """Block until ``n`` spans arrived; return them."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: len(records_of(self.payloads)) >= n, timeout=timeout)
+        records = self.records()
+        assert ok, f"downstream got {len(records)} spans, expected {n}"
+        return records
+
+    def close(self) -> None:
+        self.grpc_server.stop(0)
+        self.http_server.shutdown()
+        self.http_server.server_close()
+
+
+@pytest.fixture
+def downstream() -> Iterator[Downstream]:
+    """A running downstream receiver."""
+    d = Downstream()
+    yield d
+    d.close()
+
+
+def make_worker(downstream: Downstream, *, protocol: str = "grpc", **settings: Any) -> ServeWorker:
+    """A started worker on free ports forwarding to ``downstream``."""
+    if protocol == "grpc":
+        forward = ForwardConfig(
+            f"127.0.0.1:{downstream.grpc_port}", "grpc", initial_backoff=0.05, max_backoff=0.2
+        )
+    else:
+        forward = ForwardConfig(
+            f"http://127.0.0.1:{downstream.http_port}/v1/traces",
+            "http/protobuf",
+            initial_backoff=0.05,
+            max_backoff=0.2,
+        )
+    defaults: dict[str, Any] = {"grpc_port": 0, "http_port": 0, "linger": 0.2, "max_wait": 3.0}
+    defaults.update(settings)
+    forward_settings = defaults.pop("forward", {})
+    if forward_settings:
+        forward = ForwardConfig(**{**_fields(forward), **forward_settings})
+    return ServeWorker(ServeConfig(forward=forward, **defaults)).start()
+
+
+def _fields(config: ForwardConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in ForwardConfig.__dataclass_fields__}
+
+
+@pytest.fixture
+def worker(downstream: Downstream) -> Iterator[ServeWorker]:
+    """A started worker (linger 0.2 s) forwarding over gRPC to ``downstream``; stopped after the test."""
+    w = make_worker(downstream, worker_id="w-test")
+    yield w
+    w.stop(timeout=5)
+
+
+def grpc_export(worker: ServeWorker, payload: ExportTraceServiceRequest | bytes) -> None:
+    """Send one request over OTLP/gRPC (bytes are sent as they are)."""
+    with grpc.insecure_channel(f"127.0.0.1:{worker.grpc_port}") as channel:
+        if isinstance(payload, bytes):
+            channel.unary_unary(_EXPORT)(payload, timeout=10)
+        else:
+            TraceServiceStub(channel).Export(payload, timeout=10)
+
+
+def http_export(
+    worker: ServeWorker, body: bytes, ctype: str = "application/x-protobuf", **headers: str
+) -> httpx.Response:
+    """POST one body to the worker's /v1/traces."""
+    return httpx.post(
+        f"http://127.0.0.1:{worker.http_port}/v1/traces",
+        content=body,
+        headers={"Content-Type": ctype, **headers},
+        timeout=10,
+    )
+
+
+def metric(worker: ServeWorker, name: str) -> float:
+    """A summed series of the worker's /metrics, read over HTTP as Prometheus would."""
+    text = httpx.get(f"http://127.0.0.1:{worker.http_port}/metrics", timeout=5).text
+    return sum(v for k, v in parse_metrics(text).items() if k.split("{")[0] == f"otel_costs_serve_{name}")
+
+
+# --- over real sockets -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_services_out_of_order_are_rolled_up_trace_wide(
+    worker: ServeWorker, downstream: Downstream
+) -> None:
+    """The sub-agent's spans arrive first (HTTP), the orchestrator's later (gRPC): one trace-wide rollup."""
+    assert http_export(worker, request("sub-agent", SUB_AGENT).SerializeToString()).status_code == 200
+    grpc_export(worker, request("orchestrator", ORCHESTRATOR))
+    spans = by_id(downstream.wait_spans(7))
+    assert spans[1].attributes[conv.COST_TOTAL_NANOS] == TRACE_TOTAL
+    assert spans[1].attributes[conv.COST_ROLLUP_SCOPE] == conv.SCOPE_TRACE
+    assert {spans[i].service_name for i in (1, 10)} == {"orchestrator", "sub-agent"}
+    assert len(downstream.payloads) == 1, "the whole trace goes out in one forwarded request"
+    resources = ExportTraceServiceRequest.FromString(downstream.payloads[0]).resource_spans
+    assert sorted(len(rs.scope_spans[0].spans) for rs in resources) == [3, 4]
+    assert metric(worker, "spans_received_total") == 7
+    assert metric(worker, "traces_flushed_total") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoding", ["json", "gzip"])
+def test_http_accepts_otlp_json_and_gzip(worker: ServeWorker, downstream: Downstream, encoding: str) -> None:
+    """OTLP/JSON with hex ids and gzip-compressed protobuf are both accepted."""
+    req = request("orchestrator", ORCHESTRATOR)
+    if encoding == "json":
+        response = http_export(worker, request_to_json(req).encode(), "application/json")
+        assert response.json() == {}
+    else:
+        response = http_export(worker, gzip.compress(req.SerializeToString()), **{"Content-Encoding": "gzip"})
+    assert response.status_code == 200
+    spans = by_id(downstream.wait_spans(4))
+    assert spans[1].attributes[conv.COST_TOTAL_NANOS] == 1_250_000
+    assert spans[1].trace_id == TRACE
+
+
+@pytest.mark.slow
+def test_full_worker_answers_retryable_errors_then_recovers(downstream: Downstream) -> None:
+    """Past the span bound gRPC says UNAVAILABLE with RetryInfo and HTTP says 429 with Retry-After."""
+    w = make_worker(downstream, max_buffered_spans=5, linger=30.0, max_wait=60.0)
+    try:
+        grpc_export(w, request("orchestrator", ORCHESTRATOR))
+        with pytest.raises(grpc.RpcError) as raised:
+            grpc_export(w, request("sub-agent", SUB_AGENT))
+        error = raised.value
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        details = dict(error.trailing_metadata())["grpc-status-details-bin"]
+        info = error_details_pb2.RetryInfo()
+        assert status_pb2.Status.FromString(details).details[0].Unpack(info)
+        assert info.retry_delay.seconds == 1
+        response = http_export(w, request("sub-agent", SUB_AGENT).SerializeToString())
+        assert response.status_code == 429 and response.headers["Retry-After"] == "1"
+        assert status_pb2.Status.FromString(response.content).message.startswith("window holds")
+        assert metric(w, "requests_rejected_total") == 2
+        w.flush()  # the window empties (as when linger passes): room again
+        downstream.wait_spans(4)
+        grpc_export(w, request("sub-agent", SUB_AGENT))
+    finally:
+        w.stop(timeout=5)
+    assert len(downstream.wait_spans(7)) == 7
+
+
+def _gzip_bomb() -> bytes:
+    return gzip.compress(b"\0" * (3 * 1024 * 1024))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("body", "ctype", "headers", "status", "says"),
+    [
+        (b"\xff\xff\xff garbage", "application/x-protobuf", {}, 400, "cannot decode"),
+        (
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
+            "application/json",
+            {},
+            400,
+            "cannot decode",
+        ),
+        (b"not json", "application/json", {}, 400, "cannot decode"),
+        (b"x" * (2 * 1024 * 1024), "application/x-protobuf", {}, 413, "exceeds --max-request-bytes"),
+        (_gzip_bomb(), "application/x-protobuf", {"Content-Encoding": "gzip"}, 413, "decompressed"),
+        (b"\x1f\x8bnot gzip", "application/x-protobuf", {"Content-Encoding": "gzip"}, 400, "gzip"),
+        (b"hello", "text/plain", {}, 415, "unsupported Content-Type"),
+        (b"hello", "application/x-protobuf", {"Content-Encoding": "br"}, 415, "Content-Encoding"),
+    ],
+    ids=[
+        "garbage",
+        "bad-hex-id",
+        "not-json",
+        "oversized",
+        "gzip-bomb",
+        "bad-gzip",
+        "content-type",
+        "encoding",
+    ],
+)
+def test_http_bad_payloads_get_clear_errors_and_the_server_stays_up(
+    downstream: Downstream, body: bytes, ctype: str, headers: dict[str, str], status: int, says: str
+) -> None:
+    """Malformed, oversized or unsupported HTTP payloads get 4xx with a message; good requests still work."""
+    w = make_worker(downstream, max_request_bytes=1024 * 1024)
+    try:
+        response = http_export(w, body, ctype, **headers)
+        assert response.status_code == status
+        message = (
+            response.json()["message"]
+            if ctype == "application/json"
+            else status_pb2.Status.FromString(response.content).message
+        )
+        assert says in message
+        assert httpx.get(f"http://127.0.0.1:{w.http_port}/healthz", timeout=5).status_code == 200
+        assert http_export(w, request("o", ORCHESTRATOR).SerializeToString()).status_code == 200
+        assert metric(w, "requests_rejected_total") == 1
+    finally:
+        w.stop(timeout=5)
+    assert len(downstream.wait_spans(4)) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        (b"\xff\xff\xff garbage", "cannot decode"),
+        (b"\x0a" + b"\x80" * 9, "cannot decode"),
+        (b"\0" * 1_500_000, "exceeds"),
+    ],
+    ids=["garbage", "truncated", "oversized"],
+)
+def test_grpc_bad_payloads_get_invalid_argument_and_the_server_stays_up(
+    downstream: Downstream, payload: bytes, says: str
+) -> None:
+    """Undecodable or oversized gRPC requests get INVALID_ARGUMENT (not retried); good requests still work."""
+    w = make_worker(downstream, max_request_bytes=1024 * 1024)
+    try:
+        with pytest.raises(grpc.RpcError) as raised:
+            grpc_export(w, payload)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert says in raised.value.details()
+        grpc_export(w, request("o", ORCHESTRATOR))
+    finally:
+        w.stop(timeout=5)
+    assert len(downstream.wait_spans(4)) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_forward_failures_are_retried_until_delivered(downstream: Downstream, protocol: str) -> None:
+    """The next hop failing twice with a retryable error delays delivery but loses nothing."""
+    downstream.fail_next(2)
+    w = make_worker(downstream, protocol=protocol)
+    try:
+        grpc_export(w, request("o", ORCHESTRATOR))
+        spans = by_id(downstream.wait_spans(4))
+        assert spans[1].attributes[conv.COST_TOTAL_NANOS] == 1_250_000
+        assert metric(w, "forward_requests_total") == 3
+        assert w.metrics.value(SPANS_FORWARDED) == 4
+    finally:
+        w.stop(timeout=5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("code", "failures", "reason"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, 1, "rejected_downstream"),
+        (grpc.StatusCode.UNAVAILABLE, 100, "forward_failed"),
+    ],
+    ids=["permanent", "retries-exhausted"],
+)
+def test_forward_gives_up_and_counts_the_loss(
+    downstream: Downstream, code: grpc.StatusCode, failures: int, reason: str
+) -> None:
+    """A permanent error drops at once; retryable ones after max_elapsed; both are counted, never raised."""
+    downstream.fail_next(failures, code)
+    w = make_worker(downstream, forward={"max_elapsed": 0.5})
+    try:
+        grpc_export(w, request("o", ORCHESTRATOR))
+        w.flush()
+    finally:
+        w.stop(timeout=5)
+    assert w.metrics.value(SPANS_DROPPED, reason=reason) == 4
+    assert w.metrics.value(SPANS_FORWARDED) == 0
+
+
+@pytest.mark.slow
+def test_late_spans_are_forwarded_flagged_partial(worker: ServeWorker, downstream: Downstream) -> None:
+    """Spans arriving after their trace went out are forwarded, flagged cost.rollup.partial=late."""
+    grpc_export(worker, request("orchestrator", ORCHESTRATOR))
+    downstream.wait_spans(4)
+    grpc_export(worker, request("sub-agent", SUB_AGENT))
+    late = by_id(downstream.wait_spans(7))
+    assert late[10].attributes[conv.COST_ROLLUP_PARTIAL_REASON] == "late"
+    assert metric(worker, "traces_flushed_total") == 2
+
+
+@pytest.mark.slow
+def test_flood_past_the_memory_bound_is_refused_not_lost(downstream: Downstream) -> None:
+    """Eight senders flooding a small worker get refusals; whatever was accepted is forwarded; it stays up."""
+    w = make_worker(downstream, max_buffered_spans=2_000, linger=0.3, max_wait=1.0)
+    accepted = 0
+    refused = 0
+    lock = threading.Lock()
+
+    def sender(k: int) -> None:
+        nonlocal accepted, refused
+        with grpc.insecure_channel(f"127.0.0.1:{w.grpc_port}") as channel:
+            stub = TraceServiceStub(channel)
+            for i in range(40):
+                tid = (k * 1000 + i).to_bytes(16, "big")
+                spans = [S(1, trace_id=tid)] + [S(n, 1, trace_id=tid) for n in range(2, 100)]
+                try:
+                    stub.Export(request("flood", spans), timeout=10)
+                    with lock:
+                        accepted += 99
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                    with lock:
+                        refused += 1
+
+    threads = [threading.Thread(target=sender, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert refused > 0, "the flood never hit the bound"
+        assert httpx.get(f"http://127.0.0.1:{w.http_port}/healthz", timeout=5).status_code == 200
+    finally:
+        assert w.stop(timeout=15)
+    assert w.metrics.value(SPANS_RECEIVED) == accepted
+    assert w.metrics.value(SPANS_FORWARDED) == accepted
+    assert len(downstream.records()) == accepted
+
+
+@pytest.mark.slow
+def test_health_and_metrics_endpoints(worker: ServeWorker) -> None:
+    """GET /healthz answers ok; /metrics is Prometheus text naming the worker; other paths 404."""
+    base = f"http://127.0.0.1:{worker.http_port}"
+    assert httpx.get(f"{base}/healthz").text == "ok\n"
+    text = httpx.get(f"{base}/metrics").text
+    assert "# TYPE otel_costs_serve_spans_received_total counter" in text
+    assert 'otel_costs_serve_info{worker="w-test"} 1' in text
+    assert httpx.get(f"{base}/nope").status_code == 404
+
+
+@pytest.mark.slow
+def test_sigterm_flushes_what_the_window_holds(downstream: Downstream, tmp_path: Path) -> None:
+    """`python -m otel_costs._serve` on SIGTERM rolls up and forwards the buffered trace, then exits 0."""
+    from infra import free_port, poll_until
+
+    grpc_port, http_port = free_port(), free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    argv = [sys.executable, "-m", "otel_costs._serve", "--grpc-port", str(grpc_port)]
+    argv += ["--http-port", str(http_port), "--linger", "60", "--max-wait", "120"]
+    argv += ["--forward-endpoint", f"127.0.0.1:{downstream.grpc_port}", "--forward-protocol", "grpc"]
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        poll_until(lambda: _healthy(http_port), timeout=30, what="serve /healthz")
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            TraceServiceStub(channel).Export(request("orchestrator", ORCHESTRATOR + SUB_AGENT), timeout=10)
+        assert downstream.records() == []
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    spans = by_id(downstream.wait_spans(7))
+    assert spans[1].attributes[conv.COST_TOTAL_NANOS] == TRACE_TOTAL
+
+
+def _healthy(port: int) -> bool | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200 or None
+    except httpx.TransportError:
+        return None
+
+
+@pytest.mark.slow
+def test_stopping_worker_refuses_with_a_retryable_answer(downstream: Downstream) -> None:
+    """Once stop() began, requests get UNAVAILABLE (gRPC) or 503 (HTTP): senders retry later."""
+    w = make_worker(downstream)
+    w._stopping.set()  # the state stop() enters first; the receivers are still bound here
+    try:
+        with pytest.raises(grpc.RpcError) as raised:
+            grpc_export(w, request("o", ORCHESTRATOR))
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        response = http_export(w, request("o", ORCHESTRATOR).SerializeToString())
+        assert response.status_code == 503 and "Retry-After" in response.headers
+        assert httpx.get(f"http://127.0.0.1:{w.http_port}/healthz").status_code == 503
+    finally:
+        w._stopping.clear()
+        w.stop(timeout=5)
