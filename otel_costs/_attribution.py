@@ -15,12 +15,14 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -35,6 +37,20 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _TRACER_NAME = "otel_costs"
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One active entry of a scope."""
+
+    token: object
+    """The token of the context attached on entry (with the scope's baggage)."""
+    span: trace.Span
+    """The scope's span."""
+    cm: AbstractContextManager[Any]
+    """The context manager that made ``span`` current."""
+    previous: contextvars.Token[tuple[_Entry, ...]] | None = None
+    """Restores the scope's entry stack as it was before this entry."""
 
 
 def _tracer(provider: trace.TracerProvider | None) -> trace.Tracer:
@@ -62,7 +78,11 @@ class _Scope(AbstractContextManager["_Scope"]):
 
     def __init__(self, tracer_provider: trace.TracerProvider | None) -> None:
         self._tracer_provider = tracer_provider
-        self._stack: list[tuple[object, trace.Span, AbstractContextManager[Any]]] = []
+        # The active entries live in the context, not on the object: one scope object may be
+        # entered concurrently by several asyncio tasks or threads, each leaving its own entry.
+        self._stack: contextvars.ContextVar[tuple[_Entry, ...]] = contextvars.ContextVar(
+            "otel_costs.scope", default=()
+        )
 
     def _prepare(self) -> tuple[str, dict[str, Any], dict[str, str | None]]:
         """Span name, span attributes, and baggage entries to set (``None``: remove the key)."""
@@ -80,8 +100,8 @@ class _Scope(AbstractContextManager["_Scope"]):
         cm = _tracer(self._tracer_provider).start_as_current_span(
             name, attributes=attributes, record_exception=True, set_status_on_exception=True
         )
-        span = cm.__enter__()
-        self._stack.append((token, span, cm))
+        entry = _Entry(token, cm.__enter__(), cm)
+        entry.previous = self._stack.set((*self._stack.get(), entry))
         return self
 
     def __exit__(
@@ -90,11 +110,19 @@ class _Scope(AbstractContextManager["_Scope"]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        token, _span, cm = self._stack.pop()
+        stack = self._stack.get()
+        if not stack:
+            logger.warning("otel_costs: %r exited in another context than it was entered", self)
+            return
+        entry = stack[-1]
         try:
-            cm.__exit__(exc_type, exc, tb)
+            self._stack.reset(cast(Any, entry.previous))
+        except (ValueError, RuntimeError):  # the context changed in between: drop just this entry
+            self._stack.set(stack[:-1])
+        try:
+            entry.cm.__exit__(exc_type, exc, tb)
         finally:
-            context.detach(cast(Any, token))
+            context.detach(cast(Any, entry.token))
 
     async def __aenter__(self) -> _Scope:
         return self.__enter__()
@@ -110,7 +138,8 @@ class _Scope(AbstractContextManager["_Scope"]):
     @property
     def span(self) -> trace.Span:
         """The span of the innermost active entry of this scope."""
-        return self._stack[-1][1] if self._stack else trace.INVALID_SPAN
+        stack = self._stack.get()
+        return stack[-1].span if stack else trace.INVALID_SPAN
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         if inspect.iscoroutinefunction(fn):
