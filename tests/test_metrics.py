@@ -1,0 +1,175 @@
+"""Cost metrics: the USD counter by low-cardinality attributes and the budget gauges, read back for real."""
+
+from __future__ import annotations
+
+import logging
+import urllib.request
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from otel_costs import _conventions as conv
+from otel_costs._budgets import Budget, BudgetManager
+from otel_costs._metrics import COST_METRIC, LIMIT_METRIC, SPENT_METRIC, UTILIZATION_METRIC, CostMetrics
+
+USD = 1_000_000_000
+CALL = {
+    conv.GEN_AI_REQUEST_MODEL: "gpt-4o",
+    conv.GEN_AI_PROVIDER_NAME: "openai",
+    conv.AGENT_NAME: "coder",
+    conv.WORKFLOW_NAME: "triage",
+    conv.TEAM_ID: "a",
+    conv.USER_ID: "u-123",
+    conv.WORKFLOW_ID: "01HZX",
+}
+
+
+def points(reader: InMemoryMetricReader, name: str) -> dict[frozenset[tuple[str, object]], float]:
+    """Data points of metric ``name``, keyed by their attribute set."""
+    data = reader.get_metrics_data()
+    out: dict[frozenset[tuple[str, object]], float] = {}
+    if data is None:
+        return out
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        out[frozenset((point.attributes or {}).items())] = point.value  # type: ignore[union-attr]
+    return out
+
+
+@pytest.fixture
+def metrics_and_reader() -> Iterator[tuple[CostMetrics, InMemoryMetricReader]]:
+    """CostMetrics on a MeterProvider read by an InMemoryMetricReader."""
+    metric_reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[metric_reader])
+    yield CostMetrics(meter_provider=provider), metric_reader
+    provider.shutdown()
+
+
+def test_cost_counter_in_usd_by_low_cardinality_attributes(
+    metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader],
+) -> None:
+    """Costs add up in USD per model/provider/agent/workflow/team, without user or run ids."""
+    metrics, reader = metrics_and_reader
+    metrics.record_cost(CALL, 1_500_000)
+    metrics.record_cost({**CALL, conv.USER_ID: "u-456", conv.WORKFLOW_ID: "01HZY"}, 2_500_000)
+    ((attributes, value),) = points(reader, COST_METRIC).items()
+    assert value == pytest.approx(0.004)
+    assert dict(attributes) == {
+        conv.GEN_AI_REQUEST_MODEL: "gpt-4o",
+        conv.GEN_AI_PROVIDER_NAME: "openai",
+        conv.AGENT_NAME: "coder",
+        conv.WORKFLOW_NAME: "triage",
+        conv.TEAM_ID: "a",
+    }
+
+
+def test_cost_counter_unit_and_fallbacks(
+    metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader],
+) -> None:
+    """The counter's unit is USD; the deprecated gen_ai.system and the response model fill in when needed."""
+    metrics, reader = metrics_and_reader
+    metrics.record_cost({conv.GEN_AI_SYSTEM: "anthropic", conv.GEN_AI_RESPONSE_MODEL: "claude-x"}, USD)
+    data = reader.get_metrics_data()
+    assert data is not None
+    (metric,) = [
+        m for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics if m.name == COST_METRIC
+    ]
+    assert metric.unit == "USD"
+    ((attributes, _),) = points(reader, COST_METRIC).items()
+    assert dict(attributes) == {conv.GEN_AI_PROVIDER_NAME: "anthropic", conv.GEN_AI_REQUEST_MODEL: "claude-x"}
+
+
+@pytest.mark.parametrize("bad", [-5, 2.5, None, True])
+def test_invalid_costs_are_logged_not_counted(
+    bad: object,
+    metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A cost that is not an int >= 0 is logged and not added."""
+    metrics, reader = metrics_and_reader
+    with caplog.at_level(logging.ERROR):
+        metrics.record_cost(CALL, bad)  # type: ignore[arg-type]
+    assert points(reader, COST_METRIC) == {} and "invalid cost_nanos" in caplog.text
+
+
+@pytest.mark.parametrize("key", [conv.USER_ID, conv.WORKFLOW_ID, conv.AGENT_ID])
+def test_high_cardinality_attributes_are_refused(key: str) -> None:
+    """Asking for a per-user or per-run attribute on the counter fails at construction."""
+    with pytest.raises(ValueError, match="one value per user/run"):
+        CostMetrics(meter_provider=MeterProvider(), attributes=(conv.TEAM_ID, key))
+
+
+def test_manager_counts_each_span_once_and_reports_utilization(
+    metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader],
+) -> None:
+    """Through a BudgetManager, a span's cost is counted once, and gauges show each budget's utilization."""
+    metrics, reader = metrics_and_reader
+    manager = BudgetManager([Budget("team-daily", Decimal(10), per=("team",))], metrics=metrics)
+    manager.record_span_cost("s1", CALL, 4 * USD)
+    manager.record_span_cost("s1", CALL, 4 * USD)  # the same span again
+    manager.record_span_cost("s2", {**CALL, conv.TEAM_ID: "b"}, USD)
+    assert sum(points(reader, COST_METRIC).values()) == pytest.approx(5.0)
+    labels_a = frozenset(
+        {"budget.name": "team-daily", "budget.window": "day@UTC", "budget.subject": "team.id=a"}.items()
+    )
+    utilization = points(reader, UTILIZATION_METRIC)
+    assert utilization[labels_a] == pytest.approx(0.4) and len(utilization) == 2
+    assert points(reader, SPENT_METRIC)[labels_a] == pytest.approx(4.0)
+    assert points(reader, LIMIT_METRIC)[labels_a] == pytest.approx(10.0)
+
+
+def test_gauges_keep_the_fullest_budgets_when_capped() -> None:
+    """With more budget counters than max_budget_series, the gauges report the most utilized ones."""
+    metric_reader = InMemoryMetricReader()
+    metrics = CostMetrics(meter_provider=MeterProvider(metric_readers=[metric_reader]), max_budget_series=2)
+    manager = BudgetManager([Budget("team", Decimal(10), per=("team",))], metrics=metrics)
+    for team, spend in (("a", 1), ("b", 9), ("c", 5)):
+        manager.record_span_cost(team, {conv.TEAM_ID: team}, spend * USD)
+    subjects = {dict(k)["budget.subject"] for k in points(metric_reader, UTILIZATION_METRIC)}
+    assert subjects == {"team.id=b", "team.id=c"}
+
+
+def test_prometheus_exposition() -> None:
+    """Through opentelemetry-exporter-prometheus the counter and gauges appear in Prometheus text format."""
+    prometheus = pytest.importorskip("opentelemetry.exporter.prometheus")
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    provider = MeterProvider(metric_readers=[prometheus.PrometheusMetricReader(registry=registry)])
+    metrics = CostMetrics(meter_provider=provider)
+    manager = BudgetManager([Budget("all", Decimal(10))], metrics=metrics)
+    manager.record_span_cost("s", CALL, 2 * USD)
+    text = generate_latest(registry).decode()
+    assert "gen_ai_client_cost_USD_total{" in text
+    assert 'team_id="a"' in text and "user_id" not in text
+    assert "otel_costs_budget_utilization_ratio{" in text or "otel_costs_budget_utilization{" in text
+    provider.shutdown()
+
+
+@pytest.mark.slow
+def test_prometheus_scrape_over_http() -> None:
+    """A Prometheus scrape of the exporter's HTTP endpoint on loopback returns the cost counter."""
+    prometheus = pytest.importorskip("opentelemetry.exporter.prometheus")
+    from infra import free_port
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    provider = MeterProvider(metric_readers=[prometheus.PrometheusMetricReader(registry=registry)])
+    CostMetrics(meter_provider=provider).record_cost(CALL, 3 * USD)
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            body = response.read().decode()
+    finally:
+        server.shutdown()
+        thread.join(10)
+        provider.shutdown()
+    (line,) = [x for x in body.splitlines() if x.startswith("gen_ai_client_cost_USD_total{")]
+    assert float(line.rsplit(" ", 1)[1]) == 3.0
