@@ -191,9 +191,7 @@ class _Workflow(_Scope):
         if self.team_id is not None:
             entries[conv.BAGGAGE_TEAM_ID] = self.team_id
         entries.update(self.attributes)
-        span_attributes: dict[str, Any] = {
-            conv.BAGGAGE_TO_ATTRIBUTE.get(k, k): v for k, v in entries.items()
-        }
+        span_attributes: dict[str, Any] = {conv.BAGGAGE_TO_ATTRIBUTE.get(k, k): v for k, v in entries.items()}
         span_attributes[conv.GEN_AI_OPERATION_NAME] = conv.OPERATION_INVOKE_WORKFLOW
         baggage_entries: dict[str, str | None] = dict(entries)
         # A new workflow starts a fresh agent chain and retry count: agents of an enclosing
@@ -202,7 +200,6 @@ class _Workflow(_Scope):
             {conv.BAGGAGE_AGENT_ID: None, conv.BAGGAGE_AGENT_NAME: None, conv.BAGGAGE_RETRY_DEPTH: "0"}
         )
         return f"{conv.OPERATION_INVOKE_WORKFLOW} {self.name}", span_attributes, baggage_entries
-
 
 
 class _Agent(_Scope):

@@ -194,9 +194,7 @@ def rollup(nodes: Sequence[CostNode]) -> list[NodeRollup]:
         root_kind[j] = "cycle"
         walk(j)
 
-    return [
-        NodeRollup(children_nanos[i], total[i], billable[i], unpriced[i], root_kind[i]) for i in range(n)
-    ]
+    return [NodeRollup(children_nanos[i], total[i], billable[i], unpriced[i], root_kind[i]) for i in range(n)]
 
 
 def rollup_attributes(
