@@ -1,0 +1,308 @@
+"""CostSpanProcessor: attribution from baggage on start, pricing on end, never breaking the host."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pytest
+from opentelemetry import baggage, context
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import otel_costs
+from otel_costs import _conventions as conv
+from otel_costs import _usage
+from otel_costs._usage import LlmCall
+from otel_costs.testing import fixed_price_book
+
+
+@dataclass
+class Harness:
+    """A provider whose spans go through a CostSpanProcessor into an in-memory exporter."""
+
+    provider: TracerProvider
+    exporter: InMemorySpanExporter
+    costs: list[tuple[str, int]]
+
+    def run(self, name: str, attributes: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+        """Start and end one span; return its exported attributes."""
+        with self.provider.get_tracer("tests").start_as_current_span(name, attributes=attributes):
+            pass
+        (span,) = [s for s in self.exporter.get_finished_spans() if s.name == name]
+        return span.attributes or {}
+
+
+def make_harness(price_book: otel_costs.PriceBook | None = None, **kwargs: Any) -> Harness:
+    exporter = InMemorySpanExporter()
+    costs: list[tuple[str, int]] = []
+    listeners = kwargs.pop("cost_listeners", ())
+    processor = otel_costs.CostSpanProcessor(
+        SimpleSpanProcessor(exporter),
+        price_book=price_book or fixed_price_book(),
+        cost_listeners=[lambda span, nanos: costs.append((span.name, nanos)), *listeners],
+        **kwargs,
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    return Harness(provider, exporter, costs)
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    h = make_harness()
+    yield h
+    h.provider.shutdown()
+
+
+def chat(model: str, input_tokens: object, output_tokens: object, **extra: Any) -> dict[str, Any]:
+    """The attributes of one chat call."""
+    return {
+        conv.GEN_AI_OPERATION_NAME: "chat",
+        conv.GEN_AI_PROVIDER_NAME: "openai",
+        conv.GEN_AI_REQUEST_MODEL: model,
+        _usage.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
+        _usage.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
+        **extra,
+    }
+
+
+def with_baggage(entries: Mapping[str, object]) -> object:
+    """Attach a context holding ``entries`` as baggage; return the token."""
+    ctx = context.get_current()
+    for key, value in entries.items():
+        ctx = baggage.set_baggage(key, value, ctx)
+    return context.attach(ctx)
+
+
+ALL_BAGGAGE = {
+    conv.BAGGAGE_WORKFLOW_ID: "01J0000000000000000000000",
+    conv.BAGGAGE_WORKFLOW_NAME: "support",
+    conv.BAGGAGE_AGENT_NAME: "triage",
+    conv.BAGGAGE_AGENT_ID: "triage-1",
+    conv.BAGGAGE_RETRY_DEPTH: "2",
+    conv.BAGGAGE_USER_ID: "u-42",
+    conv.BAGGAGE_TEAM_ID: "billing",
+}
+
+
+# --- attribution on start ----------------------------------------------------------------
+
+
+def test_baggage_is_copied_onto_every_span(harness: Harness) -> None:
+    """Each attribution baggage key lands on the span under its contract attribute name."""
+    token = with_baggage({**ALL_BAGGAGE, "unrelated": "x"})
+    try:
+        attrs = harness.run("any span")
+    finally:
+        context.detach(token)  # type: ignore[arg-type]
+    expected: dict[str, object] = {conv.BAGGAGE_TO_ATTRIBUTE[k]: v for k, v in ALL_BAGGAGE.items()}
+    expected[conv.RETRY_DEPTH] = 2  # an int on spans
+    assert dict(attrs) == expected
+
+
+def test_custom_baggage_keys() -> None:
+    """``baggage_keys`` replaces the table of baggage keys copied onto spans."""
+    h = make_harness(baggage_keys={"tenant": "app.tenant"})
+    token = with_baggage({"tenant": "acme", conv.BAGGAGE_USER_ID: "u"})
+    try:
+        attrs = h.run("s")
+    finally:
+        context.detach(token)  # type: ignore[arg-type]
+    assert dict(attrs) == {"app.tenant": "acme"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (conv.BAGGAGE_USER_ID, "x" * 257),
+        (conv.BAGGAGE_TEAM_ID, ""),
+        (conv.BAGGAGE_AGENT_NAME, 5),
+        (conv.BAGGAGE_RETRY_DEPTH, "-1"),
+        (conv.BAGGAGE_RETRY_DEPTH, "abc"),
+        (conv.BAGGAGE_RETRY_DEPTH, "99999999"),
+        (conv.BAGGAGE_RETRY_DEPTH, "10001"),
+        (conv.BAGGAGE_RETRY_DEPTH, "1.5"),
+        (conv.BAGGAGE_RETRY_DEPTH, " 1"),
+        (conv.BAGGAGE_RETRY_DEPTH, "²"),
+        (conv.BAGGAGE_RETRY_DEPTH, "١٢"),
+        (conv.BAGGAGE_RETRY_DEPTH, "9" * 10_000),
+    ],
+    ids=repr,
+)
+def test_malformed_baggage_is_rejected_and_listed(harness: Harness, key: str, value: object) -> None:
+    """A malformed value is not copied, its key is listed in attribution.rejected, the rest still copied."""
+    token = with_baggage({**ALL_BAGGAGE, key: value})
+    try:
+        attrs = harness.run("s")
+    finally:
+        context.detach(token)  # type: ignore[arg-type]
+    assert list(attrs[conv.ATTRIBUTION_REJECTED]) == [key]
+    assert conv.BAGGAGE_TO_ATTRIBUTE[key] not in attrs
+    assert len(attrs) == len(ALL_BAGGAGE)  # the six good keys plus attribution.rejected
+
+
+@pytest.mark.parametrize(("value", "accepted"), [("x" * 256, True), ("x" * 257, False)])
+def test_max_value_length_boundary(harness: Harness, value: str, accepted: bool) -> None:
+    """Values up to max_value_length (256) are copied; longer ones rejected."""
+    token = with_baggage({conv.BAGGAGE_USER_ID: value})
+    try:
+        attrs = harness.run("s")
+    finally:
+        context.detach(token)  # type: ignore[arg-type]
+    assert (conv.USER_ID in attrs) is accepted
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [({"next_processor": object()}, TypeError), ({"max_value_length": 0}, ValueError)],
+)
+def test_constructor_validates(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    """A next processor that is not a SpanProcessor, or a max_value_length below 1, is refused at once."""
+    args: dict[str, Any] = {"next_processor": SimpleSpanProcessor(InMemorySpanExporter()), **kwargs}
+    with pytest.raises(error):
+        otel_costs.CostSpanProcessor(args.pop("next_processor"), **args)
+
+
+# --- pricing on end ----------------------------------------------------------------------
+
+
+def test_llm_span_is_priced(harness: Harness) -> None:
+    """A chat span gets cost.direct, gen_ai.usage.cost, exact nanos, the breakdown and what priced it."""
+    attrs = harness.run("chat", chat("gpt-5.2", 1500, 500))
+    assert attrs[conv.COST_STATUS] == conv.STATUS_PRICED
+    assert attrs[conv.COST_DIRECT] == attrs[conv.GEN_AI_USAGE_COST] == 0.012
+    assert attrs[conv.COST_DIRECT_NANOS] == 12_000_000
+    assert (attrs[conv.COST_INPUT], attrs[conv.COST_OUTPUT]) == (0.0045, 0.0075)
+    assert (attrs[conv.COST_CACHE_READ], attrs[conv.COST_CACHE_WRITE]) == (0.0, 0.0)
+    assert attrs[conv.COST_CURRENCY] == conv.CURRENCY_USD
+    assert attrs[conv.COST_PROVIDER] == "openai"
+    assert attrs[conv.COST_MODEL] == "gpt-5.2"
+    assert attrs[conv.COST_PRICE_SOURCE] == conv.PRICE_SOURCE_OVERRIDE
+    assert conv.COST_STATUS_REASON not in attrs
+    assert harness.costs == [("chat", 12_000_000)]
+
+
+def test_partial_usage_stays_flagged_partial(harness: Harness) -> None:
+    """A span the capture layer marked partial is priced for what was seen and stays partial."""
+    attrs = harness.run("chat", chat("gpt-5.2", 1500, 500, **{conv.COST_STATUS: conv.STATUS_PARTIAL}))
+    assert attrs[conv.COST_STATUS] == conv.STATUS_PARTIAL
+    assert attrs[conv.COST_DIRECT_NANOS] == 12_000_000
+
+
+@pytest.mark.parametrize("operation", sorted(conv.AGGREGATE_OPERATIONS))
+def test_aggregate_usage_is_never_priced(harness: Harness, operation: str) -> None:
+    """Usage on agent/workflow/tool spans is the sum of child calls: flagged aggregate, no direct cost."""
+    attrs = harness.run("agg", chat("gpt-5.2", 1500, 500, **{conv.GEN_AI_OPERATION_NAME: operation}))
+    assert attrs[conv.COST_STATUS] == conv.STATUS_AGGREGATE
+    assert conv.COST_DIRECT not in attrs and conv.COST_DIRECT_NANOS not in attrs
+    assert harness.costs == []
+
+
+def test_unknown_model_is_unpriced_not_zero(harness: Harness) -> None:
+    """A model without a price is flagged unpriced with a reason, with no cost.direct at all."""
+    attrs = harness.run("chat", chat("no-such-model-xyz", 10, 10))
+    assert attrs[conv.COST_STATUS] == conv.STATUS_UNPRICED
+    assert attrs[conv.COST_STATUS_REASON]
+    assert conv.COST_DIRECT not in attrs and conv.GEN_AI_USAGE_COST not in attrs
+    assert attrs[conv.COST_MODEL] == "no-such-model-xyz"
+    assert harness.costs == [("chat", 0)]
+
+
+@pytest.mark.parametrize(
+    ("input_tokens", "status"),
+    [
+        (-1, conv.STATUS_INVALID_USAGE),
+        (math.nan, conv.STATUS_INVALID_USAGE),
+        (math.inf, conv.STATUS_INVALID_USAGE),
+        (1.5, conv.STATUS_INVALID_USAGE),
+        ("abc", conv.STATUS_INVALID_USAGE),
+        ("-5", conv.STATUS_INVALID_USAGE),
+        (True, conv.STATUS_INVALID_USAGE),
+        (10**12, conv.STATUS_INVALID_USAGE),
+        ("9" * 400, conv.STATUS_INVALID_USAGE),
+        ([1, 2], conv.STATUS_INVALID_USAGE),
+        (1500.0, conv.STATUS_PRICED),  # whole floats: JSON round-trips
+        ("1500", conv.STATUS_PRICED),  # digit strings: stringifying bridges
+    ],
+    ids=repr,
+)
+def test_bad_token_counts_have_a_defined_outcome(harness: Harness, input_tokens: object, status: str) -> None:
+    """Unreadable token counts give invalid_usage with a reason and no cost; the span is still exported."""
+    attrs = harness.run("chat", chat("gpt-5.2", input_tokens, 500))
+    assert attrs[conv.COST_STATUS] == status
+    if status == conv.STATUS_PRICED:
+        assert attrs[conv.COST_DIRECT_NANOS] == 12_000_000
+    else:
+        assert conv.COST_DIRECT not in attrs
+        assert _usage.GEN_AI_USAGE_INPUT_TOKENS in attrs[conv.COST_STATUS_REASON]
+        assert harness.costs == [("chat", 0)]
+
+
+def test_span_without_usage_passes_through_untouched(harness: Harness) -> None:
+    """A span without usage attributes is handed on as is, without cost attributes."""
+    attrs = harness.run("http GET", {"http.method": "GET"})
+    assert dict(attrs) == {"http.method": "GET"}
+    assert harness.costs == []
+
+
+def test_raising_cost_listener_does_not_break_the_pipeline(caplog: pytest.LogCaptureFixture) -> None:
+    """A listener that raises is logged; the span is exported and later listeners still run."""
+    after: list[int] = []
+
+    def broken(span: ReadableSpan, nanos: int) -> None:
+        raise RuntimeError("listener bug")
+
+    h = make_harness(cost_listeners=[broken, lambda span, nanos: after.append(nanos)])
+    with caplog.at_level(logging.ERROR, logger="otel_costs"):
+        attrs = h.run("chat", chat("gpt-5.2", 1500, 500))
+    assert attrs[conv.COST_DIRECT_NANOS] == 12_000_000
+    assert after == [12_000_000]
+    assert "listener" in caplog.text
+    h.provider.shutdown()
+
+
+class RaisingPriceBook(otel_costs.PriceBook):
+    """A price book whose price() raises, as a buggy subclass or a broken data snapshot would."""
+
+    def price(self, call: LlmCall, *, at: datetime | None = None) -> otel_costs.CostBreakdown:
+        raise RuntimeError("price book bug")
+
+
+def test_raising_price_book_does_not_break_the_host(caplog: pytest.LogCaptureFixture) -> None:
+    """A price book that raises leaves the span exported and flagged unpriced, never an exception."""
+    h = make_harness(price_book=RaisingPriceBook(use_genai_prices=False))
+    with caplog.at_level(logging.ERROR, logger="otel_costs"):
+        attrs = h.run("chat", chat("gpt-5.2", 1500, 500))
+    assert attrs[conv.COST_STATUS] == conv.STATUS_UNPRICED
+    assert "price book bug" in attrs[conv.COST_STATUS_REASON]
+    assert conv.COST_DIRECT not in attrs
+    assert h.costs == [("chat", 0)]
+    h.provider.shutdown()
+
+
+# --- flushing ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("inner", [SimpleSpanProcessor, BatchSpanProcessor])
+def test_force_flush_reaches_the_rollup_exporter(inner: Callable[[SpanExporter], SpanProcessor]) -> None:
+    """provider.force_flush() forwards the traces a CostRollupExporter behind Simple/Batch holds."""
+    exporter = InMemorySpanExporter()
+    rollup = otel_costs.CostRollupExporter(exporter, linger=30.0, max_wait=60.0)
+    provider = TracerProvider()
+    provider.add_span_processor(otel_costs.CostSpanProcessor(inner(rollup), price_book=fixed_price_book()))
+    tracer = provider.get_tracer("t")
+    with (
+        tracer.start_as_current_span("root"),
+        tracer.start_as_current_span("chat", attributes=chat("gpt-5.2", 1, 1)),
+    ):
+        pass
+    assert provider.force_flush() is True
+    names: Sequence[str] = [s.name for s in exporter.get_finished_spans()]
+    assert sorted(names) == ["chat", "root"]
+    provider.shutdown()

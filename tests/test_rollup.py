@@ -1,0 +1,212 @@
+"""The pure rollup engine: exact subtree sums over any shape of span graph."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Hashable
+
+import pytest
+
+from otel_costs import _conventions as conv
+from otel_costs._rollup import CostNode, NodeRollup, cost_node, rollup, rollup_attributes
+
+
+def brute_force(nodes: list[CostNode]) -> list[tuple[int, int, bool, int]]:
+    """(children, total, billable subtree, unpriced) per node, by walking each node's ancestors.
+
+    Only valid for forests with unique ids (no cycles, no duplicates).
+    """
+    by_id = {n.span_id: i for i, n in enumerate(nodes)}
+    total = [n.direct_nanos for n in nodes]
+    billable = [n.billable for n in nodes]
+    unpriced = [int(n.unpriced) for n in nodes]
+    for node in nodes:
+        parent = by_id.get(node.parent_id)
+        while parent is not None:
+            total[parent] += node.direct_nanos
+            billable[parent] = billable[parent] or node.billable
+            unpriced[parent] += int(node.unpriced)
+            parent = by_id.get(nodes[parent].parent_id)
+    return [(total[i] - n.direct_nanos, total[i], billable[i], unpriced[i]) for i, n in enumerate(nodes)]
+
+
+def random_forest(rng: random.Random, size: int) -> list[CostNode]:
+    """A shuffled forest of ``size`` nodes with random costs, ids of mixed hashable types."""
+    ids: list[Hashable] = [
+        rng.choice([rng.getrandbits(64), f"{rng.getrandbits(64):016x}"]) for _ in range(size)
+    ]
+    while len(set(ids)) < size:  # vanishingly unlikely, but the brute force needs unique ids
+        ids = [rng.getrandbits(64) for _ in range(size)]
+    nodes = []
+    for i in range(size):
+        parent = None if i == 0 or rng.random() < 0.05 else ids[rng.randrange(i)]
+        billable = rng.random() < 0.4
+        direct = rng.randrange(0, 10**12) if billable and rng.random() < 0.9 else 0
+        nodes.append(CostNode(ids[i], parent, direct, billable, unpriced=billable and direct == 0))
+    rng.shuffle(nodes)
+    return nodes
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_totals_equal_brute_force_sum_on_random_trees(seed: int) -> None:
+    """Every node's total is exactly its direct cost plus every descendant's, whatever the order."""
+    rng = random.Random(seed)
+    nodes = random_forest(rng, rng.randrange(1, 400))
+    results = rollup(nodes)
+    expected = brute_force(nodes)
+    assert [(r.children_nanos, r.total_nanos, r.billable_subtree, r.unpriced) for r in results] == expected
+    assert all(r.root_kind is None for r in results)
+
+
+def test_empty_input() -> None:
+    """No nodes, no results."""
+    assert rollup([]) == []
+
+
+def test_docstring_example() -> None:
+    """A root with one billable child totals the child's cost."""
+    nodes = [CostNode("root", None), CostNode("llm", "root", direct_nanos=12, billable=True)]
+    assert rollup(nodes) == [NodeRollup(12, 12, True, 0, None), NodeRollup(0, 12, True, 0, None)]
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_missing_parent_makes_a_flagged_root(remote: bool) -> None:
+    """A node whose parent is absent rolls up alone, flagged orphan (or remote_parent)."""
+    nodes = [
+        CostNode("root", None, 1, True),
+        CostNode("a", "never-seen", 10, True, remote_parent=remote),
+        CostNode("b", "a", 100, True),
+    ]
+    root, a, b = rollup(nodes)
+    assert root.total_nanos == 1 and root.root_kind is None
+    assert a.total_nanos == 110 and a.root_kind == ("remote_parent" if remote else "orphan")
+    assert b.root_kind is None
+
+
+def test_remote_parent_that_is_present_is_attached() -> None:
+    """When the remote parent is among the nodes (collector side), the child hangs under it."""
+    nodes = [CostNode("p", None), CostNode("c", "p", 7, True, remote_parent=True)]
+    parent, child = rollup(nodes)
+    assert parent.total_nanos == 7 and child.root_kind is None
+
+
+def test_duplicate_ids_keep_both_spans() -> None:
+    """A repeated span id is kept, rolled up alone and flagged duplicate; the first keeps the children."""
+    nodes = [
+        CostNode("p", None),
+        CostNode("x", "p", 5, True),
+        CostNode("x", "p", 7, True),
+        CostNode("kid", "x", 11, True),
+    ]
+    p, first, dup, kid = rollup(nodes)
+    assert first.total_nanos == 16 and first.root_kind is None
+    assert dup.total_nanos == 7 and dup.root_kind == "duplicate"
+    assert p.total_nanos == 16
+    assert kid.total_nanos == 11
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 50])
+def test_cycles_terminate_and_are_flagged(length: int) -> None:
+    """Parent links that loop are cut once, flagged cycle, and every node is summed exactly once."""
+    ids = [f"c{i}" for i in range(length)]
+    nodes = [CostNode(ids[i], ids[(i + 1) % length], 10**i, True) for i in range(length)]
+    nodes.append(CostNode("hanger", ids[0], 10**length, True))
+    nodes.append(CostNode("other-root", None, 3, True))
+    results = rollup(nodes)
+    cut = [r for r in results if r.root_kind == "cycle"]
+    assert len(cut) == 1
+    assert cut[0].total_nanos == sum(10**i for i in range(length + 1))
+    assert [r.root_kind for r in results].count(None) == length + 1
+    assert results[-1].total_nanos == 3
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_deep_chain_has_no_recursion_limit(reverse: bool) -> None:
+    """A 100,000-deep chain rolls up iteratively; the root holds the whole chain's cost."""
+    depth = 100_000
+    nodes = [CostNode(0, None, 1, True)] + [CostNode(i, i - 1, 1, True) for i in range(1, depth)]
+    if reverse:
+        nodes.reverse()
+    results = {n.span_id: r for n, r in zip(nodes, rollup(nodes), strict=True)}
+    assert results[0].total_nanos == depth
+    assert results[depth - 1].total_nanos == 1
+    assert results[depth // 2].children_nanos == depth - depth // 2 - 1
+
+
+# --- cost_node ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [(conv.COST_DIRECT_NANOS, v) for v in (-1, math.nan, math.inf, True, "123", 12.0, [1])]
+    + [(conv.COST_DIRECT, v) for v in (-0.5, math.nan, math.inf, False, "0.1", [1])],
+)
+def test_cost_node_flags_bad_costs_unpriced(key: str, bad: object) -> None:
+    """A cost that is not a finite number >= 0 (of the right type) counts 0 and flags the node unpriced."""
+    node = cost_node("s", "p", {key: bad, conv.COST_STATUS: conv.STATUS_PRICED})
+    assert (node.direct_nanos, node.billable, node.unpriced) == (0, True, True)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        (
+            {conv.COST_DIRECT_NANOS: 33_250_000, conv.COST_STATUS: conv.STATUS_PRICED},
+            (33_250_000, True, False),
+        ),
+        ({conv.COST_DIRECT: 0.03325}, (33_250_000, True, False)),
+        ({conv.COST_DIRECT_NANOS: 5, conv.COST_DIRECT: 99.0}, (5, True, False)),
+        ({conv.COST_STATUS: conv.STATUS_UNPRICED}, (0, True, True)),
+        ({conv.COST_STATUS: conv.STATUS_INVALID_USAGE}, (0, True, True)),
+        ({conv.COST_STATUS: conv.STATUS_PARTIAL, conv.COST_DIRECT_NANOS: 9}, (9, True, True)),
+        ({conv.COST_STATUS: conv.STATUS_AGGREGATE}, (0, False, False)),
+        ({"http.method": "GET"}, (0, False, False)),
+        ({}, (0, False, False)),
+        (None, (0, False, False)),
+    ],
+)
+def test_cost_node_reads_the_contract(
+    attributes: dict[str, object] | None, expected: tuple[int, bool, bool]
+) -> None:
+    """cost_node reads the exact nanos, falls back to the USD double, and maps cost.status."""
+    node = cost_node("s", None, attributes, remote_parent=True)
+    assert (node.direct_nanos, node.billable, node.unpriced) == expected
+    assert node.remote_parent is True
+
+
+# --- rollup_attributes ---------------------------------------------------------------------
+
+
+def test_rollup_attributes_publish_doubles_and_nanos() -> None:
+    """A billable subtree publishes children/total as USD doubles and exact nanos, with the scope."""
+    node = CostNode("a", None, 12_000_000, True)
+    attrs = rollup_attributes(node, NodeRollup(21_250_000, 33_250_000, True, 1, None), scope=conv.SCOPE_TRACE)
+    assert attrs == {
+        conv.COST_CHILDREN: 0.02125,
+        conv.COST_TOTAL: 0.03325,
+        conv.COST_CHILDREN_NANOS: 21_250_000,
+        conv.COST_TOTAL_NANOS: 33_250_000,
+        conv.COST_CURRENCY: conv.CURRENCY_USD,
+        conv.COST_ROLLUP_SCOPE: conv.SCOPE_TRACE,
+        conv.COST_ROLLUP_UNPRICED: 1,
+    }
+
+
+def test_rollup_attributes_empty_without_billable_usage() -> None:
+    """A subtree without billable usage that is an ordinary node gets no attributes at all."""
+    assert rollup_attributes(CostNode("a", None), NodeRollup(0, 0, False, 0, None)) == {}
+
+
+@pytest.mark.parametrize(
+    ("kind", "flags"),
+    [
+        ("orphan", {conv.COST_ROLLUP_ORPHAN: True}),
+        ("remote_parent", {conv.COST_ROLLUP_REMOTE_PARENT: True}),
+        ("cycle", {conv.COST_ROLLUP_PARTIAL: True, conv.COST_ROLLUP_PARTIAL_REASON: "cycle"}),
+        ("duplicate", {conv.COST_ROLLUP_PARTIAL: True, conv.COST_ROLLUP_PARTIAL_REASON: "duplicate"}),
+    ],
+)
+def test_rollup_attributes_flag_root_kinds(kind: str, flags: dict[str, object]) -> None:
+    """Why a node is a root is published even when its subtree costs nothing."""
+    assert rollup_attributes(CostNode("a", "p"), NodeRollup(0, 0, False, 0, kind)) == flags
