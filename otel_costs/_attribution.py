@@ -313,7 +313,7 @@ class _RetryScope(_Scope):
         return _RetryScope(self.step, self.depth, self._tracer_provider)
 
     def _prepare(self) -> tuple[str, dict[str, Any], dict[str, str | None]]:
-        attributes: dict[str, Any] = {conv.RETRY_DEPTH: self.depth, "retry.step": self.step}
+        attributes: dict[str, Any] = {conv.RETRY_DEPTH: self.depth, conv.RETRY_STEP: self.step}
         return f"retry {self.step}", attributes, {conv.BAGGAGE_RETRY_DEPTH: str(self.depth)}
 
 

@@ -32,14 +32,16 @@ class ConfigurationError(ValueError):
 
 def default_exporter(
     *, endpoint: str | None = None, file_path: str | os.PathLike[str] | None = None
-) -> SpanExporter:
+) -> SpanExporter | None:
     """The exporter ``configure()`` picks from its arguments and the standard ``OTEL_*`` variables.
 
     An OTLP endpoint (``endpoint``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or
     ``OTEL_EXPORTER_OTLP_ENDPOINT``) selects OTLP over ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` /
     ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``http/protobuf``, the spec's default, or ``grpc``);
-    ``OTEL_TRACES_EXPORTER=console`` prints spans; otherwise spans go as OTLP/JSON lines to
-    ``file_path``, ``$OTEL_COSTS_FILE`` or ``./otel-costs-traces.jsonl``.
+    ``OTEL_TRACES_EXPORTER=console`` prints spans and ``none`` exports nothing (``None``: costs
+    still reach cost listeners such as budgets); otherwise spans go as OTLP/JSON lines to
+    ``file_path``, ``$OTEL_COSTS_FILE`` or ``./otel-costs-traces.jsonl``. Explicit arguments win
+    over the environment.
     """
     if endpoint is not None and file_path is not None:
         raise ConfigurationError("pass either endpoint= (OTLP) or file_path= (a local file), not both")
@@ -48,8 +50,11 @@ def default_exporter(
         endpoint or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     )
     kind = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if kind == "console" and not endpoint:
+    explicit = endpoint is not None or file_path is not None
+    if kind == "console" and not explicit:
         return ConsoleSpanExporter()
+    if kind == "none" and not explicit:
+        return None
     if configured and file_path is None:
         protocol = (
             env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
@@ -60,7 +65,12 @@ def default_exporter(
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
             return GrpcExporter(endpoint=endpoint) if endpoint else GrpcExporter()
-        if protocol in ("http/protobuf", "http/json"):
+        if protocol == "http/json":
+            raise ConfigurationError(
+                "OTLP http/json is not available in the Python OTLP exporter: "
+                "set OTEL_EXPORTER_OTLP_PROTOCOL to 'http/protobuf' or 'grpc'"
+            )
+        if protocol == "http/protobuf":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
             if endpoint and not endpoint.rstrip("/").endswith("/v1/traces"):
@@ -74,16 +84,21 @@ def default_exporter(
 
 
 def build_pipeline(
-    exporter: SpanExporter,
+    exporter: SpanExporter | None,
     *,
     price_book: PriceBook | None = None,
     cost_listeners: Sequence[CostListener] = (),
     linger: float = 2.0,
     batch: bool = True,
 ) -> CostSpanProcessor:
-    """``CostSpanProcessor -> (Batch|Simple)SpanProcessor -> CostRollupExporter -> exporter``."""
+    """``CostSpanProcessor -> (Batch|Simple)SpanProcessor -> CostRollupExporter -> exporter``.
+
+    With no ``exporter`` spans are priced (for the cost listeners) and then dropped.
+    """
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+    if exporter is None:
+        return CostSpanProcessor(SpanProcessor(), price_book=price_book, cost_listeners=cost_listeners)
     rollup = CostRollupExporter(exporter, linger=linger)
     inner: SpanProcessor = BatchSpanProcessor(rollup) if batch else SimpleSpanProcessor(rollup)
     return CostSpanProcessor(inner, price_book=price_book, cost_listeners=cost_listeners)
@@ -133,7 +148,9 @@ def configure(
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         logger.info("otel_costs: OTEL_SDK_DISABLED=true, no cost pipeline installed")
     else:
-        chosen = exporter or default_exporter(endpoint=endpoint, file_path=file_path)
+        chosen = (
+            exporter if exporter is not None else default_exporter(endpoint=endpoint, file_path=file_path)
+        )
         provider.add_span_processor(
             build_pipeline(chosen, price_book=price_book, cost_listeners=cost_listeners, linger=linger)
         )

@@ -16,6 +16,8 @@ AGENT_NAME: Final = "gen_ai.agent.name"
 AGENT_ID: Final = "gen_ai.agent.id"
 AGENT_PARENT_ID: Final = "agent.parent_id"
 RETRY_DEPTH: Final = "retry.depth"
+#: The logical step a ``retry {step}`` span makes attempts of.
+RETRY_STEP: Final = "retry.step"
 USER_ID: Final = "user.id"
 TEAM_ID: Final = "team.id"
 

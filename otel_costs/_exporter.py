@@ -96,7 +96,9 @@ class CostRollupExporter(SpanExporter):
                 if self._shutdown:
                     return SpanExportResult.FAILURE
                 for span in spans:
-                    self._add(span, now)
+                    if not self._add(span, now):
+                        # No span context (hand-built spans): nothing to roll up, forward it as is.
+                        evicted.append((_Pending(spans=[span]), None))
                 while self._buffered > self._max_spans and self._pending:
                     _trace_id, pending = self._pending.popitem(last=False)
                     self._buffered -= len(pending.spans)
@@ -106,18 +108,19 @@ class CostRollupExporter(SpanExporter):
             logger.exception("otel_costs: could not buffer %d spans", len(spans))
             return SpanExportResult.FAILURE
         if evicted:
-            logger.warning(
-                "otel_costs: rollup buffer full (%d spans): forwarding %d traces early, flagged partial",
-                self._max_spans,
-                len(evicted),
-            )
+            if any(reason == "buffer_full" for _, reason in evicted):
+                logger.warning(
+                    "otel_costs: rollup buffer full (%d spans): forwarding traces early, flagged partial",
+                    self._max_spans,
+                )
             self._forward(evicted)
         return SpanExportResult.SUCCESS
 
-    def _add(self, span: ReadableSpan, now: float) -> None:
+    def _add(self, span: ReadableSpan, now: float) -> bool:
+        """Buffer ``span`` under its trace; ``False`` if it has no span context to group it by."""
         ctx = span.context
         if ctx is None:
-            return
+            return False
         trace_id = ctx.trace_id
         pending = self._pending.get(trace_id)
         if pending is None:
@@ -127,6 +130,7 @@ class CostRollupExporter(SpanExporter):
         parent = span.parent
         if pending.deadline is None and (parent is None or parent.is_remote):
             pending.deadline = now + self._linger
+        return True
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Roll up and forward every buffered trace now, then flush the wrapped exporter."""

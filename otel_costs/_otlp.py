@@ -188,6 +188,7 @@ class OtlpJsonFileExporter(SpanExporter):
         self._path = Path(path)
         self._lock = threading.Lock()
         self._file: IO[str] | None = None
+        self._closed = False
 
     @property
     def path(self) -> Path:
@@ -200,6 +201,11 @@ class OtlpJsonFileExporter(SpanExporter):
         try:
             line = spans_to_json(spans)
             with self._lock:
+                if self._closed:
+                    logger.warning(
+                        "otel_costs: %s is shut down; %d spans not written", self._path, len(spans)
+                    )
+                    return SpanExportResult.FAILURE
                 if self._file is None:
                     self._path.parent.mkdir(parents=True, exist_ok=True)
                     self._file = open(self._path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
@@ -215,6 +221,7 @@ class OtlpJsonFileExporter(SpanExporter):
 
     def shutdown(self) -> None:
         with self._lock:
+            self._closed = True
             if self._file is not None:
                 self._file.close()
                 self._file = None

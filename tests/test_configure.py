@@ -152,7 +152,45 @@ def test_default_exporter_picks_the_exporter(
     try:
         assert type(exporter) is expected
     finally:
+        assert exporter is not None
         exporter.shutdown()
+
+
+def test_traces_exporter_none_exports_nothing_but_still_prices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_TRACES_EXPORTER=none picks no exporter; configure() still prices spans for cost listeners."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert otel_costs.default_exporter() is None
+    seen: list[int] = []
+    provider = otel_costs.configure(
+        set_global=False,
+        prices={"gpt-5.2": {"input": 3, "output": 15}},
+        cost_listeners=[lambda span, nanos: seen.append(nanos)],
+    )
+    tracer = provider.get_tracer("t")
+    attributes = {
+        "gen_ai.request.model": "gpt-5.2",
+        "gen_ai.usage.input_tokens": 1500,
+        "gen_ai.usage.output_tokens": 500,
+    }
+    tracer.start_span("chat gpt-5.2", attributes=attributes).end()
+    provider.shutdown()
+    assert seen == [12_000_000]
+
+
+def test_explicit_file_path_wins_over_console_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An explicit file_path= is used even when OTEL_TRACES_EXPORTER says console."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    exporter = otel_costs.default_exporter(file_path=tmp_path / "t.jsonl")
+    assert isinstance(exporter, OtlpJsonFileExporter)
+    exporter.shutdown()
+
+
+def test_http_json_protocol_is_refused_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """http/json is not silently sent as protobuf: configure() says which protocols work."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    with pytest.raises(otel_costs.ConfigurationError, match="http/protobuf"):
+        otel_costs.configure(set_global=False)
 
 
 @pytest.mark.parametrize("protocol", ["thrift", "http", "GRPC ", "zipkin"])

@@ -513,3 +513,13 @@ def test_constructor_validates(kwargs: dict[str, object], error: type[Exception]
     exporter = kwargs.pop("exporter", InMemorySpanExporter())
     with pytest.raises(error):
         otel_costs.CostRollupExporter(exporter, **kwargs)  # type: ignore[arg-type]
+
+
+def test_span_without_context_is_forwarded_not_dropped() -> None:
+    """A hand-built span with no span context cannot be grouped by trace, so it is forwarded as is."""
+    downstream = Recorder()
+    exporter = otel_costs.CostRollupExporter(downstream)
+    bare = ReadableSpan(name="hand-built")
+    assert exporter.export([bare]) is SpanExportResult.SUCCESS
+    assert downstream.wait_for(1)[0].name == "hand-built"
+    exporter.shutdown()

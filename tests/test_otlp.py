@@ -182,6 +182,16 @@ def test_file_exporter_failure_is_reported_not_raised(tmp_path: Path) -> None:
     exporter.shutdown()
 
 
+def test_file_exporter_refuses_spans_after_shutdown(tmp_path: Path) -> None:
+    """After shutdown an export fails and leaves the file untouched instead of reopening it."""
+    path = tmp_path / "traces.jsonl"
+    exporter = OtlpJsonFileExporter(path)
+    exporter.export(make_spans()[:1])
+    exporter.shutdown()
+    assert exporter.export(make_spans()) is SpanExportResult.FAILURE
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 1
+
+
 def test_read_json_file_skips_and_reports_bad_lines(tmp_path: Path) -> None:
     """Good lines are read, blank lines ignored, and each bad line reported with its number."""
     spans = make_spans()
