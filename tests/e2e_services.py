@@ -99,10 +99,12 @@ def run_subagent(port: int, endpoint: str) -> int:
             ctx = PROPAGATOR.extract(dict(self.headers.items()))
             token = context.attach(ctx)
             try:
-                with tracer.start_as_current_span("POST /research", kind=trace.SpanKind.SERVER):
-                    with otel_costs.agent("researcher", tracer_provider=tp):
-                        for model, tokens_in, tokens_out in SUBAGENT_CALLS:
-                            llm_call(tracer, model, tokens_in, tokens_out + index)
+                with (
+                    tracer.start_as_current_span("POST /research", kind=trace.SpanKind.SERVER),
+                    otel_costs.agent("researcher", tracer_provider=tp),
+                ):
+                    for model, tokens_in, tokens_out in SUBAGENT_CALLS:
+                        llm_call(tracer, model, tokens_in, tokens_out + index)
             finally:
                 context.detach(token)
             self._reply(200, {"summary": f"findings {index}"})
