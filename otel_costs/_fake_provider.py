@@ -428,11 +428,13 @@ class _Handler(BaseHTTPRequestHandler):
 
         self._record_as = record
         try:
-            self._route(path, query, body, fault)
+            self._route(path, query, body, raw, fault)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def _route(self, path: str, query: Mapping[str, str], body: Any, fault: _Fault | None) -> None:
+    def _route(
+        self, path: str, query: Mapping[str, str], body: Any, raw: bytes, fault: _Fault | None
+    ) -> None:
         api = _api_of(path)
         if api is None or self.command != "POST":
             self._send_json(404, _error_body("openai", 404, f"no route for {self.command} {path}"))
@@ -465,7 +467,8 @@ class _Handler(BaseHTTPRequestHandler):
             include_usage = include_usage and isinstance(options, dict) and bool(options.get("include_usage"))
         self._usage = usage if include_usage else None
         response_model = self.provider._response_models.get(model, model)
-        serial = self.provider._next_id()
+        # Response ids derive from the request, so the same request gets byte-identical answers.
+        serial = int.from_bytes(hashlib.sha256(path.encode() + b"\0" + raw).digest()[:4], "big") % 1_000_000
         builder = _Builder(api, model, response_model, serial, pieces, usage, include_usage, request)
         if api == "openai_embeddings":
             self._usage = replace(usage, output_tokens=0) if include_usage else None
@@ -516,7 +519,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("request-id", f"req_fake_{builder.serial}")
+        self.send_header("request-id", f"req_fake_{self.provider._next_id()}")
         compressor: Callable[[bytes], bytes] | None = None
         if Misbehaviour.GZIP in modes:
             self.send_header("Content-Encoding", "gzip")

@@ -1,0 +1,922 @@
+"""LLM usage capture and attribution headers at the HTTP layer, for httpx and httpx2 clients.
+
+``instrument_httpx()`` turns on ``opentelemetry-instrumentation-httpx`` (``HTTPXClientInstrumentor``
+and ``HTTPX2ClientInstrumentor``) and wraps the transports it wraps, one layer further out:
+
+- A POST to an LLM API (host rule + path) gets an LLM-call span (``chat gpt-4o``) with the
+  OpenTelemetry GenAI attributes; the instrumentation's HTTP span is its child. The response
+  body is parsed as the application reads it (the instrumentation's hooks run before the body
+  is read), and the LLM span ends when the body is exhausted, closed, fails or is collected.
+- Outbound attribution: requests to ``attribution_hosts`` get the contract headers
+  (``X-Workflow-Id`` ...) and keep the attribution baggage; requests to any other host have the
+  attribution keys removed from their ``baggage`` header, so user, team and workflow ids do not
+  leave for third parties.
+
+``accept_attribution()`` is the receiving side: it accepts attribution from an incoming request
+only from a trusted peer network or with a valid HMAC signature. See ``docs/http-capture.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.util
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, Generic, TypeVar
+
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.server_attributes import SERVER_PORT
+from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from . import _conventions as conv
+from ._llm_responses import (
+    GEN_AI_RESPONSE_ID,
+    OPENAI_CHAT,
+    OPENAI_COMPLETIONS,
+    ApiCall,
+    CaptureResult,
+    ResponseCapture,
+    api_for_path,
+)
+
+logger = logging.getLogger("otel_costs")
+
+__all__ = [
+    "DEFAULT_LLM_HOSTS",
+    "HEADER_ATTRIBUTION_SIGNATURE",
+    "AttributionTrust",
+    "accept_attribution",
+    "attribution_headers",
+    "attribution_rejection",
+    "instrument_httpx",
+    "uninstrument_httpx",
+]
+
+#: Public LLM API hosts -> ``gen_ai.provider.name``. ``None`` means "infer from the API path".
+#: Extend it for your own servers: ``{**DEFAULT_LLM_HOSTS, "vllm.internal:8000": "vllm"}``.
+DEFAULT_LLM_HOSTS: Final[Mapping[str, str | None]] = MappingProxyType(
+    {
+        "api.openai.com": "openai",
+        "*.openai.azure.com": "azure.ai.openai",
+        "*.cognitiveservices.azure.com": "azure.ai.openai",
+        "*.services.ai.azure.com": "azure.ai.inference",
+        "api.anthropic.com": "anthropic",
+        "generativelanguage.googleapis.com": "gcp.gemini",
+        "aiplatform.googleapis.com": "gcp.vertex_ai",
+        "*-aiplatform.googleapis.com": "gcp.vertex_ai",
+        "api.groq.com": "groq",
+        "api.mistral.ai": "mistral_ai",
+        "api.deepseek.com": "deepseek",
+        "api.x.ai": "x_ai",
+        "api.perplexity.ai": "perplexity",
+        "api.together.xyz": "together",
+        "api.together.ai": "together",
+        "openrouter.ai": "openrouter",
+        "api.fireworks.ai": "fireworks",
+        "api.cohere.com": "cohere",
+    }
+)
+
+#: HMAC signature over the attribution headers: ``t=<unix seconds>,v1=<hex HMAC-SHA256>``.
+HEADER_ATTRIBUTION_SIGNATURE: Final = "X-Attribution-Signature"
+
+#: Baggage key -> outbound header. ``agent.name`` travels in baggage only.
+_HEADER_FOR_KEY: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        conv.BAGGAGE_WORKFLOW_ID: conv.HEADER_WORKFLOW_ID,
+        conv.BAGGAGE_WORKFLOW_NAME: conv.HEADER_WORKFLOW_NAME,
+        conv.BAGGAGE_AGENT_ID: conv.HEADER_AGENT_ID,
+        conv.BAGGAGE_RETRY_DEPTH: conv.HEADER_RETRY_DEPTH,
+        conv.BAGGAGE_USER_ID: conv.HEADER_USER_ID,
+        conv.BAGGAGE_TEAM_ID: conv.HEADER_TEAM_ID,
+    }
+)
+_CONTRACT_HEADERS: Final = frozenset(
+    name.lower() for name in (*_HEADER_FOR_KEY.values(), conv.HEADER_PARENT_AGENT_ID)
+)
+_ATTRIBUTION_KEYS: Final = frozenset(conv.BAGGAGE_TO_ATTRIBUTE)
+_MAX_VALUE_LENGTH: Final = 256
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_MAX_REQUEST_PARSE_BYTES: Final = 4 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# Host rules
+# ---------------------------------------------------------------------------------------------
+
+_NO_MATCH: Final = object()
+_MISS: Final = object()
+
+
+class _HostRules(Generic[T]):
+    """Host patterns -> values: ``host``, ``host:port``, ``*.suffix`` / ``*`` globs, or CIDR networks."""
+
+    def __init__(self, rules: Mapping[str, T]) -> None:
+        self._exact: dict[tuple[str, int | None], T] = {}
+        self._globs: list[tuple[re.Pattern[str], int | None, T]] = []
+        self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int | None, T]] = []
+        self._cache: dict[tuple[str, int | None], object] = {}
+        for pattern, value in rules.items():
+            if not isinstance(pattern, str) or not pattern.strip():
+                raise ValueError(
+                    f"host rule {pattern!r} must be a non-empty string like 'api.example.com:443'"
+                )
+            host, port = _split_host_port(pattern.strip().lower())
+            if "/" in host:
+                try:
+                    network = ipaddress.ip_network(host, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"host rule {pattern!r} is not a valid CIDR network: {exc}") from None
+                self._networks.append((network, port, value))
+            elif "*" in host:
+                regex = re.compile("^" + ".*".join(re.escape(part) for part in host.split("*")) + "$")
+                self._globs.append((regex, port, value))
+            else:
+                self._exact[(host, port)] = value
+
+    def __bool__(self) -> bool:
+        return bool(self._exact or self._globs or self._networks)
+
+    def match(self, host: str, port: int | None) -> object:
+        """The value of the first rule matching ``host``/``port``, or ``_NO_MATCH``."""
+        key = (host, port)
+        cached = self._cache.get(key, _MISS)
+        if cached is not _MISS:
+            return cached
+        found = self._lookup(host, port)
+        if len(self._cache) < 1024:
+            self._cache[key] = found
+        return found
+
+    def _lookup(self, host: str, port: int | None) -> object:
+        for candidate in ((host, port), (host, None)):
+            if candidate in self._exact:
+                return self._exact[candidate]
+        for regex, rule_port, value in self._globs:
+            if (rule_port is None or rule_port == port) and regex.match(host):
+                return value
+        if self._networks:
+            address = _ip(host)
+            if address is not None:
+                for network, rule_port, value in self._networks:
+                    if (rule_port is None or rule_port == port) and address in network:
+                        return value
+        return _NO_MATCH
+
+
+def _split_host_port(text: str) -> tuple[str, int | None]:
+    if text.startswith("["):  # [::1]:8000
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        if not port.isdigit():
+            raise ValueError(f"host rule {text!r} has a port that is not a number")
+        return host, int(port)
+    return text, None
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and installation
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Config:
+    """The settings of one ``instrument_httpx`` call."""
+
+    tracer: trace.Tracer
+    """Tracer of the LLM-call spans."""
+    llm_hosts: _HostRules[str | None]
+    """Host -> provider name (``None``: from the API path) of the LLM APIs to capture."""
+    attribution_hosts: _HostRules[bool]
+    """Hosts that receive attribution headers and baggage."""
+    attribution_secret: bytes | None
+    """HMAC secret signing the attribution headers, if any."""
+    strip_attribution_baggage: bool
+    """Remove the attribution keys from the baggage sent to other hosts."""
+    defer_to_sdk_spans: bool
+    """Make no LLM span inside an SDK's own LLM-call span (no double counting)."""
+    max_body_bytes: int
+    """A JSON body is parsed whole up to this size; past it only its head and tail are kept."""
+    max_event_bytes: int
+    """An SSE event longer than this is skipped."""
+
+
+@dataclass
+class _Installation:
+    """Our wrappers on one httpx-like module, and what they replaced."""
+
+    module: Any
+    sync_original: Any
+    async_original: Any
+    sync_wrapper: Callable[..., Any]
+    async_wrapper: Callable[..., Any]
+    instrumentor: BaseInstrumentor | None
+    """The instrumentor this module instrumented (and so uninstruments), or ``None``."""
+
+
+_LOCK = threading.Lock()
+_CONFIG: _Config | None = None
+_INSTALLED: list[_Installation] = []
+
+
+def instrument_httpx(
+    *,
+    tracer_provider: TracerProvider | None = None,
+    llm_hosts: Mapping[str, str | None] = DEFAULT_LLM_HOSTS,
+    attribution_hosts: Collection[str] = (),
+    attribution_secret: bytes | str | None = None,
+    strip_attribution_baggage: bool = True,
+    defer_to_sdk_spans: bool = True,
+    max_body_bytes: int = 2 * 1024 * 1024,
+    max_event_bytes: int = 1024 * 1024,
+) -> None:
+    """Capture LLM calls and apply the attribution header policy on every httpx and httpx2 client.
+
+    - ``tracer_provider``: where the LLM-call spans (and, if this call turns it on, the httpx
+      instrumentation's HTTP spans) go; default the global provider.
+    - ``llm_hosts``: host rule -> ``gen_ai.provider.name`` (``None``: inferred from the API path).
+      Rules are ``host``, ``host:port``, globs like ``*.openai.azure.com`` or CIDR networks.
+    - ``attribution_hosts``: host rules of your gateway and services; only they receive the
+      ``X-Workflow-Id``... headers and the attribution baggage.
+    - ``attribution_secret``: if set, requests to ``attribution_hosts`` carry an
+      ``X-Attribution-Signature`` that ``accept_attribution`` verifies.
+    - ``strip_attribution_baggage``: remove the attribution keys from the ``baggage`` header of
+      requests to all other hosts (default True).
+    - ``defer_to_sdk_spans``: no LLM span for a request made inside an SDK's own LLM-call span.
+    - ``max_body_bytes`` / ``max_event_bytes``: bounds of what is buffered per response.
+
+    Calling it again replaces the settings. Example::
+
+        otel_costs.instrument_httpx(attribution_hosts=["gateway.internal", "*.svc.cluster.local"])
+    """
+    if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
+        raise TypeError(f"tracer_provider must be an OpenTelemetry TracerProvider, got {tracer_provider!r}")
+    if not isinstance(llm_hosts, Mapping):
+        raise TypeError("llm_hosts must be a mapping host rule -> provider name (or None)")
+    for provider in llm_hosts.values():
+        if provider is not None and (not isinstance(provider, str) or not provider):
+            raise TypeError(f"llm_hosts values must be provider names or None, got {provider!r}")
+    if isinstance(attribution_hosts, str):
+        raise TypeError("attribution_hosts must be a collection of host rules, not a single string")
+    secret = attribution_secret.encode() if isinstance(attribution_secret, str) else attribution_secret
+    if secret is not None and (not isinstance(secret, bytes) or len(secret) < 16):
+        raise ValueError("attribution_secret must be at least 16 bytes (e.g. secrets.token_bytes(32))")
+    if max_body_bytes < 1024 or max_event_bytes < 1024:
+        raise ValueError("max_body_bytes and max_event_bytes must be >= 1024")
+    config = _Config(
+        tracer=trace.get_tracer("otel_costs.httpx", tracer_provider=tracer_provider),
+        llm_hosts=_HostRules(llm_hosts),
+        attribution_hosts=_HostRules(dict.fromkeys(attribution_hosts, True)),
+        attribution_secret=secret,
+        strip_attribution_baggage=strip_attribution_baggage,
+        defer_to_sdk_spans=defer_to_sdk_spans,
+        max_body_bytes=max_body_bytes,
+        max_event_bytes=max_event_bytes,
+    )
+    global _CONFIG
+    with _LOCK:
+        _uninstall_locked()
+        for name, instrumentor_cls in (
+            ("httpx", HTTPXClientInstrumentor),
+            ("httpx2", HTTPX2ClientInstrumentor),
+        ):
+            if importlib.util.find_spec(name) is None:
+                continue
+            _INSTALLED.append(_install(importlib.import_module(name), instrumentor_cls(), tracer_provider))
+        _CONFIG = config
+
+
+def uninstrument_httpx() -> None:
+    """Undo ``instrument_httpx``: remove the wrappers and turn off the instrumentation it turned on."""
+    with _LOCK:
+        _uninstall_locked()
+
+
+def _install(
+    module: Any, instrumentor: BaseInstrumentor, tracer_provider: TracerProvider | None
+) -> _Installation:
+    # The instrumentation goes on first, so that our wrapper is outside its HTTP span: the
+    # LLM span is the parent of the HTTP span and can outlive it (the body is read later).
+    ours: BaseInstrumentor | None = None
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=tracer_provider)
+        ours = instrumentor
+    sync_original = module.HTTPTransport.__dict__["handle_request"]
+    async_original = module.AsyncHTTPTransport.__dict__["handle_async_request"]
+    sync_stream = type("LLMCaptureSyncStream", (_SyncStream, module.SyncByteStream), {})
+    async_stream = type("LLMCaptureAsyncStream", (_AsyncStream, module.AsyncByteStream), {})
+
+    def handle_request(self: Any, request: Any) -> Any:
+        send = sync_original.__get__(self, type(self))
+        config = _CONFIG
+        if config is None:
+            return send(request)
+        call, ctx = _prepare(config, request)
+        if ctx is None:
+            return send(request)
+        token = otel_context.attach(ctx)
+        try:
+            response = send(request)
+        except BaseException as exc:
+            if call is not None:
+                call.finish("error", exc)
+            raise
+        finally:
+            otel_context.detach(token)
+        if call is not None:
+            _wrap(call, response, sync_stream)
+        return response
+
+    async def handle_async_request(self: Any, request: Any) -> Any:
+        send = async_original.__get__(self, type(self))
+        config = _CONFIG
+        if config is None:
+            return await send(request)
+        call, ctx = _prepare(config, request)
+        if ctx is None:
+            return await send(request)
+        token = otel_context.attach(ctx)
+        try:
+            response = await send(request)
+        except BaseException as exc:
+            if call is not None:
+                call.finish("error", exc)
+            raise
+        finally:
+            otel_context.detach(token)
+        if call is not None:
+            _wrap(call, response, async_stream)
+        return response
+
+    module.HTTPTransport.handle_request = handle_request
+    module.AsyncHTTPTransport.handle_async_request = handle_async_request
+    return _Installation(module, sync_original, async_original, handle_request, handle_async_request, ours)
+
+
+def _uninstall_locked() -> None:
+    global _CONFIG
+    _CONFIG = None
+    while _INSTALLED:
+        installed = _INSTALLED.pop()
+        module = installed.module
+        # Only restore what is still ours: a wrapper added on top of ours keeps working (ours
+        # passes through while no config is set).
+        if module.HTTPTransport.__dict__.get("handle_request") is installed.sync_wrapper:
+            module.HTTPTransport.handle_request = installed.sync_original
+        if module.AsyncHTTPTransport.__dict__.get("handle_async_request") is installed.async_wrapper:
+            module.AsyncHTTPTransport.handle_async_request = installed.async_original
+        if installed.instrumentor is not None:
+            installed.instrumentor.uninstrument()
+
+
+# ---------------------------------------------------------------------------------------------
+# Per request
+# ---------------------------------------------------------------------------------------------
+
+
+def _prepare(config: _Config, request: Any) -> tuple[_Call | None, Context | None]:
+    """Apply the header policy to ``request``; start its LLM span if it is an LLM call.
+
+    Returns the call (or ``None``) and the context to send the request in (``None``: unchanged).
+    Never raises: telemetry must not break the request.
+    """
+    call: _Call | None = None
+    try:
+        url = request.url
+        host: str = url.host
+        port = url.port or _DEFAULT_PORTS.get(url.scheme)
+        entries = baggage.get_all()
+        ours = [key for key in entries if key in _ATTRIBUTION_KEYS] if entries else []
+        strip = False
+        if config.attribution_hosts.match(host, port) is not _NO_MATCH:
+            _add_attribution_headers(request.headers, entries, config.attribution_secret)
+        elif config.strip_attribution_baggage:
+            if "baggage" in request.headers:
+                _strip_baggage_header(request.headers)
+            strip = bool(ours)
+        if request.method == "POST" and config.llm_hosts and is_instrumentation_enabled():
+            provider = config.llm_hosts.match(host, port)
+            if provider is not _NO_MATCH:
+                api = api_for_path(url.path)
+                if api is not None and not (config.defer_to_sdk_spans and _inside_llm_span()):
+                    call = _start_call(config, request, api, provider, host, port)
+        if call is None and not strip:
+            return None, None
+        ctx = otel_context.get_current()
+        if call is not None:
+            ctx = trace.set_span_in_context(call.span, ctx)
+        for key in ours if strip else ():
+            ctx = baggage.remove_baggage(key, ctx)
+        return call, ctx
+    except Exception:
+        logger.exception("otel_costs: could not prepare the telemetry of an HTTP request")
+        if call is not None:
+            call.span.end()
+        return None, None
+
+
+def _inside_llm_span() -> bool:
+    """Whether the current span is already an LLM call (e.g. the Anthropic SDK's own span)."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return False
+    attributes = getattr(span, "attributes", None)
+    operation = attributes.get(conv.GEN_AI_OPERATION_NAME) if isinstance(attributes, Mapping) else None
+    return isinstance(operation, str) and operation not in conv.AGGREGATE_OPERATIONS
+
+
+def _request_fields(request: Any) -> dict[str, Any]:
+    """The JSON body of ``request`` if it is in memory and not huge, else ``{}``."""
+    try:
+        content = request.content
+    except Exception:  # a streaming upload: the body is not in memory
+        return {}
+    if not content or len(content) > _MAX_REQUEST_PARSE_BYTES or content[:1] != b"{":
+        return {}
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _start_call(
+    config: _Config, request: Any, api: ApiCall, provider: object, host: str, port: int | None
+) -> _Call:
+    body = _request_fields(request)
+    model = body.get("model")
+    if not isinstance(model, str) or not 0 < len(model) <= _MAX_VALUE_LENGTH:
+        model = api.path_model
+    provider_name = provider if isinstance(provider, str) else api.provider
+    attributes: dict[str, Any] = {
+        conv.GEN_AI_OPERATION_NAME: api.operation,
+        conv.GEN_AI_PROVIDER_NAME: provider_name,
+        conv.SERVER_ADDRESS: host,
+    }
+    if port is not None:
+        attributes[SERVER_PORT] = port
+    if model:
+        attributes[conv.GEN_AI_REQUEST_MODEL] = model
+    name = f"{api.operation} {model}" if model else api.operation
+    span = config.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+    no_usage_reason = None
+    if api.dialect in (OPENAI_CHAT, OPENAI_COMPLETIONS) and body.get("stream") is True:
+        options = body.get("stream_options")
+        if not (isinstance(options, dict) and options.get("include_usage") is True):
+            no_usage_reason = "streamed without stream_options.include_usage, so the provider sent no usage"
+    return _Call(span, api, config, no_usage_reason)
+
+
+def _wrap(call: _Call, response: Any, stream_cls: type[Any]) -> None:
+    try:
+        call.on_response(response.status_code, response.headers)
+        response.stream = stream_cls(response.stream, call)
+    except Exception:
+        logger.exception("otel_costs: could not capture an LLM response")
+        call.finish("no_body")
+
+
+class _Call:
+    """One LLM call: its span and the capture of its response, ended exactly once."""
+
+    __slots__ = ("_lock", "api", "capture", "config", "done", "no_usage_reason", "span", "status")
+
+    def __init__(self, span: trace.Span, api: ApiCall, config: _Config, no_usage_reason: str | None) -> None:
+        self.span = span
+        self.api = api
+        self.config = config
+        self.no_usage_reason = no_usage_reason
+        self.capture: ResponseCapture | None = None
+        self.status = 0
+        self.done = False
+        self._lock = threading.Lock()
+
+    def on_response(self, status: int, headers: Any) -> None:
+        self.status = status
+        self.capture = ResponseCapture(
+            self.api.dialect,
+            content_type=headers.get("content-type", ""),
+            content_encoding=headers.get("content-encoding", ""),
+            max_body_bytes=self.config.max_body_bytes,
+            max_event_bytes=self.config.max_event_bytes,
+        )
+
+    def feed(self, chunk: bytes) -> None:
+        capture = self.capture
+        if capture is not None and not self.done:
+            capture.feed(chunk)  # never raises
+
+    def finish(self, how: str, exc: BaseException | None = None) -> None:
+        """End the span. ``how``: eof, closed, error, abandoned or no_body. Never raises."""
+        with self._lock:
+            if self.done:
+                return
+            self.done = True
+        try:
+            self._finish(how, exc)
+        except Exception:
+            logger.exception("otel_costs: could not finish an LLM-call span")
+            self.span.end()
+
+    def _finish(self, how: str, exc: BaseException | None) -> None:
+        span = self.span
+        result = self.capture.close(eof=how == "eof") if self.capture is not None else None
+        attributes: dict[str, Any] = {}
+        if result is not None:
+            if result.response_model:
+                attributes[conv.GEN_AI_RESPONSE_MODEL] = result.response_model
+            if result.response_id:
+                attributes[GEN_AI_RESPONSE_ID] = result.response_id
+            if result.usage is not None:
+                attributes.update(result.usage.attributes())
+        error_type = None
+        if exc is not None:
+            error_type = type(exc).__qualname__
+        elif self.status >= 400:
+            error_type = result.error_type if result is not None and result.error_type else str(self.status)
+        elif result is not None and result.error_type:
+            error_type = result.error_type
+        flag = self._flag(how, result, exc)
+        if flag is not None:
+            attributes[conv.COST_STATUS], attributes[conv.COST_STATUS_REASON] = flag
+        if error_type is not None:
+            attributes[ERROR_TYPE] = error_type
+            span.set_status(Status(StatusCode.ERROR, flag[1] if flag else error_type))
+        span.set_attributes(attributes)
+        span.end()
+
+    def _flag(
+        self, how: str, result: CaptureResult | None, exc: BaseException | None
+    ) -> tuple[str, str] | None:
+        """``(cost.status, reason)`` when the usage on the span is not the call's whole usage."""
+        if result is not None and result.complete:
+            return None
+        status = self.status
+        if 100 <= status < 200 or 300 <= status < 400:
+            return None  # an interim or redirect response is not a billed call
+        if status == 0:
+            name = type(exc).__name__ if exc is not None else "no response"
+            return conv.STATUS_UNPRICED, f"the request failed before a response ({name})"
+        if exc is not None:
+            return (
+                conv.STATUS_PARTIAL,
+                f"reading the response failed before its usage record ({type(exc).__name__})",
+            )
+        if how == "closed":
+            return conv.STATUS_PARTIAL, "the response was closed before its usage record was read"
+        if how == "abandoned":
+            return conv.STATUS_PARTIAL, "the response was discarded before its usage record was read"
+        if status >= 400:
+            kind = f" ({result.error_type})" if result is not None and result.error_type else ""
+            return conv.STATUS_UNPRICED, f"HTTP {status}{kind}: the provider reported no usage"
+        reason = self.no_usage_reason or (result.problem if result is not None else None) or "no usage"
+        if result is not None and result.stream:
+            return conv.STATUS_PARTIAL, reason
+        return conv.STATUS_UNPRICED, reason
+
+
+class _SyncStream:
+    """Passes the response bytes through unchanged, feeding them to the call's capture."""
+
+    def __init__(self, inner: Any, call: _Call) -> None:
+        self._inner = inner
+        self._call = call
+        self._finalizer = weakref.finalize(self, call.finish, "abandoned")
+        self._finalizer.atexit = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        call = self._call
+        try:
+            for chunk in self._inner:
+                call.feed(chunk)
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            call.finish("error", exc)
+            raise
+        call.finish("eof")
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._call.finish("closed")
+            self._finalizer.detach()
+
+
+class _AsyncStream:
+    """The async twin of ``_SyncStream``."""
+
+    def __init__(self, inner: Any, call: _Call) -> None:
+        self._inner = inner
+        self._call = call
+        self._finalizer = weakref.finalize(self, call.finish, "abandoned")
+        self._finalizer.atexit = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        call = self._call
+        try:
+            async for chunk in self._inner:
+                call.feed(chunk)
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            call.finish("error", exc)
+            raise
+        call.finish("eof")
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._call.finish("closed")
+            self._finalizer.detach()
+
+
+# ---------------------------------------------------------------------------------------------
+# Outbound attribution
+# ---------------------------------------------------------------------------------------------
+
+
+def _header_value(value: object) -> str | None:
+    """``value`` if it can travel as a plain header value (printable ASCII, <= 256 chars)."""
+    if (
+        isinstance(value, str)
+        and 0 < len(value) <= _MAX_VALUE_LENGTH
+        and value.isascii()
+        and value.isprintable()
+    ):
+        return value
+    return None
+
+
+def attribution_headers(
+    *, secret: bytes | str | None = None, context: Context | None = None
+) -> dict[str, str]:
+    """The contract headers (``X-Workflow-Id``...) for the attribution in ``context`` (default: current).
+
+    For clients other than httpx (``instrument_httpx`` adds them itself). With ``secret``, an
+    ``X-Attribution-Signature`` is added. Values that are not printable ASCII are left out (they
+    still travel in ``baggage``). Example::
+
+        requests.post(url, json=body, headers=otel_costs.attribution_headers())
+    """
+    headers: dict[str, str] = {}
+    key = secret.encode() if isinstance(secret, str) else secret
+    _add_attribution_headers(headers, baggage.get_all(context), key)
+    return headers
+
+
+def _add_attribution_headers(
+    headers: MutableMapping[str, str], entries: Mapping[str, object], secret: bytes | None
+) -> None:
+    for key, header in _HEADER_FOR_KEY.items():
+        value = _header_value(entries.get(key))
+        if value is not None and header not in headers:
+            headers[header] = value
+    if conv.HEADER_PARENT_AGENT_ID not in headers:
+        attributes = getattr(trace.get_current_span(), "attributes", None)
+        parent = (
+            _header_value(attributes.get(conv.AGENT_PARENT_ID)) if isinstance(attributes, Mapping) else None
+        )
+        if parent is not None:
+            headers[conv.HEADER_PARENT_AGENT_ID] = parent
+    if secret is not None:
+        signed = {name.lower(): value for name, value in headers.items() if name.lower() in _CONTRACT_HEADERS}
+        headers[HEADER_ATTRIBUTION_SIGNATURE] = _sign(secret, signed, int(time.time()))
+
+
+def _strip_baggage_header(headers: Any) -> None:
+    """Remove the attribution entries from the ``baggage`` header(s) of ``headers``."""
+    values = headers.get_list("baggage") if hasattr(headers, "get_list") else [headers["baggage"]]
+    kept = []
+    for value in values:
+        for entry in value.split(","):
+            key = entry.split("=", 1)[0].strip()
+            if entry.strip() and key not in _ATTRIBUTION_KEYS:
+                kept.append(entry.strip())
+    del headers["baggage"]
+    if kept:
+        headers["baggage"] = ",".join(kept)
+
+
+def _sign(secret: bytes, headers: Mapping[str, str], timestamp: int) -> str:
+    """``t=<timestamp>,v1=<HMAC-SHA256 hex>`` over the lower-cased contract headers, sorted."""
+    lines = ["v1", str(timestamp), *(f"{name}={headers[name]}" for name in sorted(headers))]
+    digest = hmac.new(secret, "\n".join(lines).encode(), hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Inbound attribution
+# ---------------------------------------------------------------------------------------------
+
+_REJECTION_KEY: Final = otel_context.create_key("otel_costs.attribution_rejection")
+
+
+@dataclass(frozen=True)
+class AttributionTrust:
+    """Whose attribution ``accept_attribution`` believes. Nothing is trusted by default.
+
+    Example: ``AttributionTrust(networks=("10.0.0.0/8",), secrets=(os.environb[b"ATTR_KEY"],))``.
+    """
+
+    networks: tuple[str, ...] = ()
+    """Peer addresses or CIDR networks whose attribution is accepted, e.g. ``("10.0.0.0/8", "::1")``.
+    Pass the socket peer, not ``X-Forwarded-For`` (which any caller can write)."""
+    secrets: tuple[bytes, ...] = ()
+    """Shared HMAC-SHA256 secrets (>= 16 bytes): a request whose ``X-Attribution-Signature`` verifies
+    under any of them is trusted. List the new secret first while rotating."""
+    max_skew_seconds: float = 300.0
+    """How far a signature's timestamp may be from now, in seconds (limits replay)."""
+    untrusted_trace_context: bool = True
+    """Whether an untrusted caller's ``traceparent`` is still used as the parent (it links traces
+    and carries no billing data)."""
+    _parsed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.networks, str) or isinstance(self.secrets, bytes | str):
+            raise TypeError("networks and secrets must be tuples, e.g. networks=('10.0.0.0/8',)")
+        parsed = []
+        for network in self.networks:
+            try:
+                parsed.append(ipaddress.ip_network(network, strict=False))
+            except ValueError as exc:
+                raise ValueError(
+                    f"trusted network {network!r} is not an address or CIDR network: {exc}"
+                ) from None
+        for secret in self.secrets:
+            if not isinstance(secret, bytes) or len(secret) < 16:
+                raise ValueError("each secret must be bytes of length >= 16")
+        if not self.max_skew_seconds > 0:
+            raise ValueError(f"max_skew_seconds must be > 0, got {self.max_skew_seconds}")
+        object.__setattr__(self, "_parsed", tuple(parsed))
+
+    def trusts_peer(self, peer: str | None) -> bool:
+        """Whether the address ``peer`` is in a trusted network."""
+        address = _ip(peer) if peer else None
+        return address is not None and any(address in network for network in self._parsed)
+
+    def verifies(self, signature: str | None, headers: Mapping[str, str], now: float) -> bool:
+        """Whether ``signature`` signs the contract ``headers`` under one of the secrets, in time."""
+        if not signature or not self.secrets:
+            return False
+        fields: dict[str, str] = {}
+        for part in signature.split(","):
+            name, _, value = part.strip().partition("=")
+            fields[name] = value
+        stamp, digest = fields.get("t", ""), fields.get("v1", "")
+        if not stamp.isdigit() or len(stamp) > 12 or abs(now - int(stamp)) > self.max_skew_seconds:
+            return False
+        return any(
+            hmac.compare_digest(_sign(secret, headers, int(stamp)).partition("v1=")[2], digest)
+            for secret in self.secrets
+        )
+
+
+def _normalise_headers(headers: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> dict[str, list[str]]:
+    """Lower-cased header name -> values, from a mapping, ASGI pairs or a WSGI environ."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    result: dict[str, list[str]] = {}
+    for raw_name, raw_value in items:
+        name = raw_name.decode("latin-1") if isinstance(raw_name, bytes) else raw_name
+        value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else raw_value
+        if not isinstance(name, str) or not isinstance(value, str):
+            continue
+        name = name.lower()
+        if name.startswith("http_"):  # WSGI environ: HTTP_X_WORKFLOW_ID
+            name = name[5:].replace("_", "-")
+        result.setdefault(name, []).append(value)
+    return result
+
+
+def _peer_address(peer: str | tuple[Any, ...] | None) -> str | None:
+    if isinstance(peer, tuple):
+        peer = peer[0] if peer else None
+    return peer if isinstance(peer, str) else None
+
+
+def accept_attribution(
+    headers: Mapping[Any, Any] | Iterable[tuple[Any, Any]],
+    *,
+    peer: str | tuple[Any, ...] | None,
+    trusted: AttributionTrust,
+    context: Context | None = None,
+    now: float | None = None,
+) -> Context:
+    """The context to serve an incoming request in: its trace parent, and its attribution if trusted.
+
+    ``headers`` is a mapping (any case), ASGI ``scope["headers"]`` pairs, or a WSGI environ.
+    ``peer`` is the socket peer address (ASGI ``scope["client"]``, WSGI ``REMOTE_ADDR``).
+    Attribution (the attribution baggage keys and the ``X-Workflow-Id``... headers) is accepted
+    when the peer is in ``trusted.networks`` (baggage first, headers fill gaps) or the request
+    carries a valid ``X-Attribution-Signature`` (the signed headers win). Otherwise it is dropped,
+    the returned context is flagged (``attribution_rejection``) and the current span gets
+    ``attribution.rejected``; other baggage entries pass through. Never raises on bad headers.
+
+    Example (ASGI)::
+
+        ctx = accept_attribution(scope["headers"], peer=scope["client"], trusted=TRUST)
+        token = opentelemetry.context.attach(ctx)
+    """
+    if not isinstance(trusted, AttributionTrust):
+        raise TypeError(
+            "trusted must be an AttributionTrust, e.g. AttributionTrust(networks=('10.0.0.0/8',))"
+        )
+    base = context if context is not None else otel_context.get_current()
+    try:
+        return _accept(_normalise_headers(headers), _peer_address(peer), trusted, base, now)
+    except Exception:
+        logger.exception("otel_costs: could not read the attribution of an incoming request")
+        return base
+
+
+def _accept(
+    headers: dict[str, list[str]], peer: str | None, trust: AttributionTrust, base: Context, now: float | None
+) -> Context:
+    carrier = {
+        name: ",".join(values) for name, values in headers.items() if name in ("traceparent", "tracestate")
+    }
+    if "baggage" in headers:
+        carrier["baggage"] = ",".join(headers["baggage"])
+    incoming = baggage.get_all(W3CBaggagePropagator().extract(carrier, context=Context()))
+    claimed_baggage = {k: v for k, v in incoming.items() if k in _ATTRIBUTION_KEYS}
+    contract = {
+        name: values[0] for name, values in headers.items() if name in _CONTRACT_HEADERS and len(values) == 1
+    }
+    ambiguous = [name for name, values in headers.items() if name in _CONTRACT_HEADERS and len(values) > 1]
+    by_network = trust.trusts_peer(peer)
+    signatures = headers.get(HEADER_ATTRIBUTION_SIGNATURE.lower(), [])
+    signature = signatures[0] if len(signatures) == 1 else None  # two signatures: ambiguous
+    by_signature = not by_network and trust.verifies(signature, contract, time.time() if now is None else now)
+    accepted = by_network or by_signature
+    ctx = base
+    if accepted or trust.untrusted_trace_context:
+        ctx = TraceContextTextMapPropagator().extract(carrier, context=ctx)
+    for key, value in incoming.items():
+        if key not in _ATTRIBUTION_KEYS:
+            ctx = baggage.set_baggage(key, value, ctx)
+    if not accepted:
+        claimed_headers = {*contract, *ambiguous}
+        dropped = sorted(
+            {*claimed_baggage, *(k for k, h in _HEADER_FOR_KEY.items() if h.lower() in claimed_headers)}
+        )
+        if dropped:
+            reason = f"untrusted peer {peer or 'unknown'}: attribution dropped ({', '.join(dropped)})"
+            logger.info("otel_costs: %s", reason)
+            ctx = otel_context.set_value(_REJECTION_KEY, reason, ctx)
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.set_attribute(conv.ATTRIBUTION_REJECTED, dropped)
+        return ctx
+    from_headers = {
+        key: contract[header.lower()] for key, header in _HEADER_FOR_KEY.items() if header.lower() in contract
+    }
+    # A trusted network's baggage and headers come from the same trusted caller: baggage first.
+    # A signature covers the headers only: they win over (unsigned) baggage.
+    merged = {**claimed_baggage, **from_headers} if by_signature else {**from_headers, **claimed_baggage}
+    for key, value in merged.items():
+        if isinstance(value, str) and 0 < len(value) <= _MAX_VALUE_LENGTH:
+            ctx = baggage.set_baggage(key, value, ctx)
+    return ctx
+
+
+def attribution_rejection(context: Context | None = None) -> str | None:
+    """Why ``accept_attribution`` dropped the caller's attribution in ``context``, or ``None``."""
+    value = otel_context.get_value(_REJECTION_KEY, context)
+    return value if isinstance(value, str) else None
