@@ -1304,9 +1304,16 @@ def _start_grpc(worker: ServeWorker, config: ServeConfig) -> tuple[Any, int]:
     )
     server.add_generic_rpc_handlers((handler,))
     host = f"[{config.host}]" if ":" in config.host else config.host
-    port = server.add_insecure_port(f"{host}:{config.grpc_port}")
+    try:
+        port = server.add_insecure_port(f"{host}:{config.grpc_port}")
+    except RuntimeError as exc:  # grpcio raises RuntimeError when the address is taken
+        raise ServeConfigError(
+            f"cannot bind OTLP/gRPC on {config.host}:{config.grpc_port} (in use?): pick another --grpc-port"
+        ) from exc
     if port == 0:
-        raise ServeConfigError(f"cannot bind gRPC on {config.host}:{config.grpc_port} (in use?)")
+        raise ServeConfigError(
+            f"cannot bind OTLP/gRPC on {config.host}:{config.grpc_port} (in use?): pick another --grpc-port"
+        )
     server.start()
     return server, port
 

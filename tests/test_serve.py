@@ -830,3 +830,17 @@ def test_stopping_worker_refuses_with_a_retryable_answer(downstream: Downstream)
     finally:
         w._stopping.clear()
         w.stop(timeout=5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["grpc_port", "http_port"])
+def test_a_taken_port_is_a_clear_startup_error(downstream: Downstream, which: str) -> None:
+    """Binding a port something else listens on fails at start with an error naming the port."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises((ServeConfigError, OSError), match=f"{port}|in use"):
+            make_worker(downstream, **{which: port})
