@@ -84,6 +84,7 @@ from otel_costs._windows import (
     Clock,
     Window,
     WindowError,
+    WindowPosition,
     load_zone,
     parse_duration,
     parse_window,
@@ -118,6 +119,24 @@ DIMENSION_ALIASES: Final[Mapping[str, str]] = MappingProxyType(
 #: Longest attribute value used verbatim in a counter key; longer ones are shortened with a hash
 #: (never dropped: dropping would let a long user id slip past its budget).
 _MAX_KEY_VALUE: Final = 200
+
+# Reservation ids: a random per-process prefix and a counter (cheaper than a ULID on the hot
+# path); a forked child draws a new prefix so it never reuses its parent's ids.
+_rid_prefix = os.urandom(6).hex() + "-"
+_rid_counter = itertools.count()
+
+
+def _new_reservation_id() -> str:
+    return f"{_rid_prefix}{next(_rid_counter):x}"
+
+
+def _reset_reservation_ids() -> None:
+    global _rid_prefix, _rid_counter
+    _rid_prefix = os.urandom(6).hex() + "-"
+    _rid_counter = itertools.count()
+
+
+os.register_at_fork(after_in_child=_reset_reservation_ids)
 
 _current_reservation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "otel_costs_budget_reservation", default=None
@@ -638,7 +657,10 @@ class _Compiled:
     """A budget prepared for the hot path."""
 
     __slots__ = (
+        "_position",
+        "_targets",
         "budget",
+        "display",
         "key_prefix",
         "ledger_limit",
         "limit",
@@ -659,6 +681,39 @@ class _Compiled:
         self.throttle = None if budget.throttle_at is None else self._nanos(budget.throttle_at)
         self.thresholds = tuple((t, self._nanos(t)) for t in budget.alert_at)
         self.key_prefix = f"{budget.name}|{self.window.id}|"
+        self.display = ",".join(f"{k}={'|'.join(sorted(v))}" for k, v in self.match)
+        # Targets of the current window position, by subject: most calls hit a handful of
+        # subjects, so the hot path reuses them instead of rebuilding counters per call.
+        self._position: WindowPosition | None = None
+        self._targets: dict[str, _Target] = {}
+
+    def target(self, subject: str, now: float) -> _Target:
+        """The counter of ``subject`` at ``now``."""
+        pos = self.window.position(now)
+        if pos is not self._position:
+            self._targets = {}
+            self._position = pos
+        targets = self._targets
+        found = targets.get(subject)
+        if found is None:
+            counter = Counter(
+                self.key_prefix + subject,
+                pos.read_buckets,
+                pos.write_bucket,
+                pos.end + pos.keep_for_s,
+                self.ledger_limit,
+            )
+            found = _Target(
+                self,
+                subject,
+                subject or self.display,
+                counter,
+                None if pos.resets_at is None else utc_from_epoch(pos.resets_at),
+                pos.start,
+            )
+            if len(targets) < _MAX_CACHED_TARGETS:
+                targets[subject] = found
+        return found
 
     def _nanos(self, fraction: float) -> int:
         return math.ceil(Decimal(repr(fraction)) * self.limit)
@@ -683,8 +738,9 @@ def _key_value(value: object) -> str | None:
 class _Target:
     compiled: _Compiled
     subject: str
+    display: str
     counter: Counter
-    resets_at: float | None
+    resets_at: datetime | None
     window_start: float
 
 
@@ -701,6 +757,12 @@ def baggage_attribution() -> dict[str, str]:
     """The attribution in the current OTel baggage, keyed by span attribute (``BAGGAGE_TO_ATTRIBUTE``)."""
     return {BAGGAGE_TO_ATTRIBUTE[key]: value for key, value in current_attribution().items()}
 
+
+# Enum members as module constants: a class attribute lookup on an Enum costs more on the hot path.
+_ALLOW, _THROTTLE, _DENY = Verdict.ALLOW, Verdict.THROTTLE, Verdict.DENY
+
+#: Most subjects a budget keeps prepared counters for, per window position.
+_MAX_CACHED_TARGETS: Final = 10_000
 
 _NO_BUDGET: Final = BudgetDecision(Verdict.ALLOW, "no budget applies", (), 0)
 
@@ -787,9 +849,6 @@ class BudgetManager:
         self._tracked: dict[str, tuple[_Compiled, str]] = {}
         self._max_tracked = max_tracked
         self._latest: dict[str, BudgetStatus] = {}
-        self._rid_pid = -1
-        self._rid_prefix = ""
-        self._rid_counter = itertools.count()
         for compiled in self._compiled:
             if not compiled.per and not compiled.match:
                 self._tracked[compiled.key_prefix] = (compiled, "")
@@ -834,25 +893,19 @@ class BudgetManager:
                     break
             if not matched:
                 continue
-            parts: list[str] = []
-            for key in compiled.per:
-                text = _key_value(attributes.get(key))
-                if text is None:
-                    matched = False
-                    break
-                parts.append(f"{key}={text}")
-            if not matched:
-                continue
-            subject = ",".join(parts)
-            pos = compiled.window.position(now)
-            counter = Counter(
-                compiled.key_prefix + subject,
-                pos.read_buckets,
-                pos.write_bucket,
-                pos.end + pos.keep_for_s,
-                compiled.ledger_limit,
-            )
-            targets.append(_Target(compiled, subject, counter, pos.resets_at, pos.start))
+            if compiled.per:
+                parts: list[str] = []
+                for key in compiled.per:
+                    text = _key_value(attributes.get(key))
+                    if text is None:
+                        matched = False
+                        break
+                    parts.append(f"{key}={text}")
+                if not matched:
+                    continue
+                targets.append(compiled.target(",".join(parts), now))
+            else:
+                targets.append(compiled.target("", now))
         return targets
 
     def _track(self, targets: Sequence[_Target]) -> None:
@@ -869,12 +922,12 @@ class BudgetManager:
         status = BudgetStatus(
             budget=target.compiled.budget.name,
             window=target.compiled.window.id,
-            subject=target.subject or _match_subject(target.compiled),
+            subject=target.display,
             verdict=verdict,
             limit_nanos=target.compiled.limit,
             spent_nanos=usage.spent_nanos,
             reserved_nanos=usage.reserved_nanos,
-            resets_at=None if target.resets_at is None else utc_from_epoch(target.resets_at),
+            resets_at=target.resets_at,
             hard=target.compiled.budget.hard,
         )
         self._latest[target.counter.key] = status
@@ -927,13 +980,6 @@ class BudgetManager:
 
     # -- check -------------------------------------------------------------------------------
 
-    def _new_reservation_id(self) -> str:
-        pid = os.getpid()
-        if pid != self._rid_pid:  # a forked child must not reuse its parent's ids
-            self._rid_prefix = f"{os.urandom(6).hex()}-"
-            self._rid_pid = pid
-        return f"{self._rid_prefix}{next(self._rid_counter):x}"
-
     def check(
         self,
         attributes: Mapping[str, object] | None = None,
@@ -975,7 +1021,7 @@ class BudgetManager:
             return self._unavailable(estimate)
         if self._pending:
             self._flush_pending(now)
-        rid = self._new_reservation_id() if reserve and estimate > 0 else None
+        rid = _new_reservation_id() if reserve and estimate > 0 else None
         counters = [t.counter for t in targets]
         try:
             result = self.ledger.try_reserve(
@@ -992,19 +1038,19 @@ class BudgetManager:
             compiled = target.compiled
             used = usage.spent_nanos + usage.reserved_nanos
             if not has_room(usage.spent_nanos, usage.reserved_nanos, estimate, compiled.ledger_limit):
-                verdict = Verdict.DENY
+                verdict = _DENY
                 denied = denied or target
             elif compiled.throttle is not None and used + estimate >= compiled.throttle:
-                verdict = Verdict.THROTTLE
+                verdict = _THROTTLE
                 throttling.append(target)
             else:
-                verdict = Verdict.ALLOW
+                verdict = _ALLOW
             statuses.append(self._status(target, usage, verdict))
         if not result.admitted:
             index = result.blocked if result.blocked is not None else 0
             blocking = statuses[index]
             self._alert_denied(targets[index], blocking, now)
-            return BudgetDecision(Verdict.DENY, _deny_reason(blocking, estimate), tuple(statuses), estimate)
+            return BudgetDecision(_DENY, _deny_reason(blocking, estimate), tuple(statuses), estimate)
         if throttling:
             first = statuses[targets.index(throttling[0])]
             model = self._downgrade(attributes, throttling)
@@ -1016,7 +1062,7 @@ class BudgetManager:
             if model is not None:
                 reason += f"; use {model!r} instead"
             return BudgetDecision(
-                Verdict.THROTTLE,
+                _THROTTLE,
                 reason,
                 tuple(statuses),
                 estimate,
@@ -1024,7 +1070,7 @@ class BudgetManager:
                 wait_s=max(t.compiled.budget.throttle_delay_s for t in throttling),
                 model=model,
             )
-        return BudgetDecision(Verdict.ALLOW, "within budget", tuple(statuses), estimate, reservation_id=rid)
+        return BudgetDecision(_ALLOW, "within budget", tuple(statuses), estimate, reservation_id=rid)
 
     def _downgrade(self, attributes: Mapping[str, object], throttling: Sequence[_Target]) -> str | None:
         current = attributes.get(GEN_AI_REQUEST_MODEL)
@@ -1402,7 +1448,7 @@ class BudgetManager:
         statuses: list[BudgetStatus] = []
         for start in range(0, len(tracked), 100):  # bounded keys per ledger call
             chunk = tracked[start : start + 100]
-            targets = [self._target_for(compiled, subject, now) for compiled, subject in chunk]
+            targets = [compiled.target(subject, now) for compiled, subject in chunk]
             try:
                 usages = self.ledger.usage([t.counter for t in targets], now=now)
             except LedgerUnavailable as exc:
@@ -1418,17 +1464,6 @@ class BudgetManager:
                             break
                         self._send_once(target, self._alert(target, status, threshold, now), now)
         return statuses
-
-    def _target_for(self, compiled: _Compiled, subject: str, now: float) -> _Target:
-        pos = compiled.window.position(now)
-        counter = Counter(
-            compiled.key_prefix + subject,
-            pos.read_buckets,
-            pos.write_bucket,
-            pos.end + pos.keep_for_s,
-            compiled.ledger_limit,
-        )
-        return _Target(compiled, subject, counter, pos.resets_at, pos.start)
 
     def snapshot(self) -> list[BudgetStatus]:
         """The latest known status of every counter seen (no I/O; for the utilization gauges)."""
@@ -1554,7 +1589,7 @@ class BudgetGuard:
     def record(self, cost_nanos: int, *, span_key: str | None = None) -> tuple[BudgetAlert, ...]:
         """Record the actual cost of the guarded call (once), reconciling the reservation."""
         self._recorded = True
-        key = span_key or f"guard:{self.reservation_id or self._manager._new_reservation_id()}"
+        key = span_key or f"guard:{self.reservation_id or _new_reservation_id()}"
         return self._manager.record_span_cost(
             key, self.attributes, cost_nanos, reservation_id=self.reservation_id
         )
@@ -1613,10 +1648,6 @@ def with_threshold_events(span: ReadableSpan, alerts: Sequence[BudgetAlert]) -> 
     """A copy of the ended ``span`` with one ``budget.threshold_crossed`` event per alert, at its end time."""
     events = [Event(THRESHOLD_EVENT, alert.event_attributes(), span.end_time) for alert in alerts]
     return _SpanWithEvents(span, events)
-
-
-def _match_subject(compiled: _Compiled) -> str:
-    return ",".join(f"{k}={'|'.join(sorted(v))}" for k, v in compiled.match)
 
 
 def _deny_reason(status: BudgetStatus, estimate: int) -> str:

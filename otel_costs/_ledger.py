@@ -492,11 +492,36 @@ class SqliteLedger(Ledger):
 
 # --- Redis ---------------------------------------------------------------------------------
 
-# Amounts travel as decimal strings and are added with INCRBY/HINCRBY (exact 64-bit integers);
-# only the comparison sums are Lua doubles, exact up to 2**53 nano-USD (about 9 million USD per counter).
+# Spend of a counter is ONE hash, ``{prefix}:s:<counter>``, with a field per bucket. Scripts get
+# the buckets to read as a compact spec, ``r<first>..r<last>`` for a rolling window's consecutive
+# buckets or a comma-separated list, so a 60-bucket window costs two arguments, not 60 keys.
+# Amounts travel as decimal strings and are added with HINCRBY (exact 64-bit integers); only the
+# comparison sums are Lua doubles, exact up to 2**53 nano-USD (about 9 million USD per counter).
 # A Lua number must never be passed back to a Redis command: it would format as 1.2e+15.
 
-_RESERVE_LUA: Final = """
+_LUA_FIELDS: Final = """
+local function fields_of(spec)
+  local out = {}
+  local a, b = string.match(spec, '^r(%-?%d+)%.%.r(%-?%d+)$')
+  if a then
+    for i = tonumber(a), tonumber(b) do out[#out + 1] = 'r' .. string.format('%d', i) end
+  else
+    for f in string.gmatch(spec, '[^,]+') do out[#out + 1] = f end
+  end
+  return out
+end
+local function spent_of(key, spec)
+  local total = 0
+  for _, v in ipairs(redis.call('HMGET', key, unpack(fields_of(spec)))) do
+    if v then total = total + tonumber(v) end
+  end
+  return total
+end
+"""
+
+_RESERVE_LUA: Final = (
+    _LUA_FIELDS
+    + """
 local now = tonumber(ARGV[1])
 local amount = tonumber(ARGV[2])
 local rid = ARGV[3]
@@ -507,11 +532,12 @@ local ki, ai = 1, 7
 local out = {1, 0}
 local counters = {}
 for c = 1, n do
-  local nb, limit, name = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1]), ARGV[ai + 2]
+  local limit, name, spec = tonumber(ARGV[ai]), ARGV[ai + 1], ARGV[ai + 2]
   ai = ai + 3
-  local rh, rz = KEYS[ki], KEYS[ki + 1]
-  ki = ki + 2
-  local expired = redis.call('ZRANGEBYSCORE', rz, '-inf', now)
+  local rh, rz, sk = KEYS[ki], KEYS[ki + 1], KEYS[ki + 2]
+  ki = ki + 3
+  -- Bounded: a backlog of expired reservations is worked off over the next calls.
+  local expired = redis.call('ZRANGEBYSCORE', rz, '-inf', now, 'LIMIT', 0, 64)
   for _, id in ipairs(expired) do
     local v = redis.call('HGET', rh, id)
     if v then
@@ -521,12 +547,7 @@ for c = 1, n do
     redis.call('ZREM', rz, id)
   end
   local reserved = tonumber(redis.call('HGET', rh, '#total') or '0')
-  local spent = 0
-  local vals = redis.call('MGET', unpack(KEYS, ki, ki + nb - 1))
-  ki = ki + nb
-  for _, v in ipairs(vals) do
-    if v then spent = spent + tonumber(v) end
-  end
+  local spent = spent_of(sk, spec)
   out[#out + 1] = spent
   out[#out + 1] = reserved
   if out[2] == 0 and limit >= 0 then
@@ -539,21 +560,22 @@ for c = 1, n do
   counters[c] = {rh, rz, name}
 end
 if out[1] == 1 and rid ~= '' and amount > 0 then
-  local rec = KEYS[ki]
+  local rec = {}
   for _, c in ipairs(counters) do
     redis.call('HSET', c[1], rid, ARGV[2])
     redis.call('HINCRBY', c[1], '#total', ARGV[2])
     redis.call('ZADD', c[2], rexp, rid)
-    redis.call('EXPIRE', c[1], rttl, 'NX')
-    redis.call('EXPIRE', c[1], rttl, 'GT')
-    redis.call('EXPIRE', c[2], rttl, 'NX')
-    redis.call('EXPIRE', c[2], rttl, 'GT')
-    redis.call('HSET', rec, c[3], ARGV[2])
+    redis.call('EXPIRE', c[1], rttl)
+    redis.call('EXPIRE', c[2], rttl)
+    rec[#rec + 1] = c[3]
+    rec[#rec + 1] = ARGV[2]
   end
-  redis.call('EXPIRE', rec, rttl)
+  redis.call('HSET', KEYS[ki], unpack(rec))
+  redis.call('EXPIRE', KEYS[ki], rttl)
 end
 return out
 """
+)
 
 _RELEASE_LUA_BODY: Final = """
 local function release(rid, first, count)
@@ -572,9 +594,20 @@ local function release(rid, first, count)
 end
 """
 
+# A field older than the oldest bucket read: rolling buckets compare by index, calendar ones
+# (d2024-03-15, m2024-03) by name. Dropped when a new bucket starts, so the hash stays small;
+# a late commit into an old bucket never drops newer ones.
 _COMMIT_LUA: Final = (
-    _RELEASE_LUA_BODY
+    _LUA_FIELDS
+    + _RELEASE_LUA_BODY
     + """
+local function older(field, oldest)
+  local fi, oi = tonumber(string.sub(field, 2)), tonumber(string.sub(oldest, 2))
+  if string.sub(field, 1, 1) == 'r' and string.sub(oldest, 1, 1) == 'r' and fi and oi then
+    return fi < oi
+  end
+  return field < oldest
+end
 local rid = ARGV[3]
 local nr, nc = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ki = 3
@@ -590,19 +623,20 @@ end
 local out = {1}
 local ai = 6
 for c = 1, nc do
-  local nread, ttl = tonumber(ARGV[ai]), ARGV[ai + 1]
-  ai = ai + 2
-  local wk = KEYS[ki]
+  local field, spec, ttl = ARGV[ai], ARGV[ai + 1], tonumber(ARGV[ai + 2])
+  ai = ai + 3
+  local sk = KEYS[ki]
   ki = ki + 1
-  redis.call('INCRBY', wk, ARGV[1])
-  redis.call('EXPIRE', wk, ttl)
-  local spent = 0
-  local vals = redis.call('MGET', unpack(KEYS, ki, ki + nread - 1))
-  ki = ki + nread
-  for _, v in ipairs(vals) do
-    if v then spent = spent + tonumber(v) end
+  if redis.call('HINCRBY', sk, field, ARGV[1]) == tonumber(ARGV[1]) then
+    local oldest = fields_of(spec)[1]
+    for _, f in ipairs(redis.call('HKEYS', sk)) do
+      if older(f, oldest) then redis.call('HDEL', sk, f) end
+    end
   end
-  out[#out + 1] = spent
+  if redis.call('TTL', sk) < ttl then
+    redis.call('EXPIRE', sk, ARGV[ai - 1])
+  end
+  out[#out + 1] = spent_of(sk, spec)
 end
 return out
 """
@@ -621,6 +655,21 @@ return 1
 _MAX_LOCAL_RESERVATIONS: Final = 100_000
 
 
+def _bucket_spec(counter: Counter) -> str:
+    """Read buckets for the scripts: ``r<first>..r<last>`` for consecutive rolling buckets, else a list."""
+    buckets = counter.read_buckets
+    if len(buckets) > 2 and all(b.startswith("r") for b in (buckets[0], buckets[-1])):
+        try:
+            first, last = int(buckets[0][1:]), int(buckets[-1][1:])
+        except ValueError:
+            first, last = 0, -1
+        if last - first + 1 == len(buckets) and buckets == tuple(f"r{i}" for i in range(first, last + 1)):
+            return f"{buckets[0]}..{buckets[-1]}"
+    if any("," in b or ".." in b for b in buckets):
+        raise ValueError(f"bucket names must not contain ',' or '..': {buckets!r}")
+    return ",".join(buckets)
+
+
 def _ttl(until: float, now: float) -> int:
     """Whole seconds from ``now`` to ``until``, at least 1 (Redis expires by its own clock, relatively)."""
     return max(1, math.ceil(until - now))
@@ -630,9 +679,13 @@ class RedisLedger(Ledger):
     """A ledger in Redis, shared by processes on several hosts.
 
     Check-and-reserve and commit are each one Lua script run with ``EVALSHA`` (one round trip,
-    atomic on the server). Every key carries the hash tag ``{prefix}``, so on Redis Cluster all
-    budget keys live in one slot and the scripts stay legal. Keys expire on their own (``EXPIRE``),
-    computed from the caller's clock as relative TTLs. Needs Redis >= 7.0 and the ``redis`` package.
+    atomic on the server). Keys, per counter: ``{prefix}:s:<counter>`` (hash: bucket -> spent nanos),
+    ``{prefix}:rh:<counter>`` (hash: reservation -> nanos, plus ``#total``) and ``{prefix}:rz:<counter>``
+    (zset: reservation -> expiry); per span ``{prefix}:span:<key>``; per alert ``{prefix}:alert:<key>``.
+    Every key carries the hash tag ``{prefix}``, so on Redis Cluster all budget keys live in one slot and
+    the scripts stay legal. Keys expire on their own (``EXPIRE``, relative TTLs from the caller's clock);
+    reservation expiry compares the callers' clocks, so keep hosts NTP-synced. Needs Redis >= 7.0 and
+    the ``redis`` package.
 
     Example: ``RedisLedger("redis://127.0.0.1:6379/0")``.
     """
@@ -674,14 +727,26 @@ class RedisLedger(Ledger):
         self._commit = client.register_script(_COMMIT_LUA)
         self._release = client.register_script(_RELEASE_LUA)
         self._local_reservations: dict[str, tuple[str, ...]] = {}
+        self._key_cache: dict[tuple[str, str], tuple[tuple[str, str, str], str]] = {}
         self._lock = threading.Lock()
 
     # Key names: one place, so the scripts and Python agree.
-    def _bucket_key(self, counter: str, bucket: str) -> str:
-        return f"{self._tag}:s:{counter}:{bucket}"
+    def _spend_key(self, counter: str) -> str:
+        return f"{self._tag}:s:{counter}"
 
     def _reserved_keys(self, counter: str) -> tuple[str, str]:
         return f"{self._tag}:rh:{counter}", f"{self._tag}:rz:{counter}"
+
+    def _counter_keys(self, counter: Counter) -> tuple[tuple[str, str, str], str]:
+        """(reserved hash, reserved zset, spend hash) and the read-bucket spec, cached per position."""
+        cache_key = (counter.key, counter.write_bucket)
+        found = self._key_cache.get(cache_key)
+        if found is None:
+            found = ((*self._reserved_keys(counter.key), self._spend_key(counter.key)), _bucket_spec(counter))
+            if len(self._key_cache) >= _MAX_LOCAL_RESERVATIONS:
+                self._key_cache.clear()
+            self._key_cache[cache_key] = found
+        return found
 
     def _record_key(self, rid: str) -> str:
         return f"{self._tag}:res:{rid}"
@@ -714,13 +779,16 @@ class RedisLedger(Ledger):
         self, counters: Sequence[Counter], amount: int, rid: str | None, expires_at: float, now: float
     ) -> list[int]:
         keys: list[str] = []
-        args: list[Any] = [repr(now), str(amount), rid or "", repr(expires_at), _ttl(expires_at + 60, now)]
+        # The reservation keys of a counter live at least a day, refreshed by each reservation, so
+        # processes with different reservation TTLs never cut each other's holds short.
+        key_ttl = max(_ttl(expires_at + 60, now), 86400)
+        args: list[Any] = [repr(now), str(amount), rid or "", repr(expires_at), key_ttl]
         args.append(len(counters))
         for counter in counters:
-            keys.extend(self._reserved_keys(counter.key))
-            keys.extend(self._bucket_key(counter.key, b) for b in counter.read_buckets)
+            counter_keys, spec = self._counter_keys(counter)
+            keys.extend(counter_keys)
             limit = -1 if counter.limit_nanos is None else counter.limit_nanos
-            args.extend((len(counter.read_buckets), str(limit), counter.key))
+            args.extend((str(limit), counter.key, spec))
         keys.append(self._record_key(rid or "-"))
         result: list[int] = self._call(self._reserve, keys, args)
         return result
@@ -758,9 +826,9 @@ class RedisLedger(Ledger):
         args: list[Any] = [str(amount_nanos), _ttl(dedup_until, now), reservation_id or "", len(reserved)]
         args.append(len(counters))
         for counter in counters:
-            keys.append(self._bucket_key(counter.key, counter.write_bucket))
-            keys.extend(self._bucket_key(counter.key, b) for b in counter.read_buckets)
-            args.extend((len(counter.read_buckets), _ttl(counter.keep_until, now)))
+            counter_keys, spec = self._counter_keys(counter)
+            keys.append(counter_keys[2])
+            args.extend((counter.write_bucket, spec, _ttl(counter.keep_until, now)))
         out: list[int] = self._call(self._commit, keys, args)
         if out[0] != 1:
             return CommitResult(False, ())

@@ -151,13 +151,29 @@ def test_release_drops_a_reservation_and_ignores_unknown_ids(open_ledger: Ledger
 def test_rolling_buckets_are_summed_and_fall_out(open_ledger: LedgerFactory) -> None:
     """Usage is the sum of the read buckets: spend in a bucket no longer read stops counting."""
     ledger = open_ledger()
-    early = Counter("roll", ("r1", "r2", "r3"), "r1", FAR, 1000)
-    later = Counter("roll", ("r2", "r3", "r4"), "r3", FAR, 1000)
-    ledger.commit("a", [early], 300, reservation_id=None, dedup_until=FAR, now=NOW)
-    result = ledger.commit("b", [later], 200, reservation_id=None, dedup_until=FAR, now=NOW)
-    assert result.spent_after == (200,)
-    assert ledger.usage([early], now=NOW) == (CounterUsage(500, 0),)
-    assert ledger.usage([later], now=NOW) == (CounterUsage(200, 0),)
+    positions = [
+        Counter("roll", tuple(f"r{i}" for i in range(n - 2, n + 1)), f"r{n}", FAR, 1000) for n in (3, 4, 6)
+    ]
+    assert ledger.commit(
+        "a", [positions[0]], 300, reservation_id=None, dedup_until=FAR, now=NOW
+    ).spent_after == (300,)
+    assert ledger.commit(
+        "b", [positions[1]], 200, reservation_id=None, dedup_until=FAR, now=NOW
+    ).spent_after == (500,)
+    assert ledger.usage([positions[1]], now=NOW) == (CounterUsage(500, 0),)
+    assert ledger.commit(
+        "c", [positions[2]], 50, reservation_id=None, dedup_until=FAR, now=NOW
+    ).spent_after == (250,)
+    assert ledger.usage([positions[2]], now=NOW) == (CounterUsage(250, 0),)
+
+
+def test_a_late_commit_into_an_old_bucket_keeps_the_newer_ones(open_ledger: LedgerFactory) -> None:
+    """Spend replayed into yesterday's bucket does not disturb today's."""
+    ledger = open_ledger()
+    today, yesterday = counter(buckets=("d2024-03-15",)), counter(buckets=("d2024-03-14",))
+    ledger.commit("today", [today], 30, reservation_id=None, dedup_until=FAR, now=NOW)
+    ledger.commit("late", [yesterday], 70, reservation_id=None, dedup_until=FAR, now=NOW)
+    assert ledger.usage([today, yesterday], now=NOW) == (CounterUsage(30, 0), CounterUsage(70, 0))
 
 
 def test_large_amounts_stay_exact(open_ledger: LedgerFactory) -> None:
