@@ -78,7 +78,9 @@ def _attr(span: Span, key: str, value: object) -> None:
         kv.value.string_value = str(value)
 
 
-def _service_part(rs: ResourceSpans, service: str, trace_id: bytes, first: int, remote_parent: bytes | None) -> None:
+def _service_part(
+    rs: ResourceSpans, service: str, trace_id: bytes, first: int, remote_parent: bytes | None
+) -> None:
     """Eight spans of one service: a local root, an agent, three LLM calls, three tool spans."""
     ss = rs.scope_spans.add()
     ss.scope.name = "bench"
@@ -172,7 +174,9 @@ def _wait_healthy(http_port: int, proc: subprocess.Popen[bytes], timeout: float 
     raise RuntimeError("worker did not become healthy")
 
 
-def run_once(mode: str, payloads: list[bytes], spans: int, sink_port: int, cpu: int, in_flight: int) -> Result:
+def run_once(
+    mode: str, payloads: list[bytes], spans: int, sink_port: int, cpu: int, in_flight: int
+) -> Result:
     """Start a worker in ``mode``, push ``payloads`` through it, time it, stop it."""
     grpc_port, http_port = _free_port(), _free_port()
     cmd = [
@@ -216,9 +220,13 @@ def run_once(mode: str, payloads: list[bytes], spans: int, sink_port: int, cpu: 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--spans", type=int, default=320_000, help="spans per run (default 320000)")
-    parser.add_argument("--traces-per-request", type=int, default=32, help="traces per request (512 spans)")
+    parser.add_argument(
+        "--traces-per-request", type=int, default=32, help="traces per request (default 32: 256 spans)"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="relay/rollup pairs, alternated (default 2)")
     parser.add_argument("--in-flight", type=int, default=4, help="concurrent requests (default 4)")
     args = parser.parse_args()
@@ -238,7 +246,9 @@ def main() -> int:
             results.append(result)
     sink.server.stop(0)
     best = {mode: max(r.rate for r in results if r.mode == mode) for mode in ("relay", "rollup")}
-    print(f"bench_serve: spans/request {_SPANS_PER_TRACE // 2 * args.traces_per_request}, worker on cpu {worker_cpu}")
+    print(
+        f"bench_serve: spans/request {_SPANS_PER_TRACE // 2 * args.traces_per_request}, worker on cpu {worker_cpu}"
+    )
     print(f"  relay (decode -> encode -> forward): {best['relay']:9,.0f} spans/s")
     print(f"  serve (window + trace rollup):       {best['rollup']:9,.0f} spans/s")
     print(f"  ratio serve/relay: {best['rollup'] / best['relay']:.2f}x (target >= 0.7x; >= 30k spans/s)")
