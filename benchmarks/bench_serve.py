@@ -246,9 +246,8 @@ def main() -> int:
             results.append(result)
     sink.server.stop(0)
     best = {mode: max(r.rate for r in results if r.mode == mode) for mode in ("relay", "rollup")}
-    print(
-        f"bench_serve: spans/request {_SPANS_PER_TRACE // 2 * args.traces_per_request}, worker on cpu {worker_cpu}"
-    )
+    per_request = _SPANS_PER_TRACE // 2 * args.traces_per_request
+    print(f"bench_serve: spans/request {per_request}, worker on cpu {worker_cpu}")
     print(f"  relay (decode -> encode -> forward): {best['relay']:9,.0f} spans/s")
     print(f"  serve (window + trace rollup):       {best['rollup']:9,.0f} spans/s")
     print(f"  ratio serve/relay: {best['rollup'] / best['relay']:.2f}x (target >= 0.7x; >= 30k spans/s)")
