@@ -23,9 +23,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the redis-server helper
 
 from otel_costs import _conventions as conv
 from otel_costs._budgets import Budget, BudgetManager
