@@ -964,8 +964,8 @@ class BudgetManager:
             logger.warning("budget ledger reachable again after: %s", self._down_reason)
             self._down_reason = None
 
-    def _unavailable(self, estimate_nanos: int) -> BudgetDecision:
-        reason = f"budget ledger unavailable ({self._down_reason})"
+    def _unavailable(self, estimate_nanos: int, cause: str | None = None) -> BudgetDecision:
+        reason = f"budget ledger unavailable ({cause or self._down_reason})"
         if self.on_ledger_error is FailPolicy.OPEN:
             return BudgetDecision(
                 Verdict.ALLOW,
@@ -1002,10 +1002,7 @@ class BudgetManager:
             )
         except Exception as exc:
             logger.exception("budget check failed; applying the fail policy")
-            self._down_reason = self._down_reason or f"internal error: {exc}"
-            decision = self._unavailable(estimate_nanos)
-            self._down_reason = None
-            return decision
+            return self._unavailable(estimate_nanos, f"internal error: {type(exc).__name__}: {exc}")
 
     def _check(self, attributes: Mapping[str, object], estimate: int, reserve: bool) -> BudgetDecision:
         now = self._clock()
@@ -1248,15 +1245,21 @@ class BudgetManager:
             logger.exception("budget: recording the cost of span %s failed", span_key)
             return ()
 
-    def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> ReadableSpan | None:
-        """A ``CostSpanProcessor`` cost listener: record an ended billable span's cost.
-
-        The span key is its trace id + span id; the reservation id is read from
-        ``RESERVATION_ID_ATTRIBUTE``. Returns a copy of the span with a ``budget.threshold_crossed``
-        event per threshold its cost crossed (ended spans are immutable; hand the copy on instead
-        of the original to export the events), or ``None`` when no threshold was crossed. Never raises.
+    def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> None:
+        """A ``CostSpanProcessor`` cost listener: record an ended billable span's cost. Never raises.
 
         Example: ``CostSpanProcessor(next_processor, cost_listeners=[manager.on_span_cost])``.
+        Threshold alerts reach the sinks; to also export the span events, use ``record_ended_span``.
+        """
+        self.record_ended_span(span, cost_nanos)
+
+    def record_ended_span(self, span: ReadableSpan, cost_nanos: int) -> ReadableSpan:
+        """Record an ended billable span's cost; return the span to hand on, with threshold events.
+
+        The span key is its trace id + span id; the reservation id is read from
+        ``RESERVATION_ID_ATTRIBUTE``. Ended spans are immutable, so when the cost crossed a threshold
+        the result is a copy carrying one ``budget.threshold_crossed`` event per threshold; otherwise
+        it is ``span`` itself. Never raises.
         """
         try:
             attributes = span.attributes or {}
@@ -1269,10 +1272,10 @@ class BudgetManager:
             crossings = self.record_span_cost(
                 key, attributes, cost_nanos, reservation_id=rid if isinstance(rid, str) and rid else None
             )
-            return with_threshold_events(span, crossings) if crossings else None
+            return with_threshold_events(span, crossings) if crossings else span
         except Exception:
-            logger.exception("budget: cost listener failed for span %r", span.name)
-            return None
+            logger.exception("budget: recording the cost of ended span %r failed", span.name)
+            return span
 
     def _record(
         self, span_key: str, attributes: Mapping[str, object], cost: int, rid: str | None

@@ -458,7 +458,7 @@ def test_processor_listener_records_priced_spans(clock: ManualClock) -> None:
     assert span.attributes is not None and span.attributes[conv.COST_DIRECT_NANOS] == 18_000_000
     assert manager.usage(TEAM_A)[0].spent_nanos == 18_000_000
     assert manager.usage(TEAM_A)[0].reserved_nanos == 0
-    assert manager.on_span_cost(span, 18_000_000) is None  # the same span again: not counted twice
+    assert manager.record_ended_span(span, 18_000_000) is span  # the same span again: not counted twice
     assert manager.usage(TEAM_A)[0].spent_nanos == 18_000_000
 
 
@@ -476,8 +476,13 @@ def test_threshold_crossings_become_span_events(clock: ManualClock) -> None:
         ("budget.threshold_crossed", 0.75)
     ]  # type: ignore[index]
     assert manager.record_span_cost("s2", TEAM_A, 10**7, span=None) == ()  # 80.1 %: nothing new crossed
-    copy = manager.on_span_cost(_ended_span(provider, TEAM_A), 2 * USD)
-    assert copy is not None
+    ended_span = _ended_span(provider, TEAM_A)
+    copy = manager.record_ended_span(ended_span, 2 * USD)
+    assert (
+        copy is not ended_span
+        and copy.context == ended_span.context
+        and copy.attributes == ended_span.attributes
+    )
     assert [e.attributes["budget.severity"] for e in copy.events] == ["critical", "exceeded"]  # type: ignore[index]
 
 
