@@ -719,15 +719,21 @@ class _Compiled:
         return math.ceil(Decimal(repr(fraction)) * self.limit)
 
 
+def _scalar_text(value: object) -> str | None:
+    """An attribute value as text (``42`` -> ``"42"``, ``True`` -> ``"true"``); ``None``: not a scalar."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
 def _key_value(value: object) -> str | None:
     """An attribute value as it appears in a counter key; ``None`` when absent or not a scalar."""
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, int | float):
-        text = str(value)
-    else:
+    text = _scalar_text(value)
+    if text is None:
         return None
     if len(text) > _MAX_KEY_VALUE:
         text = text[:64] + "#" + hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -787,7 +793,7 @@ class BudgetManager:
         ledger: Ledger | None = None,
         on_ledger_error: FailPolicy | str = FailPolicy.OPEN,
         reservation_ttl_s: float = 600.0,
-        dedup_ttl_s: float = 7 * 86400.0,
+        dedup_ttl_s: float = 86400.0,
         alert_sinks: Sequence[AlertSink] = (),
         rates: RateLookup | None = None,
         metrics: CostMetrics | None = None,
@@ -887,8 +893,7 @@ class BudgetManager:
         for compiled in self._compiled:
             matched = True
             for key, allowed in compiled.match:
-                value = attributes.get(key)
-                if not isinstance(value, str) or value not in allowed:
+                if _scalar_text(attributes.get(key)) not in allowed:
                     matched = False
                     break
             if not matched:

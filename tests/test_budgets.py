@@ -270,6 +270,7 @@ def test_budgets_are_per_dimension_value(clock: ManualClock) -> None:
     [
         (Budget("m", Decimal(1), match={"model": ["gpt-4o", "o3"]}), {conv.GEN_AI_REQUEST_MODEL: "o3"}, True),
         (Budget("m", Decimal(1), match={"model": "gpt-4o"}), {conv.GEN_AI_REQUEST_MODEL: "o3"}, False),
+        (Budget("t", Decimal(1), match={"team": "42"}), {conv.TEAM_ID: 42}, True),
         (Budget("w", Decimal(1), per=("workflow",)), {conv.WORKFLOW_NAME: "triage"}, True),
         (Budget("u", Decimal(1), per=("user",)), {conv.USER_ID: 42}, True),
         (Budget("g", Decimal(1), per=("agent",)), {conv.AGENT_NAME: "coder"}, True),
