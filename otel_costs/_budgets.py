@@ -1473,6 +1473,20 @@ class BudgetManager:
                         self._send_once(target, self._alert(target, status, threshold, now), now)
         return statuses
 
+    def close(self) -> None:
+        """Flush and stop the alert sinks that can be closed, then close the ledger. Never raises."""
+        for sink in self._sinks:
+            closer = getattr(sink, "close", None)
+            if callable(closer):
+                try:
+                    closer()
+                except Exception:
+                    logger.exception("budget: closing alert sink %r failed", sink)
+        try:
+            self.ledger.close()
+        except Exception:
+            logger.exception("budget: closing the ledger failed")
+
     def snapshot(self) -> list[BudgetStatus]:
         """The latest known status of every counter seen (no I/O; for the utilization gauges)."""
         return list(self._latest.values())

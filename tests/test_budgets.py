@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import otel_costs
 from otel_costs import _conventions as conv
+from otel_costs._alerts import WebhookAlertSink
 from otel_costs._budgets import (
     RESERVATION_ID_ATTRIBUTE,
     Budget,
@@ -154,6 +155,20 @@ def test_config_file_loads_and_validates(tmp_path: Path, suffix: str, text: str)
     assert hourly.limit_usd == Decimal("2.5") and not hourly.hard and hourly.window == "1h"
     manager = BudgetManager.from_config(path)
     assert manager.on_ledger_error is FailPolicy.CLOSED and len(manager.budgets) == 3
+    manager.close()
+
+
+def test_webhook_from_config_is_closed_with_the_manager(tmp_path: Path) -> None:
+    """A webhook_url in the file adds a WebhookAlertSink; closing the manager stops its thread."""
+    path = tmp_path / "budgets.toml"
+    path.write_text(
+        '[alerts]\nwebhook_url = "http://127.0.0.1:9/hook"\n[[budgets]]\nname = "all"\nlimit_usd = 1\n'
+    )
+    manager = BudgetManager.from_config(path)
+    (_log_sink, webhook) = manager._sinks
+    assert isinstance(webhook, WebhookAlertSink) and webhook.url == "http://127.0.0.1:9/hook"
+    manager.close()
+    assert not webhook._thread.is_alive()
 
 
 @pytest.mark.parametrize(
