@@ -114,6 +114,9 @@ COST_ROLLUP_PARTIAL_REASON: Final = "cost.rollup.partial_reason"
 #: How many billable spans in the subtree could not be priced: the total is a lower bound.
 COST_ROLLUP_UNPRICED: Final = "cost.rollup.unpriced"
 
+#: Resource attribute naming the ``otel-costs serve`` worker that rolled a span up (``--worker-id``).
+ROLLUP_WORKER: Final = "otel_costs.worker"
+
 # --- GenAI semantic conventions we read or write --------------------------------------
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
 GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"

@@ -85,8 +85,7 @@ logger = logging.getLogger("otel_costs.serve")
 DEFAULT_GRPC_PORT: Final = 4317
 DEFAULT_HTTP_PORT: Final = 4318
 TRACES_PATH: Final = "/v1/traces"
-#: Resource attribute naming the worker that rolled a span up (set with ``--worker-id``).
-WORKER_ATTRIBUTE: Final = "otel_costs.worker"
+WORKER_ATTRIBUTE: Final = conv.ROLLUP_WORKER
 _GRPC_SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
 _GRPC_EXPORT: Final = f"/{_GRPC_SERVICE}/Export"
 _STATUS_DETAILS_KEY: Final = "grpc-status-details-bin"
