@@ -12,38 +12,87 @@ Example::
         ...  # LLM calls made here are priced and attributed
 """
 
+from ._alerts import AlertSink, BudgetAlert, BudgetMonitor, LoggingAlertSink, WebhookAlertSink
 from ._attribution import Attempt, Retry, agent, current_attribution, retry, workflow
+from ._budgets import (
+    RESERVATION_ID_ATTRIBUTE,
+    Budget,
+    BudgetConfig,
+    BudgetConfigError,
+    BudgetDecision,
+    BudgetDenied,
+    BudgetExceeded,
+    BudgetManager,
+    BudgetStatus,
+    BudgetUnavailable,
+    FailPolicy,
+    Verdict,
+    current_reservation_id,
+)
 from ._configure import ConfigurationError, configure, default_exporter
 from ._exporter import CostRollupExporter
+from ._ledger import Ledger, LedgerUnavailable, MemoryLedger, RedisLedger, SqliteLedger
+from ._metrics import CostMetrics
 from ._otlp import OtlpFormatError, OtlpJsonFileExporter
 from ._pricing import CostBreakdown, ModelRates, PriceBook, PriceConfigError, RateTier
-from ._processor import CostListener, CostSpanProcessor
+from ._processor import CostListener, CostSpanProcessor, SpendRecorder
 from ._rollup import CostNode, NodeRollup, cost_node, rollup
+from ._sampling import RecordLlmSpans
+from ._serve import ForwardConfig, ServeConfig, ServeWorker
 from ._usage import LlmCall, TokenUsage, UsageReading, read_usage
 
 __all__ = [
+    "AlertSink",
     "Attempt",
+    "Budget",
+    "BudgetAlert",
+    "BudgetConfig",
+    "BudgetConfigError",
+    "BudgetDecision",
+    "BudgetDenied",
+    "BudgetExceeded",
+    "BudgetManager",
+    "BudgetMonitor",
+    "BudgetStatus",
+    "BudgetUnavailable",
     "ConfigurationError",
     "CostBreakdown",
     "CostListener",
+    "CostMetrics",
     "CostNode",
     "CostRollupExporter",
     "CostSpanProcessor",
+    "FailPolicy",
+    "ForwardConfig",
+    "Ledger",
+    "LedgerUnavailable",
     "LlmCall",
+    "LoggingAlertSink",
+    "MemoryLedger",
     "ModelRates",
     "NodeRollup",
     "OtlpFormatError",
     "OtlpJsonFileExporter",
     "PriceBook",
     "PriceConfigError",
+    "RESERVATION_ID_ATTRIBUTE",
     "RateTier",
+    "RecordLlmSpans",
+    "RedisLedger",
     "Retry",
+    "ServeConfig",
+    "ServeWorker",
+    "SpendRecorder",
+    "SqliteLedger",
     "TokenUsage",
     "UsageReading",
+    "Verdict",
+    "WebhookAlertSink",
     "agent",
     "configure",
     "cost_node",
     "current_attribution",
+    "current_reservation_id",
     "default_exporter",
     "read_usage",
     "retry",

@@ -16,7 +16,8 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from ._exporter import CostRollupExporter
 from ._otlp import OtlpJsonFileExporter
 from ._pricing import PriceBook
-from ._processor import CostListener, CostSpanProcessor
+from ._processor import CostListener, CostSpanProcessor, SpendRecorder
+from ._sampling import RecordLlmSpans
 
 logger = logging.getLogger("otel_costs")
 
@@ -88,6 +89,7 @@ def build_pipeline(
     *,
     price_book: PriceBook | None = None,
     cost_listeners: Sequence[CostListener] = (),
+    budgets: SpendRecorder | None = None,
     linger: float = 2.0,
     batch: bool = True,
 ) -> CostSpanProcessor:
@@ -98,10 +100,12 @@ def build_pipeline(
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     if exporter is None:
-        return CostSpanProcessor(SpanProcessor(), price_book=price_book, cost_listeners=cost_listeners)
+        return CostSpanProcessor(
+            SpanProcessor(), price_book=price_book, cost_listeners=cost_listeners, budgets=budgets
+        )
     rollup = CostRollupExporter(exporter, linger=linger)
     inner: SpanProcessor = BatchSpanProcessor(rollup) if batch else SimpleSpanProcessor(rollup)
-    return CostSpanProcessor(inner, price_book=price_book, cost_listeners=cost_listeners)
+    return CostSpanProcessor(inner, price_book=price_book, cost_listeners=cost_listeners, budgets=budgets)
 
 
 def configure(
@@ -115,6 +119,7 @@ def configure(
     sampler: Sampler | None = None,
     resource_attributes: Mapping[str, str] | None = None,
     cost_listeners: Sequence[CostListener] = (),
+    budgets: SpendRecorder | None = None,
     linger: float = 2.0,
     set_global: bool = True,
 ) -> TracerProvider:
@@ -124,7 +129,9 @@ def configure(
     genai-prices; pass ``price_book`` instead for full control. ``OTEL_SERVICE_NAME``,
     ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and the ``OTEL_EXPORTER_OTLP_*``
     variables are honoured; with no endpoint, spans go to a local OTLP/JSON file that
-    ``otel-costs tree`` reads.
+    ``otel-costs tree`` reads. With ``budgets`` (a ``BudgetManager``) every billable span's cost
+    is recorded, and the sampler is wrapped in ``RecordLlmSpans`` so LLM calls in traces the
+    sampler drops are still recorded (not exported): budgets must not undercount.
 
     Example::
 
@@ -144,6 +151,11 @@ def configure(
     attributes: dict[str, str] = dict(resource_attributes or {})
     if service_name is not None:
         attributes["service.name"] = service_name
+    if budgets is not None:
+        # The SDK's own default sampler, which honours OTEL_TRACES_SAMPLER(_ARG).
+        from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
+
+        sampler = RecordLlmSpans(sampler if sampler is not None else _get_from_env_or_default())
     provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         logger.info("otel_costs: OTEL_SDK_DISABLED=true, no cost pipeline installed")
@@ -152,7 +164,9 @@ def configure(
             exporter if exporter is not None else default_exporter(endpoint=endpoint, file_path=file_path)
         )
         provider.add_span_processor(
-            build_pipeline(chosen, price_book=price_book, cost_listeners=cost_listeners, linger=linger)
+            build_pipeline(
+                chosen, price_book=price_book, cost_listeners=cost_listeners, budgets=budgets, linger=linger
+            )
         )
     if set_global:
         trace.set_tracer_provider(provider)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import baggage
 from opentelemetry.context import Context
@@ -24,6 +24,15 @@ logger = logging.getLogger("otel_costs")
 #: in nano-USD (0 when it could not be priced). Budgets and cost metrics hang off this.
 CostListener = Callable[[ReadableSpan, int], None]
 
+
+class SpendRecorder(Protocol):
+    """Records each billable span's cost, e.g. ``BudgetManager``; may hand back an annotated copy."""
+
+    def record_ended_span(self, span: ReadableSpan, cost_nanos: int) -> ReadableSpan:
+        """Record ``cost_nanos`` for ``span``; return the span to hand on (with any events added)."""
+        ...
+
+
 #: Baggage values longer than this are not copied onto spans (they are ids, not payloads).
 DEFAULT_MAX_VALUE_LENGTH = 256
 _MAX_RETRY_DEPTH = 10_000
@@ -36,7 +45,9 @@ class CostSpanProcessor(SpanProcessor):
     ``docs/conventions.md``) are copied onto the span as attributes. On end, a span carrying
     token usage gets ``cost.direct`` (USD), its exact ``cost.direct_nanos``, a breakdown,
     ``cost.status`` and what priced it, and the costed copy is handed to ``next_processor``.
-    Aggregate usage on agent/workflow/tool spans is marked, never priced.
+    Aggregate usage on agent/workflow/tool spans is marked, never priced. Each billable span's
+    cost goes to ``budgets`` (exactly once per span; threshold events land on the exported
+    span) and to every ``cost_listeners`` callable.
 
     Example::
 
@@ -52,6 +63,7 @@ class CostSpanProcessor(SpanProcessor):
         price_book: PriceBook | None = None,
         baggage_keys: Mapping[str, str] | None = None,
         cost_listeners: Sequence[CostListener] = (),
+        budgets: SpendRecorder | None = None,
         max_value_length: int = DEFAULT_MAX_VALUE_LENGTH,
     ) -> None:
         if not isinstance(next_processor, SpanProcessor):
@@ -64,6 +76,7 @@ class CostSpanProcessor(SpanProcessor):
         self._price_book = price_book if price_book is not None else PriceBook()
         self._baggage_keys = dict(conv.BAGGAGE_TO_ATTRIBUTE if baggage_keys is None else baggage_keys)
         self._listeners = tuple(cost_listeners)
+        self._budgets = budgets
         self._max_value_length = max_value_length
 
     @property
@@ -112,7 +125,7 @@ class CostSpanProcessor(SpanProcessor):
             if reading is not None:
                 span, nanos = self._costed(span, reading)
                 if reading.kind != "aggregate":
-                    self._notify(span, nanos)
+                    span = self._notify(span, nanos)
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
@@ -149,12 +162,19 @@ class CostSpanProcessor(SpanProcessor):
                 extra[conv.COST_STATUS] = conv.STATUS_PARTIAL
         return with_attributes(span, extra), nanos
 
-    def _notify(self, span: ReadableSpan, nanos: int) -> None:
+    def _notify(self, span: ReadableSpan, nanos: int) -> ReadableSpan:
+        """Hand the span's cost to the budgets and listeners; the span to pass on."""
+        if self._budgets is not None:
+            try:
+                span = self._budgets.record_ended_span(span, nanos)
+            except Exception:
+                logger.exception("otel_costs: budgets could not record span %r", span.name)
         for listener in self._listeners:
             try:
                 listener(span, nanos)
             except Exception:
                 logger.exception("otel_costs: cost listener %r failed", listener)
+        return span
 
     def shutdown(self) -> None:
         self._next.shutdown()
