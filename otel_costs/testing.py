@@ -27,7 +27,7 @@ from ._exporter import CostRollupExporter
 from ._money import nanos_to_decimal
 from ._otlp import SpanRecord
 from ._pricing import PriceBook
-from ._processor import CostListener, CostSpanProcessor
+from ._processor import CostListener, CostSpanProcessor, SpendRecorder
 from ._report import cost_trees, format_tree
 
 #: USD per 1M tokens for a few model names, fixed so tests do not move when genai-prices
@@ -57,6 +57,7 @@ class InMemoryPipeline:
         *,
         price_book: PriceBook | None = None,
         cost_listeners: Sequence[CostListener] = (),
+        budgets: SpendRecorder | None = None,
         service_name: str = "test",
     ) -> None:
         self.exporter = InMemorySpanExporter()
@@ -65,6 +66,7 @@ class InMemoryPipeline:
             SimpleSpanProcessor(self.rollup),
             price_book=price_book if price_book is not None else fixed_price_book(),
             cost_listeners=cost_listeners,
+            budgets=budgets,
         )
         self.tracer_provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         self.tracer_provider.add_span_processor(self.processor)
