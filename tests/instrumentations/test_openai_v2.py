@@ -80,16 +80,17 @@ async def test_responses_api_calls_get_no_span(
     assert pipeline.spans() == []
 
 
-async def test_a_stream_without_include_usage_carries_no_cost(
+async def test_a_stream_without_include_usage_is_flagged_unpriced(
     pipeline: InMemoryPipeline, openai_call: Any, fake: FakeLLMProvider
 ) -> None:
-    """A chat stream that does not ask for usage gets no usage attributes, so nothing to price."""
+    """A chat stream that does not ask for usage has no usage to price: it is flagged, not a silent $0."""
     await openai_call("chat", stream=True, include_usage=False)
 
     assert fake.requests[-1].usage is None, "the instrumentation asked for usage by itself"
     attributes = only_span(pipeline, CHAT_SPAN).attributes or {}
     assert usage_attributes(attributes) == {}
-    assert conv.COST_STATUS not in attributes
+    assert attributes[conv.COST_STATUS] == conv.STATUS_UNPRICED
+    assert "include_usage" in attributes[conv.COST_STATUS_REASON]
 
 
 async def test_genai_prices_price_the_dated_response_model(
