@@ -91,6 +91,10 @@ STATUS_INVALID_USAGE: Final = "invalid_usage"
 #: Aggregate usage on an agent/workflow/tool span, deliberately not priced (no double counting).
 STATUS_AGGREGATE: Final = "aggregate"
 
+#: The same model call (same ``gen_ai.response.id`` in the trace) was already priced on another
+#: span, e.g. when two instrumentations trace one call: not counted again.
+STATUS_DUPLICATE: Final = "duplicate"
+
 #: Free-text reason when ``cost.status`` is not ``priced``.
 COST_STATUS_REASON: Final = "cost.status_reason"
 #: What priced the span.
@@ -123,6 +127,7 @@ GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
 GEN_AI_SYSTEM: Final = "gen_ai.system"  # deprecated in favour of gen_ai.provider.name
 GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
 GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
 SERVER_ADDRESS: Final = "server.address"
 
 #: ``gen_ai.operation.name`` values whose usage is an aggregate of child calls (never priced).

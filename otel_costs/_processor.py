@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -36,6 +38,8 @@ class SpendRecorder(Protocol):
 #: Baggage values longer than this are not copied onto spans (they are ids, not payloads).
 DEFAULT_MAX_VALUE_LENGTH = 256
 _MAX_RETRY_DEPTH = 10_000
+#: How many (trace, response id) pairs are remembered to catch one call traced twice.
+_SEEN_RESPONSES = 4096
 
 
 class CostSpanProcessor(SpanProcessor):
@@ -77,6 +81,8 @@ class CostSpanProcessor(SpanProcessor):
         self._baggage_keys = dict(conv.BAGGAGE_TO_ATTRIBUTE if baggage_keys is None else baggage_keys)
         self._listeners = tuple(cost_listeners)
         self._budgets = budgets
+        self._seen: OrderedDict[tuple[int, str], None] = OrderedDict()
+        self._seen_lock = threading.Lock()
         self._max_value_length = max_value_length
 
     @property
@@ -123,20 +129,31 @@ class CostSpanProcessor(SpanProcessor):
             attributes = span.attributes
             reading = read_usage(attributes) if attributes else None
             if reading is not None:
-                span, nanos = self._costed(span, reading)
-                if reading.kind != "aggregate":
+                span, nanos, counted = self._costed(span, reading)
+                if counted:
                     span = self._notify(span, nanos)
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
 
-    def _costed(self, span: ReadableSpan, reading: UsageReading) -> tuple[ReadableSpan, int]:
-        """A copy of ``span`` with its cost attributes, and its direct cost in nano-USD."""
+    def _costed(self, span: ReadableSpan, reading: UsageReading) -> tuple[ReadableSpan, int, bool]:
+        """A copy of ``span`` with its cost attributes, its direct cost in nano-USD, and whether it
+        counts as a billable call (not an aggregate, not a call already counted)."""
         extra: dict[str, Any] = {conv.COST_CURRENCY: conv.CURRENCY_USD}
         nanos = 0
+        if reading.kind != "aggregate" and self._already_counted(span):
+            extra[conv.COST_STATUS] = conv.STATUS_DUPLICATE
+            extra[conv.COST_STATUS_REASON] = (
+                "this response was already counted on another span of the trace (two instrumentations "
+                "traced one call); instrument each call once"
+            )
+            return with_attributes(span, extra), 0, False
         if reading.kind == "aggregate":
             extra[conv.COST_STATUS] = conv.STATUS_AGGREGATE
             extra[conv.COST_STATUS_REASON] = reading.reason or "aggregate usage of child calls"
+        elif reading.kind == "missing":
+            extra[conv.COST_STATUS] = conv.STATUS_UNPRICED
+            extra[conv.COST_STATUS_REASON] = reading.reason or "no token usage reported"
         elif reading.kind == "invalid" or reading.call is None:
             extra[conv.COST_STATUS] = conv.STATUS_INVALID_USAGE
             extra[conv.COST_STATUS_REASON] = reading.reason or "unreadable usage"
@@ -160,7 +177,22 @@ class CostSpanProcessor(SpanProcessor):
                 # The capture layer saw only part of the usage (e.g. a stream closed early):
                 # what was seen is priced, and the span stays flagged as a lower bound.
                 extra[conv.COST_STATUS] = conv.STATUS_PARTIAL
-        return with_attributes(span, extra), nanos
+        return with_attributes(span, extra), nanos, reading.kind != "aggregate"
+
+    def _already_counted(self, span: ReadableSpan) -> bool:
+        """True if a span of the same trace with the same ``gen_ai.response.id`` was seen before."""
+        response_id = (span.attributes or {}).get(conv.GEN_AI_RESPONSE_ID)
+        ctx = span.context
+        if not isinstance(response_id, str) or not response_id or ctx is None:
+            return False
+        key = (ctx.trace_id, response_id)
+        with self._seen_lock:
+            if key in self._seen:
+                return True
+            self._seen[key] = None
+            if len(self._seen) > _SEEN_RESPONSES:
+                self._seen.popitem(last=False)
+        return False
 
     def _notify(self, span: ReadableSpan, nanos: int) -> ReadableSpan:
         """Hand the span's cost to the budgets and listeners; the span to pass on."""

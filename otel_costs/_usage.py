@@ -63,6 +63,7 @@ OI_MODEL_NAME: Final = "llm.model_name"
 OI_PROVIDER: Final = "llm.provider"
 OI_SYSTEM: Final = "llm.system"
 OI_SPAN_KIND: Final = "openinference.span.kind"
+OI_EMBEDDING_MODEL_NAME: Final = "embedding.model_name"
 # Pydantic AI / Logfire.
 PYDANTIC_CACHE_READ: Final = "gen_ai.usage.details.cache_read_tokens"
 PYDANTIC_CACHE_WRITE: Final = "gen_ai.usage.details.cache_write_tokens"
@@ -93,7 +94,7 @@ REASONING_KEYS: Final = (
 )
 #: A total alone cannot be priced, but it marks a span as carrying usage (so it is flagged, not skipped).
 TOTAL_KEYS: Final = (GEN_AI_USAGE_TOTAL_TOKENS, TRACELOOP_TOTAL_TOKENS, OI_TOKEN_COUNT_TOTAL)
-MODEL_KEYS: Final = (GEN_AI_RESPONSE_MODEL, GEN_AI_REQUEST_MODEL, OI_MODEL_NAME)
+MODEL_KEYS: Final = (GEN_AI_RESPONSE_MODEL, GEN_AI_REQUEST_MODEL, OI_MODEL_NAME, OI_EMBEDDING_MODEL_NAME)
 PROVIDER_KEYS: Final = (GEN_AI_PROVIDER_NAME, GEN_AI_SYSTEM, OI_PROVIDER, OI_SYSTEM)
 SERVER_KEYS: Final = (SERVER_ADDRESS, OPENAI_API_BASE)
 
@@ -101,6 +102,12 @@ SERVER_KEYS: Final = (SERVER_ADDRESS, OPENAI_API_BASE)
 OI_AGGREGATE_KINDS: Final = frozenset({"AGENT", "CHAIN", "TOOL"})
 #: traceloop span kinds whose token counts sum their children's.
 TRACELOOP_AGGREGATE_KINDS: Final = frozenset({"workflow", "agent", "task", "tool"})
+
+#: ``gen_ai.operation.name`` values of a single model call, and OpenInference span kinds of one:
+#: such a span with no usage at all is flagged (e.g. a stream read without its usage record).
+LLM_OPERATIONS: Final = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
+OI_LLM_KINDS: Final = frozenset({"LLM", "EMBEDDING"})
+_CALL_MARKERS: Final = frozenset({GEN_AI_OPERATION_NAME, OI_SPAN_KIND})
 
 #: Largest token count accepted on one span; anything above is a unit or overflow bug.
 MAX_TOKENS: Final = 10**10
@@ -155,9 +162,10 @@ class LlmCall:
 class UsageReading:
     """The outcome of reading a span's usage attributes."""
 
-    kind: Literal["billable", "aggregate", "invalid"]
+    kind: Literal["billable", "aggregate", "invalid", "missing"]
     """``billable``: an LLM call to price; ``aggregate``: a sum over child calls, never priced;
-    ``invalid``: usage attributes that cannot be read (see ``reason``)."""
+    ``invalid``: usage attributes that cannot be read (see ``reason``); ``missing``: a model call
+    that reported no usage at all (flagged, never a silent $0)."""
     call: LlmCall | None
     """The call, for ``billable``; for ``aggregate`` when its counts are readable; else ``None``."""
     reason: str | None
@@ -177,11 +185,33 @@ def read_usage(attributes: Mapping[str, object]) -> UsageReading | None:
         # The hot path: one pass over the keys in C, no per-name lookups (a miss on the SDK's
         # BoundedAttributes costs a raised KeyError).
         if _TRIGGER_KEYS.isdisjoint(attributes):
-            return None
+            return None if _CALL_MARKERS.isdisjoint(attributes) else _missing(attributes)
         return _read(attributes)
     except Exception as exc:
         logger.exception("otel_costs: could not read usage attributes")
         return UsageReading("invalid", None, f"usage attributes could not be read: {type(exc).__name__}")
+
+
+def _missing(attributes: Mapping[str, object]) -> UsageReading | None:
+    """A ``missing`` reading when the span is one model call that reported no usage, else ``None``."""
+    operation = attributes.get(GEN_AI_OPERATION_NAME)
+    kind = attributes.get(OI_SPAN_KIND)
+    if not (operation in LLM_OPERATIONS if isinstance(operation, str) else False) and not (
+        kind in OI_LLM_KINDS if isinstance(kind, str) else False
+    ):
+        return None
+    found = {key: attributes[key] for key in _READ_KEYS.intersection(attributes)}
+    call = LlmCall(
+        model=_first_string(found, MODEL_KEYS),
+        provider=_first_string(found, PROVIDER_KEYS),
+        server_address=_first_string(found, SERVER_KEYS),
+        usage=TokenUsage(),
+    )
+    reason = (
+        "the model call reported no token usage (an error response, or a stream read without its usage "
+        "record: for OpenAI streams pass stream_options={'include_usage': True})"
+    )
+    return UsageReading("missing", call, reason)
 
 
 def usage_problem(usage: TokenUsage) -> str | None:

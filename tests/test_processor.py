@@ -19,7 +19,7 @@ import otel_costs
 from otel_costs import _conventions as conv
 from otel_costs import _usage
 from otel_costs._usage import LlmCall
-from otel_costs.testing import fixed_price_book
+from otel_costs.testing import InMemoryPipeline, fixed_price_book
 
 
 @dataclass
@@ -306,3 +306,54 @@ def test_force_flush_reaches_the_rollup_exporter(inner: Callable[[SpanExporter],
     names: Sequence[str] = [s.name for s in exporter.get_finished_spans()]
     assert sorted(names) == ["chat", "root"]
     provider.shutdown()
+
+
+def test_one_call_traced_twice_is_priced_once(pipeline: InMemoryPipeline) -> None:
+    """Two spans of a trace with one gen_ai.response.id: the second is flagged duplicate, not priced."""
+    tracer = pipeline.tracer_provider.get_tracer("t")
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-5.2",
+        "gen_ai.response.id": "chatcmpl-1",
+        "gen_ai.usage.input_tokens": 1500,
+        "gen_ai.usage.output_tokens": 500,
+    }
+    with tracer.start_as_current_span("root"):
+        tracer.start_span("sdk span", attributes=attrs).end()
+        tracer.start_span("instrumentation span", attributes=attrs).end()
+    assert pipeline.attributes("sdk span")[conv.COST_STATUS] == conv.STATUS_PRICED
+    assert pipeline.attributes("instrumentation span")[conv.COST_STATUS] == conv.STATUS_DUPLICATE
+    assert conv.COST_DIRECT in pipeline.attributes("sdk span")
+    assert conv.COST_DIRECT not in pipeline.attributes("instrumentation span")
+    assert pipeline.attributes("root")[conv.COST_TOTAL_NANOS] == 12_000_000
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-5.2"},
+        {"gen_ai.operation.name": "embeddings", "gen_ai.request.model": "text-embedding-3-small"},
+        {"openinference.span.kind": "LLM", "llm.model_name": "gpt-5.2"},
+    ],
+)
+def test_model_call_without_usage_is_flagged_not_zero(
+    pipeline: InMemoryPipeline, attributes: dict[str, Any]
+) -> None:
+    """A model call that reported no usage (a stream read without its usage record) is unpriced, not $0."""
+    tracer = pipeline.tracer_provider.get_tracer("t")
+    with tracer.start_as_current_span("root"):
+        tracer.start_span("call", attributes=attributes).end()
+    call = pipeline.attributes("call")
+    assert call[conv.COST_STATUS] == conv.STATUS_UNPRICED
+    assert "usage" in call[conv.COST_STATUS_REASON]
+    assert pipeline.attributes("root")[conv.COST_ROLLUP_UNPRICED] == 1
+
+
+@pytest.mark.parametrize("operation", ["invoke_agent", "execute_tool", "create_agent"])
+def test_aggregate_operations_without_usage_get_no_cost_status(
+    pipeline: InMemoryPipeline, operation: str
+) -> None:
+    """Agent, tool and workflow spans without usage are plain spans: no cost status at all."""
+    tracer = pipeline.tracer_provider.get_tracer("t")
+    tracer.start_span("op", attributes={"gen_ai.operation.name": operation}).end()
+    assert conv.COST_STATUS not in pipeline.attributes("op")

@@ -330,3 +330,19 @@ def test_usage_problem(usage: TokenUsage, fragment: str | None) -> None:
         assert problem is None
     else:
         assert problem is not None and fragment in problem
+
+
+def test_openinference_embedding_model_name_is_read() -> None:
+    """OpenInference embedding spans name their model in ``embedding.model_name``."""
+    reading = read_usage(
+        {
+            "openinference.span.kind": "EMBEDDING",
+            "llm.token_count.prompt": 1000,
+            "llm.token_count.total": 1000,
+            "llm.system": "openai",
+            "embedding.model_name": "text-embedding-3-small",
+        }
+    )
+    assert reading is not None and reading.call is not None
+    assert reading.kind == "billable"
+    assert reading.call.model == "text-embedding-3-small"
