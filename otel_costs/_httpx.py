@@ -27,7 +27,6 @@ import logging
 import re
 import threading
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -115,6 +114,7 @@ _ATTRIBUTION_KEYS: Final = frozenset(conv.BAGGAGE_TO_ATTRIBUTE)
 _MAX_VALUE_LENGTH: Final = 256
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _MAX_REQUEST_PARSE_BYTES: Final = 4 * 1024 * 1024
+_BATCH_BYTES: Final = 64 * 1024
 
 T = TypeVar("T")
 
@@ -510,7 +510,7 @@ def _wrap(call: _Call, response: Any, stream_cls: type[Any]) -> None:
 class _Call:
     """One LLM call: its span and the capture of its response, ended exactly once."""
 
-    __slots__ = ("_lock", "api", "capture", "config", "done", "no_usage_reason", "span", "status")
+    __slots__ = ("_lock", "api", "capture", "config", "done", "no_usage_reason", "pending", "span", "status")
 
     def __init__(self, span: trace.Span, api: ApiCall, config: _Config, no_usage_reason: str | None) -> None:
         self.span = span
@@ -520,7 +520,11 @@ class _Call:
         self.capture: ResponseCapture | None = None
         self.status = 0
         self.done = False
-        self._lock = threading.Lock()
+        # Chunks read but not parsed yet (at most _BATCH_BYTES): parsing in batches keeps the
+        # per-chunk cost to a list append, which matters for streams of many tiny events.
+        self.pending: list[bytes] = []
+        # Re-entrant: a garbage collection inside finish() may run another stream's __del__.
+        self._lock = threading.RLock()
 
     def on_response(self, status: int, headers: Any) -> None:
         self.status = status
@@ -532,10 +536,16 @@ class _Call:
             max_event_bytes=self.config.max_event_bytes,
         )
 
-    def feed(self, chunk: bytes) -> None:
+    def flush(self) -> None:
+        """Parse the pending chunks. Never raises."""
+        pending = self.pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
         capture = self.capture
-        if capture is not None and not self.done:
-            capture.feed(chunk)  # never raises
+        if capture is not None:
+            capture.feed(data)  # never raises
 
     def finish(self, how: str, exc: BaseException | None = None) -> None:
         """End the span. ``how``: eof, closed, error, abandoned or no_body. Never raises."""
@@ -544,6 +554,7 @@ class _Call:
                 return
             self.done = True
         try:
+            self.flush()
             self._finish(how, exc)
         except Exception:
             logger.exception("otel_costs: could not finish an LLM-call span")
@@ -612,14 +623,24 @@ class _SyncStream:
     def __init__(self, inner: Any, call: _Call) -> None:
         self._inner = inner
         self._call = call
-        self._finalizer = weakref.finalize(self, call.finish, "abandoned")
-        self._finalizer.atexit = False
+
+    def __del__(self) -> None:
+        # A response dropped without being read to its end or closed still ends its span.
+        call = getattr(self, "_call", None)
+        if call is not None:
+            call.finish("abandoned")
 
     def __iter__(self) -> Iterator[bytes]:
         call = self._call
+        append = call.pending.append
+        size = 0
         try:
             for chunk in self._inner:
-                call.feed(chunk)
+                append(chunk)
+                size += len(chunk)
+                if size >= _BATCH_BYTES:
+                    call.flush()
+                    size = 0
                 yield chunk
         except GeneratorExit:
             raise
@@ -633,7 +654,6 @@ class _SyncStream:
             self._inner.close()
         finally:
             self._call.finish("closed")
-            self._finalizer.detach()
 
 
 class _AsyncStream:
@@ -642,14 +662,24 @@ class _AsyncStream:
     def __init__(self, inner: Any, call: _Call) -> None:
         self._inner = inner
         self._call = call
-        self._finalizer = weakref.finalize(self, call.finish, "abandoned")
-        self._finalizer.atexit = False
+
+    def __del__(self) -> None:
+        # A response dropped without being read to its end or closed still ends its span.
+        call = getattr(self, "_call", None)
+        if call is not None:
+            call.finish("abandoned")
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         call = self._call
+        append = call.pending.append
+        size = 0
         try:
             async for chunk in self._inner:
-                call.feed(chunk)
+                append(chunk)
+                size += len(chunk)
+                if size >= _BATCH_BYTES:
+                    call.flush()
+                    size = 0
                 yield chunk
         except GeneratorExit:
             raise
@@ -663,7 +693,6 @@ class _AsyncStream:
             await self._inner.aclose()
         finally:
             self._call.finish("closed")
-            self._finalizer.detach()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -716,7 +745,8 @@ def _add_attribution_headers(
             headers[conv.HEADER_PARENT_AGENT_ID] = parent
     if secret is not None:
         signed = {name.lower(): value for name, value in headers.items() if name.lower() in _CONTRACT_HEADERS}
-        headers[HEADER_ATTRIBUTION_SIGNATURE] = _sign(secret, signed, int(time.time()))
+        if signed:
+            headers[HEADER_ATTRIBUTION_SIGNATURE] = _sign(secret, signed, int(time.time()))
 
 
 def _strip_baggage_header(headers: Any) -> None:

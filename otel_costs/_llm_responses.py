@@ -13,6 +13,7 @@ Nothing here raises on bad input: problems end up in ``CaptureResult.problem``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import re
@@ -59,6 +60,7 @@ class ApiCall:
     """The model named in the path (Gemini), else ``None``."""
 
 
+@functools.lru_cache(maxsize=512)
 def api_for_path(path: str) -> ApiCall | None:
     """The LLM API a POST to ``path`` calls, or ``None`` if it is not a billable LLM endpoint.
 
@@ -321,11 +323,22 @@ class _State:
         self.dropped_events = 0
 
     def usage(self) -> TokenUsage | None:
+        if not self.has_usage():
+            return None
         input_tokens = self.input
         if self.dialect == ANTHROPIC_MESSAGES and self.raw_input is not None:
             input_tokens = self.raw_input + (self.cache_read or 0) + (self.cache_write or 0)
-        usage = TokenUsage(input_tokens, self.output, self.cache_read, self.cache_write, self.reasoning)
-        return usage if usage.attributes() else None
+        return TokenUsage(input_tokens, self.output, self.cache_read, self.cache_write, self.reasoning)
+
+    def has_usage(self) -> bool:
+        return (
+            self.input is not None
+            or self.raw_input is not None
+            or self.output is not None
+            or self.cache_read is not None
+            or self.cache_write is not None
+            or self.reasoning is not None
+        )
 
     def note_model(self, obj: dict[str, Any]) -> None:
         if self.model is None:
@@ -408,7 +421,7 @@ class _State:
             self.cache_read = t(usage, "input_tokens_details", "cached_tokens")
             self.cache_write = t(usage, "input_tokens_details", "cache_write_tokens")
             self.reasoning = t(usage, "output_tokens_details", "reasoning_tokens")
-        if final and self.usage() is not None:
+        if final and self.has_usage():
             self.complete = True
 
     def note_body(self, obj: Any) -> None:
@@ -427,7 +440,7 @@ class _State:
         if self.dialect == GEMINI_GENERATE:
             if "usageMetadata" in obj:
                 self.note_usage(obj["usageMetadata"], final=False)
-                self.complete = self.usage() is not None
+                self.complete = self.has_usage()
             return
         if "usage" in obj:
             self.note_usage(obj["usage"])
@@ -511,7 +524,7 @@ class _JsonBody:
             return
         state.note_usage(usage, final=True)
         if gemini:
-            state.complete = state.usage() is not None
+            state.complete = state.has_usage()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,6 +533,7 @@ class _JsonBody:
 
 # Byte strings that only occur in events worth parsing (JSON keys and event names are never
 # escaped, and a raw quote cannot occur inside a JSON string), per dialect.
+_MODEL_PROBES: Final = 3
 _MARKERS: Final[dict[str, tuple[bytes, ...]]] = {
     OPENAI_CHAT: (b'"prompt_tokens"', b'"input_tokens"', b"[DONE]", b'"error"'),
     OPENAI_COMPLETIONS: (b'"prompt_tokens"', b"[DONE]", b'"error"'),
@@ -541,14 +555,11 @@ class _EventHandler:
     def __init__(self, state: _State) -> None:
         self.state = state
         self.markers = _MARKERS.get(state.dialect, (b'"usage"', b'"error"'))
+        # The first events are parsed whatever they hold, to find the model (it is in the first
+        # event of every provider's stream); after that only events holding a marker are.
+        self.probes = _MODEL_PROBES
         self.seen_done = False
         self.seen_stop = False
-
-    def wants(self, block: bytes) -> bool:
-        """Whether ``block`` (complete events) may hold anything this handler reads."""
-        if self.state.model is None:
-            return True
-        return any(marker in block for marker in self.markers)
 
     def on_event(self, name: bytes | None, data: bytes) -> None:
         state = self.state
@@ -596,7 +607,7 @@ class _EventHandler:
             if isinstance(candidates, list) and any(
                 isinstance(c, dict) and c.get("finishReason") for c in candidates
             ):
-                state.complete = state.usage() is not None
+                state.complete = state.has_usage()
         else:
             state.note_model(obj)
             if isinstance(obj.get("usage"), dict):
@@ -635,12 +646,35 @@ class _SseBody:
             self._check_size()
             return
         self._pending = buffer[cut + 2 :]
-        block = buffer[:cut]
-        if self._handler.wants(block):
-            for event in block.split(b"\n\n"):
-                if event:
-                    self._event(event)
+        self._process(buffer, cut)
         self._check_size()
+
+    def _process(self, block: bytes, end: int) -> None:
+        """Parse the events of ``block[:end]`` (whole events) that may matter, in order."""
+        handler = self._handler
+        position = 0
+        while handler.probes > 0 and position < end:
+            stop = block.find(b"\n\n", position, end)
+            stop = end if stop < 0 else stop
+            if stop > position:
+                self._event(block[position:stop])
+                handler.probes = 0 if handler.state.model is not None else handler.probes - 1
+            position = stop + 2
+        if position >= end:
+            return
+        # Find the few events holding a marker with byte searches, instead of splitting them all.
+        spans: set[tuple[int, int]] = set()
+        for marker in handler.markers:
+            found = block.find(marker, position, end)
+            while found >= 0:
+                start = block.rfind(b"\n\n", position, found)
+                start = position if start < 0 else start + 2
+                stop = block.find(b"\n\n", found, end)
+                stop = end if stop < 0 else stop
+                spans.add((start, stop))
+                found = block.find(marker, stop, end)
+        for start, stop in sorted(spans):
+            self._event(block[start:stop])
 
     def _check_size(self) -> None:
         if len(self._pending) > self._limit:
@@ -663,8 +697,8 @@ class _SseBody:
 
     def close(self) -> None:
         if self._pending and not self._skipping:
-            pending = self._pending.rstrip(b"\r")
+            pending = self._pending.rstrip(b"\r\n")
             self._pending = b""
             # A final event without its blank line still counts (servers that just close).
-            if pending.strip() and self._handler.wants(pending):
-                self._event(pending)
+            if pending.strip():
+                self._process(pending, len(pending))

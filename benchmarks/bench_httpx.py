@@ -1,0 +1,162 @@
+"""CPU overhead of ``instrument_httpx`` on a streamed and a plain LLM response, side by side.
+
+The fake provider runs in a child process, so only the client's CPU is measured
+(``time.process_time`` of this process). Three client set-ups are measured in interleaved rounds
+(so drift in machine load hits them alike):
+
+- ``bare``: plain httpx, no instrumentation at all;
+- ``http-only``: opentelemetry-instrumentation-httpx alone (HTTP spans, no LLM capture);
+- ``capture``: ``otel_costs.instrument_httpx`` (HTTP span + LLM span + incremental parsing).
+
+Workloads: an OpenAI chat stream of 1,000 content chunks (read with ``iter_bytes``, the cheapest
+way a caller can read it, so the ratio is the least flattering one) and a plain JSON chat completion;
+the targets apply to these. The same two calls made through the ``openai`` SDK are measured too,
+for context (what an application that uses the SDK pays). Spans go to a TracerProvider with no
+processors: exporting is not what is measured here. The order of the set-ups rotates every round
+and garbage is collected before each batch, so no set-up pays for another's garbage.
+
+    python benchmarks/bench_httpx.py            # full run (about a minute)
+    python benchmarks/bench_httpx.py --quick    # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import httpx
+import openai
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+
+from otel_costs._httpx import instrument_httpx, uninstrument_httpx
+
+TARGETS = {"stream": 1.05, "plain": 1.15}
+MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in one line, please."}]
+
+
+def start_fake(chunks: int) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "otel_costs._fake_provider", "--stream-chunks", str(chunks)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    base_url = process.stdout.readline().strip()
+    if not base_url.startswith("http://127.0.0.1:"):
+        process.kill()
+        raise RuntimeError(f"the fake provider did not start (got {base_url!r})")
+    return process, base_url
+
+
+def workloads(client: httpx.Client, sdk: openai.OpenAI, base_url: str) -> dict[str, Callable[[], int]]:
+    url = f"{base_url}/v1/chat/completions"
+    stream_body = {
+        "model": "gpt-4o",
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    plain_body = {"model": "gpt-4o", "messages": MESSAGES}
+
+    def stream() -> int:
+        size = 0
+        with client.stream("POST", url, json=stream_body) as response:
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+        return size
+
+    def plain() -> int:
+        return len(client.post(url, json=plain_body).content)
+
+    def sdk_stream() -> int:
+        chunks = sdk.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+        return sum(1 for _ in chunks)
+
+    def sdk_plain() -> int:
+        return len(sdk.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices)
+
+    return {"stream": stream, "plain": plain, "sdk-stream": sdk_stream, "sdk-plain": sdk_plain}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="few iterations, for a smoke run")
+    parser.add_argument("--rounds", type=int, default=None)
+    args = parser.parse_args()
+    rounds = args.rounds or (3 if args.quick else 15)
+    scale = 1 if args.quick else 5
+    per_round = {"stream": 2 * scale, "plain": 30 * scale, "sdk-stream": 1 * scale, "sdk-plain": 20 * scale}
+
+    process, base_url = start_fake(1000)
+    host = base_url.removeprefix("http://")
+    provider = TracerProvider()
+    http_only = HTTPXClientInstrumentor()
+    setups: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {
+        "bare": (lambda: None, lambda: None),
+        "http-only": (
+            lambda: http_only.instrument(tracer_provider=provider),
+            lambda: http_only.uninstrument(),
+        ),
+        "capture": (
+            lambda: instrument_httpx(tracer_provider=provider, llm_hosts={host: None}),
+            uninstrument_httpx,
+        ),
+    }
+    cpu = {(setup, work): 0.0 for setup in setups for work in per_round}
+    try:
+        sdk = openai.OpenAI(base_url=f"{base_url}/v1", api_key="bench", max_retries=0)
+        with httpx.Client() as client, sdk:
+            jobs = workloads(client, sdk, base_url)
+            for job in jobs.values():  # warm up connections, imports and caches
+                job()
+            names = list(setups)
+            for round_ in range(rounds):
+                for setup in names[round_ % 3 :] + names[: round_ % 3]:
+                    on, off = setups[setup]
+                    on()
+                    try:
+                        for work, count in per_round.items():
+                            job = jobs[work]
+                            gc.collect()
+                            started = time.process_time()
+                            for _ in range(count):
+                                job()
+                            cpu[(setup, work)] += time.process_time() - started
+                    finally:
+                        off()
+    finally:
+        process.stdin.close()  # type: ignore[union-attr]
+        process.wait(timeout=10)
+
+    failed = False
+    print(f"{'workload':<8} {'setup':<10} {'CPU/request':>12} {'vs bare':>8} {'target':>7}")
+    for work, count in per_round.items():
+        total = rounds * count
+        bare = cpu[("bare", work)] / total
+        for setup in setups:
+            per_request = cpu[(setup, work)] / total
+            ratio = per_request / bare
+            target = TARGETS.get(work) if setup == "capture" else None
+            verdict = ""
+            if target is not None:
+                ok = ratio <= target
+                failed |= not ok
+                verdict = f"<={target:.2f} {'ok' if ok else 'MISSED'}"
+            print(f"{work:<8} {setup:<10} {per_request * 1e6:>10.0f}us {ratio:>7.3f}x {verdict}")
+        marginal = cpu[("capture", work)] / cpu[("http-only", work)]
+        print(f"{work:<8} capture vs http-only: {marginal:.3f}x")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
