@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ._demo import add_demo_parser
 from ._otlp import read_json_file
 from ._report import by_agent, cost_trees, format_by_agent, format_tree, trace_title
 from ._serve import add_serve_parser
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument("--all", action="store_true", help="also show spans with no LLM cost below them")
     tree.add_argument("--by-agent", action="store_true", help="also print direct cost per agent")
     tree.set_defaults(func=_tree)
+    add_demo_parser(sub)
     add_serve_parser(sub)
     return parser
 
