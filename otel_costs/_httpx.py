@@ -38,9 +38,12 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_http_instrumentation
+from opentelemetry.propagate import inject
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.semconv.attributes.server_attributes import SERVER_PORT
+from opentelemetry.semconv.attributes.url_attributes import URL_FULL
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -226,6 +229,9 @@ class _Config:
     """Remove the attribution keys from the baggage sent to other hosts."""
     defer_to_sdk_spans: bool
     """Make no LLM span inside an SDK's own LLM-call span (no double counting)."""
+    http_spans: bool
+    """Keep the httpx instrumentation's HTTP span under each LLM span (else the LLM span carries
+    the HTTP attributes and this module propagates the trace context itself)."""
     max_body_bytes: int
     """A JSON body is parsed whole up to this size; past it only its head and tail are kept."""
     max_event_bytes: int
@@ -258,6 +264,7 @@ def instrument_httpx(
     attribution_secret: bytes | str | None = None,
     strip_attribution_baggage: bool = True,
     defer_to_sdk_spans: bool = True,
+    http_spans: bool = True,
     max_body_bytes: int = 2 * 1024 * 1024,
     max_event_bytes: int = 1024 * 1024,
 ) -> None:
@@ -274,6 +281,9 @@ def instrument_httpx(
     - ``strip_attribution_baggage``: remove the attribution keys from the ``baggage`` header of
       requests to all other hosts (default True).
     - ``defer_to_sdk_spans``: no LLM span for a request made inside an SDK's own LLM-call span.
+    - ``http_spans``: keep the httpx instrumentation's HTTP span (and duration metric) under each
+      LLM span. ``False`` saves one span per LLM call: the LLM span then carries the HTTP method,
+      URL (without its query) and status code, and the trace context is injected here.
     - ``max_body_bytes`` / ``max_event_bytes``: bounds of what is buffered per response.
 
     Calling it again replaces the settings. Example::
@@ -301,6 +311,7 @@ def instrument_httpx(
         attribution_secret=secret,
         strip_attribution_baggage=strip_attribution_baggage,
         defer_to_sdk_spans=defer_to_sdk_spans,
+        http_spans=http_spans,
         max_body_bytes=max_body_bytes,
         max_event_bytes=max_event_bytes,
     )
@@ -347,7 +358,11 @@ def _install(
             return send(request)
         token = otel_context.attach(ctx)
         try:
-            response = send(request)
+            if call is not None and not config.http_spans:
+                with suppress_http_instrumentation():
+                    response = send(request)
+            else:
+                response = send(request)
         except BaseException as exc:
             if call is not None:
                 call.finish("error", exc)
@@ -368,7 +383,11 @@ def _install(
             return await send(request)
         token = otel_context.attach(ctx)
         try:
-            response = await send(request)
+            if call is not None and not config.http_spans:
+                with suppress_http_instrumentation():
+                    response = await send(request)
+            else:
+                response = await send(request)
         except BaseException as exc:
             if call is not None:
                 call.finish("error", exc)
@@ -420,7 +439,9 @@ def _prepare(config: _Config, request: Any) -> tuple[_Call | None, Context | Non
         ours = [key for key in entries if key in _ATTRIBUTION_KEYS] if entries else []
         strip = False
         if config.attribution_hosts.match(host, port) is not _NO_MATCH:
-            _add_attribution_headers(request.headers, entries, config.attribution_secret)
+            _add_attribution_headers(
+                request.headers, entries, config.attribution_secret, trace.get_current_span()
+            )
         elif config.strip_attribution_baggage:
             if "baggage" in request.headers:
                 _strip_baggage_header(request.headers)
@@ -438,6 +459,9 @@ def _prepare(config: _Config, request: Any) -> tuple[_Call | None, Context | Non
             ctx = trace.set_span_in_context(call.span, ctx)
         for key in ours if strip else ():
             ctx = baggage.remove_baggage(key, ctx)
+        if call is not None and not config.http_spans:
+            # The instrumentation is suppressed for this request: propagate as it would have.
+            inject(request.headers, context=ctx)
         return call, ctx
     except Exception:
         logger.exception("otel_costs: could not prepare the telemetry of an HTTP request")
@@ -488,6 +512,11 @@ def _start_call(
         attributes[SERVER_PORT] = port
     if model:
         attributes[conv.GEN_AI_REQUEST_MODEL] = model
+    if not config.http_spans:
+        url = request.url
+        attributes[HTTP_REQUEST_METHOD] = request.method
+        # Without the query: Gemini API keys travel as ?key=...
+        attributes[URL_FULL] = str(url.copy_with(query=None, fragment=None, username=None, password=None))
     name = f"{api.operation} {model}" if model else api.operation
     span = config.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
     no_usage_reason = None
@@ -564,6 +593,8 @@ class _Call:
         span = self.span
         result = self.capture.close(eof=how == "eof") if self.capture is not None else None
         attributes: dict[str, Any] = {}
+        if not self.config.http_spans and self.status:
+            attributes[HTTP_RESPONSE_STATUS_CODE] = self.status
         if result is not None:
             if result.response_model:
                 attributes[conv.GEN_AI_RESPONSE_MODEL] = result.response_model
@@ -725,19 +756,19 @@ def attribution_headers(
     """
     headers: dict[str, str] = {}
     key = secret.encode() if isinstance(secret, str) else secret
-    _add_attribution_headers(headers, baggage.get_all(context), key)
+    _add_attribution_headers(headers, baggage.get_all(context), key, trace.get_current_span(context))
     return headers
 
 
 def _add_attribution_headers(
-    headers: MutableMapping[str, str], entries: Mapping[str, object], secret: bytes | None
+    headers: MutableMapping[str, str], entries: Mapping[str, object], secret: bytes | None, span: trace.Span
 ) -> None:
     for key, header in _HEADER_FOR_KEY.items():
         value = _header_value(entries.get(key))
         if value is not None and header not in headers:
             headers[header] = value
     if conv.HEADER_PARENT_AGENT_ID not in headers:
-        attributes = getattr(trace.get_current_span(), "attributes", None)
+        attributes = getattr(span, "attributes", None)
         parent = (
             _header_value(attributes.get(conv.AGENT_PARENT_ID)) if isinstance(attributes, Mapping) else None
         )

@@ -869,3 +869,66 @@ def test_threads_keep_their_own_context(capture: Capture, fake: FakeLLMProvider)
     finally:
         otel_context.detach(token)
     assert otel_context.get_current() is before
+
+
+# ---------------------------------------------------------------------------------------------
+# http_spans=False: one span per LLM call
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_without_http_spans_the_llm_span_carries_the_http_attributes(
+    capture: Capture, fake: FakeLLMProvider, module: Any
+) -> None:
+    """With http_spans=False an LLM call is one span: HTTP attributes on it, its own traceparent sent."""
+    capture.on(http_spans=False)
+    url = f"{fake.gemini_base_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=secret"
+    token = with_attribution({"region": "eu"})
+    try:
+        with module.Client() as client:
+            client.post(url, json=GEMINI_BODY)
+            client.get(f"{fake.base_url}/v1/models")
+    finally:
+        otel_context.detach(token)
+    span = capture.one_llm_span()
+    attributes = span.attributes or {}
+    assert attributes["http.request.method"] == "POST"
+    assert attributes["http.response.status_code"] == 200
+    assert (
+        attributes["url.full"]
+        == f"{fake.gemini_base_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+    )
+    assert usage_of(span) == expected_usage(fake.requests[-2], cache_write=False)
+    assert [s.name for s in capture.spans()] == ["generate_content gemini-2.5-flash", "GET"]
+    sent = fake.requests[-2]
+    assert sent.headers["traceparent"].split("-")[2] == format(span.context.span_id, "016x")
+    assert baggage_keys(sent) == {"region"}
+
+
+def test_without_http_spans_sdk_streams_still_complete(capture: Capture, fake: FakeLLMProvider) -> None:
+    """SDK streams are captured the same way when the HTTP span is left out."""
+    capture.on(http_spans=False)
+    anthropic_messages(fake, stream=True)
+    span = capture.one_llm_span()
+    assert usage_of(span) == expected_usage(fake.requests[-1], reasoning=False)
+    assert capture.spans() == [span]
+
+
+def test_parent_agent_header_comes_from_the_current_agent_span(
+    capture: Capture, fake: FakeLLMProvider
+) -> None:
+    """Inside an agent span that has a parent agent, allowlisted requests carry X-Parent-Agent-Id."""
+    capture.on(attribution_hosts=[fake.host])
+    tracer = capture.provider.get_tracer("test")
+    token = with_attribution()
+    try:
+        with tracer.start_as_current_span(
+            "invoke_agent triage", attributes={conv.AGENT_PARENT_ID: "planner"}
+        ):
+            httpx.post(f"{fake.base_url}/v1/chat/completions", json={"model": "gpt-4o", "messages": []})
+            headers = attribution_headers()
+    finally:
+        otel_context.detach(token)
+    assert fake.requests[-1].headers["x-parent-agent-id"] == "planner"
+    assert headers[conv.HEADER_PARENT_AGENT_ID] == "planner"
+    assert headers[conv.HEADER_TEAM_ID] == "billing" and HEADER_ATTRIBUTION_SIGNATURE not in headers
