@@ -5,7 +5,8 @@ The fake provider runs in a child process, so only the client's CPU is measured
 (so drift in machine load hits them alike):
 
 - ``bare``: plain httpx, no instrumentation at all;
-- ``http-only``: opentelemetry-instrumentation-httpx alone (HTTP spans, no LLM capture);
+- ``http-only``: opentelemetry-instrumentation-httpx alone, for httpx and httpx2 (the openai SDK
+  uses httpx2): HTTP spans, no LLM capture;
 - ``capture``: ``otel_costs.instrument_httpx`` (HTTP span + LLM span + incremental parsing);
 - ``capture-1span``: the same with ``http_spans=False`` (the LLM span carries the HTTP attributes).
 
@@ -32,7 +33,7 @@ from collections.abc import Callable
 
 import httpx
 import openai
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_costs._httpx import instrument_httpx, uninstrument_httpx
@@ -102,13 +103,19 @@ def main() -> int:
     process, base_url = start_fake(1000)
     host = base_url.removeprefix("http://")
     provider = TracerProvider()
-    http_only = HTTPXClientInstrumentor()
+    http_only = (HTTPXClientInstrumentor(), HTTPX2ClientInstrumentor())
+
+    def http_on() -> None:
+        for instrumentor in http_only:
+            instrumentor.instrument(tracer_provider=provider)
+
+    def http_off() -> None:
+        for instrumentor in http_only:
+            instrumentor.uninstrument()
+
     setups: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {
         "bare": (lambda: None, lambda: None),
-        "http-only": (
-            lambda: http_only.instrument(tracer_provider=provider),
-            lambda: http_only.uninstrument(),
-        ),
+        "http-only": (http_on, http_off),
         "capture": (
             lambda: instrument_httpx(tracer_provider=provider, llm_hosts={host: None}),
             uninstrument_httpx,
