@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar
 
-from opentelemetry import baggage, trace
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
@@ -40,6 +40,13 @@ from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXC
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_http_instrumentation
 from opentelemetry.propagate import inject
+from opentelemetry.propagators.textmap import (
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.semconv.attributes.server_attributes import SERVER_PORT
@@ -325,6 +332,8 @@ def instrument_httpx(
             if importlib.util.find_spec(name) is None:
                 continue
             _INSTALLED.append(_install(importlib.import_module(name), instrumentor_cls(), tracer_provider))
+        if strip_attribution_baggage and not isinstance(propagate.get_global_textmap(), _AttributionFilter):
+            propagate.set_global_textmap(_AttributionFilter(propagate.get_global_textmap()))
         _CONFIG = config
 
 
@@ -406,6 +415,9 @@ def _install(
 def _uninstall_locked() -> None:
     global _CONFIG
     _CONFIG = None
+    current = propagate.get_global_textmap()
+    if isinstance(current, _AttributionFilter):
+        propagate.set_global_textmap(current.inner)
     while _INSTALLED:
         installed = _INSTALLED.pop()
         module = installed.module
@@ -457,17 +469,57 @@ def _prepare(config: _Config, request: Any) -> tuple[_Call | None, Context | Non
         ctx = otel_context.get_current()
         if call is not None:
             ctx = trace.set_span_in_context(call.span, ctx)
-        for key in ours if strip else ():
-            ctx = baggage.remove_baggage(key, ctx)
         if call is not None and not config.http_spans:
             # The instrumentation is suppressed for this request: propagate as it would have.
-            inject(request.headers, context=ctx)
+            inject(request.headers, context=_without(ours, ctx) if strip else ctx)
+        elif strip:
+            if isinstance(propagate.get_global_textmap(), _AttributionFilter):
+                # Spans started below keep the attribution; only the injected header loses it.
+                ctx = otel_context.set_value(_STRIP_KEY, True, ctx)
+            else:  # someone replaced the global propagator since: strip from the context itself
+                ctx = _without(ours, ctx)
         return call, ctx
     except Exception:
         logger.exception("otel_costs: could not prepare the telemetry of an HTTP request")
         if call is not None:
             call.span.end()
         return None, None
+
+
+def _without(keys: Iterable[str], ctx: Context) -> Context:
+    for key in keys:
+        ctx = baggage.remove_baggage(key, ctx)
+    return ctx
+
+
+_STRIP_KEY: Final = otel_context.create_key("otel_costs.strip_attribution_baggage")
+
+
+class _AttributionFilter(TextMapPropagator):
+    """Wraps the global propagator: leaves the attribution keys out of injected baggage when the
+    context asks for it (a request to a host outside ``attribution_hosts``)."""
+
+    def __init__(self, inner: TextMapPropagator) -> None:
+        self.inner = inner
+
+    def inject(
+        self, carrier: Any, context: Context | None = None, setter: Setter[Any] = default_setter
+    ) -> None:
+        if otel_context.get_value(_STRIP_KEY, context):
+            entries = baggage.get_all(context)
+            context = _without(
+                [key for key in entries if key in _ATTRIBUTION_KEYS], context or otel_context.get_current()
+            )
+        self.inner.inject(carrier, context=context, setter=setter)
+
+    def extract(
+        self, carrier: Any, context: Context | None = None, getter: Getter[Any] = default_getter
+    ) -> Context:
+        return self.inner.extract(carrier, context=context, getter=getter)
+
+    @property
+    def fields(self) -> set[str]:
+        return self.inner.fields
 
 
 def _inside_llm_span() -> bool:
@@ -578,6 +630,8 @@ class _Call:
 
     def finish(self, how: str, exc: BaseException | None = None) -> None:
         """End the span. ``how``: eof, closed, error, abandoned or no_body. Never raises."""
+        if self.done:  # the common second call (close after eof, then __del__): no lock needed
+            return
         with self._lock:
             if self.done:
                 return

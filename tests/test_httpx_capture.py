@@ -15,12 +15,15 @@ import httpx
 import httpx2
 import openai
 import pytest
-from opentelemetry import baggage, trace
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_costs import _conventions as conv
 from otel_costs._fake_provider import FakeLLMProvider, FakeUsage, Misbehaviour, RecordedRequest
@@ -632,8 +635,10 @@ def test_uninstrument_restores_the_transports(fake: FakeLLMProvider) -> None:
     original = httpx.HTTPTransport.__dict__["handle_request"]
     capture = Capture(fake)
     capture.on()
-    assert httpx.HTTPTransport.__dict__["handle_request"] is not original
-    uninstrument_httpx()
+    try:
+        assert httpx.HTTPTransport.__dict__["handle_request"] is not original
+    finally:
+        uninstrument_httpx()
     assert httpx.HTTPTransport.__dict__["handle_request"] is original
     httpx.post(f"{fake.openai_base_url}/chat/completions", json={"model": "gpt-4o", "messages": []})
     assert capture.spans() == []
@@ -932,3 +937,52 @@ def test_parent_agent_header_comes_from_the_current_agent_span(
     assert fake.requests[-1].headers["x-parent-agent-id"] == "planner"
     assert headers[conv.HEADER_PARENT_AGENT_ID] == "planner"
     assert headers[conv.HEADER_TEAM_ID] == "billing" and HEADER_ATTRIBUTION_SIGNATURE not in headers
+
+
+class BaggageAtStart(SpanProcessor):
+    """Records the baggage each span started under."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, dict[str, object]] = {}
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.seen[span.name] = dict(baggage.get_all(parent_context))
+
+
+def test_spans_keep_attribution_while_the_header_loses_it(capture: Capture, fake: FakeLLMProvider) -> None:
+    """The LLM and HTTP spans start with the attribution baggage; only the sent header is filtered."""
+    recorder = BaggageAtStart()
+    capture.provider.add_span_processor(recorder)
+    token = with_attribution()
+    try:
+        openai_chat(fake, stream=False)
+    finally:
+        otel_context.detach(token)
+    assert set(ATTRIBUTION) <= set(recorder.seen["chat gpt-4o"])
+    assert set(ATTRIBUTION) <= set(recorder.seen["POST"])
+    assert baggage_keys(fake.requests[-1]).isdisjoint(ATTRIBUTION)
+
+
+def test_a_replaced_propagator_still_sends_no_attribution(capture: Capture, fake: FakeLLMProvider) -> None:
+    """If the global propagator is replaced after instrumenting, the attribution is still not sent."""
+    original = propagate.get_global_textmap()
+    replacement = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+    propagate.set_global_textmap(replacement)
+    token = with_attribution({"region": "eu"})
+    try:
+        httpx.post(f"{fake.openai_base_url}/chat/completions", json={"model": "gpt-4o", "messages": []})
+    finally:
+        otel_context.detach(token)
+        propagate.set_global_textmap(original)
+    assert baggage_keys(fake.requests[-1]) == {"region"}
+
+
+def test_uninstrument_restores_the_global_propagator(fake: FakeLLMProvider) -> None:
+    """instrument_httpx wraps the global propagator; uninstrument_httpx puts the original back."""
+    original = propagate.get_global_textmap()
+    Capture(fake).on()
+    try:
+        assert propagate.get_global_textmap() is not original
+    finally:
+        uninstrument_httpx()
+    assert propagate.get_global_textmap() is original
