@@ -2,16 +2,25 @@
 
 Both runs start the same program (``python -m otel_costs._serve``) pinned to one core; the
 relay run adds ``--relay`` (decode -> encode -> forward, no window, no rollup). A load
-generator on the other core sends the same pre-encoded OTLP/gRPC requests (traces of two
-services, LLM spans carrying the in-process exporter's ``cost.*`` attributes, each trace
-split across two requests as two services would send it) and a sink acks what is forwarded.
-Throughput = spans sent / (first send .. the worker's ``spans_forwarded_total`` reaching
-that count), read from the worker's ``/metrics``.
+generator on the other core sends the same pre-encoded OTLP/gRPC requests (16-span traces of
+two services, each trace split across two requests as two services would send it, one
+``ScopeSpans`` per trace as a gateway routing by trace id sends them) and a sink acks what is
+forwarded. Throughput = spans sent / (first send .. the worker's ``spans_forwarded_total``
+reaching that count), read from the worker's ``/metrics``.
+
+The span mix: ``--mixes`` lists how many of each 16-span trace's spans are LLM calls carrying
+the in-process exporter's ``cost.*`` attributes (``cost.direct*``, ``cost.status``, the
+pricing attributes); their ancestors in the same service carry its process-scope rollup
+figures, which serve replaces trace-wide, as a real exporter writes them. ``3`` (19 %) is a
+realistic agent workload (HTTP, DB, tool and agent spans around a few model calls), ``16`` is
+every span billable, ``0`` is a service without LLM calls. Spans carry 3 attributes of their
+own, LLM calls 4 more (model, operation, tokens).
 
 Run::
 
-    python benchmarks/bench_serve.py             # ~1 minute on 2 cores
-    python benchmarks/bench_serve.py --spans 100000 --rounds 1   # quicker
+    python benchmarks/bench_serve.py                       # ~3 minutes on 2 cores
+    python benchmarks/bench_serve.py --mixes 3 --rounds 1  # quicker
+    python benchmarks/bench_serve.py --before /tmp/old     # also time serve from another checkout
 """
 
 from __future__ import annotations
@@ -78,20 +87,47 @@ def _attr(span: Span, key: str, value: object) -> None:
         kv.value.string_value = str(value)
 
 
+#: Each service's eight spans: (position, parent position or None). 0 is the service's local
+#: root, 1 an agent with three children, 5 a tool span with two children; the orchestrator's
+#: span 6 calls the sub-agent, whose local root hangs under it.
+_SHAPE = ((0, None), (1, 0), (2, 1), (3, 1), (4, 1), (5, 0), (6, 5), (7, 5))
+#: LLM positions per service, filled in this order: the agent's children first.
+_LLM_ORDER = (2, 3, 4, 6, 7, 1, 5, 0)
+
+
+def _llm_positions(llm_spans: int) -> tuple[frozenset[int], frozenset[int]]:
+    """Which positions of the orchestrator's and of the sub-agent's spans are LLM calls."""
+    orchestrator = (llm_spans + 1) // 2
+    return frozenset(_LLM_ORDER[:orchestrator]), frozenset(_LLM_ORDER[: llm_spans - orchestrator])
+
+
 def _service_part(
-    rs: ResourceSpans, service: str, trace_id: bytes, first: int, remote_parent: bytes | None
+    rs: ResourceSpans,
+    service: str,
+    trace_id: bytes,
+    first: int,
+    remote_parent: bytes | None,
+    llm: frozenset[int],
 ) -> None:
-    """Eight spans of one service: a local root, an agent, three LLM calls, three tool spans."""
+    """Eight spans of one service; positions in ``llm`` are priced LLM calls."""
     ss = rs.scope_spans.add()
     ss.scope.name = "bench"
     ids = [(first + i).to_bytes(8, "big") for i in range(8)]
-    parents: list[bytes | None] = [remote_parent, ids[0], ids[1], ids[1], ids[1], ids[0], ids[5], ids[5]]
-    for i, (span_id, parent) in enumerate(zip(ids, parents, strict=True)):
+    parent_of = dict(_SHAPE)
+    # The in-process exporter writes process-scope figures on every span above an LLM call.
+    figured = set()
+    for position in llm:
+        at: int | None = position
+        while at is not None:
+            figured.add(at)
+            at = parent_of[at]
+    for i, parent in _SHAPE:
         span = ss.spans.add()
         span.trace_id = trace_id
-        span.span_id = span_id
-        if parent is not None:
-            span.parent_span_id = parent
+        span.span_id = ids[i]
+        parent_id = remote_parent if parent is None else ids[parent]
+        if parent_id is not None:
+            span.parent_span_id = parent_id
         span.name = f"{service} step {i}"
         span.kind = Span.SPAN_KIND_INTERNAL
         span.start_time_unix_nano = 1_700_000_000_000_000_000 + i
@@ -99,7 +135,7 @@ def _service_part(
         _attr(span, conv.WORKFLOW_ID, "01JBENCHWORKFLOW0000000000")
         _attr(span, conv.AGENT_NAME, service)
         _attr(span, "http.route", "/run")
-        if i in (2, 3, 4):
+        if i in llm:
             nanos = 1_000 * (i + 1)
             _attr(span, conv.GEN_AI_OPERATION_NAME, "chat")
             _attr(span, conv.GEN_AI_REQUEST_MODEL, "gpt-5.2")
@@ -109,7 +145,7 @@ def _service_part(
             _attr(span, conv.COST_DIRECT_NANOS, nanos)
             _attr(span, conv.COST_STATUS, conv.STATUS_PRICED)
             _attr(span, conv.COST_CURRENCY, conv.CURRENCY_USD)
-        if i in (0, 1, 2, 3, 4):  # the in-process exporter's process-scope figures, replaced trace-wide
+        if i in figured:  # process-scope figures, replaced trace-wide
             _attr(span, conv.COST_TOTAL_NANOS, 3_000)
             _attr(span, conv.COST_CHILDREN_NANOS, 0)
             _attr(span, conv.COST_TOTAL, 3e-6)
@@ -117,9 +153,13 @@ def _service_part(
             _attr(span, conv.COST_ROLLUP_SCOPE, conv.SCOPE_PROCESS)
 
 
-def make_requests(total_spans: int, traces_per_request: int) -> list[bytes]:
-    """Pre-encoded requests: each trace's two services arrive in two different requests."""
+def make_requests(total_spans: int, traces_per_request: int, llm_spans: int = 3) -> list[bytes]:
+    """Pre-encoded requests: each trace's two services arrive in two different requests.
+
+    ``llm_spans`` of each trace's 16 spans are priced LLM calls.
+    """
     traces = max(1, total_spans // _SPANS_PER_TRACE)
+    llm = dict(zip(("orchestrator", "sub-agent"), _llm_positions(llm_spans), strict=True))
     payloads: list[bytes] = []
     for start in range(0, traces, traces_per_request):
         ids = range(start, min(traces, start + traces_per_request))
@@ -132,10 +172,10 @@ def make_requests(total_spans: int, traces_per_request: int) -> list[bytes]:
             for t in ids:
                 trace_id = (t + 1).to_bytes(16, "big")
                 if service == "orchestrator":
-                    _service_part(rs, service, trace_id, 1, None)
+                    _service_part(rs, service, trace_id, 1, None, llm[service])
                 else:
-                    # The sub-agent's local root hangs under the orchestrator's tool span (id 6).
-                    _service_part(rs, service, trace_id, 101, (6).to_bytes(8, "big"))
+                    # The sub-agent's local root hangs under the orchestrator's tool span (id 7).
+                    _service_part(rs, service, trace_id, 101, (7).to_bytes(8, "big"), llm[service])
             payloads.append(request.SerializeToString())
     return payloads
 
@@ -175,9 +215,15 @@ def _wait_healthy(http_port: int, proc: subprocess.Popen[bytes], timeout: float 
 
 
 def run_once(
-    mode: str, payloads: list[bytes], spans: int, sink_port: int, cpu: int, in_flight: int
+    mode: str,
+    payloads: list[bytes],
+    spans: int,
+    sink_port: int,
+    cpu: int,
+    in_flight: int,
+    source: str | None = None,
 ) -> Result:
-    """Start a worker in ``mode``, push ``payloads`` through it, time it, stop it."""
+    """Start a worker in ``mode`` (from the checkout at ``source``), push ``payloads`` through it, time it."""
     grpc_port, http_port = _free_port(), _free_port()
     cmd = [
         sys.executable, "-m", "otel_costs._serve",
@@ -188,7 +234,10 @@ def run_once(
     ]  # fmt: skip
     if mode == "relay":
         cmd.append("--relay")
-    proc = subprocess.Popen(["taskset", "-c", str(cpu), *cmd])
+    env = dict(os.environ)
+    if source is not None:  # ``python -m`` imports from the working directory first
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(["taskset", "-c", str(cpu), *cmd], cwd=source, env=env)
     try:
         _wait_healthy(http_port, proc)
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
@@ -223,34 +272,54 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--spans", type=int, default=320_000, help="spans per run (default 320000)")
+    parser.add_argument("--spans", type=int, default=160_000, help="spans per run (default 160000)")
     parser.add_argument(
         "--traces-per-request", type=int, default=32, help="traces per request (default 32: 256 spans)"
     )
-    parser.add_argument("--rounds", type=int, default=2, help="relay/rollup pairs, alternated (default 2)")
+    parser.add_argument(
+        "--mixes",
+        default="3,16,0",
+        help="LLM spans per 16-span trace, one run set each (default 3,16,0: 19%%, all, none)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternated runs per mode (default 3)")
     parser.add_argument("--in-flight", type=int, default=4, help="concurrent requests (default 4)")
+    parser.add_argument("--before", help="also time serve run from this checkout (an older version)")
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     worker_cpu = cpus[0]
     # The load generator and the sink run on the other core(s), away from the worker's.
     if len(cpus) > 1:
         os.sched_setaffinity(0, set(cpus[1:]))
-    payloads = make_requests(args.spans, args.traces_per_request)
     spans = (args.spans // _SPANS_PER_TRACE) * _SPANS_PER_TRACE
+    modes: list[tuple[str, str, str | None]] = [("relay", "relay", None), ("serve", "rollup", None)]
+    if args.before:
+        modes.append(("before", "rollup", os.path.abspath(args.before)))
     sink = _Sink()
-    results: list[Result] = []
-    for _ in range(args.rounds):
-        for mode in ("relay", "rollup"):
-            result = run_once(mode, payloads, spans, sink.port, worker_cpu, args.in_flight)
-            print(f"  {mode:7s} {result.spans} spans in {result.seconds:6.2f}s = {result.rate:9,.0f} spans/s")
-            results.append(result)
-    sink.server.stop(0)
-    best = {mode: max(r.rate for r in results if r.mode == mode) for mode in ("relay", "rollup")}
     per_request = _SPANS_PER_TRACE // 2 * args.traces_per_request
     print(f"bench_serve: spans/request {per_request}, worker on cpu {worker_cpu}")
-    print(f"  relay (decode -> encode -> forward): {best['relay']:9,.0f} spans/s")
-    print(f"  serve (window + trace rollup):       {best['rollup']:9,.0f} spans/s")
-    print(f"  ratio serve/relay: {best['rollup'] / best['relay']:.2f}x (target >= 0.7x; >= 30k spans/s)")
+    summary: list[str] = []
+    for mix in (int(m) for m in args.mixes.split(",")):
+        payloads = make_requests(args.spans, args.traces_per_request, mix)
+        rates: dict[str, float] = {}
+        for _ in range(args.rounds):
+            for label, mode, source in modes:
+                result = run_once(mode, payloads, spans, sink.port, worker_cpu, args.in_flight, source)
+                print(
+                    f"  mix {mix:2d}/16 {label:6s} {result.spans} spans in {result.seconds:6.2f}s"
+                    f" = {result.rate:9,.0f} spans/s"
+                )
+                rates[label] = max(rates.get(label, 0.0), result.rate)
+        line = (
+            f"LLM spans {mix:2d}/16 ({mix / _SPANS_PER_TRACE:4.0%}): relay {rates['relay']:9,.0f}  "
+            f"serve {rates['serve']:9,.0f}  ratio {rates['serve'] / rates['relay']:.2f}x"
+        )
+        if "before" in rates:
+            line += f"  (before {rates['before']:9,.0f}, {rates['before'] / rates['relay']:.2f}x)"
+        summary.append(line)
+    sink.server.stop(0)
+    print(f"best of {args.rounds} (spans/s); target serve >= 0.7x relay and >= 30k spans/s:")
+    for line in summary:
+        print("  " + line)
     return 0
 
 
