@@ -244,13 +244,18 @@ class _ZlibDecoder:
     def __init__(self, wbits: int) -> None:
         self._wbits = wbits
         self._inner = zlib.decompressobj(wbits)
-        self._first = True
+        self._head: bytes | None = b"" if wbits < 0 else None
 
     def decode(self, data: bytes, sink: _Body) -> None:
-        if self._first and len(data) >= 2:
-            self._first = False
-            # "deflate" is mostly sent zlib-wrapped although it names raw deflate: sniff the header.
-            if self._wbits < 0 and data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0:
+        if self._head is not None:
+            # "deflate" is mostly sent zlib-wrapped although it names raw deflate: sniff the
+            # two-byte zlib header before decoding anything.
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return
+            self._head = None
+            if data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0:
                 self._inner = zlib.decompressobj(zlib.MAX_WBITS)
         chunk = self._inner.decompress(data, _DECODE_STEP)
         while True:
@@ -426,7 +431,7 @@ class _State:
 
     def note_body(self, obj: Any) -> None:
         """Read a whole (non-streamed) response body."""
-        if isinstance(obj, list):
+        if isinstance(obj, list) and self.dialect == GEMINI_GENERATE:
             # Gemini streamGenerateContent without alt=sse: a JSON array of chunks.
             for item in obj:
                 if isinstance(item, dict):
@@ -535,8 +540,9 @@ class _JsonBody:
 # escaped, and a raw quote cannot occur inside a JSON string), per dialect.
 _MODEL_PROBES: Final = 3
 _MARKERS: Final[dict[str, tuple[bytes, ...]]] = {
-    OPENAI_CHAT: (b'"prompt_tokens"', b'"input_tokens"', b"[DONE]", b'"error"'),
-    OPENAI_COMPLETIONS: (b'"prompt_tokens"', b"[DONE]", b'"error"'),
+    # '_tokens"' is in both usage shapes (prompt_tokens, input_tokens): one scan instead of two.
+    OPENAI_CHAT: (b'_tokens"', b'"error"'),
+    OPENAI_COMPLETIONS: (b'"prompt_tokens"', b'"error"'),
     OPENAI_EMBEDDINGS: (b'"prompt_tokens"', b'"error"'),
     OPENAI_RESPONSES: (
         b'"response.completed"',
@@ -544,7 +550,7 @@ _MARKERS: Final[dict[str, tuple[bytes, ...]]] = {
         b'"response.failed"',
         b'"error"',
     ),
-    ANTHROPIC_MESSAGES: (b'"message_start"', b'"message_delta"', b'"message_stop"', b'"error"'),
+    ANTHROPIC_MESSAGES: (b'"message_start"', b'"message_delta"', b'"error"'),
     GEMINI_GENERATE: (b'"usageMetadata"', b'"finishReason"', b'"error"'),
 }
 
@@ -558,13 +564,10 @@ class _EventHandler:
         # The first events are parsed whatever they hold, to find the model (it is in the first
         # event of every provider's stream); after that only events holding a marker are.
         self.probes = _MODEL_PROBES
-        self.seen_done = False
-        self.seen_stop = False
 
     def on_event(self, name: bytes | None, data: bytes) -> None:
         state = self.state
         if data == b"[DONE]":
-            self.seen_done = True
             return
         if state.model is not None and not any(marker in data for marker in self.markers):
             return
@@ -589,8 +592,6 @@ class _EventHandler:
                 state.note_usage(message.get("usage"), final=False)
             elif kind == "message_delta":
                 state.note_usage(obj.get("usage"), final=True)
-            elif kind == "message_stop":
-                self.seen_stop = True
         elif dialect == OPENAI_RESPONSES:
             response = obj.get("response")
             if isinstance(response, dict):
