@@ -32,6 +32,7 @@ import heapq
 import http.client
 import json
 import logging
+import operator
 import os
 import random
 import signal
@@ -46,10 +47,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import chain
 from typing import Any, Final, Literal, NamedTuple, NoReturn, Protocol
 from urllib.parse import unquote, urlsplit
 
 import grpc  # type: ignore[import-untyped]
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -59,7 +62,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
     TraceServiceServicer,
 )
-from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -318,17 +320,34 @@ class ServeConfig:
 
 @dataclass(slots=True)
 class _Group:
-    """The resource and scope a span came with (kept so the output keeps the grouping)."""
+    """The resource and scope spans came with (kept so the output keeps the grouping)."""
 
     key: bytes
+    """Resource, scope and their schema URLs serialized: spans with equal keys share a ``ScopeSpans``."""
     resource_key: bytes
-    resource: Resource
+    """Resource and its schema URL serialized: equal keys share a ``ResourceSpans``."""
+    resource: bytes
+    """The serialized ``Resource``."""
     resource_schema_url: str
-    scope: InstrumentationScope
+    """``ResourceSpans.schema_url``."""
+    scope: bytes
+    """The serialized ``InstrumentationScope``."""
     scope_schema_url: str
+    """``ScopeSpans.schema_url``."""
 
 
-_Entry = tuple[Span, _Group]
+@dataclass(slots=True)
+class _Chunk:
+    """Spans of one trace that arrived together, under one resource and scope."""
+
+    group: _Group
+    """Their resource and scope."""
+    data: list[bytes]
+    """Each span serialized as it arrived; forwarded as it is unless the rollup changes it."""
+    span_ids: Sequence[bytes]
+    """Each span's id."""
+    parent_ids: Sequence[bytes]
+    """Each span's parent id, ``b""`` for a span without a parent."""
 
 
 @dataclass(slots=True)
@@ -336,48 +355,121 @@ class _Trace:
     """The buffered spans of one trace."""
 
     trace_id: bytes
-    spans: list[_Entry] = field(default_factory=list)
+    """The trace id."""
+    chunks: list[_Chunk] = field(default_factory=list)
+    """Its spans, in the order they arrived."""
+    spans: int = 0
+    """How many spans ``chunks`` hold."""
     first_seen: float = 0.0
-    #: ``now + linger`` once the root span arrived; until then the trace waits for max_wait.
+    """When its first span arrived (the window's clock)."""
     deadline: float | None = None
-    #: The trace already went out once: these spans came after their tree.
+    """``now + linger`` once the root span arrived; until then the trace waits for max_wait."""
     late: bool = False
+    """The trace already went out once: these spans came after their tree."""
 
 
 class _Staged(NamedTuple):
     """An incoming request split by trace, before it enters the window."""
 
-    traces: dict[bytes, list[_Entry]]
+    traces: dict[bytes, list[_Chunk]]
     roots: set[bytes]
     spans: int
 
 
-def stage_request(request: ExportTraceServiceRequest) -> _Staged:
-    """Split ``request`` by trace id, keeping each span's resource and scope."""
-    traces: dict[bytes, list[_Entry]] = {}
+_TRACE_ID: Final = operator.attrgetter("trace_id")
+_SPAN_ID: Final = operator.attrgetter("span_id")
+_PARENT_ID: Final = operator.attrgetter("parent_span_id")
+
+
+def stage_request(request: ExportTraceServiceRequest, raw: bytes | None = None) -> _Staged:
+    """Split ``request`` by trace id, keeping each span's resource and scope, and its bytes.
+
+    ``raw`` is ``request`` serialized as it arrived (serialized here when not given): each
+    span's bytes are taken from it as they are, so a span the rollup leaves alone is forwarded
+    without being encoded again. Behind a gateway that routes by trace id a ``ScopeSpans``
+    holds the spans of one trace, and stays one chunk.
+    """
+    span_data = _span_data(request, request.SerializeToString() if raw is None else raw)
+    traces: dict[bytes, list[_Chunk]] = {}
     roots: set[bytes] = set()
+    groups: dict[bytes, _Group] = {}
     count = 0
-    for rs in request.resource_spans:
-        resource = rs.resource
-        resource_key = resource.SerializeToString(deterministic=True) + b"\x00" + rs.schema_url.encode()
-        for ss in rs.scope_spans:
-            scope = ss.scope
-            key = b"%s\x01%s\x00%s" % (
-                resource_key,
-                scope.SerializeToString(deterministic=True),
-                ss.schema_url.encode(),
-            )
-            group = _Group(key, resource_key, resource, rs.schema_url, scope, ss.schema_url)
-            for span in ss.spans:
-                trace_id = span.trace_id
-                entries = traces.get(trace_id)
-                if entries is None:
-                    traces[trace_id] = entries = []
-                entries.append((span, group))
-                if not span.parent_span_id:
+    for rs, rs_data in zip(request.resource_spans, span_data, strict=True):
+        resource = rs.resource.SerializeToString(deterministic=True)
+        resource_key = resource + b"\x00" + rs.schema_url.encode()
+        for ss, data in zip(rs.scope_spans, rs_data, strict=True):
+            spans = ss.spans
+            if not data:
+                continue
+            scope = ss.scope.SerializeToString(deterministic=True)
+            key = b"%s\x01%s\x00%s" % (resource_key, scope, ss.schema_url.encode())
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(key, resource_key, resource, rs.schema_url, scope, ss.schema_url)
+            trace_ids = list(map(_TRACE_ID, spans))
+            span_ids = list(map(_SPAN_ID, spans))
+            parent_ids = list(map(_PARENT_ID, spans))
+            count += len(data)
+            first = trace_ids[0]
+            if trace_ids.count(first) == len(trace_ids):
+                parts = [(first, _Chunk(group, data, span_ids, parent_ids))]
+            else:
+                parts = _split_by_trace(group, trace_ids, data, span_ids, parent_ids)
+            for trace_id, chunk in parts:
+                chunks = traces.get(trace_id)
+                if chunks is None:
+                    traces[trace_id] = [chunk]
+                else:
+                    chunks.append(chunk)
+                if b"" in chunk.parent_ids:
                     roots.add(trace_id)
-                count += 1
     return _Staged(traces, roots, count)
+
+
+def _span_data(request: ExportTraceServiceRequest, raw: bytes) -> list[list[list[bytes]]]:
+    """Each span of ``request`` serialized, by resource and scope, taken from ``raw`` as it is."""
+    try:
+        view = _RequestView.FromString(raw)
+        data = [[ss.spans[:] for ss in rs.scope_spans] for rs in view.resource_spans]
+    except DecodeError:
+        data = []
+    shape = [[len(ss.spans) for ss in rs.scope_spans] for rs in request.resource_spans]
+    if [[len(spans) for spans in rs] for rs in data] != shape:
+        # ``raw`` is not ``request`` (cannot happen from the receivers): encode each span.
+        data = [
+            [[span.SerializeToString() for span in ss.spans] for ss in rs.scope_spans]
+            for rs in request.resource_spans
+        ]
+    return data
+
+
+def _split_by_trace(
+    group: _Group,
+    trace_ids: list[bytes],
+    data: list[bytes],
+    span_ids: list[bytes],
+    parent_ids: list[bytes],
+) -> list[tuple[bytes, _Chunk]]:
+    """One chunk per trace of a ``ScopeSpans`` that mixes traces (no gateway in front)."""
+    positions: dict[bytes, list[int]] = {}
+    for i, trace_id in enumerate(trace_ids):
+        at = positions.get(trace_id)
+        if at is None:
+            positions[trace_id] = [i]
+        else:
+            at.append(i)
+    return [
+        (
+            trace_id,
+            _Chunk(
+                group,
+                [data[i] for i in at],
+                [span_ids[i] for i in at],
+                [parent_ids[i] for i in at],
+            ),
+        )
+        for trace_id, at in positions.items()
+    ]
 
 
 class TraceWindow:
@@ -423,17 +515,19 @@ class TraceWindow:
         with self.lock:
             if self._spans + staged.spans > limit:
                 raise BufferFullError(f"window holds {self._spans} spans, limit {limit}")
-            for trace_id, entries in staged.traces.items():
+            for trace_id, chunks in staged.traces.items():
+                count = sum([len(chunk.data) for chunk in chunks])
                 trace = self._traces.get(trace_id)
                 if trace is None:
                     late = trace_id in self._flushed
-                    trace = self._traces[trace_id] = _Trace(trace_id, entries, now, None, late)
+                    trace = self._traces[trace_id] = _Trace(trace_id, chunks, count, now, None, late)
                     # A late trace has no root to wait for: its spans go out after linger.
                     self._push(now + (self._linger if late else self._max_wait), trace_id)
                     if late:
                         trace.deadline = now + self._linger
                 else:
-                    trace.spans.extend(entries)
+                    trace.chunks.extend(chunks)
+                    trace.spans += count
                 if trace.deadline is None and trace_id in staged.roots:
                     trace.deadline = now + self._linger
                     self._push(trace.deadline, trace_id)
@@ -464,7 +558,7 @@ class TraceWindow:
                     return ready, due - now
                 heapq.heappop(heap)
                 del self._traces[trace_id]
-                self._spans -= len(trace.spans)
+                self._spans -= trace.spans
                 reason = "late" if trace.late else ("root" if trace.deadline is not None else "max_wait")
                 ready.append((trace, reason))
                 self._remember_flushed(trace_id)
@@ -490,58 +584,76 @@ class TraceWindow:
             self._flushed.popitem(last=False)
 
 
-# --- rollup on protobuf spans ----------------------------------------------------------------
+# --- rollup on serialized spans --------------------------------------------------------------
 
 
-def rollup_trace(entries: Sequence[_Entry], *, partial_reason: str | None = None) -> list[bytes]:
-    """Roll up the spans of one trace; returns each span serialized with its trace-scope attributes.
+def _view_classes() -> dict[str, Any]:
+    """Message classes that read OTLP messages partly as raw bytes.
+
+    Each declares some fields of the real OTLP message, sub-messages as ``bytes``: parsing a
+    request with ``RequestView`` hands out every span's bytes as they arrived, without
+    building a Python object per span (a span the rollup leaves alone is forwarded as it came).
+    """
+    proto = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="otel_costs/serve_views.proto", package="otel_costs.serve_views", syntax="proto2"
+    )
+    layout: dict[str, list[tuple[str, int, str | None]]] = {
+        # ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
+        "RequestView": [("resource_spans", 1, "ResourceSpansView")],
+        # ResourceSpans { repeated ScopeSpans scope_spans = 2; }
+        "ResourceSpansView": [("scope_spans", 2, "ScopeSpansView")],
+        # ScopeSpans { repeated Span spans = 2; }
+        "ScopeSpansView": [("spans", 2, None)],
+    }
+    for name, fields in layout.items():
+        message = file.message_type.add(name=name)
+        for field_name, number, type_name in fields:
+            entry = message.field.add(name=field_name, number=number, label=proto.LABEL_REPEATED)
+            if type_name is None:
+                entry.type = proto.TYPE_BYTES
+            else:
+                entry.type = proto.TYPE_MESSAGE
+                entry.type_name = f".otel_costs.serve_views.{type_name}"
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return {
+        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"otel_costs.serve_views.{name}"))
+        for name in layout
+    }
+
+
+_VIEWS: Final = _view_classes()
+_RequestView: Final = _VIEWS["RequestView"]
+
+
+def rollup_trace(
+    chunks: Sequence[_Chunk], *, partial_reason: str | None = None
+) -> list[tuple[_Group, list[bytes]]]:
+    """Roll up the spans of one trace; returns each chunk's spans serialized with trace-scope figures.
 
     Rollup attributes an earlier rollup wrote (``cost.children*``, ``cost.total*``,
     ``cost.rollup.*``) are removed and the new ones appended; ``cost.direct*`` stays.
-    ``partial_reason`` (``"late"``) flags every span ``cost.rollup.partial``.
+    ``partial_reason`` (``"late"``) flags every span ``cost.rollup.partial``. Spans that
+    carry no cost attribute and get none are returned as they arrived.
 
     The new attributes are appended to the span's serialized bytes (a repeated field may
     continue anywhere in a message), which spares a protobuf copy per span: the hot path.
     """
+    data = [span for chunk in chunks for span in chunk.data]
+    span_ids = list(chain.from_iterable([chunk.span_ids for chunk in chunks]))
+    parent_ids = list(chain.from_iterable([chunk.parent_ids for chunk in chunks]))
+    known = set(span_ids)
     nodes: list[CostNode] = []
-    encoded: list[bytes] = []
     currencies: list[bool] = []
-    for span, _group in entries:
-        data = span.SerializeToString()
+    for i, (span, span_id, parent_id) in enumerate(zip(data, span_ids, parent_ids, strict=True)):
         values: dict[str, object] | None = None
         has_currency = False
-        if b"cost." in data:  # cheap C-level test: most spans carry no cost attribute at all
-            drop: list[int] | None = None
-            attributes = span.attributes
-            # One pass collecting the keys is much cheaper than branching per element.
-            for i, key in enumerate([kv.key for kv in attributes]):
-                if key[:5] != "cost.":
-                    continue
-                if key in _REPLACED_KEYS:
-                    if drop is None:
-                        drop = [i]
-                    else:
-                        drop.append(i)
-                elif key in _READ_KEYS:
-                    if values is None:
-                        values = {}
-                    values[key] = any_value(attributes[i].value)
-                elif key == conv.COST_CURRENCY:
-                    has_currency = True
-            if drop is not None:
-                for i in reversed(drop):
-                    del attributes[i]
-                data = span.SerializeToString()
-        flags = span.flags
-        nodes.append(
-            cost_node(
-                span.span_id,
-                span.parent_span_id or None,
-                values,
-                remote_parent=bool(flags & _HAS_IS_REMOTE and flags & _IS_REMOTE),
-            )
-        )
-        encoded.append(data)
+        if b"cost." in span:  # cheap C-level test: most spans carry no cost attribute at all
+            data[i], values, has_currency = _read_cost_attributes(span)
+        # rollup() reads remote_parent only where the parent is not among the trace's spans.
+        remote = bool(parent_id) and parent_id not in known and _remote_parent(span)
+        nodes.append(cost_node(span_id, parent_id or None, values, remote_parent=remote))
         currencies.append(has_currency)
     results = rollup(nodes)
     for i, (node, result) in enumerate(zip(nodes, results, strict=True)):
@@ -552,8 +664,53 @@ def rollup_trace(entries: Sequence[_Entry], *, partial_reason: str | None = None
         if extra:
             if currencies[i]:
                 extra.pop(conv.COST_CURRENCY, None)  # the pricing already wrote it (always USD)
-            encoded[i] += encode_attributes(extra)
-    return encoded
+            data[i] += encode_attributes(extra)
+    out: list[tuple[_Group, list[bytes]]] = []
+    start = 0
+    for chunk in chunks:
+        end = start + len(chunk.data)
+        out.append((chunk.group, data[start:end]))
+        start = end
+    return out
+
+
+def _remote_parent(span: bytes) -> bool:
+    """The span's parent lives in another process (``Span.flags``)."""
+    flags = Span.FromString(span).flags
+    return bool(flags & _HAS_IS_REMOTE and flags & _IS_REMOTE)
+
+
+def _read_cost_attributes(span: bytes) -> tuple[bytes, dict[str, object] | None, bool]:
+    """Read a serialized span's cost attributes and drop the figures an earlier rollup wrote.
+
+    Returns the span's bytes (re-encoded only if something was dropped), the attributes
+    ``cost_node`` reads (``None``: none of them) and whether ``cost.currency`` is set.
+    """
+    message = Span.FromString(span)
+    values: dict[str, object] | None = None
+    has_currency = False
+    drop: list[int] | None = None
+    attributes = message.attributes
+    # One pass collecting the keys is much cheaper than branching per element.
+    for i, key in enumerate([kv.key for kv in attributes]):
+        if key[:5] != "cost.":
+            continue
+        if key in _REPLACED_KEYS:
+            if drop is None:
+                drop = [i]
+            else:
+                drop.append(i)
+        elif key in _READ_KEYS:
+            if values is None:
+                values = {}
+            values[key] = any_value(attributes[i].value)
+        elif key == conv.COST_CURRENCY:
+            has_currency = True
+    if drop is not None:
+        for i in reversed(drop):
+            del attributes[i]
+        span = message.SerializeToString()
+    return span, values, has_currency
 
 
 def _varint(n: int) -> bytes:
@@ -629,28 +786,34 @@ def encode_attributes(attributes: Mapping[str, object]) -> bytes:
 
 
 def encode_batches(
-    spans: Iterable[tuple[bytes, _Group]], *, batch_spans: int, worker_id: str | None = None
+    chunks: Iterable[tuple[_Group, Sequence[bytes]]], *, batch_spans: int, worker_id: str | None = None
 ) -> list[tuple[bytes, int]]:
     """Serialized ``ExportTraceServiceRequest``s of at most ``batch_spans`` spans, and their span counts.
 
-    ``spans`` are serialized ``Span``s with the group they arrived in. Spans that came with
+    ``chunks`` are serialized ``Span``s with the group they arrived in. Spans that came with
     the same resource and scope share one ``ResourceSpans`` / ``ScopeSpans`` again, whichever
     request they arrived in.
     """
     out: list[tuple[bytes, int]] = []
-    by_scope: dict[bytes, tuple[_Group, list[bytes]]] = {}
+    by_scope: dict[bytes, tuple[_Group, list[Sequence[bytes]]]] = {}
     count = 0
-    for data, group in spans:
-        slot = by_scope.get(group.key)
-        if slot is None:
-            by_scope[group.key] = (group, [data])
-        else:
-            slot[1].append(data)
-        count += 1
-        if count >= batch_spans:
-            out.append((_encode(by_scope, worker_id), count))
-            by_scope = {}
-            count = 0
+    for group, spans in chunks:
+        size = len(spans)
+        start = 0
+        while start < size:
+            take = min(size - start, batch_spans - count)
+            part = spans if take == size else spans[start : start + take]
+            slot = by_scope.get(group.key)
+            if slot is None:
+                by_scope[group.key] = (group, [part])
+            else:
+                slot[1].append(part)
+            count += take
+            start += take
+            if count >= batch_spans:
+                out.append((_encode(by_scope, worker_id), count))
+                by_scope = {}
+                count = 0
     if count:
         out.append((_encode(by_scope, worker_id), count))
     return out
@@ -660,17 +823,32 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + _varint(len(payload)) + payload
 
 
-def _encode(by_scope: dict[bytes, tuple[_Group, list[bytes]]], worker_id: str | None) -> bytes:
+#: ``ScopeSpans.spans`` entry headers (tag 0x12 and the length) for spans of up to 8 KiB.
+_SPAN_HEADERS: Final = [b"\x12" + _varint(size) for size in range(8192)]
+
+
+def _frame_spans(spans: Sequence[bytes]) -> bytes:
+    """``spans`` as serialized ``ScopeSpans.spans`` entries, framed without a Python loop."""
+    try:
+        headers = list(map(_SPAN_HEADERS.__getitem__, map(len, spans)))
+    except IndexError:  # a span of 8 KiB or more
+        headers = [b"\x12" + _varint(len(span)) for span in spans]
+    parts = [b""] * (2 * len(spans))
+    parts[::2] = headers
+    parts[1::2] = spans
+    return b"".join(parts)
+
+
+def _encode(by_scope: dict[bytes, tuple[_Group, list[Sequence[bytes]]]], worker_id: str | None) -> bytes:
     # ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
     # ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; string schema_url = 3; }
     # ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2; string schema_url = 3; }
     resources: dict[bytes, tuple[_Group, list[bytes]]] = {}
-    for group, spans in by_scope.values():
-        parts = [_field(b"\x0a", group.scope.SerializeToString())]
-        parts.extend([b"\x12" + _varint(len(data)) + data for data in spans])
+    for group, pieces in by_scope.values():
+        spans = pieces[0] if len(pieces) == 1 else list(chain.from_iterable(pieces))
+        scope_spans = _field(b"\x0a", group.scope) + _frame_spans(spans)
         if group.scope_schema_url:
-            parts.append(_field(b"\x1a", group.scope_schema_url.encode()))
-        scope_spans = b"".join(parts)
+            scope_spans += _field(b"\x1a", group.scope_schema_url.encode())
         slot = resources.get(group.resource_key)
         if slot is None:
             resources[group.resource_key] = (group, [scope_spans])
@@ -678,12 +856,8 @@ def _encode(by_scope: dict[bytes, tuple[_Group, list[bytes]]], worker_id: str | 
             slot[1].append(scope_spans)
     request = bytearray()
     for group, scope_list in resources.values():
-        resource = group.resource
-        if worker_id is not None:
-            resource = Resource()
-            resource.CopyFrom(group.resource)
-            _tag_worker(resource, worker_id)
-        parts = [_field(b"\x0a", resource.SerializeToString())]
+        resource = group.resource if worker_id is None else _tag_worker(group.resource, worker_id)
+        parts = [_field(b"\x0a", resource)]
         parts.extend(_field(b"\x12", ss) for ss in scope_list)
         if group.resource_schema_url:
             parts.append(_field(b"\x1a", group.resource_schema_url.encode()))
@@ -691,14 +865,17 @@ def _encode(by_scope: dict[bytes, tuple[_Group, list[bytes]]], worker_id: str | 
     return bytes(request)
 
 
-def _tag_worker(resource: Resource, worker_id: str) -> None:
+def _tag_worker(serialized: bytes, worker_id: str) -> bytes:
+    """The serialized ``Resource`` with ``otel_costs.worker`` set to ``worker_id``."""
+    resource = Resource.FromString(serialized)
     for kv in resource.attributes:
         if kv.key == WORKER_ATTRIBUTE:  # a chain of workers: the last one names itself
             kv.value.string_value = worker_id
-            return
+            return resource.SerializeToString()
     kv = resource.attributes.add()
     kv.key = WORKER_ATTRIBUTE
     kv.value.string_value = worker_id
+    return resource.SerializeToString()
 
 
 # --- forwarding --------------------------------------------------------------------------------
@@ -1105,16 +1282,19 @@ class ServeWorker:
         self.stop()
 
     # --- receiving ----------------------------------------------------------------------
-    def accept(self, request: ExportTraceServiceRequest, protocol: str) -> int:
+    def accept(self, request: ExportTraceServiceRequest, protocol: str, raw: bytes | None = None) -> int:
         """Take the spans of ``request``; raises ``BufferFullError``, ``ShuttingDownError`` or
         ``RequestTooLargeError`` (the receivers turn them into OTLP answers). Returns the span count.
+
+        ``raw`` is ``request`` serialized as it arrived, if the receiver has it: spans the
+        rollup leaves alone are forwarded from it as they are.
         """
         if self._stopping.is_set():
             self.metrics.inc(REQUESTS_REJECTED, reason="shutting_down")
             raise ShuttingDownError("otel-costs serve is shutting down; retry")
         limit = self._config.max_buffered_spans
         if self._config.rollup:
-            staged = stage_request(request)
+            staged = stage_request(request, raw)
             spans = staged.spans
             self._check_size(spans)
             try:
@@ -1161,20 +1341,19 @@ class ServeWorker:
                 logger.exception("otel_costs serve: flush loop error")
 
     def _flush(self, ready: list[tuple[_Trace, str]]) -> None:
-        total = sum(len(trace.spans) for trace, _reason in ready)
+        total = sum([trace.spans for trace, _reason in ready])
         self._flushing += total
         try:
-            encoded: list[tuple[bytes, _Group]] = []
+            encoded: list[tuple[_Group, Sequence[bytes]]] = []
             for trace, reason in ready:
                 self.metrics.inc(TRACES_FLUSHED, reason=reason)
                 try:
-                    spans = rollup_trace(trace.spans, partial_reason="late" if trace.late else None)
+                    encoded.extend(rollup_trace(trace.chunks, partial_reason="late" if trace.late else None))
                 except Exception:
                     logger.exception(
-                        "otel_costs serve: rollup failed; forwarding %d spans as is", len(trace.spans)
+                        "otel_costs serve: rollup failed; forwarding %d spans as is", trace.spans
                     )
-                    spans = [span.SerializeToString() for span, _group in trace.spans]
-                encoded.extend(zip(spans, (group for _span, group in trace.spans), strict=True))
+                    encoded.extend((chunk.group, chunk.data) for chunk in trace.chunks)
             for payload, count in encode_batches(
                 encoded, batch_spans=self._config.forward_batch_spans, worker_id=self._config.worker_id
             ):
@@ -1232,6 +1411,15 @@ class _BadRequest(NamedTuple):
     """What the client is told."""
 
 
+class _Received(NamedTuple):
+    """A decoded gRPC payload with the bytes it was decoded from."""
+
+    request: ExportTraceServiceRequest
+    """The decoded request."""
+    raw: bytes
+    """The request as it arrived."""
+
+
 class OtlpTraceService(TraceServiceServicer):
     """The OTLP/gRPC ``TraceService`` of a worker."""
 
@@ -1239,13 +1427,16 @@ class OtlpTraceService(TraceServiceServicer):
         self._worker = worker
 
     def Export(
-        self, request: ExportTraceServiceRequest | _BadRequest, context: Any
+        self, request: ExportTraceServiceRequest | _Received | _BadRequest, context: Any
     ) -> ExportTraceServiceResponse:
         if isinstance(request, _BadRequest):
             self._worker.reject(request.reason)
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, request.message)
         try:
-            self._worker.accept(request, "grpc")
+            if isinstance(request, _Received):
+                self._worker.accept(request.request, "grpc", request.raw)
+            else:
+                self._worker.accept(request, "grpc")
         except (BufferFullError, ShuttingDownError) as exc:
             _abort_retryable(context, str(exc), self._worker.config.retry_after)
         except RequestTooLargeError as exc:
@@ -1270,14 +1461,14 @@ def _abort_retryable(context: Any, message: str, retry_after: float) -> NoReturn
 def _start_grpc(worker: ServeWorker, config: ServeConfig) -> tuple[Any, int]:
     limit = config.max_request_bytes
 
-    def decode(raw: bytes) -> ExportTraceServiceRequest | _BadRequest:
+    def decode(raw: bytes) -> _Received | _BadRequest:
         if len(raw) > limit:
             return _BadRequest(
                 "oversized",
                 f"OTLP request of {len(raw)} bytes exceeds --max-request-bytes {limit}: send smaller batches",
             )
         try:
-            return ExportTraceServiceRequest.FromString(raw)
+            return _Received(ExportTraceServiceRequest.FromString(raw), raw)
         except DecodeError as exc:
             return _BadRequest("malformed", f"cannot decode ExportTraceServiceRequest protobuf: {exc}")
 
@@ -1416,7 +1607,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
             self._status(400, f"cannot decode OTLP ExportTraceServiceRequest: {exc}", is_json)
             return
         try:
-            worker.accept(request, "http")
+            worker.accept(request, "http", None if is_json else body)
         except BufferFullError as exc:
             self._status(429, str(exc), is_json, retry_after=worker.config.retry_after)
             return

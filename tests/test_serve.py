@@ -149,9 +149,9 @@ def records_of(payloads: list[bytes]) -> list[SpanRecord]:
 
 
 def _rolled(*requests: ExportTraceServiceRequest, late: bool = False) -> dict[int, SpanRecord]:
-    entries = [e for req in requests for e in stage_request(req).traces[TRACE]]
-    spans = rollup_trace(entries, partial_reason="late" if late else None)
-    payloads = encode_batches(zip(spans, (g for _s, g in entries), strict=True), batch_spans=100)
+    chunks = [c for req in requests for c in stage_request(req).traces[TRACE]]
+    rolled = rollup_trace(chunks, partial_reason="late" if late else None)
+    payloads = encode_batches(rolled, batch_spans=100)
     return by_id(records_of([p for p, _n in payloads]))
 
 
@@ -167,12 +167,12 @@ def test_rollup_trace_sums_every_service() -> None:
 
 def test_rollup_trace_replaces_process_scope_figures_and_keeps_direct_cost() -> None:
     """Earlier rollup keys are replaced, never duplicated; stale remote-parent flags go; direct cost stays."""
-    entries = [
-        e
+    chunks = [
+        c
         for req in (request("o", ORCHESTRATOR), request("s", SUB_AGENT))
-        for e in stage_request(req).traces[TRACE]
+        for c in stage_request(req).traces[TRACE]
     ]
-    spans = [Span.FromString(data) for data in rollup_trace(entries)]
+    spans = [Span.FromString(data) for _group, rolled in rollup_trace(chunks) for data in rolled]
     for span in spans:
         keys = [kv.key for kv in span.attributes]
         assert len(keys) == len(set(keys)), keys
@@ -198,6 +198,71 @@ def test_rollup_trace_flags_late_spans_partial() -> None:
     spans = _rolled(request("sub-agent", SUB_AGENT), late=True)
     assert all(s.attributes[conv.COST_ROLLUP_PARTIAL] is True for s in spans.values())
     assert {s.attributes[conv.COST_ROLLUP_PARTIAL_REASON] for s in spans.values()} == {"late"}
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (field numbers below 16)."""
+    size = len(payload)
+    assert size < 1 << 14
+    length = bytes([size]) if size < 0x80 else bytes([size & 0x7F | 0x80, size >> 7])
+    return bytes([number << 3 | 2]) + length + payload
+
+
+def test_spans_the_rollup_leaves_alone_are_forwarded_as_they_arrived() -> None:
+    """A span the rollup does not change keeps its exact bytes (field order, unknown fields)."""
+    # Name before the ids and an unknown field 99: re-encoding would reorder and could drop.
+    plain = (
+        _len_field(5, b"plain")
+        + _len_field(1, TRACE)
+        + _len_field(2, sid(2))
+        + _len_field(4, sid(1))
+        + b"\x98\x06\x07"
+    )
+    costly = llm(3, 1, 500).attributes
+    root = Span(trace_id=TRACE, span_id=sid(1), name="root").SerializeToString()
+    billed = Span(trace_id=TRACE, span_id=sid(3), parent_span_id=sid(1), name="llm")
+    for key, value in costly.items():
+        kv = billed.attributes.add(key=key)
+        if isinstance(value, str):
+            kv.value.string_value = value
+        elif isinstance(value, int):
+            kv.value.int_value = value
+        else:
+            kv.value.double_value = value
+    scope_spans = b"".join(_len_field(2, span) for span in (plain, root, billed.SerializeToString()))
+    raw = _len_field(1, _len_field(2, scope_spans))
+    staged = stage_request(ExportTraceServiceRequest.FromString(raw), raw)
+    assert staged.roots == {TRACE} and staged.spans == 3
+    rolled = rollup_trace(staged.traces[TRACE])
+    [(payload, count)] = encode_batches(rolled, batch_spans=10)
+    assert count == 3
+    assert _len_field(2, plain) in payload
+    spans = by_id(records_of([payload]))
+    assert spans[2].name == "plain" and spans[2].parent_span_id == sid(1)
+    assert spans[1].attributes[conv.COST_TOTAL_NANOS] == 500
+    assert spans[3].attributes[conv.COST_ROLLUP_SCOPE] == conv.SCOPE_TRACE
+
+
+def test_a_scope_mixing_traces_is_split_by_trace() -> None:
+    """Spans of several traces in one ScopeSpans (no gateway in front) are grouped per trace, in order."""
+    other = bytes.fromhex("11" * 16)
+    mixed = [
+        S(1),
+        S(1, trace_id=other),
+        llm(2, 1, 7),
+        llm(2, 1, 11),
+        S(3, 2),
+    ]
+    mixed[3].trace_id = other
+    staged = stage_request(request("svc", mixed))
+    assert staged.spans == 5 and staged.roots == {TRACE, other}
+    ids = {t: [s for c in chunks for s in c.span_ids] for t, chunks in staged.traces.items()}
+    assert ids == {TRACE: [sid(1), sid(2), sid(3)], other: [sid(1), sid(2)]}
+    totals = {}
+    for trace_id, chunks in staged.traces.items():
+        [(payload, _n)] = encode_batches(rollup_trace(chunks), batch_spans=10)
+        totals[trace_id] = by_id(records_of([payload]))[1].attributes[conv.COST_TOTAL_NANOS]
+    assert totals == {TRACE: 7, other: 11}
 
 
 class FakeClock:
@@ -258,8 +323,7 @@ def test_window_refuses_past_its_limit() -> None:
 def test_encode_batches_regroups_resources_and_scopes_and_tags_the_worker() -> None:
     """Spans of one resource/scope from several requests share one ResourceSpans; batches respect the cap."""
     reqs = [request("a", [S(1)]), request("b", [S(2, 1)]), request("a", [S(3, 1)])]
-    entries = [e for r in reqs for e in stage_request(r).traces[TRACE]]
-    items = [(span.SerializeToString(), group) for span, group in entries]
+    items = [(c.group, c.data) for r in reqs for c in stage_request(r).traces[TRACE]]
     whole = encode_batches(items, batch_spans=10, worker_id="w-7")
     assert [n for _p, n in whole] == [3]
     decoded = ExportTraceServiceRequest.FromString(whole[0][0])
