@@ -26,7 +26,9 @@ from otel_costs._report import cost_trees, format_tree
 EXAMPLE_PRICES = {"gpt-5.2": {"input": 3.0, "output": 15.0}, "gemini-3-pro": {"input": 2.5, "output": 10.0}}
 
 
-def llm_call(provider: TracerProvider, model: str, system: str, input_tokens: int, output_tokens: int) -> None:
+def llm_call(
+    provider: TracerProvider, model: str, system: str, input_tokens: int, output_tokens: int
+) -> None:
     """One chat call as an OTel GenAI instrumentation records it."""
     tracer = trace.get_tracer("example", tracer_provider=provider)
     with tracer.start_as_current_span(
@@ -45,17 +47,21 @@ def llm_call(provider: TracerProvider, model: str, system: str, input_tokens: in
 
 def run(provider: TracerProvider, gemini_model: str = "gemini-3-pro") -> None:
     """coordinator -> code_agent -> syntax_analyzer, one LLM call each."""
-    with otel_costs.workflow("code-review", user_id="u-42", team_id="platform", tracer_provider=provider):
-        with otel_costs.agent("coordinator", tracer_provider=provider):
-            llm_call(provider, "gpt-5.2", "openai", 1500, 500)
-            with otel_costs.agent("code_agent", tracer_provider=provider):
-                llm_call(provider, "gpt-5.2", "openai", 2000, 800)
-                with otel_costs.agent("syntax_analyzer", tracer_provider=provider):
-                    llm_call(provider, gemini_model, "gcp.gemini", 500, 200)
+    with (
+        otel_costs.workflow("code-review", user_id="u-42", team_id="platform", tracer_provider=provider),
+        otel_costs.agent("coordinator", tracer_provider=provider),
+    ):
+        llm_call(provider, "gpt-5.2", "openai", 1500, 500)
+        with otel_costs.agent("code_agent", tracer_provider=provider):
+            llm_call(provider, "gpt-5.2", "openai", 2000, 800)
+            with otel_costs.agent("syntax_analyzer", tracer_provider=provider):
+                llm_call(provider, gemini_model, "gcp.gemini", 500, 200)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--real-prices", action="store_true", help="price with genai-prices instead")
     parser.add_argument("--file", default=os.environ.get("OTEL_COSTS_FILE", "otel-costs-traces.jsonl"))
     args = parser.parse_args(argv)

@@ -31,6 +31,16 @@ from ._budgets import (
 )
 from ._configure import ConfigurationError, configure, default_exporter
 from ._exporter import CostRollupExporter
+from ._httpx import (
+    DEFAULT_LLM_HOSTS,
+    HEADER_ATTRIBUTION_SIGNATURE,
+    AttributionTrust,
+    accept_attribution,
+    attribution_headers,
+    attribution_rejection,
+    instrument_httpx,
+    uninstrument_httpx,
+)
 from ._ledger import Ledger, LedgerUnavailable, MemoryLedger, RedisLedger, SqliteLedger
 from ._metrics import CostMetrics
 from ._otlp import OtlpFormatError, OtlpJsonFileExporter
@@ -44,6 +54,7 @@ from ._usage import LlmCall, TokenUsage, UsageReading, read_usage
 __all__ = [
     "AlertSink",
     "Attempt",
+    "AttributionTrust",
     "Budget",
     "BudgetAlert",
     "BudgetConfig",
@@ -62,8 +73,10 @@ __all__ = [
     "CostNode",
     "CostRollupExporter",
     "CostSpanProcessor",
+    "DEFAULT_LLM_HOSTS",
     "FailPolicy",
     "ForwardConfig",
+    "HEADER_ATTRIBUTION_SIGNATURE",
     "Ledger",
     "LedgerUnavailable",
     "LlmCall",
@@ -88,14 +101,19 @@ __all__ = [
     "UsageReading",
     "Verdict",
     "WebhookAlertSink",
+    "accept_attribution",
     "agent",
+    "attribution_headers",
+    "attribution_rejection",
     "configure",
     "cost_node",
     "current_attribution",
     "current_reservation_id",
     "default_exporter",
+    "instrument_httpx",
     "read_usage",
     "retry",
     "rollup",
+    "uninstrument_httpx",
     "workflow",
 ]

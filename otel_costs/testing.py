@@ -1,6 +1,9 @@
 """Test helpers shipped as public API: an in-memory cost pipeline and a fixed price table.
 
-Use them to test your own agents' attribution and costs without any infrastructure::
+Use them to test your own agents' attribution and costs without any infrastructure. For code
+that calls an LLM API, ``FakeLLMProvider`` is a local server speaking the OpenAI, Anthropic and
+Gemini wire formats (streaming included) with deterministic usage; ``ManualClock`` drives budget
+windows in tests::
 
     from otel_costs.testing import InMemoryPipeline
 
@@ -24,11 +27,24 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from . import _conventions as conv
 from ._exporter import CostRollupExporter
+from ._fake_provider import FakeLLMProvider, FakeUsage, Misbehaviour, RecordedRequest
 from ._money import nanos_to_decimal
 from ._otlp import SpanRecord
 from ._pricing import PriceBook
 from ._processor import CostListener, CostSpanProcessor, SpendRecorder
 from ._report import cost_trees, format_tree
+from ._windows import ManualClock
+
+__all__ = [
+    "FIXED_PRICES",
+    "FakeLLMProvider",
+    "FakeUsage",
+    "InMemoryPipeline",
+    "ManualClock",
+    "Misbehaviour",
+    "RecordedRequest",
+    "fixed_price_book",
+]
 
 #: USD per 1M tokens for a few model names, fixed so tests do not move when genai-prices
 #: updates. The numbers of ``examples/hierarchical_agents.py``.

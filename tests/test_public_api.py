@@ -26,3 +26,12 @@ def test_public_names_come_from_private_modules() -> None:
         obj = getattr(otel_costs, name)
         if isinstance(obj, type) or inspect.isfunction(obj):  # type aliases have no home module
             assert obj.__module__.startswith("otel_costs._"), (name, obj.__module__)
+
+
+def test_testing_module_exports_exist_and_are_sorted() -> None:
+    """``otel_costs.testing.__all__`` is alphabetised and every name in it exists."""
+    import otel_costs.testing as testing
+
+    assert testing.__all__ == sorted(testing.__all__)
+    for name in testing.__all__:
+        assert hasattr(testing, name), name
