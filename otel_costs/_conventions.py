@@ -55,6 +55,8 @@ HEADER_PARENT_AGENT_ID: Final = "X-Parent-Agent-Id"
 HEADER_RETRY_DEPTH: Final = "X-Retry-Depth"
 HEADER_USER_ID: Final = "X-User-Id"
 HEADER_TEAM_ID: Final = "X-Team-Id"
+#: HMAC signature over the attribution headers, checked by ``accept_attribution``.
+HEADER_ATTRIBUTION_SIGNATURE: Final = "X-Attribution-Signature"
 
 # --- cost ------------------------------------------------------------------------
 #: Own cost of a billable span, USD (double on the wire).
@@ -128,6 +130,14 @@ GEN_AI_SYSTEM: Final = "gen_ai.system"  # deprecated in favour of gen_ai.provide
 GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
 GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
 GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+#: Token usage (current semconv names; ``_usage`` also reads the deprecated and other tools' names).
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+#: Cache writes: the name in released semconv (<= 1.38); semconv main renames it ``cache_write``.
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
 SERVER_ADDRESS: Final = "server.address"
 
 #: ``gen_ai.operation.name`` values whose usage is an aggregate of child calls (never priced).

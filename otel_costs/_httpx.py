@@ -56,7 +56,6 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from . import _conventions as conv
 from ._llm_responses import (
-    GEN_AI_RESPONSE_ID,
     OPENAI_CHAT,
     OPENAI_COMPLETIONS,
     ApiCall,
@@ -104,7 +103,7 @@ DEFAULT_LLM_HOSTS: Final[Mapping[str, str | None]] = MappingProxyType(
 )
 
 #: HMAC signature over the attribution headers: ``t=<unix seconds>,v1=<hex HMAC-SHA256>``.
-HEADER_ATTRIBUTION_SIGNATURE: Final = "X-Attribution-Signature"
+HEADER_ATTRIBUTION_SIGNATURE: Final = conv.HEADER_ATTRIBUTION_SIGNATURE
 
 #: Baggage key -> outbound header. ``agent.name`` travels in baggage only.
 _HEADER_FOR_KEY: Final[Mapping[str, str]] = MappingProxyType(
@@ -653,7 +652,7 @@ class _Call:
             if result.response_model:
                 attributes[conv.GEN_AI_RESPONSE_MODEL] = result.response_model
             if result.response_id:
-                attributes[GEN_AI_RESPONSE_ID] = result.response_id
+                attributes[conv.GEN_AI_RESPONSE_ID] = result.response_id
             if result.usage is not None:
                 attributes.update(result.usage.attributes())
         error_type = None

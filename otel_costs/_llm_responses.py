@@ -21,13 +21,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-# --- GenAI usage attributes written by the capture layer (OpenTelemetry semconv names) ----------
-GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
-GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
-GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
-GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
-GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
-GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+from . import _conventions as conv
 
 # --- API dialects: the wire format of a request path --------------------------------------------
 OPENAI_CHAT: Final = "openai.chat_completions"
@@ -103,11 +97,11 @@ class TokenUsage:
     def attributes(self) -> dict[str, int]:
         """The ``gen_ai.usage.*`` span attributes of the fields that are set."""
         pairs = (
-            (GEN_AI_USAGE_INPUT_TOKENS, self.input_tokens),
-            (GEN_AI_USAGE_OUTPUT_TOKENS, self.output_tokens),
-            (GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, self.cache_read_tokens),
-            (GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, self.cache_write_tokens),
-            (GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, self.reasoning_tokens),
+            (conv.GEN_AI_USAGE_INPUT_TOKENS, self.input_tokens),
+            (conv.GEN_AI_USAGE_OUTPUT_TOKENS, self.output_tokens),
+            (conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, self.cache_read_tokens),
+            (conv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, self.cache_write_tokens),
+            (conv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, self.reasoning_tokens),
         )
         return {name: value for name, value in pairs if value is not None}
 

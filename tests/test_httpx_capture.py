@@ -26,6 +26,11 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_costs import _conventions as conv
+from otel_costs._conventions import GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS as CACHE_WRITE
+from otel_costs._conventions import GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS as CACHE_READ
+from otel_costs._conventions import GEN_AI_USAGE_INPUT_TOKENS as INPUT
+from otel_costs._conventions import GEN_AI_USAGE_OUTPUT_TOKENS as OUTPUT
+from otel_costs._conventions import GEN_AI_USAGE_REASONING_OUTPUT_TOKENS as REASONING
 from otel_costs._fake_provider import FakeLLMProvider, FakeUsage, Misbehaviour, RecordedRequest
 from otel_costs._httpx import (
     DEFAULT_LLM_HOSTS,
@@ -37,21 +42,6 @@ from otel_costs._httpx import (
     attribution_rejection,
     instrument_httpx,
     uninstrument_httpx,
-)
-from otel_costs._llm_responses import (
-    GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS as CACHE_WRITE,
-)
-from otel_costs._llm_responses import (
-    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS as CACHE_READ,
-)
-from otel_costs._llm_responses import (
-    GEN_AI_USAGE_INPUT_TOKENS as INPUT,
-)
-from otel_costs._llm_responses import (
-    GEN_AI_USAGE_OUTPUT_TOKENS as OUTPUT,
-)
-from otel_costs._llm_responses import (
-    GEN_AI_USAGE_REASONING_OUTPUT_TOKENS as REASONING,
 )
 
 pytestmark = pytest.mark.slow
