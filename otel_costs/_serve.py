@@ -62,6 +62,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
     TraceServiceServicer,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -592,7 +593,9 @@ def _view_classes() -> dict[str, Any]:
 
     Each declares some fields of the real OTLP message, sub-messages as ``bytes``: parsing a
     request with ``RequestView`` hands out every span's bytes as they arrived, without
-    building a Python object per span (a span the rollup leaves alone is forwarded as it came).
+    building a Python object per span (a span the rollup leaves alone is forwarded as it came);
+    ``SpanAttributesView`` hands out a span's attributes as serialized ``KeyValue``s and, with
+    some deleted, writes the span back with every other field as it was.
     """
     proto = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(
@@ -605,6 +608,8 @@ def _view_classes() -> dict[str, Any]:
         "ResourceSpansView": [("scope_spans", 2, "ScopeSpansView")],
         # ScopeSpans { repeated Span spans = 2; }
         "ScopeSpansView": [("spans", 2, None)],
+        # Span { repeated KeyValue attributes = 9; }
+        "SpanAttributesView": [("attributes", 9, None)],
     }
     for name, fields in layout.items():
         message = file.message_type.add(name=name)
@@ -625,6 +630,7 @@ def _view_classes() -> dict[str, Any]:
 
 _VIEWS: Final = _view_classes()
 _RequestView: Final = _VIEWS["RequestView"]
+_SpanAttributesView: Final = _VIEWS["SpanAttributesView"]
 
 
 def rollup_trace(
@@ -684,33 +690,101 @@ def _read_cost_attributes(span: bytes) -> tuple[bytes, dict[str, object] | None,
     """Read a serialized span's cost attributes and drop the figures an earlier rollup wrote.
 
     Returns the span's bytes (re-encoded only if something was dropped), the attributes
-    ``cost_node`` reads (``None``: none of them) and whether ``cost.currency`` is set.
+    ``cost_node`` reads (``None``: none of them) and whether ``cost.currency`` is set. The
+    attributes come as serialized ``KeyValue``s; only those holding ``cost.`` are looked at.
     """
-    message = Span.FromString(span)
+    view = _SpanAttributesView.FromString(span)
+    attributes = view.attributes
     values: dict[str, object] | None = None
     has_currency = False
     drop: list[int] | None = None
-    attributes = message.attributes
-    # One pass collecting the keys is much cheaper than branching per element.
-    for i, key in enumerate([kv.key for kv in attributes]):
-        if key[:5] != "cost.":
+    for i, kv in enumerate(attributes[:]):
+        if b"cost." not in kv:  # its key cannot start with "cost."
             continue
-        if key in _REPLACED_KEYS:
+        key, value = _key_value(kv)
+        if key in _DROP_KEYS:
             if drop is None:
                 drop = [i]
             else:
                 drop.append(i)
-        elif key in _READ_KEYS:
+            continue
+        name = _READ_KEY_NAMES.get(key)
+        if name is not None:
             if values is None:
                 values = {}
-            values[key] = any_value(attributes[i].value)
-        elif key == conv.COST_CURRENCY:
+            values[name] = _any_value(value)
+        elif key == _CURRENCY_KEY:
             has_currency = True
     if drop is not None:
         for i in reversed(drop):
             del attributes[i]
-        span = message.SerializeToString()
+        # The other fields are unknown to the view and written back as they were.
+        span = view.SerializeToString()
     return span, values, has_currency
+
+
+#: Serialized keys of the attributes an earlier rollup wrote, of the ones ``cost_node`` reads
+#: (with their names), and of ``cost.currency``.
+_DROP_KEYS: Final = frozenset(key.encode() for key in _REPLACED_KEYS)
+_READ_KEY_NAMES: Final = {key.encode(): key for key in _READ_KEYS}
+_CURRENCY_KEY: Final = conv.COST_CURRENCY.encode()
+
+
+def _key_value(kv: bytes) -> tuple[bytes, bytes | AnyValue]:
+    """The key of a serialized ``KeyValue`` (UTF-8) and its value, serialized or parsed.
+
+    The usual encoding (the key, then the value, each once) is split by hand; any other is
+    parsed by the protobuf runtime, and the value comes back parsed.
+    """
+    size = len(kv)
+    if size > 1 and kv[0] == 0x0A and kv[1] < 0x80:
+        end = kv[1] + 2
+        if end == size:
+            return kv[2:end], b""
+        if end < size and kv[end] == 0x12:
+            length, start = _read_varint(kv, end + 1)
+            if start + length == size:
+                return kv[2:end], kv[start:]
+    parsed = KeyValue.FromString(kv)
+    return parsed.key.encode(), parsed.value
+
+
+def _any_value(value: bytes | AnyValue) -> object:
+    """The Python value of an ``AnyValue`` (as ``any_value``), serialized or parsed.
+
+    Strings, ints, doubles and bools in their usual encoding are read by hand.
+    """
+    if not isinstance(value, bytes):
+        return any_value(value)
+    size = len(value)
+    if not size:
+        return None
+    tag = value[0]
+    if tag == 0x0A and size > 1 and value[1] < 0x80 and value[1] + 2 == size:  # string_value < 128 B
+        return value[2:].decode()
+    if tag == 0x18:  # int_value: int64 as a varint
+        number, end = _read_varint(value, 1)
+        if end == size and 0 <= number < 1 << 64:
+            return number - (1 << 64) if number >= 1 << 63 else number
+    elif tag == 0x21 and size == 9:  # double_value
+        double: float = _DOUBLE.unpack_from(value, 1)[0]
+        return double
+    elif tag == 0x10 and size == 2 and value[1] < 2:  # bool_value
+        return value[1] == 1
+    return any_value(AnyValue.FromString(value))
+
+
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    """The varint at ``data[at]`` and where it ends; ``(-1, len(data))`` if it is cut short."""
+    number = 0
+    shift = 0
+    for end in range(at, len(data)):
+        byte = data[end]
+        number |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return number, end + 1
+        shift += 7
+    return -1, len(data)
 
 
 def _varint(n: int) -> bytes:

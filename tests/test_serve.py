@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -25,11 +26,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from otel_costs import _conventions as conv
-from otel_costs._otlp import SpanRecord, iter_records, request_to_json
+from otel_costs._otlp import SpanRecord, any_value, iter_records, request_to_json
 from otel_costs._serve import (
+    _READ_KEYS,
+    _REPLACED_KEYS,
     WORKER_ATTRIBUTE,
     BufferFullError,
     ForwardConfig,
@@ -37,6 +41,7 @@ from otel_costs._serve import (
     ServeConfigError,
     ServeWorker,
     TraceWindow,
+    _read_cost_attributes,
     add_serve_parser,
     config_from_args,
     encode_attributes,
@@ -263,6 +268,93 @@ def test_a_scope_mixing_traces_is_split_by_trace() -> None:
         [(payload, _n)] = encode_batches(rollup_trace(chunks), batch_spans=10)
         totals[trace_id] = by_id(records_of([payload]))[1].attributes[conv.COST_TOTAL_NANOS]
     assert totals == {TRACE: 7, other: 11}
+
+
+#: Attribute keys the rollup drops, reads or checks, one it ignores, and ordinary ones.
+_KEYS = [
+    conv.COST_TOTAL_NANOS,
+    conv.COST_CHILDREN,
+    conv.COST_ROLLUP_REMOTE_PARENT,
+    conv.COST_STATUS,
+    conv.COST_DIRECT_NANOS,
+    conv.COST_DIRECT,
+    conv.COST_CURRENCY,
+    "cost.status_reason",
+    "http.route",
+    "cost." + "k" * 130,
+]
+
+
+def _any(rng: random.Random) -> bytes:
+    """A serialized AnyValue of a random kind, in the usual encoding or an unusual one."""
+    value = AnyValue()
+    kind = rng.randrange(11)
+    if kind == 0:
+        value.string_value = rng.choice([conv.STATUS_PRICED, conv.STATUS_UNPRICED, "cost.x", "é" * 70])
+    elif kind == 1:
+        value.int_value = rng.choice([0, 5, 300, 2**40, 2**63 - 1, -1, -(2**63)])
+    elif kind == 2:
+        value.double_value = rng.choice([0.0, 1e-9, 0.25, -3.5, float("inf")])
+    elif kind == 3:
+        value.bool_value = rng.random() < 0.5
+    elif kind == 4:
+        value.bytes_value = b"\x00cost."
+    elif kind == 5:
+        value.array_value.values.add().int_value = 3
+    elif kind == 6:
+        value.kvlist_value.values.add(key="cost.status").value.string_value = "priced"
+    elif kind == 7:
+        return b""  # no value set
+    elif kind == 8:
+        value.string_value = "long " * 40
+    elif kind == 9:  # an int written in a needlessly long varint, then overwritten: last wins
+        return b"\x18\x85\x80\x00" + b"\x18\x07"
+    else:  # two fields of the oneof: the last one wins
+        return b"\x0a\x03abc" + b"\x18\x2a"
+    return value.SerializeToString()
+
+
+def _key_value_bytes(rng: random.Random, key: str, value: bytes) -> bytes:
+    """A serialized KeyValue: usually key then value; sometimes value first, or a stale key first."""
+    form = rng.randrange(6)
+    if form == 0:
+        return _len_field(2, value) + _len_field(1, key.encode())
+    if form == 1:  # the key field twice: the last one counts
+        return _len_field(1, rng.choice(_KEYS).encode()) + _len_field(1, key.encode()) + _len_field(2, value)
+    return _len_field(1, key.encode()) + _len_field(2, value)
+
+
+def _reference_cost_attributes(data: bytes) -> tuple[Span, dict[str, object] | None, bool]:
+    """What the rollup reads from a span, through the protobuf API: the kept span, values, currency."""
+    span = Span.FromString(data)
+    values: dict[str, object] = {}
+    currency = False
+    for i in reversed(range(len(span.attributes))):
+        if span.attributes[i].key in _REPLACED_KEYS:
+            del span.attributes[i]
+    for kv in span.attributes:
+        if kv.key in _READ_KEYS:
+            values[kv.key] = any_value(kv.value)
+        elif kv.key == conv.COST_CURRENCY:
+            currency = True
+    return span, values or None, currency
+
+
+def test_cost_attributes_read_from_serialized_key_values_match_the_protobuf_api() -> None:
+    """Reading cost attributes from raw KeyValue bytes gives what the protobuf API gives, any encoding."""
+    rng = random.Random(7)
+    for _ in range(400):
+        attributes = [
+            _len_field(9, _key_value_bytes(rng, rng.choice(_KEYS), _any(rng)))
+            for _ in range(rng.randrange(9))
+        ]
+        data = Span(trace_id=TRACE, span_id=sid(1), name="s").SerializeToString() + b"".join(attributes)
+        span, values, currency = _read_cost_attributes(data)
+        expected_span, expected_values, expected_currency = _reference_cost_attributes(data)
+        assert Span.FromString(span) == expected_span
+        assert (repr(values), currency) == (repr(expected_values), expected_currency)
+        if not _REPLACED_KEYS & {kv.key for kv in Span.FromString(data).attributes}:
+            assert span == data, "re-encoded though nothing was dropped"
 
 
 class FakeClock:
