@@ -830,6 +830,8 @@ def encode_attributes(attributes: Mapping[str, object]) -> bytes:
     """``attributes`` as serialized ``Span.attributes`` entries (bool, int, float, str values).
 
     Appended to a serialized ``Span`` they add those attributes; used for the rollup figures.
+    Raises ``ValueError`` for an int outside int64 (a sum of absurd costs): the worker then
+    forwards that trace as it arrived.
     """
     parts: list[bytes] = []
     for key, value in attributes.items():
@@ -843,6 +845,9 @@ def encode_attributes(attributes: Mapping[str, object]) -> bytes:
             parts.append(prefix + _DOUBLE.pack(value))
         elif kind is int:
             number: int = value  # type: ignore[assignment]
+            if not -(1 << 63) <= number < 1 << 63:
+                # Written as is it would corrupt the whole forwarded batch (a varint past 10 bytes).
+                raise ValueError(f"attribute {key} = {number} does not fit an int64")
             # int64 two's complement: negative numbers take ten varint bytes.
             parts.append(_entry(key, b"\x18" + _varint(number if number >= 0 else number + (1 << 64))))
         else:

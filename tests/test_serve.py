@@ -37,6 +37,7 @@ from otel_costs._serve import (
     WORKER_ATTRIBUTE,
     BufferFullError,
     ForwardConfig,
+    SendOutcome,
     ServeConfig,
     ServeConfigError,
     ServeWorker,
@@ -431,7 +432,7 @@ def test_encode_batches_regroups_resources_and_scopes_and_tags_the_worker() -> N
 
 @pytest.mark.parametrize(
     "value",
-    [True, False, 0, 7, 2**62, -5, 0.1, 1e-9, "trace", "héllo wörld", "x" * 300],
+    [True, False, 0, 7, 2**62, 2**63 - 1, -5, -(2**63), 0.1, 1e-9, "trace", "héllo wörld", "x" * 300],
 )
 def test_encode_attributes_round_trips(value: object) -> None:
     """Appended attribute bytes decode to the same value, after the span's own attributes."""
@@ -442,6 +443,42 @@ def test_encode_attributes_round_trips(value: object) -> None:
     got = attrs["k"]
     assert getattr(got, got.WhichOneof("value")) == value
     assert attrs["first"].string_value == "kept"
+
+
+class RecordingSender:
+    """A next hop that accepts every request and keeps it (the transport seam of ``Forwarder``)."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+
+    def send(self, payload: bytes) -> SendOutcome:
+        self.payloads.append(payload)
+        return SendOutcome(True, False, None, "")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_trace_whose_costs_overflow_int64_goes_out_as_it_arrived() -> None:
+    """Costs summing past int64 nano-USD fail only their trace's rollup: it is forwarded as received."""
+    with pytest.raises(ValueError, match="int64"):
+        encode_attributes({conv.COST_TOTAL_NANOS: 2**63})
+    huge = S(1, attributes={conv.COST_TOTAL_NANOS: 5})
+    overflowing = [huge, llm(2, 1, 2**62), llm(3, 1, 2**62)]
+    other = bytes.fromhex("22" * 16)
+    fine = [S(1, trace_id=other), llm(2, 1, 7)]
+    fine[1].trace_id = other
+    sender = RecordingSender()
+    config = ServeConfig(ForwardConfig("127.0.0.1:9", "grpc"), grpc_port=None, http_port=0)
+    worker = ServeWorker(config, sender=sender)
+    worker.accept(request("svc", overflowing + fine), "grpc")
+    worker.flush()
+    assert worker.stop(timeout=5)
+    records = records_of(sender.payloads)
+    assert len(records) == 5
+    by_trace = {(r.trace_id, int.from_bytes(r.span_id, "big")): r.attributes for r in records}
+    assert by_trace[(TRACE, 1)] == {conv.COST_TOTAL_NANOS: 5}, "forwarded as it arrived"
+    assert by_trace[(other, 1)][conv.COST_TOTAL_NANOS] == 7
 
 
 @pytest.mark.parametrize(
