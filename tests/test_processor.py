@@ -7,17 +7,19 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from opentelemetry import baggage, context
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import StatusCode
 
 import otel_costs
 from otel_costs import _conventions as conv
-from otel_costs import _usage
+from otel_costs import _spans, _usage
 from otel_costs._usage import LlmCall
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
 
@@ -284,6 +286,39 @@ def test_raising_price_book_does_not_break_the_host(caplog: pytest.LogCaptureFix
     assert conv.COST_DIRECT not in attrs
     assert h.costs == [("chat", 0)]
     h.provider.shutdown()
+
+
+@pytest.mark.parametrize("fast_copy", [True, False], ids=["field copy", "constructor"])
+def test_costed_copy_keeps_the_span(monkeypatch: pytest.MonkeyPatch, fast_copy: bool) -> None:
+    """The costed copy of a span keeps everything but its attributes, whichever way it is copied."""
+    monkeypatch.setattr(_spans, "_FAST_COPY", fast_copy)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=5, max_events=1))
+    provider.add_span_processor(
+        otel_costs.CostSpanProcessor(SimpleSpanProcessor(exporter), price_book=fixed_price_book())
+    )
+    tracer = provider.get_tracer("tests", "1.0")
+    with tracer.start_as_current_span("parent") as parent:
+        span = tracer.start_span("chat", attributes={"early": 1, **chat("gpt-5.2", 1500, 500)})
+        span.add_event("dropped")  # the SDK keeps the newest events
+        span.add_event("kept")
+        span.set_status(StatusCode.ERROR, "boom")
+        span.end()
+    costed = next(s for s in exporter.get_finished_spans() if s.name == "chat")
+    assert (costed.attributes or {})[conv.COST_DIRECT_NANOS] == 12_000_000
+    assert "early" not in (costed.attributes or {})  # dropped by the SDK limit, and counted
+    assert costed.dropped_attributes == 1
+    assert [event.name for event in costed.events] == ["kept"]
+    assert costed.context == span.get_span_context()
+    assert costed.parent == parent.get_span_context()
+    ended = cast(ReadableSpan, span)
+    assert (costed.start_time, costed.end_time) == (ended.start_time, ended.end_time)
+    assert costed.status.status_code is StatusCode.ERROR
+    assert costed.resource is provider.resource
+    assert costed.instrumentation_scope == InstrumentationScope("tests", "1.0", None, None)
+    if fast_copy:
+        assert costed.dropped_events == 1  # the constructor path cannot carry this count
+    provider.shutdown()
 
 
 # --- flushing ----------------------------------------------------------------------------
