@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
-from conftest import LlmCallFn
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 import otel_costs
 from otel_costs import _conventions as conv
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
+
+LlmCallFn = Callable[..., None]
 
 
 def team_budget(limit: str) -> otel_costs.BudgetManager:
