@@ -161,6 +161,87 @@ def test_max_value_length_boundary(harness: Harness, value: str, accepted: bool)
 
 
 @pytest.mark.parametrize(
+    "limits",
+    [
+        SpanLimits(),
+        SpanLimits(max_span_attribute_length=4),
+        SpanLimits(max_span_attributes=3),
+        SpanLimits(max_span_attributes=0),
+    ],
+    ids=["default limits", "short values", "few attributes", "no attributes"],
+)
+def test_attribution_is_stored_as_set_attributes_would(limits: SpanLimits) -> None:
+    """Attribution lands on the span exactly as span.set_attributes would put it, under any span limits."""
+    start = {"user.id": "set at start", "http.method": "GET"}
+    ours = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=limits)
+    provider.add_span_processor(otel_costs.CostSpanProcessor(SimpleSpanProcessor(ours)))
+    reference = InMemorySpanExporter()
+    plain = TracerProvider(span_limits=limits)
+    plain.add_span_processor(SimpleSpanProcessor(reference))
+    baggage_entries = {**ALL_BAGGAGE, conv.BAGGAGE_RETRY_DEPTH: "x"}  # one rejected key too
+    token = with_baggage(baggage_entries)
+    try:
+        for _ in range(2):  # the second span reuses the prepared attribution
+            provider.get_tracer("t").start_span("s", attributes=start).end()
+    finally:
+        context.detach(token)  # type: ignore[arg-type]
+    expected = {
+        conv.BAGGAGE_TO_ATTRIBUTE[k]: v for k, v in baggage_entries.items() if k != conv.BAGGAGE_RETRY_DEPTH
+    }
+    expected[conv.ATTRIBUTION_REJECTED] = [conv.BAGGAGE_RETRY_DEPTH]  # type: ignore[assignment]
+    span = plain.get_tracer("t").start_span("s", attributes=start)
+    span.set_attributes(expected)  # type: ignore[arg-type]
+    span.end()
+    (want,) = reference.get_finished_spans()
+    for got in ours.get_finished_spans():
+        assert list((got.attributes or {}).items()) == list((want.attributes or {}).items())
+        assert got.dropped_attributes == want.dropped_attributes
+    provider.shutdown()
+    plain.shutdown()
+
+
+def test_attribution_follows_the_current_baggage(harness: Harness) -> None:
+    """Spans take the attribution of the baggage current when they start, as it changes back and forth."""
+    seen = []
+    for workflow in ["w1", "w2", "w1", "w1", "w3"]:
+        token = with_baggage({conv.BAGGAGE_WORKFLOW_ID: workflow, conv.BAGGAGE_TEAM_ID: "t"})
+        try:
+            seen.append(harness.run(f"span in {workflow} #{len(seen)}")[conv.WORKFLOW_ID])
+        finally:
+            context.detach(token)  # type: ignore[arg-type]
+    assert seen == ["w1", "w2", "w1", "w1", "w3"]
+    assert conv.WORKFLOW_ID not in harness.run("outside any workflow")
+
+
+class Incomparable:
+    """A baggage value that can be neither hashed nor compared."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("cannot compare")
+
+
+@pytest.mark.parametrize("value", [[1, 2], Incomparable()], ids=["list", "incomparable"])
+def test_unhashable_baggage_value_is_rejected(harness: Harness, value: object) -> None:
+    """A baggage value that cannot be a cache key is still rejected and listed, the rest copied."""
+    token = with_baggage({conv.BAGGAGE_TEAM_ID: "billing", conv.BAGGAGE_USER_ID: "u-1"})
+    try:
+        assert harness.run("before")[conv.USER_ID] == "u-1"
+    finally:
+        context.detach(token)  # type: ignore[arg-type]
+    for name in ["first", "second"]:
+        token = with_baggage({conv.BAGGAGE_TEAM_ID: "billing", conv.BAGGAGE_USER_ID: value})
+        try:
+            attrs = harness.run(name)
+        finally:
+            context.detach(token)  # type: ignore[arg-type]
+        assert attrs[conv.TEAM_ID] == "billing"
+        assert list(attrs[conv.ATTRIBUTION_REJECTED]) == [conv.BAGGAGE_USER_ID]
+
+
+@pytest.mark.parametrize(
     ("kwargs", "error"),
     [({"next_processor": object()}, TypeError), ({"max_value_length": 0}, ValueError)],
 )
