@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any, Final, Literal, NamedTuple, NoReturn, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -67,6 +67,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from . import _conventions as conv
+from ._money import nanos_to_usd
 from ._otlp import _HAS_IS_REMOTE, _IS_REMOTE, OtlpFormatError, any_value, json_to_request
 from ._rollup import CostNode, cost_node, rollup, rollup_attributes
 from ._serve_metrics import (
@@ -645,32 +646,47 @@ def rollup_trace(
 
     The new attributes are appended to the span's serialized bytes (a repeated field may
     continue anywhere in a message), which spares a protobuf copy per span: the hot path.
+    The figures are those of ``rollup`` and ``rollup_attributes`` (the same engine as the
+    in-process exporter); a trace of distinct span ids without parent loops, the usual case,
+    is summed by walking up from its billable spans only (``_sparse_figures``).
     """
-    data = [span for chunk in chunks for span in chunk.data]
     span_ids = list(chain.from_iterable([chunk.span_ids for chunk in chunks]))
     parent_ids = list(chain.from_iterable([chunk.parent_ids for chunk in chunks]))
-    known = set(span_ids)
-    nodes: list[CostNode] = []
-    currencies: list[bool] = []
-    for i, (span, span_id, parent_id) in enumerate(zip(data, span_ids, parent_ids, strict=True)):
-        values: dict[str, object] | None = None
-        has_currency = False
-        if b"cost." in span:  # cheap C-level test: most spans carry no cost attribute at all
-            data[i], values, has_currency = _read_cost_attributes(span)
-        # rollup() reads remote_parent only where the parent is not among the trace's spans.
-        remote = bool(parent_id) and parent_id not in known and _remote_parent(span)
-        nodes.append(cost_node(span_id, parent_id or None, values, remote_parent=remote))
-        currencies.append(has_currency)
-    results = rollup(nodes)
-    for i, (node, result) in enumerate(zip(nodes, results, strict=True)):
-        extra = rollup_attributes(node, result, scope=conv.SCOPE_TRACE)
-        if partial_reason is not None:
-            extra[conv.COST_ROLLUP_PARTIAL] = True
-            extra[conv.COST_ROLLUP_PARTIAL_REASON] = partial_reason
-        if extra:
-            if currencies[i]:
-                extra.pop(conv.COST_CURRENCY, None)  # the pricing already wrote it (always USD)
-            data[i] += encode_attributes(extra)
+    data: list[bytes] | None = None
+    costs: dict[int, CostNode] = {}
+    currencies: set[int] = set()
+    offset = 0
+    for chunk in chunks:
+        spans = chunk.data
+        if b"cost." in b"".join(spans):  # C-level test first: most spans carry no cost attribute
+            for k, span in enumerate(spans):
+                if b"cost." not in span:
+                    continue
+                i = offset + k
+                read, values, has_currency = _read_cost_attributes(span)
+                if read is not span:
+                    if data is None:
+                        data = [span for chunk in chunks for span in chunk.data]
+                    data[i] = read
+                if values:
+                    node = cost_node(span_ids[i], parent_ids[i] or None, values)
+                    if node.direct_nanos or node.billable or node.unpriced:
+                        costs[i] = node
+                if has_currency:
+                    currencies.add(i)
+        offset += len(spans)
+    if data is None:
+        data = [span for chunk in chunks for span in chunk.data]
+        unchanged = True
+    else:
+        unchanged = False
+    extras = _sparse_figures(span_ids, parent_ids, costs, currencies, data, partial_reason)
+    if extras is None:
+        extras = _general_figures(span_ids, parent_ids, costs, currencies, data, partial_reason)
+    if unchanged and not extras:
+        return [(chunk.group, chunk.data) for chunk in chunks]
+    for i, extra in extras.items():
+        data[i] += extra
     out: list[tuple[_Group, list[bytes]]] = []
     start = 0
     for chunk in chunks:
@@ -678,6 +694,134 @@ def rollup_trace(
         out.append((chunk.group, data[start:end]))
         start = end
     return out
+
+
+def _sparse_figures(
+    span_ids: list[bytes],
+    parent_ids: list[bytes],
+    costs: Mapping[int, CostNode],
+    currencies: set[int],
+    data: list[bytes],
+    partial_reason: str | None,
+) -> dict[int, bytes] | None:
+    """The serialized rollup attributes per span index, as ``_general_figures`` gives them.
+
+    Only for traces whose span ids are distinct and non-empty and whose parent links do not
+    loop (``None`` otherwise): then a span's figures are the sums over the billable spans
+    below it, found by walking up from each billable span, and every other span gets none
+    unless it is a root whose parent is missing. Costs O(billable spans x depth) instead of
+    a pass over every span; a deep trace with many billable spans (past ``4n + 64`` steps)
+    goes to ``_general_figures``, which is O(n).
+    """
+    n = len(span_ids)
+    index = dict(zip(span_ids, range(n), strict=True))
+    if len(index) != n or b"" in index:
+        return None  # repeated or empty span ids: rollup() flags them
+    parent = list(map(index.get, parent_ids, repeat(n)))  # n: no parent among the trace's spans
+    if not _acyclic(parent, n):
+        return None
+    children: dict[int, int] = {}
+    unpriced: dict[int, int] = {}
+    billable: set[int] = set()
+    budget = 4 * n + 64
+    for i, node in costs.items():
+        direct = node.direct_nanos
+        is_billable = node.billable
+        is_unpriced = node.unpriced
+        if is_billable:
+            billable.add(i)
+        if is_unpriced:
+            unpriced[i] = unpriced.get(i, 0) + 1
+        j = parent[i]
+        while j != n:
+            if direct:
+                children[j] = children.get(j, 0) + direct
+            if is_billable:
+                billable.add(j)
+            if is_unpriced:
+                unpriced[j] = unpriced.get(j, 0) + 1
+            j = parent[j]
+            budget -= 1
+            if budget < 0:
+                return None
+    kinds: dict[int, bytes] = {}
+    if parent.count(n) != parent_ids.count(b""):  # some parent is missing: flag those roots
+        for i in range(n):
+            if parent[i] == n and parent_ids[i]:
+                kinds[i] = _REMOTE_PARENT_ENTRY if _remote_parent(data[i]) else _ORPHAN_ENTRY
+    if partial_reason is None:
+        late = b""
+        figured: Iterable[int] = billable.union(kinds)
+    else:
+        late = encode_attributes(
+            {conv.COST_ROLLUP_PARTIAL: True, conv.COST_ROLLUP_PARTIAL_REASON: partial_reason}
+        )
+        figured = range(n)
+    extras: dict[int, bytes] = {}
+    for i in figured:
+        extra = late
+        kind = kinds.get(i)
+        if kind is not None:
+            extra = kind + extra
+        if i in billable:
+            cost = costs.get(i)
+            sub = children.get(i, 0)
+            total = sub if cost is None else cost.direct_nanos + sub
+            extra = _figure_entries(sub, total, unpriced.get(i, 0), currency=i not in currencies) + extra
+        extras[i] = extra
+    return extras
+
+
+def _acyclic(parent: list[int], n: int) -> bool:
+    """No chain of parents loops: following ``parent`` from any span reaches ``n`` (no parent).
+
+    Squares the parent map ``bit_length(n)`` times (then it jumps further than any chain is
+    long), in C: ``bytes.translate`` for up to 255 spans, ``itemgetter`` beyond.
+    """
+    steps = n.bit_length()
+    if n < 256:
+        table = bytes(parent) + bytes((n,)) * (256 - n)
+        for _ in range(steps):
+            table = table.translate(table)
+        return table.count(n) == 256
+    jump = [*parent, n]
+    for _ in range(steps):
+        jump = list(operator.itemgetter(*jump)(jump))
+    return jump.count(n) == n + 1
+
+
+def _general_figures(
+    span_ids: list[bytes],
+    parent_ids: list[bytes],
+    costs: Mapping[int, CostNode],
+    currencies: set[int],
+    data: list[bytes],
+    partial_reason: str | None,
+) -> dict[int, bytes]:
+    """The serialized rollup attributes per span index: ``rollup`` over every span, any trace."""
+    known = set(span_ids)
+    nodes: list[CostNode] = []
+    for i, (span_id, parent_id) in enumerate(zip(span_ids, parent_ids, strict=True)):
+        # rollup() reads remote_parent only where the parent is not among the trace's spans.
+        remote = bool(parent_id) and parent_id not in known and _remote_parent(data[i])
+        cost = costs.get(i)
+        if cost is None:
+            nodes.append(CostNode(span_id, parent_id or None, remote_parent=remote))
+        else:
+            nodes.append(
+                CostNode(span_id, parent_id or None, cost.direct_nanos, cost.billable, cost.unpriced, remote)
+            )
+    extras: dict[int, bytes] = {}
+    for i, (node, result) in enumerate(zip(nodes, rollup(nodes), strict=True)):
+        extra = rollup_attributes(node, result, scope=conv.SCOPE_TRACE)
+        if partial_reason is not None:
+            extra[conv.COST_ROLLUP_PARTIAL] = True
+            extra[conv.COST_ROLLUP_PARTIAL_REASON] = partial_reason
+        if extra:
+            if i in currencies:
+                extra.pop(conv.COST_CURRENCY, None)  # the pricing already wrote it (always USD)
+            extras[i] = encode_attributes(extra)
+    return extras
 
 
 def _remote_parent(span: bytes) -> bool:
@@ -845,11 +989,8 @@ def encode_attributes(attributes: Mapping[str, object]) -> bytes:
             parts.append(prefix + _DOUBLE.pack(value))
         elif kind is int:
             number: int = value  # type: ignore[assignment]
-            if not -(1 << 63) <= number < 1 << 63:
-                # Written as is it would corrupt the whole forwarded batch (a varint past 10 bytes).
-                raise ValueError(f"attribute {key} = {number} does not fit an int64")
             # int64 two's complement: negative numbers take ten varint bytes.
-            parts.append(_entry(key, b"\x18" + _varint(number if number >= 0 else number + (1 << 64))))
+            parts.append(_int_entry(key, number))
         else:
             entry = _ENTRY.get((key, value))
             if entry is None:
@@ -862,6 +1003,42 @@ def encode_attributes(attributes: Mapping[str, object]) -> bytes:
                     _ENTRY[(key, value)] = entry
             parts.append(entry)
     return b"".join(parts)
+
+
+def _figure_entries(children: int, total: int, unpriced: int, *, currency: bool) -> bytes:
+    """``encode_attributes(rollup_attributes(...))`` of a span with a billable subtree, at trace scope.
+
+    The same attributes in the same order (``cost.currency`` left out where the pricing wrote
+    it), built from prepared entries.
+    """
+    parts = [
+        _CHILDREN_PREFIX,
+        _DOUBLE.pack(nanos_to_usd(children)),
+        _TOTAL_PREFIX,
+        _DOUBLE.pack(nanos_to_usd(total)),
+        _int_entry(conv.COST_CHILDREN_NANOS, children),
+        _int_entry(conv.COST_TOTAL_NANOS, total),
+        _CURRENCY_AND_SCOPE_ENTRIES if currency else _SCOPE_ENTRY,
+    ]
+    if unpriced:
+        parts.append(_int_entry(conv.COST_ROLLUP_UNPRICED, unpriced))
+    return b"".join(parts)
+
+
+def _int_entry(key: str, number: int) -> bytes:
+    if not -(1 << 63) <= number < 1 << 63:
+        # Written as is it would corrupt the whole forwarded batch (a varint past 10 bytes).
+        raise ValueError(f"attribute {key} = {number} does not fit an int64")
+    # int64 two's complement: negative numbers take ten varint bytes.
+    return _entry(key, b"\x18" + _varint(number if number >= 0 else number + (1 << 64)))
+
+
+_CHILDREN_PREFIX: Final = encode_attributes({conv.COST_CHILDREN: 0.0})[:-8]
+_TOTAL_PREFIX: Final = encode_attributes({conv.COST_TOTAL: 0.0})[:-8]
+_SCOPE_ENTRY: Final = encode_attributes({conv.COST_ROLLUP_SCOPE: conv.SCOPE_TRACE})
+_CURRENCY_AND_SCOPE_ENTRIES: Final = encode_attributes({conv.COST_CURRENCY: conv.CURRENCY_USD}) + _SCOPE_ENTRY
+_REMOTE_PARENT_ENTRY: Final = encode_attributes({conv.COST_ROLLUP_REMOTE_PARENT: True})
+_ORPHAN_ENTRY: Final = encode_attributes({conv.COST_ROLLUP_ORPHAN: True})
 
 
 def encode_batches(

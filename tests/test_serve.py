@@ -31,6 +31,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from otel_costs import _conventions as conv
 from otel_costs._otlp import SpanRecord, any_value, iter_records, request_to_json
+from otel_costs._rollup import CostNode, cost_node, rollup, rollup_attributes
 from otel_costs._serve import (
     _READ_KEYS,
     _REPLACED_KEYS,
@@ -42,7 +43,9 @@ from otel_costs._serve import (
     ServeConfigError,
     ServeWorker,
     TraceWindow,
+    _general_figures,
     _read_cost_attributes,
+    _sparse_figures,
     add_serve_parser,
     config_from_args,
     encode_attributes,
@@ -353,9 +356,185 @@ def test_cost_attributes_read_from_serialized_key_values_match_the_protobuf_api(
         span, values, currency = _read_cost_attributes(data)
         expected_span, expected_values, expected_currency = _reference_cost_attributes(data)
         assert Span.FromString(span) == expected_span
-        assert (repr(values), currency) == (repr(expected_values), expected_currency)
+        assert currency == expected_currency
+        assert repr(sorted((values or {}).items())) == repr(sorted((expected_values or {}).items()))
+        assert (values is None) == (expected_values is None)
         if not _REPLACED_KEYS & {kv.key for kv in Span.FromString(data).attributes}:
             assert span == data, "re-encoded though nothing was dropped"
+
+
+def _random_trace(
+    rng: random.Random,
+) -> tuple[list[bytes], list[bytes], list[bytes], dict[int, CostNode], set[int]]:
+    """A random trace: span ids, parent ids, serialized spans, cost nodes of the costed spans, currencies.
+
+    Mostly trees (several services, missing parents, remote parents); sometimes repeated or
+    empty span ids and parent loops, which the sparse path must hand to rollup().
+    """
+    n = rng.randrange(1, 40)
+    odd = rng.random() < 0.3
+    ids = [sid(rng.randrange(1, n + 3) if odd and rng.random() < 0.2 else 100 + i) for i in range(n)]
+    if odd and rng.random() < 0.2:
+        ids[rng.randrange(n)] = b""
+    parents: list[bytes] = []
+    for i in range(n):
+        roll = rng.random()
+        if roll < 0.1:
+            parents.append(b"")
+        elif roll < 0.18:
+            parents.append(sid(999 + i))  # never seen: an orphan or a remote parent
+        elif odd and roll < 0.3:
+            parents.append(ids[rng.randrange(n)])  # anywhere, itself included: loops
+        else:
+            parents.append(ids[rng.randrange(i)] if i else b"")
+    data = []
+    for span_id, parent_id in zip(ids, parents, strict=True):
+        flags = rng.choice([0, 0x100, 0x300])
+        data.append(
+            Span(trace_id=TRACE, span_id=span_id, parent_span_id=parent_id, flags=flags).SerializeToString()
+        )
+    costs: dict[int, CostNode] = {}
+    for i in range(n):
+        if rng.random() < 0.4:
+            values: dict[str, object] = {}
+            if rng.random() < 0.8:
+                values[conv.COST_DIRECT_NANOS] = rng.choice([0, 1, 1_250_000, 7 * 10**12, -3, "12"])
+            elif rng.random() < 0.5:
+                values[conv.COST_DIRECT] = rng.choice([0.5, 1e-9, -1.0, float("nan")])
+            if rng.random() < 0.7:
+                values[conv.COST_STATUS] = rng.choice(
+                    [conv.STATUS_PRICED, conv.STATUS_UNPRICED, conv.STATUS_PARTIAL, conv.STATUS_AGGREGATE]
+                )
+            node = cost_node(ids[i], parents[i] or None, values)
+            if node.direct_nanos or node.billable or node.unpriced:
+                costs[i] = node
+    currencies = {i for i in range(n) if rng.random() < 0.3}
+    return ids, parents, data, costs, currencies
+
+
+def test_sparse_rollup_matches_rollup_on_random_traces() -> None:
+    """Walking up from billable spans gives rollup()'s attributes byte for byte, or defers to rollup()."""
+    rng = random.Random(11)
+    sparse_used = deferred = 0
+    for _ in range(3000):
+        ids, parents, data, costs, currencies = _random_trace(rng)
+        late = rng.choice([None, None, "late"])
+        sparse = _sparse_figures(ids, parents, costs, currencies, data, late)
+        general = _general_figures(ids, parents, costs, currencies, data, late)
+        if sparse is None:
+            deferred += 1
+            continue
+        sparse_used += 1
+        assert sparse == general
+    assert sparse_used > 1500 and deferred > 300, (sparse_used, deferred)
+
+
+def test_sparse_rollup_defers_deep_costly_traces_and_loops() -> None:
+    """A 3,000-deep chain of billable spans and a parent loop go to rollup(), still exact."""
+    n = 3000
+    ids = [sid(i + 1) for i in range(n)]
+    parents = [b"", *ids[:-1]]
+    costs = {i: cost_node(ids[i], parents[i] or None, {conv.COST_DIRECT_NANOS: i}) for i in range(n)}
+    data = [b""] * n
+    assert _sparse_figures(ids, parents, costs, set(), data, None) is None
+    assert _sparse_figures(ids[:300], parents[:300], {}, set(), data, None) == {}
+    looped = [ids[299], *ids[:299]]  # the chain's top hangs under its last span
+    assert _sparse_figures(ids[:300], looped, {}, set(), data, None) is None
+    figures = _general_figures(ids, parents, costs, set(), data, None)
+    root = Span.FromString(b"\x12\x08" + ids[0] + figures[0])
+    values = {kv.key: any_value(kv.value) for kv in root.attributes}
+    assert values[conv.COST_TOTAL_NANOS] == sum(range(n))
+
+
+def _random_request(rng: random.Random, traces: list[bytes], number: int) -> ExportTraceServiceRequest:
+    """A request of two services whose spans carry random cost attributes, stale figures included."""
+    req = ExportTraceServiceRequest()
+    for service in ("orchestrator", "sub-agent"):
+        rs = req.resource_spans.add()
+        rs.resource.attributes.add(key="service.name").value.string_value = service
+        for _scope in range(rng.randrange(1, 3)):
+            ss = rs.scope_spans.add()
+            ss.scope.name = rng.choice(["a", "b"])
+            for _ in range(rng.randrange(0, 12)):
+                number += 1
+                span = ss.spans.add(trace_id=rng.choice(traces), span_id=sid(rng.randrange(1, 30)))
+                span.name = f"s{number}"
+                if rng.random() < 0.8:
+                    span.parent_span_id = sid(rng.randrange(1, 32))
+                span.flags = rng.choice([0, 0x300])
+                for key in rng.sample(_KEYS, rng.randrange(4)):
+                    span.attributes.add(key=key).value.MergeFrom(AnyValue.FromString(_any(rng)))
+                if rng.random() < 0.5:
+                    span.attributes.add(key=conv.COST_DIRECT_NANOS).value.int_value = rng.randrange(10**7)
+                    span.attributes.add(key=conv.COST_STATUS).value.string_value = rng.choice(
+                        [conv.STATUS_PRICED, conv.STATUS_UNPRICED]
+                    )
+    return req
+
+
+def _reference_rollup(spans: list[Span], late: bool) -> dict[str, list[tuple[str, object]]]:
+    """Each span's attributes after a trace-wide rollup, computed through the protobuf API and rollup()."""
+    nodes = []
+    for span in spans:
+        values = {kv.key: any_value(kv.value) for kv in span.attributes if kv.key in _READ_KEYS}
+        remote = bool(span.flags & 0x100 and span.flags & 0x200)
+        nodes.append(cost_node(span.span_id, span.parent_span_id or None, values, remote_parent=remote))
+    expected = {}
+    for span, node, result in zip(spans, nodes, rollup(nodes), strict=True):
+        kept = [(kv.key, any_value(kv.value)) for kv in span.attributes if kv.key not in _REPLACED_KEYS]
+        extra = rollup_attributes(node, result, scope=conv.SCOPE_TRACE)
+        if late:
+            extra[conv.COST_ROLLUP_PARTIAL] = True
+            extra[conv.COST_ROLLUP_PARTIAL_REASON] = "late"
+        if any(key == conv.COST_CURRENCY for key, _value in kept):
+            extra.pop(conv.COST_CURRENCY, None)
+        expected[span.name] = kept + list(extra.items())
+    return expected
+
+
+def test_rollup_trace_matches_a_protobuf_api_reference_on_random_requests() -> None:
+    """Staged, rolled up and encoded, every span carries exactly what rollup() over decoded spans gives."""
+    rng = random.Random(5)
+    traces = [bytes([t]) * 16 for t in range(1, 4)]
+    for _ in range(150):
+        requests = [_random_request(rng, traces, 1000 * k) for k in range(rng.randrange(1, 3))]
+        late = rng.random() < 0.2
+        chunks: dict[bytes, list[Any]] = {}
+        for req in requests:
+            for trace_id, staged in stage_request(req).traces.items():
+                chunks.setdefault(trace_id, []).extend(staged)
+        for trace_id, trace_chunks in chunks.items():
+            spans = [
+                span
+                for req in requests
+                for rs in req.resource_spans
+                for ss in rs.scope_spans
+                for span in ss.spans
+                if span.trace_id == trace_id
+            ]
+            try:
+                expected = _reference_rollup(spans, late)
+            except TypeError:  # a cost.status rollup cannot read (a list, a map): the worker forwards as is
+                with pytest.raises(TypeError):
+                    rollup_trace(trace_chunks)
+                continue
+            if any(
+                type(value) is int and not -(2**63) <= value < 2**63
+                for attributes in expected.values()
+                for _key, value in attributes
+            ):  # a sum past int64: the worker forwards the trace as is
+                with pytest.raises(ValueError, match="int64"):
+                    rollup_trace(trace_chunks)
+                continue
+            rolled = rollup_trace(trace_chunks, partial_reason="late" if late else None)
+            payloads = [p for p, _n in encode_batches(rolled, batch_spans=rng.randrange(1, 30))]
+            got = {}
+            for payload in payloads:
+                for rs in ExportTraceServiceRequest.FromString(payload).resource_spans:
+                    for ss in rs.scope_spans:
+                        for span in ss.spans:
+                            got[span.name] = [(kv.key, repr(any_value(kv.value))) for kv in span.attributes]
+            assert got == {name: [(k, repr(v)) for k, v in kvs] for name, kvs in expected.items()}
 
 
 class FakeClock:
