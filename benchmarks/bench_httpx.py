@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import openai
@@ -39,7 +40,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from otel_costs._httpx import instrument_httpx, uninstrument_httpx
 
 TARGETS = {"stream": 1.05, "plain": 1.15}
-MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in one line, please."}]
+MESSAGES: list[Any] = [{"role": "user", "content": "Summarise the quarterly report in one line, please."}]
 
 
 def start_fake(chunks: int) -> tuple[subprocess.Popen[str], str]:
@@ -95,10 +96,19 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="few iterations, for a smoke run")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--workloads", default=None, help="comma-separated subset, e.g. plain,stream (default: all)"
+    )
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 21)
     scale = 1 if args.quick else 2
     per_round = {"stream": 2 * scale, "plain": 30 * scale, "sdk-stream": 1 * scale, "sdk-plain": 20 * scale}
+    if args.workloads:
+        wanted = args.workloads.split(",")
+        unknown = set(wanted) - set(per_round)
+        if unknown:
+            parser.error(f"unknown workloads {sorted(unknown)}; choose from {sorted(per_round)}")
+        per_round = {work: count for work, count in per_round.items() if work in wanted}
 
     process, base_url = start_fake(1000)
     host = base_url.removeprefix("http://")

@@ -37,6 +37,7 @@ from otel_costs._httpx import (
     HEADER_ATTRIBUTION_SIGNATURE,
     AttributionTrust,
     _HostRules,
+    _url_without_query,
     accept_attribution,
     attribution_headers,
     attribution_rejection,
@@ -976,3 +977,24 @@ def test_uninstrument_restores_the_global_propagator(fake: FakeLLMProvider) -> N
     finally:
         uninstrument_httpx()
     assert propagate.get_global_textmap() is original
+
+
+@pytest.mark.parametrize("module", MODULES)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:pw@127.0.0.1:8000/v1/chat/completions?key=abc#frag",
+        "https://api.openai.com:443/v1/chat/completions",
+        "https://[::1]:8443/v1/a%20b/responses?x=1",
+        "https://bücher.example/v1/messages",
+        "HTTPS://API.Example.COM/v1/models/gemini-pro:generateContent?key=k",
+        "http://h/./v1/../v1/embeddings",
+        "http://h/v1/caf\u00e9/chat/completions?q=%3F",
+    ],
+)
+def test_url_full_is_the_url_without_query_or_credentials(module: Any, url: str) -> None:
+    """url.full is exactly what re-parsing the URL without query, fragment and user info gives."""
+    parsed = module.URL(url)
+    expected = str(parsed.copy_with(query=None, fragment=None, username=None, password=None))
+    assert _url_without_query(parsed) == expected
+    assert "?" not in expected and "pw" not in expected
