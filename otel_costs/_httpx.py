@@ -651,6 +651,12 @@ class _Call:
         except Exception:
             logger.exception("otel_costs: could not finish an LLM-call span")
             self.span.end()
+        finally:
+            # httpx responses sit in reference cycles, freed only by the garbage collector: holding
+            # the ended span and the parser from the response would keep them (some twenty
+            # objects per call) alive into the collector's generations, adding collections.
+            self.span = trace.INVALID_SPAN
+            self.capture = None
 
     def _finish(self, how: str, exc: BaseException | None) -> None:
         span = self.span

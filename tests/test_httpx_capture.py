@@ -6,6 +6,7 @@ import asyncio
 import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -998,3 +999,30 @@ def test_url_full_is_the_url_without_query_or_credentials(module: Any, url: str)
     expected = str(parsed.copy_with(query=None, fragment=None, username=None, password=None))
     assert _url_without_query(parsed) == expected
     assert "?" not in expected and "pw" not in expected
+
+
+class SpanRefs(SpanProcessor):
+    """Weak references to the spans started, to see what keeps them alive."""
+
+    def __init__(self) -> None:
+        self.refs: list[weakref.ref[Any]] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.refs.append(weakref.ref(span))
+
+
+@pytest.mark.parametrize("http_spans", [True, False])
+def test_a_read_response_does_not_keep_its_llm_span_alive(
+    capture: Capture, fake: FakeLLMProvider, http_spans: bool
+) -> None:
+    """Once the body is read the span is ended and released, though the response object lives on."""
+    capture.on(http_spans=http_spans)
+    refs = SpanRefs()
+    capture.provider.add_span_processor(refs)
+    with httpx.Client() as client:
+        response = client.post(
+            f"{fake.base_url}/v1/chat/completions", json={"model": "gpt-4o", "messages": []}
+        )
+        assert usage_of(capture.one_llm_span()) == expected_usage(fake.requests[-1])
+        assert refs.refs and all(ref() is None for ref in refs.refs)
+        assert response.status_code == 200
