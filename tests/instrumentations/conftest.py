@@ -9,6 +9,7 @@ instrumentations, collects at most the anthropic SDK's own spans (``test_anthrop
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 import re
@@ -209,6 +210,11 @@ def openai_call(fake: FakeLLMProvider) -> OpenAICall:
                 if stream:
                     async for _ in result:
                         pass
+                    # Instrumentations end a stream's span on close (else only when it is collected);
+                    # some wrap the async stream in one whose close() is not a coroutine.
+                    closing = result.close()
+                    if inspect.isawaitable(closing):
+                        await closing
             return
         with openai.OpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0) as client:
             endpoint = getattr(client, api)
@@ -217,6 +223,7 @@ def openai_call(fake: FakeLLMProvider) -> OpenAICall:
             if stream:
                 for _ in result:
                     pass
+                result.close()
 
     return call
 

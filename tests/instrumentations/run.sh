@@ -33,7 +33,8 @@ for set in "${sets[@]}"; do
   esac
   venv="$root/.venv-instrumentations/$set"
   stamp="$venv/.requirements.sha256"
-  wanted="$(sha256sum "$requirements" | cut -d' ' -f1)"
+  # The project's own dependencies count too: a changed pyproject.toml rebuilds the venv.
+  wanted="$(cat "$requirements" "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
   if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "== creating $venv from $(basename "$requirements")"
     rm -rf "$venv"
