@@ -167,14 +167,15 @@ class ResponseCapture:
         else:
             self._body = _JsonBody(self._state, max_body_bytes)
         self._decoder: _Decoder | None = None
-        encodings = [e.strip().lower() for e in content_encoding.split(",") if e.strip()]
-        encodings = [e for e in encodings if e != "identity"]
-        if len(encodings) > 1:
-            self._problem = f"cannot decode stacked content-encodings {content_encoding!r}"
-        elif encodings:
-            self._decoder = _decoder_for(encodings[0])
-            if self._decoder is None:
-                self._problem = f"cannot decode content-encoding {encodings[0]!r}"
+        if content_encoding:  # most responses have none: skip the parsing below
+            encodings = [e.strip().lower() for e in content_encoding.split(",") if e.strip()]
+            encodings = [e for e in encodings if e != "identity"]
+            if len(encodings) > 1:
+                self._problem = f"cannot decode stacked content-encodings {content_encoding!r}"
+            elif encodings:
+                self._decoder = _decoder_for(encodings[0])
+                if self._decoder is None:
+                    self._problem = f"cannot decode content-encoding {encodings[0]!r}"
         self._broken = self._problem is not None
 
     def feed(self, data: bytes) -> None:
@@ -458,21 +459,26 @@ class _JsonBody:
     def __init__(self, state: _State, limit: int) -> None:
         self._state = state
         self._limit = limit
-        self._buffer: bytearray | None = bytearray()
+        # The chunks of a body within the limit, joined only at the end: a body that arrives in
+        # one chunk (most of them) is parsed from that chunk, never copied.
+        self._chunks: list[bytes] | None = []
+        self._buffered = 0
         self._head = b""
         self._tail = bytearray()
         self._size = 0
 
     def feed(self, data: bytes) -> None:
         self._size += len(data)
-        buffer = self._buffer
-        if buffer is not None:
-            buffer += data
-            if len(buffer) <= self._limit:
+        chunks = self._chunks
+        if chunks is not None:
+            chunks.append(bytes(data))  # a copy only if given a mutable buffer
+            self._buffered += len(data)
+            if self._buffered <= self._limit:
                 return
-            self._head = bytes(buffer[:_HEAD_BYTES])
+            buffer = b"".join(chunks)
+            self._head = buffer[:_HEAD_BYTES]
             self._tail = bytearray(buffer[-_TAIL_BYTES:])
-            self._buffer = None
+            self._chunks = None
             return
         self._tail += data
         if len(self._tail) > 2 * _TAIL_BYTES:
@@ -480,17 +486,18 @@ class _JsonBody:
 
     def close(self) -> None:
         state = self._state
-        if self._buffer is not None:
-            if not self._buffer.strip():
+        chunks = self._chunks
+        if chunks is not None:
+            self._chunks = None
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if not body or body.isspace():  # isspace: the whitespace strip() removes, without a copy
                 state.problem = "the response body is empty"
                 return
             try:
-                obj = json.loads(self._buffer)
+                obj = json.loads(body)
             except ValueError:
                 state.problem = "the response body is not valid JSON"
                 return
-            finally:
-                self._buffer = None
             state.note_body(obj)
             return
         self._close_large()

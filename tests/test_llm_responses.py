@@ -191,7 +191,13 @@ def test_responses_failed_event_keeps_usage_and_error() -> None:
 
 @pytest.mark.parametrize(
     ("body", "problem"),
-    [(b"", "empty"), (b"[1, 2]", "not an object"), (b"\xff\xfe\x00", "not valid JSON")],
+    [
+        (b"", "empty"),
+        (b" \r\n\t\x0b\x0c", "empty"),
+        (b"[1, 2]", "not an object"),
+        (b"\xff\xfe\x00", "not valid JSON"),
+        (b'  {"usage": ', "not valid JSON"),
+    ],
 )
 def test_bodies_without_usage_say_why(body: bytes, problem: str) -> None:
     """Empty, non-object and non-UTF-8 bodies end with a reason instead of an exception."""
@@ -205,3 +211,21 @@ def test_an_unread_body_is_not_complete() -> None:
     capture.feed(json.dumps(CHAT).encode()[:20])
     result = capture.close(eof=False)
     assert not result.complete and result.problem == "the body was not read to its end"
+
+
+@pytest.mark.parametrize("pieces", [1, 2, 7, 1000])
+def test_a_json_body_in_any_number_of_chunks_parses_the_same(pieces: int) -> None:
+    """A JSON body within the limit gives the same result whether it arrives whole or in pieces."""
+    result = parse(OPENAI_CHAT, json.dumps(CHAT).encode(), pieces=pieces)
+    assert result.complete and result.usage == TokenUsage(input_tokens=10, output_tokens=5)
+    assert result.response_model == "gpt-4o" and result.problem is None
+
+
+def test_a_mutable_buffer_fed_then_reused_does_not_change_what_was_read() -> None:
+    """The parser keeps its own copy of a bytearray it was fed, so reusing the buffer is safe."""
+    capture = ResponseCapture(OPENAI_CHAT, content_type="application/json", content_encoding="")
+    buffer = bytearray(json.dumps(CHAT).encode())
+    capture.feed(buffer)  # type: ignore[arg-type]
+    buffer[:] = b"x" * len(buffer)
+    result = capture.close(eof=True)
+    assert result.complete and result.usage == TokenUsage(input_tokens=10, output_tokens=5)
