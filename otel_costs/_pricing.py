@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, getcontext
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Final
@@ -50,6 +50,7 @@ from otel_costs._conventions import (
     STATUS_PRICED,
     STATUS_UNPRICED,
 )
+from otel_costs._money import NANOS_PER_USD, to_nanos
 from otel_costs._provider_names import PROVIDER_ALIASES
 from otel_costs._usage import MAX_TOKENS, LlmCall, TokenUsage, usage_problem
 
@@ -164,7 +165,16 @@ class ModelRates:
 class _Plan:
     """One genai ``ModelPrice``, compiled: everything ``ModelPrice.calc_price`` derives per call."""
 
-    __slots__ = ("error", "has_tiers", "initial_counts", "leaf_steps", "price_keys", "terms")
+    __slots__ = (
+        "error",
+        "exact_scale",
+        "exact_terms",
+        "has_tiers",
+        "initial_counts",
+        "leaf_steps",
+        "price_keys",
+        "terms",
+    )
 
     def __init__(self, model_price: ModelPrice) -> None:
         self.error: str | None = None
@@ -178,10 +188,17 @@ class _Plan:
         self.has_tiers = False
         #: price key -> (base, tiers lowest first), for ModelRates.
         self.price_keys: dict[str, tuple[Decimal, tuple[tuple[int, Decimal], ...]]] = {}
+        #: The terms in integers, for ``apply_exact``: (base, tiers as (start, price) highest
+        #: first, bucket), each price an integer number of ``1 / exact_scale`` USD per unit;
+        #: ``None`` when a price or divisor does not fit that form (then only ``apply``).
+        self.exact_terms: tuple[tuple[int, tuple[tuple[int, int], ...], int], ...] | None = None
+        self.exact_scale = 1
         try:
             self._compile(model_price)
         except ValueError as exc:
             self.error = f"genai-prices price data is invalid: {exc}"
+        else:
+            self._compile_exact()
 
     def _compile(self, model_price: ModelPrice) -> None:
         registry = _get_registry()
@@ -230,6 +247,79 @@ class _Plan:
             for unit in leaf_units
         )
 
+    def _compile_exact(self) -> None:
+        """Fill ``exact_terms``: every price ``p`` per ``per`` units as the integer ``p / per * scale``.
+
+        Possible when every price is a finite Decimal >= 0 and every ``per`` a power of ten
+        (genai-prices' per-million and per-thousand units); ``scale`` is the power of ten that
+        makes all of them integers.
+        """
+        # (coefficient, exponent) of each price, and the exponent of each term's per.
+        terms: list[tuple[tuple[int, int], tuple[tuple[int, tuple[int, int]], ...], int, int]] = []
+        digits = 0
+        for base, _zero, tiers, per, bucket in self.terms:
+            per_exponent = _power_of_ten(per)
+            if per_exponent is None:
+                return
+            parts: list[tuple[int, int]] = []
+            for price in (base, *(tier_price for _start, tier_price, _tier_zero in tiers)):
+                if not price.is_finite() or price.is_signed():
+                    return
+                _sign, coefficient_digits, exponent = price.as_tuple()
+                assert isinstance(exponent, int)
+                parts.append((int("".join(map(str, coefficient_digits))), exponent))
+                digits = max(digits, per_exponent - exponent)
+            tier_parts = tuple(
+                (start, part) for (start, _price, _zero), part in zip(tiers, parts[1:], strict=True)
+            )
+            terms.append((parts[0], tier_parts, per_exponent, bucket))
+
+        def scaled(part: tuple[int, int], per_exponent: int) -> int:
+            # c * 10**e / 10**per_exponent * 10**digits, an integer by the choice of digits.
+            coefficient, exponent = part
+            return coefficient * int(10 ** (exponent - per_exponent + digits))
+
+        self.exact_scale = 10**digits
+        self.exact_terms = tuple(
+            (
+                scaled(base_part, per_exponent),
+                tuple((start, scaled(part, per_exponent)) for start, part in tier_parts),
+                bucket,
+            )
+            for base_part, tier_parts, per_exponent, bucket in terms
+        )
+
+    def apply_exact(self, values: tuple[int, int, int, int, int]) -> tuple[int, list[int]] | None:
+        """``apply`` in integers: total and per-bucket costs in ``1 / exact_scale`` USD.
+
+        Needs ``exact_terms``. ``None`` when a leaf count is negative (``apply`` raises there).
+        Where ``apply``'s Decimal arithmetic is exact (every figure below 28 digits, as the
+        caller checks), the two give the same values; integer sums need no fixed order.
+        """
+        terms = self.exact_terms
+        assert terms is not None
+        counts = list(self.initial_counts)
+        for index, source, descendants in self.leaf_steps:
+            count = values[source] if source >= 0 else 0
+            for descendant in descendants:
+                count -= counts[descendant]
+            if count < 0:
+                return None
+            counts[index] = count
+        total_input = values[0] if self.has_tiers else 0
+        total = 0
+        buckets = [0, 0, 0, 0, 0]
+        for (price, tiers, bucket), count in zip(terms, counts, strict=True):
+            if count:
+                for start, tier_price in tiers:
+                    if total_input > start:
+                        price = tier_price
+                        break
+                cost = price * count
+                total += cost
+                buckets[bucket] += cost
+        return total, buckets
+
     def apply(self, values: tuple[int, int, int, int, int]) -> tuple[Decimal, list[Decimal]]:
         """Total and per-bucket cost; raises ``ValueError`` when a leaf count is negative."""
         counts = list(self.initial_counts)
@@ -276,6 +366,14 @@ def _plausible(values: tuple[int, int, int, int, int]) -> bool:
 
 
 _Term = tuple[Decimal, Decimal, tuple[tuple[int, Decimal, Decimal], ...], Decimal, int]
+
+
+def _power_of_ten(value: Decimal) -> int | None:
+    """``k`` when ``value`` is ``10**k`` (k >= 0), else ``None``."""
+    if not value.is_finite() or value < 1 or value != value.to_integral_value():
+        return None
+    text = str(int(value))
+    return len(text) - 1 if text == "1" + "0" * (len(text) - 1) else None
 
 
 def _zero_cost(price: Decimal, per: Decimal) -> Decimal:
@@ -340,10 +438,64 @@ class _Entry:
         return self.default
 
 
+#: Span start times (ns since the epoch) the processor's fast path takes; others go through price().
+_MAX_START_NS: Final = 2**63
+#: Start times this close to a price change (ns) are left to price(): its datetime from a float
+#: of seconds is off by up to a microsecond, and it must decide those, not an integer comparison.
+_BOUNDARY_MARGIN_NS: Final = 10**9
+_NS_PER_DAY: Final = 86_400 * 10**9
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+#: Marks a ``_Quick`` whose plan depends on the time of day: it always goes through price().
+_BY_DATETIME: Final[tuple[tuple[int | None, _Plan], ...]] = ()
+
+
+class _Quick:
+    """A (provider, server, model) resolved once for ``PriceBook._quote``: what ``_price`` finds."""
+
+    __slots__ = ("entry", "provider", "schedule")
+
+    def __init__(self, entry: _Entry, provider: str | None) -> None:
+        self.entry = entry
+        #: The provider ``_price`` reports (the override's, or the call's normalized one).
+        self.provider = provider
+        #: ``None``: one price set. Else ``entry.choices`` as (UTC-midnight in ns of the start
+        #: date, or ``None`` for no constraint, plan), in the order ``plan_at`` tries them; or
+        #: ``_BY_DATETIME`` when a constraint is not a start date.
+        self.schedule: tuple[tuple[int | None, _Plan], ...] | None = None
+        if entry.choices:
+            schedule: list[tuple[int | None, _Plan]] = []
+            for constraint, plan in entry.choices:
+                if constraint is None:
+                    schedule.append((None, plan))
+                elif type(constraint) is StartDateConstraint and type(constraint.start_date) is date:
+                    days = constraint.start_date.toordinal() - _EPOCH_ORDINAL
+                    schedule.append((days * _NS_PER_DAY, plan))
+                else:
+                    schedule = list(_BY_DATETIME)
+                    break
+            self.schedule = tuple(schedule)
+
+
+#: ``PriceBook._quote``'s answer: (nanos, input, cache_read, cache_write, output as USD doubles,
+#: provider, model, source).
+_Quote = tuple[int, float, float, float, float, str | None, str, str]
+#: Figures below this many units have at most 28 digits: Decimal's default precision.
+_EXACT_LIMIT: Final = 10**28
+
+
+def _round_half_even(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded to an int, ties to even (both > 0)."""
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient & 1):
+        quotient += 1
+    return quotient
+
+
 class _State:
     """The memo for one genai-prices data snapshot; replaced as a whole when the snapshot changes."""
 
-    __slots__ = ("entries", "names", "providers", "snapshot")
+    __slots__ = ("entries", "names", "providers", "quick", "snapshot")
 
     def __init__(self, snapshot: data_snapshot.DataSnapshot | None) -> None:
         self.snapshot = snapshot
@@ -353,6 +505,9 @@ class _State:
         self.entries: dict[tuple[str, int], tuple[ModelInfo, _Entry]] = {}
         #: (provider name, server address) -> normalized provider id.
         self.providers: dict[tuple[str | None, str | None], str | None] = {}
+        #: (provider name, server address, model) -> what ``_quote`` needs, or ``None`` when
+        #: such calls are never priced by it (no price, special-cased models).
+        self.quick: dict[tuple[str | None, str | None, str | None], _Quick | None] = {}
 
 
 # --- the price book ------------------------------------------------------------------------------
@@ -474,6 +629,114 @@ class PriceBook:
         self.close()
 
     # --- pricing --------------------------------------------------------------------------------
+
+    def _quote(
+        self,
+        model: str | None,
+        provider: str | None,
+        server: str | None,
+        counts: tuple[int, int, int, int, int],
+        start_ns: int | None,
+    ) -> _Quote | None:
+        """The processor's fast path of :meth:`price`: the figures a span publishes.
+
+        For a call that ``price(LlmCall(model, provider, server, TokenUsage(*counts)), at=<the
+        span start as a datetime>)`` prices, this gives its total in nano-USD (``to_nanos`` of the
+        Decimal total), the input, cache-read, cache-write and output parts as the doubles
+        ``float()`` of the Decimal parts gives, and the provider, model and source, without
+        building the call, the datetime, the ``CostBreakdown`` or (mostly) any ``Decimal``. It
+        answers ``None`` for every other call (unknown model, counts it rejects, a start time
+        near a price change, a time-of-day price), which must then go through :meth:`price`.
+        ``counts`` must be ints that pass ``_plausible`` (as ``billable_counts`` returns them).
+        """
+        if start_ns is not None and (
+            type(start_ns) is not int or not -_MAX_START_NS < start_ns < _MAX_START_NS
+        ):
+            return None  # a start time that cannot be a datetime: price() says what happens
+        state = self._state
+        if state.snapshot is not data_snapshot.get_snapshot():
+            return None  # new price data: price() starts the new memo
+        key = (provider, server, model)
+        try:
+            quick = state.quick[key]
+        except KeyError:
+            quick = self._new_quick(state, key)
+        if quick is None:
+            return None
+        schedule = quick.schedule
+        entry = quick.entry
+        if schedule is None:
+            plan = entry.default
+        elif not schedule or start_ns is None or start_ns <= 0:
+            return None  # priced by the time of day, or at "now": price() reads the clock
+        else:
+            plan = entry.default
+            for boundary, candidate in schedule:
+                if boundary is None or start_ns >= boundary + _BOUNDARY_MARGIN_NS:
+                    plan = candidate
+                    break
+                if start_ns > boundary - _BOUNDARY_MARGIN_NS:
+                    return None
+        if plan.error is not None:
+            return None
+        context = getcontext()
+        if (
+            plan.exact_terms is not None
+            and context.prec >= 28
+            and context.Emax >= 999_999
+            and context.Emin <= -999_999
+            and not context.clamp
+        ):
+            exact = plan.apply_exact(counts)
+            if exact is None:
+                return None  # a part exceeds its total: price() flags it
+            total, parts = exact
+            # With the default context's range and below 28 digits every Decimal operation of
+            # apply() and to_nanos() is exact, so rounding the same rational here gives the same
+            # nanos, and int / int, like float(Decimal), is the correctly rounded double of it.
+            if total < _EXACT_LIMIT:
+                scale = plan.exact_scale
+                nanos = _round_half_even(total * NANOS_PER_USD, scale)
+                if nanos < _EXACT_LIMIT:
+                    return (
+                        nanos,
+                        parts[_B_INPUT] / scale,
+                        parts[_B_CACHE_READ] / scale,
+                        parts[_B_CACHE_WRITE] / scale,
+                        parts[_B_OUTPUT] / scale,
+                        quick.provider,
+                        entry.model,
+                        entry.source,
+                    )
+        try:
+            decimal_total, decimal_parts = plan.apply(counts)
+            nanos = to_nanos(decimal_total)
+        except (ValueError, ArithmeticError):
+            return None  # price() or the processor flag it
+        # float(Decimal) goes through a string; a zero part (no cache use) is never -0 (parts
+        # are sums starting at +0), so 0.0 is the same double.
+        return (
+            nanos,
+            *(float(part) if part else 0.0 for part in decimal_parts[:4]),  # type: ignore[return-value]
+            quick.provider,
+            entry.model,
+            entry.source,
+        )
+
+    def _new_quick(self, state: _State, key: tuple[str | None, str | None, str | None]) -> _Quick | None:
+        provider, server, model = key
+        entry = self._entry_for(LlmCall(model, provider, server, TokenUsage()))
+        quick: _Quick | None = None
+        if isinstance(entry, _Entry) and entry.delegate is None:
+            resolved = entry.provider
+            if resolved is None and entry.source == PRICE_SOURCE_OVERRIDE:
+                resolved = self._provider_id(provider, server)
+            quick = _Quick(entry, resolved)
+        with self._lock:
+            if len(state.quick) >= _MAX_MEMO:
+                state.quick.pop(next(iter(state.quick)))
+            state.quick[key] = quick
+        return quick
 
     def _price(self, call: LlmCall, at: datetime | None) -> CostBreakdown:
         usage = call.usage

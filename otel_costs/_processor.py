@@ -16,10 +16,10 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from . import _conventions as conv
-from ._money import nanos_to_usd, to_nanos
-from ._pricing import CostBreakdown, PriceBook
-from ._spans import with_attributes
-from ._usage import UsageReading, read_usage
+from ._money import NANOS_PER_USD, nanos_to_usd, to_nanos
+from ._pricing import CostBreakdown, PriceBook, _Quote
+from ._spans import annotated, attributes_dict, with_attributes
+from ._usage import USAGE_OR_CALL_KEYS, Counts, LlmCall, TokenUsage, UsageReading, billable_counts, read_usage
 
 logger = logging.getLogger("otel_costs")
 
@@ -95,6 +95,17 @@ class CostSpanProcessor(SpanProcessor):
         self._attribution_lock = threading.Lock()
         #: The baggage content seen last and its additions, recognised by one dict comparison.
         self._last_attribution: tuple[dict[str, object], _Additions] = ({}, _NOTHING)
+        book = self._price_book
+        # The fast path prices exactly as PriceBook.price does; a subclass that prices its own
+        # way is always asked through price().
+        self._quote = (
+            book._quote
+            if isinstance(book, PriceBook)
+            and type(book).price is PriceBook.price
+            and type(book)._price is PriceBook._price
+            and type(book)._entry_for is PriceBook._entry_for
+            else None
+        )
 
     @property
     def price_book(self) -> PriceBook:
@@ -184,27 +195,80 @@ class CostSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         try:
             attributes = span.attributes
-            reading = read_usage(attributes) if attributes else None
-            if reading is not None:
-                span, nanos, counted = self._costed(span, reading)
-                if counted:
-                    span = self._notify(span, nanos)
+            if attributes:
+                span = self._priced(span, attributes)
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
 
-    def _costed(self, span: ReadableSpan, reading: UsageReading) -> tuple[ReadableSpan, int, bool]:
+    def _priced(self, span: ReadableSpan, attributes: Mapping[str, object]) -> ReadableSpan:
+        """``span``, or its costed copy when it carries usage (handed to budgets and listeners)."""
+        try:
+            # Most spans carry no LLM usage: one set test over their keys says so.
+            if USAGE_OR_CALL_KEYS.isdisjoint(attributes):
+                return span
+            # One plain copy of the attributes: read from, and then the costed span's own.
+            own: dict[str, Any] | None = attributes_dict(attributes)
+        except Exception:
+            own = None  # unreadable attributes: read_usage flags them
+        fields = billable_counts(own) if own is not None else None
+        if fields is not None:
+            assert own is not None
+            span, nanos = self._costed_call(span, own, *fields)
+            return span if nanos is None else self._notify(span, nanos)
+        reading = read_usage(own if own is not None else attributes)
+        if reading is None:
+            return span
+        span, cost, counted = self._costed(span, reading, own)
+        return self._notify(span, cost) if counted else span
+
+    def _costed_call(
+        self,
+        span: ReadableSpan,
+        own: dict[str, Any],
+        model: str | None,
+        provider: str | None,
+        server: str | None,
+        counts: Counts,
+    ) -> tuple[ReadableSpan, int | None]:
+        """``_costed`` of a span that ``read_usage`` reads as billable, from ``billable_counts``:
+        the costed copy and its nano-USD (``None`` when it does not count: a duplicate)."""
+        extra: dict[str, Any] = {conv.COST_CURRENCY: conv.CURRENCY_USD}
+        if self._already_counted(span, own.get(conv.GEN_AI_RESPONSE_ID)):
+            _mark_duplicate(extra)
+            own.update(extra)
+            return annotated(span, own), None
+        quote = None
+        if self._quote is not None:
+            try:
+                quote = self._quote(model, provider, server, counts, span.start_time)
+            except Exception:
+                logger.exception("otel_costs: fast pricing failed; pricing through the price book")
+        if quote is not None:
+            nanos = _publish_quote(extra, quote)
+        else:
+            nanos = self._price_into(extra, span, LlmCall(model, provider, server, TokenUsage(*counts)))
+        if own.get(conv.COST_STATUS) == conv.STATUS_PARTIAL:
+            extra[conv.COST_STATUS] = conv.STATUS_PARTIAL
+        own.update(extra)
+        return annotated(span, own), nanos
+
+    def _costed(
+        self, span: ReadableSpan, reading: UsageReading, own: dict[str, Any] | None
+    ) -> tuple[ReadableSpan, int, bool]:
         """A copy of ``span`` with its cost attributes, its direct cost in nano-USD, and whether it
-        counts as a billable call (not an aggregate, not a call already counted)."""
+        counts as a billable call (not an aggregate, not a call already counted).
+
+        ``own`` is a plain copy of the span's attributes that the costed copy may take over, or
+        ``None`` when they could not be copied."""
+        attributes: Mapping[str, object] = own if own is not None else (span.attributes or {})
         extra: dict[str, Any] = {conv.COST_CURRENCY: conv.CURRENCY_USD}
         nanos = 0
-        if reading.kind != "aggregate" and self._already_counted(span):
-            extra[conv.COST_STATUS] = conv.STATUS_DUPLICATE
-            extra[conv.COST_STATUS_REASON] = (
-                "this response was already counted on another span of the trace (two instrumentations "
-                "traced one call); instrument each call once"
-            )
-            return with_attributes(span, extra), 0, False
+        if reading.kind != "aggregate" and self._already_counted(
+            span, attributes.get(conv.GEN_AI_RESPONSE_ID)
+        ):
+            _mark_duplicate(extra)
+            return _with_extra(span, own, extra), 0, False
         if reading.kind == "aggregate":
             extra[conv.COST_STATUS] = conv.STATUS_AGGREGATE
             extra[conv.COST_STATUS_REASON] = reading.reason or "aggregate usage of child calls"
@@ -215,30 +279,33 @@ class CostSpanProcessor(SpanProcessor):
             extra[conv.COST_STATUS] = conv.STATUS_INVALID_USAGE
             extra[conv.COST_STATUS_REASON] = reading.reason or "unreadable usage"
         else:
-            priced: dict[str, Any] = {}
-            try:
-                cost = self._price_book.price(reading.call, at=_start_time(span))
-                nanos = _publish(cost, priced)
-            except Exception as exc:
-                # PriceBook.price never raises, but a subclass or another book might: the span
-                # must still say it carries usage that was not priced, never pass as $0.
-                logger.exception("otel_costs: price book %r raised", self._price_book)
-                nanos = 0
-                priced = {
-                    conv.COST_STATUS: conv.STATUS_UNPRICED,
-                    conv.COST_STATUS_REASON: f"price book raised {type(exc).__name__}: {exc}"[:256],
-                }
-            extra.update(priced)
-            earlier = (span.attributes or {}).get(conv.COST_STATUS)
-            if earlier == conv.STATUS_PARTIAL:
+            nanos = self._price_into(extra, span, reading.call)
+            if attributes.get(conv.COST_STATUS) == conv.STATUS_PARTIAL:
                 # The capture layer saw only part of the usage (e.g. a stream closed early):
                 # what was seen is priced, and the span stays flagged as a lower bound.
                 extra[conv.COST_STATUS] = conv.STATUS_PARTIAL
-        return with_attributes(span, extra), nanos, reading.kind != "aggregate"
+        return _with_extra(span, own, extra), nanos, reading.kind != "aggregate"
 
-    def _already_counted(self, span: ReadableSpan) -> bool:
+    def _price_into(self, extra: dict[str, Any], span: ReadableSpan, call: LlmCall) -> int:
+        """Price ``call`` with the price book, add the outcome to ``extra``; the cost in nano-USD."""
+        priced: dict[str, Any] = {}
+        try:
+            cost = self._price_book.price(call, at=_start_time(span))
+            nanos = _publish(cost, priced)
+        except Exception as exc:
+            # PriceBook.price never raises, but a subclass or another book might: the span
+            # must still say it carries usage that was not priced, never pass as $0.
+            logger.exception("otel_costs: price book %r raised", self._price_book)
+            nanos = 0
+            priced = {
+                conv.COST_STATUS: conv.STATUS_UNPRICED,
+                conv.COST_STATUS_REASON: f"price book raised {type(exc).__name__}: {exc}"[:256],
+            }
+        extra.update(priced)
+        return nanos
+
+    def _already_counted(self, span: ReadableSpan, response_id: object) -> bool:
         """True if a span of the same trace with the same ``gen_ai.response.id`` was seen before."""
-        response_id = (span.attributes or {}).get(conv.GEN_AI_RESPONSE_ID)
         ctx = span.context
         if not isinstance(response_id, str) or not response_id or ctx is None:
             return False
@@ -305,6 +372,43 @@ def _publish(cost: CostBreakdown, extra: dict[str, Any]) -> int:
     extra[conv.COST_CACHE_WRITE] = float(cost.cache_write)
     extra[conv.COST_OUTPUT] = float(cost.output)
     return nanos
+
+
+def _publish_quote(extra: dict[str, Any], quote: _Quote) -> int:
+    """``_publish`` of a priced call from ``PriceBook._quote``'s figures; the nano-USD."""
+    nanos, input_usd, cache_read_usd, cache_write_usd, output_usd, provider, model, source = quote
+    usd = nanos / NANOS_PER_USD
+    extra[conv.COST_STATUS] = conv.STATUS_PRICED
+    if provider:
+        extra[conv.COST_PROVIDER] = provider
+    if model:
+        extra[conv.COST_MODEL] = model
+    if source:
+        extra[conv.COST_PRICE_SOURCE] = source
+    extra[conv.COST_DIRECT] = usd
+    extra[conv.GEN_AI_USAGE_COST] = usd
+    extra[conv.COST_DIRECT_NANOS] = nanos
+    extra[conv.COST_INPUT] = input_usd
+    extra[conv.COST_CACHE_READ] = cache_read_usd
+    extra[conv.COST_CACHE_WRITE] = cache_write_usd
+    extra[conv.COST_OUTPUT] = output_usd
+    return nanos
+
+
+def _mark_duplicate(extra: dict[str, Any]) -> None:
+    extra[conv.COST_STATUS] = conv.STATUS_DUPLICATE
+    extra[conv.COST_STATUS_REASON] = (
+        "this response was already counted on another span of the trace (two instrumentations "
+        "traced one call); instrument each call once"
+    )
+
+
+def _with_extra(span: ReadableSpan, own: dict[str, Any] | None, extra: dict[str, Any]) -> ReadableSpan:
+    """The copy of ``span`` with ``extra`` added, taking over ``own`` (its attributes) if given."""
+    if own is None:
+        return with_attributes(span, extra)
+    own.update(extra)
+    return annotated(span, own)
 
 
 #: The SDK's own method: a span type that overrides it is always updated through it.

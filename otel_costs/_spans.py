@@ -82,9 +82,8 @@ def annotated(span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
     return _AnnotatedSpan(span, attributes)
 
 
-def attributes_dict(span: ReadableSpan) -> dict[str, Any]:
-    """The span's attributes as a new plain ``dict`` (one C-level copy for SDK spans)."""
-    attributes = span.attributes
+def attributes_dict(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A span's ``attributes`` as a new plain ``dict`` (one C-level copy for SDK spans)."""
     if not attributes:
         return {}
     # ``ReadableSpan.attributes`` is a read-only proxy over the SDK's ``BoundedAttributes``;
@@ -102,6 +101,6 @@ def with_attributes(span: ReadableSpan, extra: Mapping[str, Any]) -> ReadableSpa
 
     Ended spans are immutable in the SDK, so costs are added by handing on a copy.
     """
-    merged = attributes_dict(span)
+    merged = attributes_dict(span.attributes)
     merged.update(extra)
     return annotated(span, merged)

@@ -7,7 +7,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta, timezone
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 
 import genai_prices
@@ -708,3 +708,106 @@ def test_unpriced_counts_is_a_read_only_copy(book: PriceBook) -> None:
     counts = book.unpriced_counts
     with pytest.raises(TypeError):
         counts["x"] = 1  # type: ignore[index]
+
+
+# --- PriceBook._quote: the processor's fast path must agree with price() -----------------------
+
+
+def _assert_quote_matches(book: PriceBook, call: LlmCall, start_ns: int) -> bool:
+    """``_quote`` is None, or gives exactly the figures price() publishes; True if it answered."""
+    usage = call.usage
+    counts = (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        usage.reasoning_tokens,
+    )
+    quote = book._quote(call.model, call.provider, call.server_address, counts, start_ns)
+    if quote is None:
+        return False
+    cost = book.price(call, at=datetime.fromtimestamp(start_ns / 1e9, tz=UTC))
+    assert cost.status == STATUS_PRICED, (call, cost.reason)
+    expected = (
+        to_nanos(cost.total),
+        float(cost.input),
+        float(cost.cache_read),
+        float(cost.cache_write),
+        float(cost.output),
+        cost.provider,
+        cost.model,
+        cost.source,
+    )
+    assert quote == expected, call
+    return True
+
+
+def test_quote_identical_to_price_for_every_bundled_model() -> None:
+    """Every bundled model x usage x instant: the fast quote is absent or exactly price()'s figures."""
+    book = PriceBook()
+    checked = answered = 0
+    for provider in BUNDLED_PROVIDERS:
+        for model in provider.models:
+            instants = [
+                at + shift for at in _instants_for(model) for shift in (timedelta(0), timedelta(days=2))
+            ]
+            for at in instants:
+                start_ns = (
+                    int(at.replace(tzinfo=at.tzinfo or UTC).timestamp()) * 10**9 + at.microsecond * 1000
+                )
+                for usage in _usages_for(model):
+                    call = _call(model.id, provider.id, usage)
+                    if book.price(call, at=AT).status == STATUS_INVALID_USAGE:
+                        continue  # the processor never asks _quote for counts that do not fit
+                    checked += 1
+                    answered += _assert_quote_matches(book, call, start_ns)
+    assert answered > checked // 2  # the fast path is taken for most calls, not silently skipped
+
+
+def test_quote_near_a_price_change_is_left_to_price() -> None:
+    """A start time within a second of a dated price change gets no quote; farther away it does."""
+    book = PriceBook(
+        {"m": {"input": 3, "output": 15, "changes": [{"start_date": "2026-06-01", "input": 2, "output": 10}]}}
+    )
+    change = int(datetime(2026, 6, 1, tzinfo=UTC).timestamp()) * 10**9
+    call = _call("m", "openai", TokenUsage(1_000_000, 0))
+    for offset in (-(10**9) + 1, -1, 0, 1, 10**9 - 1):
+        assert book._quote("m", "openai", None, (1_000_000, 0, 0, 0, 0), change + offset) is None
+    for offset, dollars in ((-(10**9), 3), (10**9, 2)):
+        assert _assert_quote_matches(book, call, change + offset)
+        assert (
+            book._quote("m", "openai", None, (1_000_000, 0, 0, 0, 0), change + offset)[0] == dollars * 10**9
+        )  # type: ignore[index]
+
+
+def test_quote_leaves_unknown_models_to_price() -> None:
+    """No quote for a model without a price, so price() counts and flags it as before."""
+    book = PriceBook({"m": {"input": 1, "output": 1}}, use_genai_prices=False)
+    assert book._quote("other", "openai", None, (1, 1, 0, 0, 0), 10**18) is None
+    assert book._quote(None, "openai", None, (1, 1, 0, 0, 0), 10**18) is None
+    assert book.unpriced_counts == {}
+
+
+@pytest.mark.parametrize("start_ns", [None, 0, -(10**18), 2**63, 1.5e18], ids=repr)
+def test_quote_with_odd_start_times(start_ns: object) -> None:
+    """A start time that is missing or cannot be a datetime never gets a dated plan from the fast path."""
+    dated = PriceBook(
+        {"m": {"input": 3, "output": 15, "changes": [{"start_date": "2026-06-01", "input": 2, "output": 10}]}}
+    )
+    assert dated._quote("m", None, None, (1, 1, 0, 0, 0), start_ns) is None  # type: ignore[arg-type]
+    flat = PriceBook({"m": {"input": 3, "output": 15}})
+    quote = flat._quote("m", None, None, (10**6, 0, 0, 0, 0), start_ns)  # type: ignore[arg-type]
+    fits = start_ns is None or (type(start_ns) is int and -(2**63) < start_ns < 2**63)
+    assert (quote is not None and quote[0] == 3 * 10**9) if fits else quote is None
+
+
+def test_quote_follows_a_non_default_decimal_context() -> None:
+    """Under a lower Decimal precision the quote computes as price() does, in that context."""
+    book = PriceBook({"m": {"input": "1.234567", "output": "7.654321"}})
+    call = _call("m", None, TokenUsage(987_654_321, 123_456_789))
+    default = book._quote("m", None, None, (987_654_321, 123_456_789, 0, 0, 0), 10**18)
+    with localcontext() as ctx:
+        ctx.prec = 14
+        assert _assert_quote_matches(book, call, 10**18)
+        low = book._quote("m", None, None, (987_654_321, 123_456_789, 0, 0, 0), 10**18)
+    assert low != default  # so the context is honoured, not the exact integer path

@@ -13,7 +13,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util.types import AttributeValue
 
-from otel_costs._usage import MAX_TOKENS, LlmCall, TokenUsage, UsageReading, read_usage, usage_problem
+from otel_costs import _usage
+from otel_costs._usage import (
+    MAX_TOKENS,
+    LlmCall,
+    TokenUsage,
+    UsageReading,
+    billable_counts,
+    read_usage,
+    usage_problem,
+)
 
 
 @pytest.fixture
@@ -346,3 +355,110 @@ def test_openinference_embedding_model_name_is_read() -> None:
     assert reading is not None and reading.call is not None
     assert reading.kind == "billable"
     assert reading.call.model == "text-embedding-3-small"
+
+
+# --- billable_counts: the processor's fast path must agree with read_usage ---------------------
+
+_BASE = {"gen_ai.usage.input_tokens": 1_000, "gen_ai.usage.output_tokens": 200}
+
+#: Layouts and edge cases; each is read by billable_counts and by read_usage.
+AGREEMENT_CASES: list[dict[str, object]] = [
+    {},
+    {"http.method": "GET"},
+    _BASE,
+    {
+        **_BASE,
+        "gen_ai.response.model": "gpt-4o",
+        "gen_ai.request.model": "gpt-4o-2024",
+        "gen_ai.provider.name": "openai",
+    },
+    {**_BASE, "gen_ai.response.model": "  ", "gen_ai.request.model": " gpt-4o ", "gen_ai.system": " openai "},
+    {**_BASE, "gen_ai.response.model": 5, "llm.model_name": "claude", "gen_ai.provider.name": ""},
+    {**_BASE, "server.address": "api.openai.com", "gen_ai.openai.api_base": "https://x"},
+    {**_BASE, "gen_ai.openai.api_base": " https://api.openai.com/v1 "},
+    {**_BASE, "server.address": "   ", "gen_ai.openai.api_base": "https://x"},
+    {"gen_ai.usage.output_tokens": 7},
+    {"gen_ai.usage.input_tokens": 7},
+    {"gen_ai.usage.input_tokens": None, "gen_ai.usage.prompt_tokens": 9, "gen_ai.usage.completion_tokens": 3},
+    {
+        "llm.token_count.prompt": 50,
+        "llm.token_count.completion": 5,
+        "llm.model_name": "m",
+        "llm.provider": "p",
+    },
+    {**_BASE, "gen_ai.usage.cache_read.input_tokens": 600, "gen_ai.usage.cache_creation.input_tokens": 400},
+    {**_BASE, "gen_ai.usage.cache_read.input_tokens": 601, "gen_ai.usage.cache_write.input_tokens": 400},
+    {**_BASE, "gen_ai.usage.reasoning.output_tokens": 200},
+    {**_BASE, "gen_ai.usage.reasoning.output_tokens": 201},
+    {**_BASE, "gen_ai.usage.details.cache_read_tokens": 10, "llm.usage.reasoning_tokens": 5},
+    {**_BASE, "gen_ai.usage.cache_read_input_tokens": None, "gen_ai.usage.cache_read.input_tokens": 3},
+    {**_BASE, "gen_ai.usage.input_tokens": 1_000.0},
+    {**_BASE, "gen_ai.usage.input_tokens": "1000"},
+    {**_BASE, "gen_ai.usage.input_tokens": True},
+    {**_BASE, "gen_ai.usage.input_tokens": -1},
+    {**_BASE, "gen_ai.usage.input_tokens": MAX_TOKENS},
+    {**_BASE, "gen_ai.usage.input_tokens": MAX_TOKENS + 1},
+    {**_BASE, "gen_ai.usage.cache_read.input_tokens": -1},
+    {**_BASE, "gen_ai.usage.cache_read.input_tokens": 1.0},
+    {**_BASE, "gen_ai.operation.name": "chat"},
+    {**_BASE, "gen_ai.operation.name": "invoke_agent"},
+    {**_BASE, "gen_ai.operation.name": 3},
+    {**_BASE, "openinference.span.kind": "chain"},
+    {**_BASE, "openinference.span.kind": "LLM"},
+    {**_BASE, "traceloop.span.kind": "Workflow"},
+    {**_BASE, "traceloop.span.kind": "llm"},
+    {"llm.usage.total_tokens": 900, "gen_ai.request.model": "gpt-4o"},
+    {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"},
+]
+
+
+class _IntLike(int):
+    """An int subclass: read_usage flags it, so the fast path must leave it to read_usage."""
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [*AGREEMENT_CASES, {**_BASE, "gen_ai.usage.output_tokens": _IntLike(3)}],
+    ids=lambda attributes: repr(attributes)[:80],
+)
+def test_billable_counts_agrees_with_read_usage(attributes: dict[str, object]) -> None:
+    """billable_counts answers exactly for the spans read_usage reads as billable, with the same call."""
+    fast = billable_counts(attributes)
+    reading = read_usage(attributes)
+    if fast is None:
+        # Not billable, or counts written as floats or strings, which only read_usage converts.
+        assert reading is None or reading.kind != "billable" or not _counts_are_ints(attributes)
+        return
+    assert reading is not None and reading.kind == "billable" and reading.call is not None
+    model, provider, server, counts = fast
+    call = reading.call
+    assert (model, provider, server) == (call.model, call.provider, call.server_address)
+    usage = call.usage
+    assert counts == (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        usage.reasoning_tokens,
+    )
+
+
+def _counts_are_ints(attributes: Mapping[str, object]) -> bool:
+    """True when every count read_usage picks (first non-None of each list) is an exact int."""
+    for keys in (
+        _usage.INPUT_KEYS,
+        _usage.OUTPUT_KEYS,
+        _usage.CACHE_READ_KEYS,
+        _usage.CACHE_WRITE_KEYS,
+        _usage.REASONING_KEYS,
+    ):
+        value = next((attributes[key] for key in keys if attributes.get(key) is not None), 0)
+        if type(value) is not int:
+            return False
+    return True
+
+
+def test_billable_counts_answers_for_int_counts() -> None:
+    """The common layouts, with int counts, take the fast path (it is not silently always None)."""
+    answered = [case for case in AGREEMENT_CASES if billable_counts(case) is not None]
+    assert len(answered) >= 12
