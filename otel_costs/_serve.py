@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 from typing import Any, Final, Literal, NamedTuple, NoReturn, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -602,20 +602,25 @@ def _view_classes() -> dict[str, Any]:
     file = descriptor_pb2.FileDescriptorProto(
         name="otel_costs/serve_views.proto", package="otel_costs.serve_views", syntax="proto2"
     )
-    layout: dict[str, list[tuple[str, int, str | None]]] = {
+    layout: dict[str, list[tuple[str, int, str | None, bool]]] = {
         # ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
-        "RequestView": [("resource_spans", 1, "ResourceSpansView")],
+        "RequestView": [("resource_spans", 1, "ResourceSpansView", True)],
         # ResourceSpans { repeated ScopeSpans scope_spans = 2; }
-        "ResourceSpansView": [("scope_spans", 2, "ScopeSpansView")],
+        "ResourceSpansView": [("scope_spans", 2, "ScopeSpansView", True)],
         # ScopeSpans { repeated Span spans = 2; }
-        "ScopeSpansView": [("spans", 2, None)],
+        "ScopeSpansView": [("spans", 2, None, True)],
         # Span { repeated KeyValue attributes = 9; }
-        "SpanAttributesView": [("attributes", 9, None)],
+        "SpanAttributesView": [("attributes", 9, None, True)],
+        # The same field as one message: the KeyValues merge into one, their keys add up.
+        "SpanKeysView": [("attributes", 9, "KeysView", False)],
+        # KeyValue { string key = 1; }
+        "KeysView": [("key", 1, None, True)],
     }
     for name, fields in layout.items():
         message = file.message_type.add(name=name)
-        for field_name, number, type_name in fields:
-            entry = message.field.add(name=field_name, number=number, label=proto.LABEL_REPEATED)
+        for field_name, number, type_name, repeated in fields:
+            label = proto.LABEL_REPEATED if repeated else proto.LABEL_OPTIONAL
+            entry = message.field.add(name=field_name, number=number, label=label)
             if type_name is None:
                 entry.type = proto.TYPE_BYTES
             else:
@@ -632,6 +637,7 @@ def _view_classes() -> dict[str, Any]:
 _VIEWS: Final = _view_classes()
 _RequestView: Final = _VIEWS["RequestView"]
 _SpanAttributesView: Final = _VIEWS["SpanAttributesView"]
+_SpanKeysView: Final = _VIEWS["SpanKeysView"]
 
 
 def rollup_trace(
@@ -834,9 +840,47 @@ def _read_cost_attributes(span: bytes) -> tuple[bytes, dict[str, object] | None,
     """Read a serialized span's cost attributes and drop the figures an earlier rollup wrote.
 
     Returns the span's bytes (re-encoded only if something was dropped), the attributes
-    ``cost_node`` reads (``None``: none of them) and whether ``cost.currency`` is set. The
-    attributes come as serialized ``KeyValue``s; only those holding ``cost.`` are looked at.
+    ``cost_node`` reads (``None``: none of them) and whether ``cost.currency`` is set.
+
+    Two views parse the span in C: one hands out the attributes as serialized ``KeyValue``s,
+    the other every attribute's key, in order (its ``KeyValue``s merge into one message whose
+    repeated ``key`` collects them). When each ``KeyValue`` starts with its key and the counts
+    agree, key ``i`` is attribute ``i``'s; otherwise ``_read_cost_entries`` reads entry by entry.
     """
+    view = _SpanAttributesView.FromString(span)
+    attributes = view.attributes
+    entries = attributes[:]
+    keys = _SpanKeysView.FromString(span).attributes.key[:]
+    if len(keys) != len(entries) or not all(map(bytes.startswith, entries, repeat(b"\x0a"))):
+        return _read_cost_entries(span)
+    present = _COST_KEYS.intersection(keys)
+    if not present:
+        return span, None, False
+    values: dict[str, object] | None = None
+    for key in _READ_KEYS_SERIALIZED.intersection(present):
+        if values is None:
+            values = {}
+        # A key set twice: the last one counts, as in a dict of the attributes.
+        at = keys.index(key) if keys.count(key) == 1 else len(keys) - 1 - keys[::-1].index(key)
+        values[_READ_KEY_NAMES[key]] = _key_first_value(entries[at])
+    if not _DROP_KEYS.isdisjoint(present):
+        for i in reversed(list(compress(range(len(keys)), map(_DROP_KEYS.__contains__, keys)))):
+            del attributes[i]
+        # The other fields are unknown to the view and written back as they were.
+        span = view.SerializeToString()
+    return span, values, _CURRENCY_KEY in present
+
+
+def _key_first_value(kv: bytes) -> object:
+    """The value of a serialized ``KeyValue`` that starts with its key (as ``_any_value``)."""
+    end = kv[1] + 2
+    if kv[1] < 0x80 and len(kv) > end + 1 and kv[end] == 0x12 and kv[end + 1] == len(kv) - end - 2 < 0x80:
+        return _any_value(kv[end + 2 :])  # key, then the value, nothing else
+    return _any_value(_key_value(kv)[1])
+
+
+def _read_cost_entries(span: bytes) -> tuple[bytes, dict[str, object] | None, bool]:
+    """``_read_cost_attributes`` for any encoding: splits each ``KeyValue`` holding ``cost.``."""
     view = _SpanAttributesView.FromString(span)
     attributes = view.attributes
     values: dict[str, object] | None = None
@@ -872,6 +916,8 @@ def _read_cost_attributes(span: bytes) -> tuple[bytes, dict[str, object] | None,
 _DROP_KEYS: Final = frozenset(key.encode() for key in _REPLACED_KEYS)
 _READ_KEY_NAMES: Final = {key.encode(): key for key in _READ_KEYS}
 _CURRENCY_KEY: Final = conv.COST_CURRENCY.encode()
+_READ_KEYS_SERIALIZED: Final = frozenset(_READ_KEY_NAMES)
+_COST_KEYS: Final = _DROP_KEYS | _READ_KEYS_SERIALIZED | {_CURRENCY_KEY}
 
 
 def _key_value(kv: bytes) -> tuple[bytes, bytes | AnyValue]:
@@ -1012,10 +1058,7 @@ def _figure_entries(children: int, total: int, unpriced: int, *, currency: bool)
     it), built from prepared entries.
     """
     parts = [
-        _CHILDREN_PREFIX,
-        _DOUBLE.pack(nanos_to_usd(children)),
-        _TOTAL_PREFIX,
-        _DOUBLE.pack(nanos_to_usd(total)),
+        _FIGURE_DOUBLES.pack(_CHILDREN_PREFIX, nanos_to_usd(children), _TOTAL_PREFIX, nanos_to_usd(total)),
         _int_entry(conv.COST_CHILDREN_NANOS, children),
         _int_entry(conv.COST_TOTAL_NANOS, total),
         _CURRENCY_AND_SCOPE_ENTRIES if currency else _SCOPE_ENTRY,
@@ -1030,11 +1073,27 @@ def _int_entry(key: str, number: int) -> bytes:
         # Written as is it would corrupt the whole forwarded batch (a varint past 10 bytes).
         raise ValueError(f"attribute {key} = {number} does not fit an int64")
     # int64 two's complement: negative numbers take ten varint bytes.
-    return _entry(key, b"\x18" + _varint(number if number >= 0 else number + (1 << 64)))
+    value = _varint(number if number >= 0 else number + (1 << 64))
+    headers = _INT_HEADERS.get(key)
+    if headers is None:
+        return _entry(key, b"\x18" + value)
+    return headers[len(value)] + value
 
 
+def _int_headers(key: str) -> list[bytes]:
+    """Per varint length (1 to 10 bytes): the entry of ``key`` with an int value, up to the varint."""
+    return [b""] + [_entry(key, b"\x18" + bytes(size))[:-size] for size in range(1, 11)]
+
+
+#: Entry headers of the int figures, by the length of the value's varint.
+_INT_HEADERS: Final = {
+    key: _int_headers(key)
+    for key in (conv.COST_CHILDREN_NANOS, conv.COST_TOTAL_NANOS, conv.COST_ROLLUP_UNPRICED)
+}
 _CHILDREN_PREFIX: Final = encode_attributes({conv.COST_CHILDREN: 0.0})[:-8]
 _TOTAL_PREFIX: Final = encode_attributes({conv.COST_TOTAL: 0.0})[:-8]
+#: ``cost.children`` and ``cost.total`` (doubles) with their entry headers, in one pack.
+_FIGURE_DOUBLES: Final = struct.Struct(f"<{len(_CHILDREN_PREFIX)}sd{len(_TOTAL_PREFIX)}sd")
 _SCOPE_ENTRY: Final = encode_attributes({conv.COST_ROLLUP_SCOPE: conv.SCOPE_TRACE})
 _CURRENCY_AND_SCOPE_ENTRIES: Final = encode_attributes({conv.COST_CURRENCY: conv.CURRENCY_USD}) + _SCOPE_ENTRY
 _REMOTE_PARENT_ENTRY: Final = encode_attributes({conv.COST_ROLLUP_REMOTE_PARENT: True})
@@ -1079,19 +1138,19 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + _varint(len(payload)) + payload
 
 
-#: ``ScopeSpans.spans`` entry headers (tag 0x12 and the length) for spans of up to 8 KiB.
-_SPAN_HEADERS: Final = [b"\x12" + _varint(size) for size in range(8192)]
+#: Varints of 0 to 8191: the lengths of most spans and attributes.
+_VARINTS: Final = [_varint(size) for size in range(8192)]
 
 
-def _frame_spans(spans: Sequence[bytes]) -> bytes:
-    """``spans`` as serialized ``ScopeSpans.spans`` entries, framed without a Python loop."""
+def _frame(tag: bytes, items: Sequence[bytes]) -> bytes:
+    """``items`` as serialized entries of a repeated length-delimited field, without a Python loop."""
     try:
-        headers = list(map(_SPAN_HEADERS.__getitem__, map(len, spans)))
-    except IndexError:  # a span of 8 KiB or more
-        headers = [b"\x12" + _varint(len(span)) for span in spans]
-    parts = [b""] * (2 * len(spans))
-    parts[::2] = headers
-    parts[1::2] = spans
+        lengths = list(map(_VARINTS.__getitem__, map(len, items)))
+    except IndexError:  # an item of 8 KiB or more
+        lengths = [_varint(len(item)) for item in items]
+    parts = [tag] * (3 * len(items))
+    parts[1::3] = lengths
+    parts[2::3] = items
     return b"".join(parts)
 
 
@@ -1102,7 +1161,7 @@ def _encode(by_scope: dict[bytes, tuple[_Group, list[Sequence[bytes]]]], worker_
     resources: dict[bytes, tuple[_Group, list[bytes]]] = {}
     for group, pieces in by_scope.values():
         spans = pieces[0] if len(pieces) == 1 else list(chain.from_iterable(pieces))
-        scope_spans = _field(b"\x0a", group.scope) + _frame_spans(spans)
+        scope_spans = _field(b"\x0a", group.scope) + _frame(b"\x12", spans)
         if group.scope_schema_url:
             scope_spans += _field(b"\x1a", group.scope_schema_url.encode())
         slot = resources.get(group.resource_key)
