@@ -150,6 +150,9 @@ class FakeLLMProvider:
     - ``response_models``: request model -> the model name the response reports (default: echoed).
     - ``large_body_bytes``: the padding size of ``Misbehaviour.LARGE``.
     - ``port``: the port to bind (0 = any free port).
+    - ``unique_ids``: every response gets a new id, as real providers do (default). ``False``
+      derives the id from the request, so the same request gets a byte-identical answer (for
+      tests that compare bodies across calls).
 
     Example::
 
@@ -169,6 +172,7 @@ class FakeLLMProvider:
         response_models: Mapping[str, str] | None = None,
         large_body_bytes: int = 4 * 1024 * 1024,
         port: int = 0,
+        unique_ids: bool = True,
     ) -> None:
         if latency < 0 or chunk_interval < 0:
             raise ValueError("latency and chunk_interval must be >= 0 seconds")
@@ -189,6 +193,7 @@ class FakeLLMProvider:
         self._response_models = dict(response_models or {})
         self._large_body_bytes = large_body_bytes
         self._port = port
+        self._unique_ids = unique_ids
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
@@ -472,8 +477,12 @@ class _Handler(BaseHTTPRequestHandler):
             include_usage = include_usage and isinstance(options, dict) and bool(options.get("include_usage"))
         self._usage = usage if include_usage else None
         response_model = self.provider._response_models.get(model, model)
-        # Response ids derive from the request, so the same request gets byte-identical answers.
-        serial = int.from_bytes(hashlib.sha256(path.encode() + b"\0" + raw).digest()[:4], "big") % 1_000_000
+        if self.provider._unique_ids:
+            serial = self.provider._next_id()
+        else:  # derived from the request: the same request gets a byte-identical answer
+            serial = (
+                int.from_bytes(hashlib.sha256(path.encode() + b"\0" + raw).digest()[:4], "big") % 1_000_000
+            )
         builder = _Builder(api, model, response_model, serial, pieces, usage, include_usage, request)
         if api == "openai_embeddings":
             self._usage = replace(usage, output_tokens=0) if include_usage else None

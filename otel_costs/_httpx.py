@@ -30,7 +30,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
@@ -55,6 +55,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import _conventions as conv
+from ._budgets import RESERVATION_ID_ATTRIBUTE
 from ._llm_responses import (
     OPENAI_CHAT,
     OPENAI_COMPLETIONS,
@@ -219,6 +220,34 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 # ---------------------------------------------------------------------------------------------
 
 
+class PreCallBudgets(Protocol):
+    """What the capture needs of a ``BudgetManager``: the pre-call check-and-reserve."""
+
+    def before_call(
+        self,
+        attributes: Mapping[str, object] | None = None,
+        *,
+        model: str | None,
+        provider: str | None = None,
+        input_chars: int | None = None,
+        max_output_tokens: int | None = None,
+    ) -> Any:
+        """Estimate, reserve, wait if throttled; raise ``BudgetDenied`` if denied."""
+        ...
+
+    async def before_call_async(
+        self,
+        attributes: Mapping[str, object] | None = None,
+        *,
+        model: str | None,
+        provider: str | None = None,
+        input_chars: int | None = None,
+        max_output_tokens: int | None = None,
+    ) -> Any:
+        """``before_call`` for async clients."""
+        ...
+
+
 @dataclass(frozen=True)
 class _Config:
     """The settings of one ``instrument_httpx`` call."""
@@ -242,6 +271,8 @@ class _Config:
     """A JSON body is parsed whole up to this size; past it only its head and tail are kept."""
     max_event_bytes: int
     """An SSE event longer than this is skipped."""
+    budgets: PreCallBudgets | None = None
+    """Checked (and a reservation made) before each LLM request is sent."""
 
 
 @dataclass
@@ -273,6 +304,7 @@ def instrument_httpx(
     http_spans: bool = True,
     max_body_bytes: int = 2 * 1024 * 1024,
     max_event_bytes: int = 1024 * 1024,
+    budgets: PreCallBudgets | None = None,
 ) -> None:
     """Capture LLM calls and apply the attribution header policy on every httpx and httpx2 client.
 
@@ -291,6 +323,11 @@ def instrument_httpx(
       LLM span. ``False`` saves one span per LLM call: the LLM span then carries the HTTP method,
       URL (without its query) and status code, and the trace context is injected here.
     - ``max_body_bytes`` / ``max_event_bytes``: bounds of what is buffered per response.
+    - ``budgets``: a ``BudgetManager`` checked before each LLM request is sent: it reserves an
+      estimate (from the request's size, ``max_tokens`` and the model's prices), waits when
+      throttled, and raises ``BudgetExceeded`` when denied, before any byte leaves. The openai
+      SDK lets it through to the caller; the anthropic SDK wraps it in its ``APIConnectionError``
+      (``__cause__`` is the ``BudgetExceeded``), retrying without sending anything.
 
     Calling it again replaces the settings. Example::
 
@@ -320,6 +357,7 @@ def instrument_httpx(
         http_spans=http_spans,
         max_body_bytes=max_body_bytes,
         max_event_bytes=max_event_bytes,
+        budgets=budgets,
     )
     global _CONFIG
     with _LOCK:
@@ -366,6 +404,9 @@ def _install(
             return send(request)
         token = otel_context.attach(ctx)
         try:
+            if call is not None and config.budgets is not None:
+                # Before any byte leaves: a denial raises from here (and ends the span as an error).
+                _reserved(call, config.budgets.before_call(**call.estimate))
             response = send(request)
         except BaseException as exc:
             if call is not None:
@@ -387,6 +428,8 @@ def _install(
             return await send(request)
         token = otel_context.attach(ctx)
         try:
+            if call is not None and config.budgets is not None:
+                _reserved(call, await config.budgets.before_call_async(**call.estimate))
             response = await send(request)
         except BaseException as exc:
             if call is not None:
@@ -563,12 +606,44 @@ def _start_call(
         attributes[URL_FULL] = _url_without_query(request.url)
     name = f"{api.operation} {model}" if model else api.operation
     span = config.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+    call_estimate: dict[str, Any] = {}
+    if config.budgets is not None:
+        max_out = next(
+            (v for k in _MAX_OUTPUT_KEYS if type(v := body.get(k)) is int and v >= 0),
+            None,
+        )
+        call_estimate = {
+            "model": model or None,
+            "provider": provider_name,
+            "input_chars": _content_length(request),
+            "max_output_tokens": max_out,
+        }
     no_usage_reason = None
     if api.dialect in (OPENAI_CHAT, OPENAI_COMPLETIONS) and body.get("stream") is True:
         options = body.get("stream_options")
         if not (isinstance(options, dict) and options.get("include_usage") is True):
             no_usage_reason = "streamed without stream_options.include_usage, so the provider sent no usage"
-    return _Call(span, api, config, no_usage_reason)
+    call = _Call(span, api, config, no_usage_reason)
+    call.estimate = call_estimate
+    return call
+
+
+#: Request fields that cap the output tokens, across the OpenAI, Anthropic and Gemini dialects.
+_MAX_OUTPUT_KEYS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def _content_length(request: Any) -> int | None:
+    try:
+        return len(request.content)
+    except Exception:  # a streaming upload: its size is not known up front
+        return None
+
+
+def _reserved(call: _Call, decision: Any) -> None:
+    """Name the budget reservation on the LLM span, so the actual cost reconciles it."""
+    reservation = getattr(decision, "reservation_id", None)
+    if reservation:
+        call.span.set_attribute(RESERVATION_ID_ATTRIBUTE, reservation)
 
 
 def _url_without_query(url: Any) -> str:
@@ -595,10 +670,23 @@ def _wrap(call: _Call, response: Any, stream_cls: type[Any]) -> None:
 class _Call:
     """One LLM call: its span and the capture of its response, ended exactly once."""
 
-    __slots__ = ("_lock", "api", "capture", "config", "done", "no_usage_reason", "pending", "span", "status")
+    __slots__ = (
+        "_lock",
+        "api",
+        "capture",
+        "config",
+        "done",
+        "estimate",
+        "no_usage_reason",
+        "pending",
+        "span",
+        "status",
+    )
 
     def __init__(self, span: trace.Span, api: ApiCall, config: _Config, no_usage_reason: str | None) -> None:
         self.span = span
+        #: What a budget check estimates from: model, provider, request size, max output tokens.
+        self.estimate: dict[str, Any] = {}
         self.api = api
         self.config = config
         self.no_usage_reason = no_usage_reason

@@ -91,7 +91,9 @@ class Capture:
 
 @pytest.fixture
 def fake() -> Iterator[FakeLLMProvider]:
-    with FakeLLMProvider(usage=USAGE, response_models={"gpt-4o": "gpt-4o-2024-08-06"}) as provider:
+    with FakeLLMProvider(
+        usage=USAGE, response_models={"gpt-4o": "gpt-4o-2024-08-06"}, unique_ids=False
+    ) as provider:
         yield provider
 
 
