@@ -6,8 +6,9 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry import context
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
@@ -15,10 +16,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from . import _conventions as conv
-from ._rollup import CostNode, cost_node, rollup, rollup_attributes
-from ._spans import with_attributes
+from ._money import NANOS_PER_USD
+from ._rollup import own_cost, rollup_columns
+from ._spans import annotated, attributes_dict
 
 logger = logging.getLogger("otel_costs")
+
+#: Attributes ``cost_node`` reads: a span with none of them costs nothing and is not billable.
+_COST_KEYS = frozenset({conv.COST_STATUS, conv.COST_DIRECT_NANOS, conv.COST_DIRECT})
 
 
 @dataclass(slots=True)
@@ -95,10 +100,7 @@ class CostRollupExporter(SpanExporter):
                 # Checked again under the lock: shutdown may have flushed for the last time since.
                 if self._shutdown:
                     return SpanExportResult.FAILURE
-                for span in spans:
-                    if not self._add(span, now):
-                        # No span context (hand-built spans): nothing to roll up, forward it as is.
-                        evicted.append((_Pending(spans=[span]), None))
+                self._add(spans, now, evicted)
                 while self._buffered > self._max_spans and self._pending:
                     _trace_id, pending = self._pending.popitem(last=False)
                     self._buffered -= len(pending.spans)
@@ -116,21 +118,33 @@ class CostRollupExporter(SpanExporter):
             self._forward(evicted)
         return SpanExportResult.SUCCESS
 
-    def _add(self, span: ReadableSpan, now: float) -> bool:
-        """Buffer ``span`` under its trace; ``False`` if it has no span context to group it by."""
-        ctx = span.context
-        if ctx is None:
-            return False
-        trace_id = ctx.trace_id
-        pending = self._pending.get(trace_id)
-        if pending is None:
-            pending = self._pending[trace_id] = _Pending(first_seen=now, late=trace_id in self._flushed)
-        pending.spans.append(span)
-        self._buffered += 1
-        parent = span.parent
-        if pending.deadline is None and (parent is None or parent.is_remote):
-            pending.deadline = now + self._linger
-        return True
+    def _add(
+        self, spans: Sequence[ReadableSpan], now: float, evicted: list[tuple[_Pending, str | None]]
+    ) -> None:
+        """Buffer ``spans`` under their traces (holding the lock); context-less ones go to ``evicted``."""
+        pending_by_trace = self._pending
+        deadline = now + self._linger
+        added = 0
+        try:
+            for span in spans:
+                ctx = span.context
+                if ctx is None:
+                    # No span context (hand-built spans): nothing to roll up, forward it as is.
+                    evicted.append((_Pending(spans=[span]), None))
+                    continue
+                trace_id = ctx.trace_id
+                pending = pending_by_trace.get(trace_id)
+                if pending is None:
+                    late = trace_id in self._flushed
+                    pending = pending_by_trace[trace_id] = _Pending(first_seen=now, late=late)
+                pending.spans.append(span)
+                added += 1
+                if pending.deadline is None:
+                    parent = span.parent
+                    if parent is None or parent.is_remote:
+                        pending.deadline = deadline
+        finally:
+            self._buffered += added
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Roll up and forward every buffered trace now, then flush the wrapped exporter."""
@@ -227,24 +241,64 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
     """Roll up the spans of one trace and return them with their ``cost.*`` rollup attributes.
 
     ``partial_reason`` flags every span of the trace (e.g. ``"buffer_full"``, ``"late"``).
+    The same figures as ``rollup_attributes(cost_node(...), rollup(...))`` per span, computed
+    over columns: no ``CostNode`` or ``NodeRollup`` per span, and a span whose subtree holds
+    no cost and that is not flagged is handed on as it is.
     """
-    nodes: list[CostNode] = []
-    for span in spans:
+    n = len(spans)
+    span_ids: list[Hashable] = [0] * n
+    parent_ids: list[Hashable | None] = [None] * n
+    remote = [False] * n
+    direct = [0] * n
+    billable = [False] * n
+    unpriced = [0] * n
+    attributes_of: list[Mapping[str, Any] | None] = [None] * n
+    for i, span in enumerate(spans):
         ctx = span.context
+        if ctx is not None:
+            span_ids[i] = ctx.span_id
         parent = span.parent
-        nodes.append(
-            cost_node(
-                ctx.span_id if ctx is not None else 0,
-                parent.span_id if parent is not None else None,
-                span.attributes,
-                remote_parent=parent is not None and parent.is_remote,
-            )
-        )
+        if parent is not None:
+            parent_ids[i] = parent.span_id
+            remote[i] = parent.is_remote
+        attributes = attributes_of[i] = span.attributes
+        # Most spans carry no cost attribute: one set test over their keys says so.
+        if attributes and not _COST_KEYS.isdisjoint(attributes):
+            direct[i], billable[i], flagged = own_cost(attributes)
+            if flagged:
+                unpriced[i] = 1
+    children_nanos, total, billable_subtree, unpriced_subtree, root_kind = rollup_columns(
+        span_ids, parent_ids, remote, direct, billable, unpriced
+    )
     out: list[ReadableSpan] = []
-    for span, node, result in zip(spans, nodes, rollup(nodes), strict=True):
-        extra = rollup_attributes(node, result, scope=conv.SCOPE_PROCESS)
+    for i, span in enumerate(spans):
+        kind = root_kind[i]
+        if billable_subtree[i]:
+            # with_attributes(span, rollup_attributes(...)), written straight into the copy.
+            attributes = attributes_dict(attributes_of[i])
+            children, subtree = children_nanos[i], total[i]
+            attributes[conv.COST_CHILDREN] = children / NANOS_PER_USD  # nanos_to_usd, inline
+            attributes[conv.COST_TOTAL] = subtree / NANOS_PER_USD
+            attributes[conv.COST_CHILDREN_NANOS] = children
+            attributes[conv.COST_TOTAL_NANOS] = subtree
+            attributes[conv.COST_CURRENCY] = conv.CURRENCY_USD
+            attributes[conv.COST_ROLLUP_SCOPE] = conv.SCOPE_PROCESS
+            if unpriced_subtree[i]:
+                attributes[conv.COST_ROLLUP_UNPRICED] = unpriced_subtree[i]
+        elif kind is None and partial_reason is None:
+            out.append(span)
+            continue
+        else:
+            attributes = attributes_dict(attributes_of[i])
+        if kind == "remote_parent":
+            attributes[conv.COST_ROLLUP_REMOTE_PARENT] = True
+        elif kind == "orphan":
+            attributes[conv.COST_ROLLUP_ORPHAN] = True
+        elif kind is not None:
+            attributes[conv.COST_ROLLUP_PARTIAL] = True
+            attributes[conv.COST_ROLLUP_PARTIAL_REASON] = kind
         if partial_reason is not None:
-            extra[conv.COST_ROLLUP_PARTIAL] = True
-            extra[conv.COST_ROLLUP_PARTIAL_REASON] = partial_reason
-        out.append(with_attributes(span, extra) if extra else span)
+            attributes[conv.COST_ROLLUP_PARTIAL] = True
+            attributes[conv.COST_ROLLUP_PARTIAL_REASON] = partial_reason
+        out.append(annotated(span, attributes))
     return out

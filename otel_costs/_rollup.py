@@ -83,6 +83,11 @@ def cost_node(
     """
     if not attributes:
         return CostNode(span_id, parent_id, remote_parent=remote_parent)
+    return CostNode(span_id, parent_id, *own_cost(attributes), remote_parent)
+
+
+def own_cost(attributes: Mapping[str, object]) -> tuple[int, bool, bool]:
+    """``(direct_nanos, billable, unpriced)`` of a span's attributes, as ``cost_node`` reads them."""
     status = attributes.get(conv.COST_STATUS)
     raw = attributes.get(conv.COST_DIRECT_NANOS)
     if raw is None:
@@ -94,7 +99,7 @@ def cost_node(
         present = True
     billable = status in _BILLABLE or present
     unpriced = status in _INCOMPLETE or (present and nanos is None)
-    return CostNode(span_id, parent_id, nanos or 0, billable, unpriced, remote_parent)
+    return nanos or 0, billable, unpriced
 
 
 def rollup(nodes: Sequence[CostNode]) -> list[NodeRollup]:
@@ -105,51 +110,80 @@ def rollup(nodes: Sequence[CostNode]) -> list[NodeRollup]:
     and the node where the cut is made is flagged ``cycle``; a repeated span id is rolled up
     alone and flagged ``duplicate``.
     """
-    n = len(nodes)
-    index: dict[Hashable, int] = {}
+    columns = rollup_columns(
+        [node.span_id for node in nodes],
+        [node.parent_id for node in nodes],
+        [node.remote_parent for node in nodes],
+        [node.direct_nanos for node in nodes],
+        [node.billable for node in nodes],
+        [int(node.unpriced) for node in nodes],
+    )
+    return [NodeRollup(*figures) for figures in zip(*columns, strict=True)]
+
+
+#: ``rollup_columns``' answer: per node, children nanos, total nanos, billable subtree, unpriced
+#: count and root kind (the fields of ``NodeRollup``, as columns).
+Columns = tuple[list[int], list[int], list[bool], list[int], list[str | None]]
+
+
+def rollup_columns(
+    span_ids: Sequence[Hashable],
+    parent_ids: Sequence[Hashable | None],
+    remote_parent: Sequence[bool],
+    direct_nanos: Sequence[int],
+    billable: Sequence[bool],
+    unpriced: Sequence[int],
+) -> Columns:
+    """``rollup`` over columns (one list per ``CostNode`` field, ``unpriced`` as 0/1), without
+    building a ``CostNode`` or ``NodeRollup`` per span: the in-process exporter's hot path."""
+    n = len(span_ids)
+    # The first span with an id owns it (later ones are duplicates): built back to front in C.
+    index: dict[Hashable, int] = dict(zip(reversed(span_ids), range(n - 1, -1, -1), strict=True))
     root_kind: list[str | None] = [None] * n
-    for i, node in enumerate(nodes):
-        if node.span_id in index:
-            root_kind[i] = "duplicate"
-        else:
-            index[node.span_id] = i
+    if len(index) != n:
+        for i, span_id in enumerate(span_ids):
+            if index[span_id] != i:
+                root_kind[i] = "duplicate"
 
     parent_of = [-1] * n
     children: list[list[int] | None] = [None] * n
     roots: list[int] = []
-    for i, node in enumerate(nodes):
-        if root_kind[i] == "duplicate":
+    get = index.get
+    for i, parent_id in enumerate(parent_ids):
+        if parent_id is None:
             roots.append(i)
             continue
-        parent = index.get(node.parent_id) if node.parent_id is not None else None
-        if parent == i:
+        if root_kind[i] is not None:  # a duplicate: rolled up alone
+            roots.append(i)
+            continue
+        parent = get(parent_id)
+        if parent is None:
+            root_kind[i] = "remote_parent" if remote_parent[i] else "orphan"
+            roots.append(i)
+        elif parent == i:
             # Its own parent: a loop of one link, cut and flagged like any other loop.
             root_kind[i] = "cycle"
             roots.append(i)
-            continue
-        if parent is None:
-            if node.parent_id is not None:
-                root_kind[i] = "remote_parent" if node.remote_parent else "orphan"
-            roots.append(i)
-            continue
-        parent_of[i] = parent
-        kids = children[parent]
-        if kids is None:
-            children[parent] = [i]
         else:
-            kids.append(i)
+            parent_of[i] = parent
+            kids = children[parent]
+            if kids is None:
+                children[parent] = [i]
+            else:
+                kids.append(i)
 
     children_nanos = [0] * n
     total = [0] * n
-    billable = [False] * n
-    unpriced = [0] * n
+    billable_subtree = list(billable)
+    unpriced_subtree = list(unpriced)
     done = [False] * n
 
-    def walk(root: int) -> None:
+    def walk(start: list[int]) -> None:
         # Pre-order without recursion, then finish nodes in reverse: every child is finished
-        # before its parent. A node has one parent, so each is visited once.
+        # (and has added itself to its parent) before its parent. A node has one parent, so
+        # each is visited once.
         order: list[int] = []
-        stack = [root]
+        stack = start
         while stack:
             i = stack.pop()
             order.append(i)
@@ -157,44 +191,38 @@ def rollup(nodes: Sequence[CostNode]) -> list[NodeRollup]:
             if kids is not None:
                 stack.extend(kids)
         for i in reversed(order):
-            node = nodes[i]
-            kid_sum = 0
-            kid_billable = False
-            kid_unpriced = 0
-            kids = children[i]
-            if kids is not None:
-                for k in kids:
-                    kid_sum += total[k]
-                    kid_billable = kid_billable or billable[k]
-                    kid_unpriced += unpriced[k]
-            children_nanos[i] = kid_sum
-            total[i] = node.direct_nanos + kid_sum
-            billable[i] = node.billable or kid_billable
-            unpriced[i] = kid_unpriced + node.unpriced
+            subtree = direct_nanos[i] + children_nanos[i]
+            total[i] = subtree
             done[i] = True
+            parent = parent_of[i]
+            if parent >= 0:
+                children_nanos[parent] += subtree
+                if billable_subtree[i]:
+                    billable_subtree[parent] = True
+                unpriced_subtree[parent] += unpriced_subtree[i]
 
-    for r in roots:
-        walk(r)
+    walk(list(roots))
 
     # Whatever no root reached hangs off a loop of parent links. Following parents from such
     # a node must come back to a node already seen: cut the loop there, make that node a root
     # flagged "cycle", and roll up from it (which also reaches everything hanging off the loop).
-    for i in range(n):
-        if done[i]:
-            continue
-        seen: set[int] = set()
-        j = i
-        while j not in seen:
-            seen.add(j)
-            j = parent_of[j]
-        loop_kids = children[parent_of[j]]
-        assert loop_kids is not None
-        loop_kids.remove(j)
-        parent_of[j] = -1
-        root_kind[j] = "cycle"
-        walk(j)
+    if len(roots) < n and not all(done):
+        for i in range(n):
+            if done[i]:
+                continue
+            seen: set[int] = set()
+            j = i
+            while j not in seen:
+                seen.add(j)
+                j = parent_of[j]
+            loop_kids = children[parent_of[j]]
+            assert loop_kids is not None
+            loop_kids.remove(j)
+            parent_of[j] = -1
+            root_kind[j] = "cycle"
+            walk([j])
 
-    return [NodeRollup(children_nanos[i], total[i], billable[i], unpriced[i], root_kind[i]) for i in range(n)]
+    return children_nanos, total, billable_subtree, unpriced_subtree, root_kind
 
 
 def rollup_attributes(

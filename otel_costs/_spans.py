@@ -75,7 +75,8 @@ def annotated(span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
         # Everything the SDK stored (events and links keep their dropped counts), new attributes.
         fields = span.__dict__.copy()
         fields["_attributes"] = attributes
-        fields["_dropped"] = span.dropped_attributes
+        if type(span) is not _AnnotatedSpan:  # a copy of a copy already has it
+            fields["_dropped"] = span.dropped_attributes
         copy = _new(_AnnotatedSpan)
         copy.__dict__ = fields
         return copy

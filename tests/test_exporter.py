@@ -18,6 +18,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import otel_costs
 from otel_costs import _conventions as conv
+from otel_costs import _exporter, _rollup
 from otel_costs.testing import InMemoryPipeline
 
 #: coordinator -> code_agent -> syntax_analyzer: 0.012 + 0.018 + 0.00325 USD.
@@ -523,3 +524,92 @@ def test_span_without_context_is_forwarded_not_dropped() -> None:
     assert exporter.export([bare]) is SpanExportResult.SUCCESS
     assert downstream.wait_for(1)[0].name == "hand-built"
     exporter.shutdown()
+
+
+# --- annotate_trace: the column-based rollup must match the per-node functions ------------------
+
+TRACE = 0x1234
+
+
+def _span(span_id: int, parent_id: int | None, remote: bool = False, **attributes: Any) -> ReadableSpan:
+    """A finished span of TRACE with the given ids and attributes (as an exporter receives it)."""
+    parent = None if parent_id is None else SpanContext(TRACE, parent_id, is_remote=remote)
+    return ReadableSpan(
+        name=f"s{span_id}",
+        context=SpanContext(TRACE, span_id, is_remote=False),
+        parent=parent,
+        attributes={k.replace("__", "."): v for k, v in attributes.items()},
+    )
+
+
+def _reference_annotate(
+    spans: Sequence[ReadableSpan], partial_reason: str | None
+) -> list[list[tuple[str, Any]]]:
+    """annotate_trace as cost_node + rollup + rollup_attributes + with_attributes per span."""
+    nodes = [
+        otel_costs.cost_node(
+            span.context.span_id if span.context else 0,
+            span.parent.span_id if span.parent else None,
+            span.attributes,
+            remote_parent=span.parent is not None and span.parent.is_remote,
+        )
+        for span in spans
+    ]
+    out = []
+    for span, node, result in zip(spans, nodes, otel_costs.rollup(nodes), strict=True):
+        extra = _rollup.rollup_attributes(node, result, scope=conv.SCOPE_PROCESS)
+        if partial_reason is not None:
+            extra[conv.COST_ROLLUP_PARTIAL] = True
+            extra[conv.COST_ROLLUP_PARTIAL_REASON] = partial_reason
+        merged = {**(span.attributes or {}), **extra}
+        out.append(list(merged.items()))
+    return out
+
+
+PRICED = {"cost__status": "priced", "cost__direct_nanos": 12_000_000}
+ANNOTATE_CASES: dict[str, list[ReadableSpan]] = {
+    "plain trace": [_span(1, None), _span(2, 1, http__method="GET"), _span(3, 2)],
+    "plain with remote root": [_span(1, 99, remote=True), _span(2, 1)],
+    "plain with orphan": [_span(1, None), _span(2, 77)],
+    "priced chain": [_span(1, None), _span(2, 1), _span(3, 2, **PRICED), _span(4, 2, **PRICED)],
+    "unpriced and invalid": [
+        _span(1, None),
+        _span(2, 1, cost__status="unpriced"),
+        _span(3, 1, cost__status="invalid_usage"),
+        _span(4, 1, cost__direct=0.5),
+        _span(5, 1, cost__direct_nanos=-3),
+        _span(6, 1, cost__direct="x"),
+    ],
+    "duplicate ids": [_span(1, None), _span(2, 1, **PRICED), _span(2, 1, **PRICED), _span(3, 2, **PRICED)],
+    "cycle": [_span(1, 2, **PRICED), _span(2, 3), _span(3, 1), _span(4, 3, **PRICED), _span(5, None)],
+    "self parent": [_span(1, 1, **PRICED), _span(2, 1)],
+    "already rolled up once": [
+        _span(1, None, cost__total=1.0, cost__total_nanos=1),
+        _span(2, 1, **PRICED, cost__rollup__scope="process"),
+    ],
+}
+
+
+@pytest.mark.parametrize("partial_reason", [None, "late"])
+@pytest.mark.parametrize("case", ANNOTATE_CASES, ids=str)
+def test_annotate_trace_matches_the_per_node_rollup(case: str, partial_reason: str | None) -> None:
+    """annotate_trace gives every span exactly the attributes (and order) of the per-node functions."""
+    spans = ANNOTATE_CASES[case]
+    out = _exporter.annotate_trace(spans, partial_reason=partial_reason)
+    assert [list((span.attributes or {}).items()) for span in out] == _reference_annotate(
+        spans, partial_reason
+    )
+    assert [span.context for span in out] == [span.context for span in spans]
+    # Spans with nothing to add are handed on as they are, not copied.
+    for before, after in zip(spans, out, strict=True):
+        if (after.attributes or {}) == (before.attributes or {}):
+            assert after is before
+
+
+def test_annotate_trace_keeps_cost_free_spans_uncopied() -> None:
+    """In a trace without any cost, no span is copied; in one with costs, only their ancestors are."""
+    plain = ANNOTATE_CASES["plain trace"]
+    assert all(a is b for a, b in zip(_exporter.annotate_trace(plain), plain, strict=True))
+    priced = [*ANNOTATE_CASES["priced chain"], _span(9, 1)]
+    out = _exporter.annotate_trace(priced)
+    assert [a is b for a, b in zip(out, priced, strict=True)] == [False, False, False, False, True]
