@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -196,21 +197,27 @@ class CostSpanProcessor(SpanProcessor):
         try:
             attributes = span.attributes
             if attributes:
-                span = self._priced(span, attributes)
+                # Most spans carry no LLM usage: one set test over their keys says so.
+                try:
+                    readable = True
+                    carries_usage = not USAGE_OR_CALL_KEYS.isdisjoint(attributes)
+                except Exception:
+                    readable = carries_usage = False  # unreadable attributes: read_usage flags them
+                if carries_usage or not readable:
+                    span = self._priced(span, attributes, readable)
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
 
-    def _priced(self, span: ReadableSpan, attributes: Mapping[str, object]) -> ReadableSpan:
-        """``span``, or its costed copy when it carries usage (handed to budgets and listeners)."""
-        try:
-            # Most spans carry no LLM usage: one set test over their keys says so.
-            if USAGE_OR_CALL_KEYS.isdisjoint(attributes):
-                return span
+    def _priced(self, span: ReadableSpan, attributes: Mapping[str, object], readable: bool) -> ReadableSpan:
+        """The costed copy of ``span``, which carries usage (handed to budgets and listeners), or
+        ``span`` itself when its usage needs no attributes."""
+        own: dict[str, Any] | None = None
+        if readable:
             # One plain copy of the attributes: read from, and then the costed span's own.
-            own: dict[str, Any] | None = attributes_dict(attributes)
-        except Exception:
-            own = None  # unreadable attributes: read_usage flags them
+            # If it cannot be made, read_usage reads (and flags) the attributes themselves.
+            with contextlib.suppress(Exception):
+                own = attributes_dict(attributes)
         fields = billable_counts(own) if own is not None else None
         if fields is not None:
             assert own is not None
@@ -233,8 +240,9 @@ class CostSpanProcessor(SpanProcessor):
     ) -> tuple[ReadableSpan, int | None]:
         """``_costed`` of a span that ``read_usage`` reads as billable, from ``billable_counts``:
         the costed copy and its nano-USD (``None`` when it does not count: a duplicate)."""
-        extra: dict[str, Any] = {conv.COST_CURRENCY: conv.CURRENCY_USD}
-        if self._already_counted(span, own.get(conv.GEN_AI_RESPONSE_ID)):
+        response_id = own.get(conv.GEN_AI_RESPONSE_ID)
+        if response_id is not None and self._already_counted(span, response_id):
+            extra: dict[str, Any] = {conv.COST_CURRENCY: conv.CURRENCY_USD}
             _mark_duplicate(extra)
             own.update(extra)
             return annotated(span, own), None
@@ -244,11 +252,12 @@ class CostSpanProcessor(SpanProcessor):
                 quote = self._quote(model, provider, server, counts, span.start_time)
             except Exception:
                 logger.exception("otel_costs: fast pricing failed; pricing through the price book")
+        partial = own.get(conv.COST_STATUS) == conv.STATUS_PARTIAL
         if quote is not None:
-            nanos = _publish_quote(extra, quote)
-        else:
-            nanos = self._price_into(extra, span, LlmCall(model, provider, server, TokenUsage(*counts)))
-        if own.get(conv.COST_STATUS) == conv.STATUS_PARTIAL:
+            return annotated(span, own), _publish_quote(own, quote, partial)
+        extra = {conv.COST_CURRENCY: conv.CURRENCY_USD}
+        nanos = self._price_into(extra, span, LlmCall(model, provider, server, TokenUsage(*counts)))
+        if partial:
             extra[conv.COST_STATUS] = conv.STATUS_PARTIAL
         own.update(extra)
         return annotated(span, own), nanos
@@ -320,6 +329,8 @@ class CostSpanProcessor(SpanProcessor):
 
     def _notify(self, span: ReadableSpan, nanos: int) -> ReadableSpan:
         """Hand the span's cost to the budgets and listeners; the span to pass on."""
+        if self._budgets is None and not self._listeners:
+            return span
         if self._budgets is not None:
             try:
                 span = self._budgets.record_ended_span(span, nanos)
@@ -374,24 +385,29 @@ def _publish(cost: CostBreakdown, extra: dict[str, Any]) -> int:
     return nanos
 
 
-def _publish_quote(extra: dict[str, Any], quote: _Quote) -> int:
-    """``_publish`` of a priced call from ``PriceBook._quote``'s figures; the nano-USD."""
+def _publish_quote(attributes: dict[str, Any], quote: _Quote, partial: bool) -> int:
+    """Add a priced call's cost attributes from ``PriceBook._quote`` to ``attributes``; the nano-USD.
+
+    The same keys, values and order as ``attributes.update(extra)`` after ``_publish`` (and the
+    partial flag) in ``_costed``, written in place.
+    """
     nanos, input_usd, cache_read_usd, cache_write_usd, output_usd, provider, model, source = quote
     usd = nanos / NANOS_PER_USD
-    extra[conv.COST_STATUS] = conv.STATUS_PRICED
+    attributes[conv.COST_CURRENCY] = conv.CURRENCY_USD
+    attributes[conv.COST_STATUS] = conv.STATUS_PARTIAL if partial else conv.STATUS_PRICED
     if provider:
-        extra[conv.COST_PROVIDER] = provider
+        attributes[conv.COST_PROVIDER] = provider
     if model:
-        extra[conv.COST_MODEL] = model
+        attributes[conv.COST_MODEL] = model
     if source:
-        extra[conv.COST_PRICE_SOURCE] = source
-    extra[conv.COST_DIRECT] = usd
-    extra[conv.GEN_AI_USAGE_COST] = usd
-    extra[conv.COST_DIRECT_NANOS] = nanos
-    extra[conv.COST_INPUT] = input_usd
-    extra[conv.COST_CACHE_READ] = cache_read_usd
-    extra[conv.COST_CACHE_WRITE] = cache_write_usd
-    extra[conv.COST_OUTPUT] = output_usd
+        attributes[conv.COST_PRICE_SOURCE] = source
+    attributes[conv.COST_DIRECT] = usd
+    attributes[conv.GEN_AI_USAGE_COST] = usd
+    attributes[conv.COST_DIRECT_NANOS] = nanos
+    attributes[conv.COST_INPUT] = input_usd
+    attributes[conv.COST_CACHE_READ] = cache_read_usd
+    attributes[conv.COST_CACHE_WRITE] = cache_write_usd
+    attributes[conv.COST_OUTPUT] = output_usd
     return nanos
 
 
