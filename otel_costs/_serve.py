@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import heapq
 import http.client
 import json
@@ -2108,19 +2109,35 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
 
 
 def run(config: ServeConfig, *, ready: Callable[[ServeWorker], None] | None = None) -> int:
-    """Serve until SIGTERM or SIGINT, then stop gracefully. Returns the exit code (0: all forwarded)."""
+    """Serve until SIGTERM or SIGINT, then stop gracefully. Returns the exit code (0: all forwarded).
+
+    While it serves, the process's cyclic garbage collector runs less often (``_SERVE_GC_THRESHOLD``)
+    and leaves the objects made at startup alone (``gc.freeze``); both are restored on return.
+    """
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    thresholds = gc.get_threshold()
     try:
         worker = ServeWorker(config).start()
+        # Every span makes a few short-lived containers (chunks, lists), none in cycles: with
+        # the default threshold (700) the collector ran all the time and rescanned the window
+        # and the startup objects; measured 20 % more spans/s for traces with LLM calls.
+        gc.freeze()
+        gc.set_threshold(*_SERVE_GC_THRESHOLD)
         if ready is not None:
             ready(worker)
         stop.wait()
         logger.info("otel_costs serve: signal received, flushing")
         return 0 if worker.stop() else 1
     finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+#: Garbage-collector thresholds while serving (generation 0 after 50,000 allocations).
+_SERVE_GC_THRESHOLD: Final = (50_000, 20, 20)
 
 
 def _serve_command(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import os
 import random
@@ -35,6 +36,7 @@ from otel_costs._rollup import CostNode, cost_node, rollup, rollup_attributes
 from otel_costs._serve import (
     _READ_KEYS,
     _REPLACED_KEYS,
+    _SERVE_GC_THRESHOLD,
     WORKER_ATTRIBUTE,
     BufferFullError,
     ForwardConfig,
@@ -51,6 +53,7 @@ from otel_costs._serve import (
     encode_attributes,
     encode_batches,
     rollup_trace,
+    run,
     stage_request,
 )
 from otel_costs._serve_metrics import SPANS_DROPPED, SPANS_FORWARDED, SPANS_RECEIVED, parse_metrics
@@ -1185,6 +1188,24 @@ def _healthy(port: int) -> bool | None:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200 or None
     except httpx.TransportError:
         return None
+
+
+@pytest.mark.slow
+def test_run_tunes_the_collector_while_serving_and_restores_it(downstream: Downstream) -> None:
+    """run() serves with its collector thresholds, flushes what it holds on SIGTERM, then restores them."""
+    before = gc.get_threshold()
+    seen: dict[str, object] = {}
+
+    def ready(worker: ServeWorker) -> None:
+        seen["threshold"] = gc.get_threshold()
+        grpc_export(worker, request("orchestrator", ORCHESTRATOR))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    forward = ForwardConfig(f"127.0.0.1:{downstream.grpc_port}", "grpc")
+    assert run(ServeConfig(forward, grpc_port=0, http_port=0, linger=30.0, max_wait=60.0), ready=ready) == 0
+    assert seen["threshold"] == _SERVE_GC_THRESHOLD
+    assert gc.get_threshold() == before
+    assert by_id(downstream.wait_spans(4))[1].attributes[conv.COST_TOTAL_NANOS] == 1_250_000
 
 
 @pytest.mark.slow
