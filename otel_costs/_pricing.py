@@ -16,6 +16,7 @@ import os
 import re
 import threading
 import tomllib
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -167,8 +168,10 @@ class _Plan:
 
     __slots__ = (
         "error",
+        "exact_functions",
         "exact_scale",
         "exact_terms",
+        "exact_thresholds",
         "has_tiers",
         "initial_counts",
         "leaf_steps",
@@ -193,6 +196,10 @@ class _Plan:
         #: ``None`` when a price or divisor does not fit that form (then only ``apply``).
         self.exact_terms: tuple[tuple[int, tuple[tuple[int, int], ...], int], ...] | None = None
         self.exact_scale = 1
+        #: ``apply_exact`` per tier level, compiled from ``exact_terms`` (see ``_compile_linear``),
+        #: and the tier starts that separate the levels.
+        self.exact_functions: tuple[_ExactFunction, ...] = ()
+        self.exact_thresholds: tuple[int, ...] = ()
         try:
             self._compile(model_price)
         except ValueError as exc:
@@ -288,37 +295,70 @@ class _Plan:
             )
             for base_part, tier_parts, per_exponent, bucket in terms
         )
+        self._compile_linear()
 
-    def apply_exact(self, values: tuple[int, int, int, int, int]) -> tuple[int, list[int]] | None:
-        """``apply`` in integers: total and per-bucket costs in ``1 / exact_scale`` USD.
+    def _compile_linear(self) -> None:
+        """Compile ``exact_terms`` into one small function per tier level.
 
-        Needs ``exact_terms``. ``None`` when a leaf count is negative (``apply`` raises there).
-        Where ``apply``'s Decimal arithmetic is exact (every figure below 28 digits, as the
-        caller checks), the two give the same values; integer sums need no fixed order.
+        Every leaf count is a fixed linear function of the five usage counts (its own count less
+        its priced descendants', as ``apply`` subtracts them), so per tier level the total and
+        each bucket are too. Each function evaluates those sums in integers (and returns
+        ``None`` where ``apply`` finds a negative leaf count). Its source holds only integers
+        computed here, and a plan is compiled once: per call it is a handful of integer
+        operations instead of loops over the terms (1.5 -> 0.3 µs).
         """
         terms = self.exact_terms
         assert terms is not None
-        counts = list(self.initial_counts)
+        # rows[k]: term k's count as coefficients of (input, output, cache read, cache write,
+        # reasoning) and a constant (1 for a per-request unit), in apply()'s leaf order.
+        rows = [[0, 0, 0, 0, 0, initial] for initial in self.initial_counts]
+        checks: list[list[int]] = []
         for index, source, descendants in self.leaf_steps:
-            count = values[source] if source >= 0 else 0
+            row = [0] * 6
+            if source >= 0:
+                row[source] = 1
             for descendant in descendants:
-                count -= counts[descendant]
-            if count < 0:
-                return None
-            counts[index] = count
-        total_input = values[0] if self.has_tiers else 0
-        total = 0
-        buckets = [0, 0, 0, 0, 0]
-        for (price, tiers, bucket), count in zip(terms, counts, strict=True):
-            if count:
+                row = [a - b for a, b in zip(row, rows[descendant], strict=True)]
+            rows[index] = row
+            if any(coefficient < 0 for coefficient in row):
+                checks.append(row)
+        thresholds = sorted({start for _price, tiers, _bucket in terms for start, _tier_price in tiers})
+        # A total input count in each level: at most the lowest start, then just above each start.
+        samples = [thresholds[0] if thresholds else 0, *(start + 1 for start in thresholds)]
+        functions = []
+        for sample in samples:
+            sums = [[0] * 6 for _ in range(6)]  # total, then the five buckets
+            for (price, tiers, bucket), row in zip(terms, rows, strict=True):
                 for start, tier_price in tiers:
-                    if total_input > start:
+                    if sample > start:
                         price = tier_price
                         break
-                cost = price * count
-                total += cost
-                buckets[bucket] += cost
-        return total, buckets
+                for k, coefficient in enumerate(row):
+                    sums[0][k] += price * coefficient
+                    sums[1 + bucket][k] += price * coefficient
+            lines = ["def apply_exact(i, o, cr, cw, rs):"]
+            lines += [f"    if {_linear(row)} < 0:\n        return None" for row in checks]
+            lines.append(f"    return ({', '.join(_linear(sums[k]) for k in range(5))})")
+            namespace: dict[str, object] = {}
+            exec(
+                compile("\n".join(lines), "<otel_costs price plan>", "exec"), {"__builtins__": {}}, namespace
+            )
+            functions.append(namespace["apply_exact"])
+        self.exact_functions = tuple(functions)  # type: ignore[arg-type]
+        self.exact_thresholds = tuple(thresholds)
+
+    def apply_exact(self, values: tuple[int, int, int, int, int]) -> tuple[int, int, int, int, int] | None:
+        """``apply`` in integers: the total and the input, cache-read, cache-write and output parts,
+        in ``1 / exact_scale`` USD; ``None`` when a leaf count is negative (``apply`` raises there).
+
+        Needs ``exact_terms``. Where ``apply``'s Decimal arithmetic is exact (every figure below
+        28 digits, as the caller checks), the two give the same values.
+        """
+        functions = self.exact_functions
+        if len(functions) == 1:
+            return functions[0](*values)
+        # The tier level: how many tier starts the total input count exceeds (as apply() picks).
+        return functions[bisect_left(self.exact_thresholds, values[0])](*values)
 
     def apply(self, values: tuple[int, int, int, int, int]) -> tuple[Decimal, list[Decimal]]:
         """Total and per-bucket cost; raises ``ValueError`` when a leaf count is negative."""
@@ -366,6 +406,19 @@ def _plausible(values: tuple[int, int, int, int, int]) -> bool:
 
 
 _Term = tuple[Decimal, Decimal, tuple[tuple[int, Decimal, Decimal], ...], Decimal, int]
+
+
+#: A compiled ``_Plan.apply_exact`` for one tier level (see ``_Plan._compile_linear``).
+_ExactFunction = Callable[[int, int, int, int, int], tuple[int, int, int, int, int] | None]
+_NAMES: Final = ("i", "o", "cr", "cw", "rs")
+
+
+def _linear(row: Sequence[int]) -> str:
+    """Python source of ``row[0]*i + ... + row[4]*rs + row[5]`` (integers only), e.g. ``30*i + -27*cr``."""
+    terms = [f"{coefficient}*{name}" for coefficient, name in zip(row, _NAMES, strict=False) if coefficient]
+    if row[5]:
+        terms.append(str(row[5]))
+    return " + ".join(terms) or "0"
 
 
 def _power_of_ten(value: Decimal) -> int | None:
@@ -690,7 +743,7 @@ class PriceBook:
             exact = plan.apply_exact(counts)
             if exact is None:
                 return None  # a part exceeds its total: price() flags it
-            total, parts = exact
+            total, input_part, cache_read_part, cache_write_part, output_part = exact
             # With the default context's range and below 28 digits every Decimal operation of
             # apply() and to_nanos() is exact, so rounding the same rational here gives the same
             # nanos, and int / int, like float(Decimal), is the correctly rounded double of it.
@@ -700,10 +753,10 @@ class PriceBook:
                 if nanos < _EXACT_LIMIT:
                     return (
                         nanos,
-                        parts[_B_INPUT] / scale,
-                        parts[_B_CACHE_READ] / scale,
-                        parts[_B_CACHE_WRITE] / scale,
-                        parts[_B_OUTPUT] / scale,
+                        input_part / scale,
+                        cache_read_part / scale,
+                        cache_write_part / scale,
+                        output_part / scale,
                         quick.provider,
                         entry.model,
                         entry.source,
