@@ -21,13 +21,15 @@ Method, so the ratios are not flattering:
   thread alone (``time.thread_time``) is printed beside it.
 * LLM spans carry varying token counts (1,000 distinct attribute sets, built before timing and
   shared by both sides), so no cache keyed by the counts could make the pipeline look cheap.
-* Both providers are warmed up before timing; rounds alternate without/with so drift on a
-  shared machine hits both; each figure is the median over the rounds.
+* Both providers are warmed up before timing; every round starts after ``gc.collect()``; rounds
+  alternate without/with so drift on a shared machine hits both; each figure is the median over
+  the rounds. On a busy machine, run more rounds: the ratios move by several percent between runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -122,6 +124,9 @@ def time_spans(provider: TracerProvider, n: int, llm: bool) -> tuple[float, floa
     variants: list[dict[str, Any] | None] = list(LLM_VARIANTS) if llm else [None]
     k = len(variants)
     name = "chat gpt-5.2" if llm else "work"
+    # Both sides start each round from a collected heap, so a full collection left over from
+    # the other side's round does not land in this one.
+    gc.collect()
     token = context.attach(ctx)
     try:
         start_p, start_t = time.process_time(), time.thread_time()
@@ -178,6 +183,7 @@ def rollup_seconds(spans: list[ReadableSpan], batch: int = 512) -> float:
     exporter = CostRollupExporter(
         NullExporter(), linger=3600, max_wait=3600, max_buffered_spans=len(spans) + 1
     )
+    gc.collect()  # else a full collection of the previous round's garbage lands in every other round
     start = time.process_time()
     for i in range(0, len(spans), batch):
         exporter.export(spans[i : i + batch])
@@ -189,6 +195,7 @@ def rollup_seconds(spans: list[ReadableSpan], batch: int = 512) -> float:
 
 def encode_seconds(spans: list[ReadableSpan], batch: int = 512) -> float:
     exporter = EncodingExporter()
+    gc.collect()
     start = time.process_time()
     for i in range(0, len(spans), batch):
         exporter.export(spans[i : i + batch])
