@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 import zlib
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -401,7 +401,6 @@ def stage_request(request: ExportTraceServiceRequest, raw: bytes | None = None) 
         resource = rs.resource.SerializeToString(deterministic=True)
         resource_key = resource + b"\x00" + rs.schema_url.encode()
         for ss, data in zip(rs.scope_spans, rs_data, strict=True):
-            spans = ss.spans
             if not data:
                 continue
             scope = ss.scope.SerializeToString(deterministic=True)
@@ -409,6 +408,7 @@ def stage_request(request: ExportTraceServiceRequest, raw: bytes | None = None) 
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group(key, resource_key, resource, rs.schema_url, scope, ss.schema_url)
+            spans = ss.spans[:]  # one Python object per span for the three reads below
             trace_ids = list(map(_TRACE_ID, spans))
             span_ids = list(map(_SPAN_ID, spans))
             parent_ids = list(map(_PARENT_ID, spans))
@@ -673,7 +673,7 @@ def rollup_trace(
                 read, values, has_currency = _read_cost_attributes(span)
                 if read is not span:
                     if data is None:
-                        data = [span for chunk in chunks for span in chunk.data]
+                        data = list(chain.from_iterable([chunk.data for chunk in chunks]))
                     data[i] = read
                 if values:
                     node = cost_node(span_ids[i], parent_ids[i] or None, values)
@@ -683,7 +683,7 @@ def rollup_trace(
                     currencies.add(i)
         offset += len(spans)
     if data is None:
-        data = [span for chunk in chunks for span in chunk.data]
+        data = list(chain.from_iterable([chunk.data for chunk in chunks]))
         unchanged = True
     else:
         unchanged = False
@@ -782,18 +782,25 @@ def _sparse_figures(
 def _acyclic(parent: list[int], n: int) -> bool:
     """No chain of parents loops: following ``parent`` from any span reaches ``n`` (no parent).
 
-    Squares the parent map ``bit_length(n)`` times (then it jumps further than any chain is
-    long), in C: ``bytes.translate`` for up to 255 spans, ``itemgetter`` beyond.
+    Squares the parent map until it stops changing, at most ``bit_length(n)`` times (then it
+    jumps further than any chain is long), in C: ``bytes.translate`` for up to 255 spans,
+    ``itemgetter`` beyond. A shallow tree settles after a few squarings.
     """
     steps = n.bit_length()
     if n < 256:
         table = bytes(parent) + bytes((n,)) * (256 - n)
         for _ in range(steps):
-            table = table.translate(table)
+            squared = table.translate(table)
+            if squared == table:
+                break
+            table = squared
         return table.count(n) == 256
     jump = [*parent, n]
     for _ in range(steps):
-        jump = list(operator.itemgetter(*jump)(jump))
+        squared_jump = list(operator.itemgetter(*jump)(jump))
+        if squared_jump == jump:
+            break
+        jump = squared_jump
     return jump.count(n) == n + 1
 
 
@@ -1661,8 +1668,9 @@ class ServeWorker:
         self._flushing += total
         try:
             encoded: list[tuple[_Group, Sequence[bytes]]] = []
-            for trace, reason in ready:
-                self.metrics.inc(TRACES_FLUSHED, reason=reason)
+            for reason, traces in Counter([reason for _trace, reason in ready]).items():
+                self.metrics.inc(TRACES_FLUSHED, traces, reason=reason)
+            for trace, _reason in ready:
                 try:
                     encoded.extend(rollup_trace(trace.chunks, partial_reason="late" if trace.late else None))
                 except Exception:
