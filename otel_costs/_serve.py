@@ -70,7 +70,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from . import _conventions as conv
 from ._money import nanos_to_usd
 from ._otlp import _HAS_IS_REMOTE, _IS_REMOTE, OtlpFormatError, any_value, json_to_request
-from ._rollup import CostNode, cost_node, rollup, rollup_attributes
+from ._rollup import CostNode, NodeRollup, own_cost, rollup_attributes, rollup_columns
 from ._serve_metrics import (
     FORWARD_REQUESTS,
     REQUESTS_REJECTED,
@@ -111,7 +111,7 @@ _REPLACED_KEYS: Final = frozenset(
         conv.COST_ROLLUP_PARTIAL_REASON,
     }
 )
-#: The attributes ``cost_node`` reads.
+#: The attributes ``own_cost`` (``cost_node``) reads.
 _READ_KEYS: Final = frozenset({conv.COST_STATUS, conv.COST_DIRECT_NANOS, conv.COST_DIRECT})
 #: gRPC codes OTLP clients retry (RESOURCE_EXHAUSTED only with RetryInfo).
 _GRPC_RETRYABLE: Final = frozenset(
@@ -660,7 +660,7 @@ def rollup_trace(
     span_ids = list(chain.from_iterable([chunk.span_ids for chunk in chunks]))
     parent_ids = list(chain.from_iterable([chunk.parent_ids for chunk in chunks]))
     data: list[bytes] | None = None
-    costs: dict[int, CostNode] = {}
+    costs: dict[int, _Cost] = {}
     currencies: set[int] = set()
     offset = 0
     for chunk in chunks:
@@ -676,9 +676,9 @@ def rollup_trace(
                         data = list(chain.from_iterable([chunk.data for chunk in chunks]))
                     data[i] = read
                 if values:
-                    node = cost_node(span_ids[i], parent_ids[i] or None, values)
-                    if node.direct_nanos or node.billable or node.unpriced:
-                        costs[i] = node
+                    cost = own_cost(values)
+                    if cost[0] or cost[1] or cost[2]:
+                        costs[i] = cost
                 if has_currency:
                     currencies.add(i)
         offset += len(spans)
@@ -703,10 +703,14 @@ def rollup_trace(
     return out
 
 
+#: ``own_cost``: a span's direct nano-USD, whether it is billable, whether it is unpriced.
+_Cost = tuple[int, bool, bool]
+
+
 def _sparse_figures(
     span_ids: list[bytes],
     parent_ids: list[bytes],
-    costs: Mapping[int, CostNode],
+    costs: Mapping[int, _Cost],
     currencies: set[int],
     data: list[bytes],
     partial_reason: str | None,
@@ -731,10 +735,7 @@ def _sparse_figures(
     unpriced: dict[int, int] = {}
     billable: set[int] = set()
     budget = 4 * n + 64
-    for i, node in costs.items():
-        direct = node.direct_nanos
-        is_billable = node.billable
-        is_unpriced = node.unpriced
+    for i, (direct, is_billable, is_unpriced) in costs.items():
         if is_billable:
             billable.add(i)
         if is_unpriced:
@@ -773,7 +774,7 @@ def _sparse_figures(
         if i in billable:
             cost = costs.get(i)
             sub = children.get(i, 0)
-            total = sub if cost is None else cost.direct_nanos + sub
+            total = sub if cost is None else cost[0] + sub
             extra = _figure_entries(sub, total, unpriced.get(i, 0), currency=i not in currencies) + extra
         extras[i] = extra
     return extras
@@ -807,26 +808,29 @@ def _acyclic(parent: list[int], n: int) -> bool:
 def _general_figures(
     span_ids: list[bytes],
     parent_ids: list[bytes],
-    costs: Mapping[int, CostNode],
+    costs: Mapping[int, _Cost],
     currencies: set[int],
     data: list[bytes],
     partial_reason: str | None,
 ) -> dict[int, bytes]:
-    """The serialized rollup attributes per span index: ``rollup`` over every span, any trace."""
+    """The serialized rollup attributes per span index: ``rollup_columns`` over every span, any trace."""
+    n = len(span_ids)
     known = set(span_ids)
-    nodes: list[CostNode] = []
-    for i, (span_id, parent_id) in enumerate(zip(span_ids, parent_ids, strict=True)):
-        # rollup() reads remote_parent only where the parent is not among the trace's spans.
-        remote = bool(parent_id) and parent_id not in known and _remote_parent(data[i])
-        cost = costs.get(i)
-        if cost is None:
-            nodes.append(CostNode(span_id, parent_id or None, remote_parent=remote))
-        else:
-            nodes.append(
-                CostNode(span_id, parent_id or None, cost.direct_nanos, cost.billable, cost.unpriced, remote)
-            )
+    # rollup() reads remote_parent only where the parent is not among the trace's spans.
+    remote = [bool(p) and p not in known and _remote_parent(data[i]) for i, p in enumerate(parent_ids)]
+    direct = [0] * n
+    billable = [False] * n
+    unpriced = [0] * n
+    for i, (nanos, is_billable, is_unpriced) in costs.items():
+        direct[i] = nanos
+        billable[i] = is_billable
+        unpriced[i] = int(is_unpriced)
+    parents: list[bytes | None] = [parent_id or None for parent_id in parent_ids]
+    columns = rollup_columns(span_ids, parents, remote, direct, billable, unpriced)
     extras: dict[int, bytes] = {}
-    for i, (node, result) in enumerate(zip(nodes, rollup(nodes), strict=True)):
+    for i, figures in enumerate(zip(*columns, strict=True)):
+        result = NodeRollup(*figures)
+        node = CostNode(span_ids[i], parents[i], direct[i], billable[i], bool(unpriced[i]), remote[i])
         extra = rollup_attributes(node, result, scope=conv.SCOPE_TRACE)
         if partial_reason is not None:
             extra[conv.COST_ROLLUP_PARTIAL] = True
@@ -848,7 +852,7 @@ def _read_cost_attributes(span: bytes) -> tuple[bytes, dict[str, object] | None,
     """Read a serialized span's cost attributes and drop the figures an earlier rollup wrote.
 
     Returns the span's bytes (re-encoded only if something was dropped), the attributes
-    ``cost_node`` reads (``None``: none of them) and whether ``cost.currency`` is set.
+    ``own_cost`` reads (``None``: none of them) and whether ``cost.currency`` is set.
 
     Two views parse the span in C: one hands out the attributes as serialized ``KeyValue``s,
     the other every attribute's key, in order (its ``KeyValue``s merge into one message whose
@@ -919,7 +923,7 @@ def _read_cost_entries(span: bytes) -> tuple[bytes, dict[str, object] | None, bo
     return span, values, has_currency
 
 
-#: Serialized keys of the attributes an earlier rollup wrote, of the ones ``cost_node`` reads
+#: Serialized keys of the attributes an earlier rollup wrote, of the ones ``own_cost`` reads
 #: (with their names), and of ``cost.currency``.
 _DROP_KEYS: Final = frozenset(key.encode() for key in _REPLACED_KEYS)
 _READ_KEY_NAMES: Final = {key.encode(): key for key in _READ_KEYS}

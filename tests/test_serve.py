@@ -32,7 +32,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from otel_costs import _conventions as conv
 from otel_costs._otlp import SpanRecord, any_value, iter_records, request_to_json
-from otel_costs._rollup import CostNode, cost_node, rollup, rollup_attributes
+from otel_costs._rollup import cost_node, own_cost, rollup, rollup_attributes
 from otel_costs._serve import (
     _READ_KEYS,
     _REPLACED_KEYS,
@@ -368,8 +368,8 @@ def test_cost_attributes_read_from_serialized_key_values_match_the_protobuf_api(
 
 def _random_trace(
     rng: random.Random,
-) -> tuple[list[bytes], list[bytes], list[bytes], dict[int, CostNode], set[int]]:
-    """A random trace: span ids, parent ids, serialized spans, cost nodes of the costed spans, currencies.
+) -> tuple[list[bytes], list[bytes], list[bytes], dict[int, tuple[int, bool, bool]], set[int]]:
+    """A random trace: span ids, parent ids, serialized spans, own costs of the costed spans, currencies.
 
     Mostly trees (several services, missing parents, remote parents); sometimes repeated or
     empty span ids and parent loops, which the sparse path must hand to rollup().
@@ -396,7 +396,7 @@ def _random_trace(
         data.append(
             Span(trace_id=TRACE, span_id=span_id, parent_span_id=parent_id, flags=flags).SerializeToString()
         )
-    costs: dict[int, CostNode] = {}
+    costs: dict[int, tuple[int, bool, bool]] = {}
     for i in range(n):
         if rng.random() < 0.4:
             values: dict[str, object] = {}
@@ -408,9 +408,9 @@ def _random_trace(
                 values[conv.COST_STATUS] = rng.choice(
                     [conv.STATUS_PRICED, conv.STATUS_UNPRICED, conv.STATUS_PARTIAL, conv.STATUS_AGGREGATE]
                 )
-            node = cost_node(ids[i], parents[i] or None, values)
-            if node.direct_nanos or node.billable or node.unpriced:
-                costs[i] = node
+            cost = own_cost(values)
+            if cost[0] or cost[1] or cost[2]:
+                costs[i] = cost
     currencies = {i for i in range(n) if rng.random() < 0.3}
     return ids, parents, data, costs, currencies
 
@@ -437,7 +437,7 @@ def test_sparse_rollup_defers_deep_costly_traces_and_loops() -> None:
     n = 3000
     ids = [sid(i + 1) for i in range(n)]
     parents = [b"", *ids[:-1]]
-    costs = {i: cost_node(ids[i], parents[i] or None, {conv.COST_DIRECT_NANOS: i}) for i in range(n)}
+    costs = {i: own_cost({conv.COST_DIRECT_NANOS: i}) for i in range(n)}
     data = [b""] * n
     assert _sparse_figures(ids, parents, costs, set(), data, None) is None
     assert _sparse_figures(ids[:300], parents[:300], {}, set(), data, None) == {}
