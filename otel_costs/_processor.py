@@ -169,7 +169,10 @@ class CostSpanProcessor(SpanProcessor):
             # The SDK stores a list attribute as a tuple: store what it would.
             additions[conv.ATTRIBUTION_REJECTED] = tuple(rejected)
             if longest >= 0:
-                longest = max(longest, *map(len, rejected))
+                if all(type(key) is str for key in rejected):
+                    longest = max(longest, *map(len, rejected))
+                else:
+                    longest = -1  # odd keys from baggage_keys: let the SDK clean them
         return additions, longest
 
     def _attribution(self, entries: Mapping[str, object]) -> tuple[dict[str, Any], list[str]]:

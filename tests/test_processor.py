@@ -201,6 +201,20 @@ def test_attribution_is_stored_as_set_attributes_would(limits: SpanLimits) -> No
     plain.shutdown()
 
 
+def test_odd_attribute_names_go_through_set_attributes() -> None:
+    """An empty attribute name in baggage_keys is dropped and counted by the SDK, as set_attributes does."""
+    h = make_harness(baggage_keys={"tenant": "", "team": "app.team"})
+    token = with_baggage({"tenant": "acme", "team": "t"})
+    try:
+        h.provider.get_tracer("t").start_span("s").end()
+    finally:
+        context.detach(token)  # type: ignore[arg-type]
+    (span,) = h.exporter.get_finished_spans()
+    assert dict(span.attributes or {}) == {"app.team": "t"}
+    assert span.dropped_attributes == 1
+    h.provider.shutdown()
+
+
 def test_attribution_follows_the_current_baggage(harness: Harness) -> None:
     """Spans take the attribution of the baggage current when they start, as it changes back and forth."""
     seen = []
