@@ -17,6 +17,7 @@ from typing import Final, Protocol
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_costs._alerts import BUDGET_NAME, BUDGET_SUBJECT, BUDGET_WINDOW
 from otel_costs._conventions import (
@@ -87,7 +88,7 @@ class CostMetrics:
 
         metrics = CostMetrics()                      # global MeterProvider
         manager = BudgetManager(budgets, metrics=metrics)
-        # ... or, without budgets: metrics.record_cost(span.attributes, cost_nanos)
+        # ... or, without budgets: CostSpanProcessor(next, cost_listeners=[metrics.on_span_cost])
     """
 
     def __init__(
@@ -154,6 +155,10 @@ class CostMetrics:
             self._cost.add(nanos_to_usd(cost_nanos), self.metric_attributes(attributes))
         except Exception:
             logger.exception("cost metric: recording failed")
+
+    def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> None:
+        """A ``CostSpanProcessor`` cost listener: ``cost_listeners=[metrics.on_span_cost]``."""
+        self.record_cost(span.attributes or {}, cost_nanos)
 
     def watch(self, source: BudgetSource) -> None:
         """Report ``source``'s budget counters on the gauges (idempotent)."""

@@ -173,3 +173,23 @@ def test_prometheus_scrape_over_http() -> None:
         provider.shutdown()
     (line,) = [x for x in body.splitlines() if x.startswith("gen_ai_client_cost_USD_total{")]
     assert float(line.rsplit(" ", 1)[1]) == 3.0
+
+
+def test_cost_metrics_as_a_processor_cost_listener(
+    metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader],
+) -> None:
+    """``cost_listeners=[metrics.on_span_cost]`` counts every priced call from the pipeline, without budgets."""
+    from otel_costs.testing import InMemoryPipeline
+
+    metrics, reader = metrics_and_reader
+    with InMemoryPipeline(cost_listeners=[metrics.on_span_cost]) as pipeline:
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt-5.2",
+            "gen_ai.usage.input_tokens": 1500,
+            "gen_ai.usage.output_tokens": 500,
+        }
+        pipeline.tracer_provider.get_tracer("t").start_span("chat", attributes=attributes).end()
+        pipeline.spans()
+    ((_attributes, value),) = points(reader, COST_METRIC).items()
+    assert value == pytest.approx(0.012)
