@@ -178,7 +178,7 @@ def test_prometheus_scrape_over_http() -> None:
 def test_cost_metrics_as_a_processor_cost_listener(
     metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader],
 ) -> None:
-    """``cost_listeners=[metrics.on_span_cost]`` counts every priced call from the pipeline, without budgets."""
+    """``cost_listeners=[metrics.on_span_cost]`` counts each priced call from the pipeline, no budgets."""
     from otel_costs.testing import InMemoryPipeline
 
     metrics, reader = metrics_and_reader
