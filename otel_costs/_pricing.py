@@ -53,7 +53,7 @@ from otel_costs._conventions import (
 )
 from otel_costs._money import NANOS_PER_USD, to_nanos
 from otel_costs._provider_names import PROVIDER_ALIASES
-from otel_costs._usage import MAX_TOKENS, LlmCall, TokenUsage, usage_problem
+from otel_costs._usage import LlmCall, TokenUsage, plausible_counts, usage_problem
 
 logger = logging.getLogger(__name__)
 
@@ -388,23 +388,6 @@ class _Plan:
         return total, buckets
 
 
-def _plausible(values: tuple[int, int, int, int, int]) -> bool:
-    """Fast check that the counts are ints in range and the parts fit in their totals."""
-    input_tokens, output_tokens, cache_read, cache_write, reasoning = values
-    return (
-        type(input_tokens) is int
-        and type(output_tokens) is int
-        and type(cache_read) is int
-        and type(cache_write) is int
-        and type(reasoning) is int
-        and cache_read >= 0
-        and cache_write >= 0
-        and reasoning >= 0
-        and cache_read + cache_write <= input_tokens <= MAX_TOKENS
-        and reasoning <= output_tokens <= MAX_TOKENS
-    )
-
-
 _Term = tuple[Decimal, Decimal, tuple[tuple[int, Decimal, Decimal], ...], Decimal, int]
 
 
@@ -700,7 +683,7 @@ class PriceBook:
         building the call, the datetime, the ``CostBreakdown`` or (mostly) any ``Decimal``. It
         answers ``None`` for every other call (unknown model, counts it rejects, a start time
         near a price change, a time-of-day price), which must then go through :meth:`price`.
-        ``counts`` must be ints that pass ``_plausible`` (as ``billable_counts`` returns them).
+        ``counts`` must be ints that pass ``plausible_counts`` (as ``billable_counts`` returns them).
         """
         if start_ns is not None and (
             type(start_ns) is not int or not -_MAX_START_NS < start_ns < _MAX_START_NS
@@ -802,7 +785,7 @@ class PriceBook:
             usage.cache_write_tokens,
             usage.reasoning_tokens,
         )
-        if not _plausible(values):
+        if not plausible_counts(values):
             return self._invalid_result(call, usage_problem(usage) or "inconsistent token counts")
         entry = self._entry_for(call)
         if isinstance(entry, str):

@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final, Literal
+from typing import Final, Literal, TypeGuard
 
 from otel_costs._conventions import (
     AGGREGATE_OPERATIONS,
@@ -199,6 +199,24 @@ def read_usage(attributes: Mapping[str, object]) -> UsageReading | None:
         return UsageReading("invalid", None, f"usage attributes could not be read: {type(exc).__name__}")
 
 
+def plausible_counts(counts: tuple[object, object, object, object, object]) -> TypeGuard[Counts]:
+    """Fast check of ``(input, output, cache_read, cache_write, reasoning)``: ints in range, parts
+    within their totals. Exactly the counts ``usage_problem`` accepts."""
+    input_tokens, output_tokens, cache_read, cache_write, reasoning = counts
+    return (
+        type(input_tokens) is int
+        and type(output_tokens) is int
+        and type(cache_read) is int
+        and type(cache_write) is int
+        and type(reasoning) is int
+        and cache_read >= 0
+        and cache_write >= 0
+        and reasoning >= 0
+        and cache_read + cache_write <= input_tokens <= MAX_TOKENS
+        and reasoning <= output_tokens <= MAX_TOKENS
+    )
+
+
 def billable_counts(
     attributes: Mapping[str, object],
 ) -> tuple[str | None, str | None, str | None, Counts] | None:
@@ -239,20 +257,10 @@ def billable_counts(
         cache_read = _first_value(get, CACHE_READ_KEYS, 0)
         cache_write = _first_value(get, CACHE_WRITE_KEYS, 0)
         reasoning = _first_value(get, REASONING_KEYS, 0)
-        if not (
-            type(input_tokens) is int
-            and type(output_tokens) is int
-            and type(cache_read) is int
-            and type(cache_write) is int
-            and type(reasoning) is int
-            and cache_read >= 0
-            and cache_write >= 0
-            and reasoning >= 0
-            and cache_read + cache_write <= input_tokens <= MAX_TOKENS
-            and reasoning <= output_tokens <= MAX_TOKENS
-        ):
+        candidate = (input_tokens, output_tokens, cache_read, cache_write, reasoning)
+        if not plausible_counts(candidate):
             return None
-        counts = (input_tokens, output_tokens, cache_read, cache_write, reasoning)
+        counts = candidate
     operation = get(GEN_AI_OPERATION_NAME)
     if isinstance(operation, str) and operation in AGGREGATE_OPERATIONS:
         return None
