@@ -38,6 +38,25 @@ _DECODE_STEP: Final = 256 * 1024
 _JSON_TYPES: Final = ("json", "text/plain")
 _MODEL_RE: Final = re.compile(r'"model"\s*:\s*"([^"\\]{1,256})"')
 _MODEL_VERSION_RE: Final = re.compile(r'"modelVersion"\s*:\s*"([^"\\]{1,256})"')
+_DECODER: Final = json.JSONDecoder()
+_JSON_WHITESPACE: Final = " \t\n\r"
+
+
+def loads_json(data: bytes) -> Any:
+    """``json.loads(data)``, quicker for the usual UTF-8 object or array: same result, same errors.
+
+    ``json.loads`` of bytes first guesses the encoding and runs two whitespace regexes, about
+    half of its time on a small body. A body starting with ``{`` or ``[`` can only be UTF-8 (a
+    UTF-16/32 body or a BOM starts otherwise), so it is decoded and scanned directly; anything
+    else goes to ``json.loads``. Raises ``ValueError`` (``JSONDecodeError``, ``UnicodeDecodeError``).
+    """
+    if data[:1] not in (b"{", b"["):
+        return json.loads(data)
+    text = data.decode("utf-8")
+    obj, end = _DECODER.raw_decode(text)
+    if end != len(text) and text[end:].strip(_JSON_WHITESPACE):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return obj
 
 
 @dataclass(frozen=True)
@@ -494,7 +513,7 @@ class _JsonBody:
                 state.problem = "the response body is empty"
                 return
             try:
-                obj = json.loads(body)
+                obj = loads_json(body)
             except ValueError:
                 state.problem = "the response body is not valid JSON"
                 return
