@@ -578,12 +578,13 @@ def _prepare(config: _Config, request: Any, direct: bool) -> tuple[_Call | None,
         url = request.url
         host: str = url.host
         port = url.port or _DEFAULT_PORTS.get(url.scheme)
-        entries = baggage.get_all()
+        current = otel_context.get_current()  # looked up once, passed on
+        entries = baggage.get_all(current)
         ours = [key for key in entries if key in _ATTRIBUTION_KEYS] if entries else []
         strip = False
         if config.attribution_hosts.match(host, port) is not _NO_MATCH:
             _add_attribution_headers(
-                request.headers, entries, config.attribution_secret, trace.get_current_span()
+                request.headers, entries, config.attribution_secret, trace.get_current_span(current)
             )
         elif config.strip_attribution_baggage:
             if "baggage" in request.headers:
@@ -593,11 +594,11 @@ def _prepare(config: _Config, request: Any, direct: bool) -> tuple[_Call | None,
             provider = config.llm_hosts.match(host, port)
             if provider is not _NO_MATCH:
                 api = api_for_path(url.path)
-                if api is not None and not (config.defer_to_sdk_spans and _inside_llm_span()):
-                    call = _start_call(config, request, api, provider, host, port)
+                if api is not None and not (config.defer_to_sdk_spans and _inside_llm_span(current)):
+                    call = _start_call(config, request, api, provider, host, port, current)
         if call is None and not strip:
             return None, None
-        ctx = otel_context.get_current()
+        ctx = current
         if call is not None:
             ctx = trace.set_span_in_context(call.span, ctx)
         if call is not None and not config.http_spans:
@@ -661,9 +662,9 @@ class _AttributionFilter(TextMapPropagator):
         return self.inner.fields
 
 
-def _inside_llm_span() -> bool:
-    """Whether the current span is already an LLM call (e.g. the Anthropic SDK's own span)."""
-    span = trace.get_current_span()
+def _inside_llm_span(ctx: Context) -> bool:
+    """Whether the span of ``ctx`` is already an LLM call (e.g. the Anthropic SDK's own span)."""
+    span = trace.get_current_span(ctx)
     if not span.is_recording():
         return False
     attributes = getattr(span, "attributes", None)
@@ -687,7 +688,7 @@ def _request_fields(request: Any) -> dict[str, Any]:
 
 
 def _start_call(
-    config: _Config, request: Any, api: ApiCall, provider: object, host: str, port: int | None
+    config: _Config, request: Any, api: ApiCall, provider: object, host: str, port: int | None, ctx: Context
 ) -> _Call:
     body = _request_fields(request)
     model = body.get("model")
@@ -710,11 +711,11 @@ def _start_call(
     if config.blind_sampler:
         # The sampler does not read attributes: start bare and store the attributes, built and
         # checked here, without the SDK's per-value validation (~11% of the call's overhead).
-        span = config.tracer.start_span(name, kind=SpanKind.CLIENT)
+        span = config.tracer.start_span(name, ctx, kind=SpanKind.CLIENT)
         longest = max([len(value) for value in attributes.values() if type(value) is str])
         _add_attributes(span, attributes, longest)  # type: ignore[arg-type]
     else:
-        span = config.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        span = config.tracer.start_span(name, ctx, kind=SpanKind.CLIENT, attributes=attributes)
     no_usage_reason = None
     if api.dialect in (OPENAI_CHAT, OPENAI_COMPLETIONS) and body.get("stream") is True:
         options = body.get("stream_options")
