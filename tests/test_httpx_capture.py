@@ -21,7 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler, SamplingResult
@@ -994,6 +994,23 @@ def test_a_sampler_that_reads_attributes_sees_the_llm_call(fake: FakeLLMProvider
     span = capture.one_llm_span()
     assert (span.attributes or {})[conv.GEN_AI_REQUEST_MODEL] == "gpt-4o"
     assert usage_of(span) == expected_usage(fake.requests[-1])
+
+
+def test_span_limits_apply_to_the_llm_span_attributes(fake: FakeLLMProvider) -> None:
+    """Attribute length limits truncate the LLM span's attributes as the SDK's set_attributes would."""
+    capture = Capture(fake)
+    capture.provider = TracerProvider(span_limits=SpanLimits(max_span_attribute_length=12))
+    capture.provider.add_span_processor(SimpleSpanProcessor(capture.exporter))
+    capture.on(http_spans=False)
+    try:
+        httpx.post(f"{fake.openai_base_url}/chat/completions", json={"model": "gpt-4o", "messages": []})
+    finally:
+        uninstrument_httpx()
+    attributes = capture.one_llm_span().attributes or {}
+    assert attributes["url.full"] == f"{fake.openai_base_url}/chat/completions"[:12]
+    assert attributes[conv.GEN_AI_RESPONSE_MODEL] == "gpt-4o-2024-08-06"[:12]
+    assert attributes[conv.GEN_AI_REQUEST_MODEL] == "gpt-4o"
+    assert attributes[OUTPUT] == expected_usage(fake.requests[-1])[OUTPUT]
 
 
 def test_parent_agent_header_comes_from_the_current_agent_span(
