@@ -291,9 +291,13 @@ def test_gemini_over_httpx_and_httpx2(
     assert usage_of(span) == expected_usage(fake.requests[-1], cache_write=False)
 
 
+@pytest.mark.parametrize("http_spans", [True, False], ids=["http-spans", "one-span"])
 @pytest.mark.parametrize("module", MODULES)
-def test_async_clients_are_captured(capture: Capture, fake: FakeLLMProvider, module: Any) -> None:
-    """AsyncClient streams are captured the same way as sync ones."""
+def test_async_clients_are_captured(
+    capture: Capture, fake: FakeLLMProvider, module: Any, http_spans: bool
+) -> None:
+    """AsyncClient streams are captured the same way as sync ones, with or without HTTP spans."""
+    capture.on(http_spans=http_spans)
 
     async def run() -> bytes:
         url = f"{fake.gemini_base_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
@@ -301,7 +305,13 @@ def test_async_clients_are_captured(capture: Capture, fake: FakeLLMProvider, mod
             return b"".join([chunk async for chunk in response.aiter_bytes()])
 
     assert asyncio.run(run()).startswith(b"data: ")
-    assert usage_of(capture.one_llm_span()) == expected_usage(fake.requests[-1], cache_write=False)
+    span = capture.one_llm_span()
+    assert usage_of(span) == expected_usage(fake.requests[-1], cache_write=False)
+    http = [s for s in capture.spans() if s.name == "POST"]
+    assert len(http) == (1 if http_spans else 0)
+    sent_parent = fake.requests[-1].headers["traceparent"].split("-")[2]
+    parent = http[0] if http_spans else span
+    assert sent_parent == format(parent.context.span_id, "016x")
 
 
 # ---------------------------------------------------------------------------------------------
