@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -12,7 +11,7 @@ from typing import Any, Protocol
 
 from opentelemetry import baggage
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -107,6 +106,8 @@ class CostSpanProcessor(SpanProcessor):
             and type(book)._entry_for is PriceBook._entry_for
             else None
         )
+        #: The fast path in one C call where built (``PriceBook._cost_attributes``).
+        self._cost_attributes = book._cost_attributes if self._quote is not None else None
 
     @property
     def price_book(self) -> PriceBook:
@@ -115,7 +116,13 @@ class CostSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            entries = baggage.get_all(parent_context)
+            if _BAGGAGE_KEY is not None:
+                context = parent_context if parent_context is not None else get_current()
+                entries = context.get(_BAGGAGE_KEY)
+                if type(entries) is not dict:
+                    entries = None  # what baggage.get_all() reads as no baggage
+            else:
+                entries = baggage.get_all(parent_context)
             if entries:
                 # The common case, many spans in a row under one workflow step: one comparison.
                 last_entries, additions = self._last_attribution
@@ -198,39 +205,70 @@ class CostSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            attributes = span.attributes
-            if attributes:
+            raw = _plain_attributes(span)
+            if raw is not None:
                 # Most spans carry no LLM usage: one set test over their keys says so.
-                try:
-                    readable = True
-                    carries_usage = not USAGE_OR_CALL_KEYS.isdisjoint(attributes)
-                except Exception:
-                    readable = carries_usage = False  # unreadable attributes: read_usage flags them
-                if carries_usage or not readable:
-                    span = self._priced(span, attributes, readable)
+                if not USAGE_OR_CALL_KEYS.isdisjoint(raw):
+                    span = self._priced(span, raw)
+            else:
+                span = self._priced_any(span)
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
 
-    def _priced(self, span: ReadableSpan, attributes: Mapping[str, object], readable: bool) -> ReadableSpan:
+    def _priced_any(self, span: ReadableSpan) -> ReadableSpan:
+        """``on_end``'s pricing of a span of another type, read through its ``attributes``."""
+        attributes = span.attributes
+        if not attributes:
+            return span
+        try:
+            own = None if USAGE_OR_CALL_KEYS.isdisjoint(attributes) else attributes_dict(attributes)
+        except Exception:
+            # Unreadable attributes: read_usage reads (and flags) the attributes themselves.
+            reading = read_usage(attributes)
+            if reading is None:
+                return span
+            span, cost, counted = self._costed(span, reading, None)
+            return self._notify(span, cost) if counted else span
+        return span if own is None else self._priced(span, own)
+
+    def _priced(self, span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
         """The costed copy of ``span``, which carries usage (handed to budgets and listeners), or
-        ``span`` itself when its usage needs no attributes."""
-        own: dict[str, Any] | None = None
-        if readable:
-            # One plain copy of the attributes: read from, and then the costed span's own.
-            # If it cannot be made, read_usage reads (and flags) the attributes themselves.
-            with contextlib.suppress(Exception):
-                own = attributes_dict(attributes)
-        fields = billable_counts(own) if own is not None else None
+        ``span`` itself when its usage needs no attributes. ``attributes``: the span's, as a
+        plain dict that is only read."""
+        if self._cost_attributes is not None:
+            # The common case in one C call (otel_costs/_cost_native.c); None: Python decides.
+            try:
+                costed = self._cost_attributes(attributes, span.start_time)
+            except Exception:
+                logger.exception("otel_costs: native pricing failed; pricing in Python")
+                costed = None
+            if costed is not None:
+                response_id = attributes.get(conv.GEN_AI_RESPONSE_ID)
+                if response_id is not None and self._already_counted(span, response_id):
+                    return annotated(span, _mark_duplicate(dict(attributes)))
+                span = annotated(span, costed)
+                if self._budgets is None and not self._listeners:
+                    return span
+                return self._notify(span, costed[conv.COST_DIRECT_NANOS])
+        own = dict(attributes)  # read from, and then the costed copy's own attributes
+        fields = billable_counts(own)
         if fields is not None:
-            assert own is not None
-            span, nanos = self._costed_call(span, own, *fields)
-            return span if nanos is None else self._notify(span, nanos)
-        reading = read_usage(own if own is not None else attributes)
+            return self._costed_call(span, own, *fields)
+        reading = read_usage(own)
         if reading is None:
             return span
         span, cost, counted = self._costed(span, reading, own)
         return self._notify(span, cost) if counted else span
+
+    def _costed_quote(self, span: ReadableSpan, own: dict[str, Any], quote: _Quote) -> ReadableSpan:
+        """The costed copy of a billable span that ``PriceBook._quote`` priced (``quote``)."""
+        response_id = own.get(conv.GEN_AI_RESPONSE_ID)
+        if response_id is not None and self._already_counted(span, response_id):
+            return annotated(span, _mark_duplicate(own))
+        nanos = _publish_quote(own, quote, own.get(conv.COST_STATUS) == conv.STATUS_PARTIAL)
+        span = annotated(span, own)
+        return span if self._budgets is None and not self._listeners else self._notify(span, nanos)
 
     def _costed_call(
         self,
@@ -240,30 +278,26 @@ class CostSpanProcessor(SpanProcessor):
         provider: str | None,
         server: str | None,
         counts: Counts,
-    ) -> tuple[ReadableSpan, int | None]:
+    ) -> ReadableSpan:
         """``_costed`` of a span that ``read_usage`` reads as billable, from ``billable_counts``:
-        the costed copy and its nano-USD (``None`` when it does not count: a duplicate)."""
-        response_id = own.get(conv.GEN_AI_RESPONSE_ID)
-        if response_id is not None and self._already_counted(span, response_id):
-            extra: dict[str, Any] = {conv.COST_CURRENCY: conv.CURRENCY_USD}
-            _mark_duplicate(extra)
-            own.update(extra)
-            return annotated(span, own), None
+        the costed copy, handed to budgets and listeners unless it is a duplicate."""
         quote = None
         if self._quote is not None:
             try:
                 quote = self._quote(model, provider, server, counts, span.start_time)
             except Exception:
                 logger.exception("otel_costs: fast pricing failed; pricing through the price book")
-        partial = own.get(conv.COST_STATUS) == conv.STATUS_PARTIAL
         if quote is not None:
-            return annotated(span, own), _publish_quote(own, quote, partial)
+            return self._costed_quote(span, own, quote)
+        response_id = own.get(conv.GEN_AI_RESPONSE_ID)
+        if response_id is not None and self._already_counted(span, response_id):
+            return annotated(span, _mark_duplicate(own))
         extra = {conv.COST_CURRENCY: conv.CURRENCY_USD}
         nanos = self._price_into(extra, span, LlmCall(model, provider, server, TokenUsage(*counts)))
-        if partial:
+        if own.get(conv.COST_STATUS) == conv.STATUS_PARTIAL:
             extra[conv.COST_STATUS] = conv.STATUS_PARTIAL
         own.update(extra)
-        return annotated(span, own), nanos
+        return self._notify(annotated(span, own), nanos)
 
     def _costed(
         self, span: ReadableSpan, reading: UsageReading, own: dict[str, Any] | None
@@ -414,12 +448,15 @@ def _publish_quote(attributes: dict[str, Any], quote: _Quote, partial: bool) -> 
     return nanos
 
 
-def _mark_duplicate(extra: dict[str, Any]) -> None:
+def _mark_duplicate(extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` with the attributes of a call already counted on another span; ``extra`` itself."""
+    extra[conv.COST_CURRENCY] = conv.CURRENCY_USD
     extra[conv.COST_STATUS] = conv.STATUS_DUPLICATE
     extra[conv.COST_STATUS_REASON] = (
         "this response was already counted on another span of the trace (two instrumentations "
         "traced one call); instrument each call once"
     )
+    return extra
 
 
 def _with_extra(span: ReadableSpan, own: dict[str, Any] | None, extra: dict[str, Any]) -> ReadableSpan:
@@ -432,6 +469,29 @@ def _with_extra(span: ReadableSpan, own: dict[str, Any] | None, extra: dict[str,
 
 #: The SDK's own method: a span type that overrides it is always updated through it.
 _SDK_SET_ATTRIBUTES = Span.set_attributes
+
+
+def _baggage_key() -> str | None:
+    """The context key under which the API keeps the baggage dict, if this API version does.
+
+    ``baggage.get_all()`` is four calls and a read-only proxy around one context lookup; on
+    every span start that was a fifth of what attribution costs. The key is private, so it is
+    used only if this probe shows the API's layout (the baggage as a plain ``dict``).
+    """
+    key = getattr(baggage, "_BAGGAGE_KEY", None)
+    if not isinstance(key, str):
+        return None
+    try:
+        context = baggage.set_baggage("otel_costs.probe", "1", Context())
+        found = context.get(key)
+        if type(found) is dict and found == dict(baggage.get_all(context)) == {"otel_costs.probe": "1"}:
+            return key
+    except Exception:
+        logger.debug("otel_costs: reading baggage through baggage.get_all()", exc_info=True)
+    return None
+
+
+_BAGGAGE_KEY = _baggage_key()
 
 
 def _add_attributes(span: Span, attributes: dict[str, Any], longest: int) -> None:
@@ -484,6 +544,22 @@ def _store(span: Span, attributes: dict[str, Any], longest: int) -> bool:
         return True
     except AttributeError:
         return False
+
+
+def _plain_attributes(span: ReadableSpan) -> dict[str, Any] | None:
+    """The plain dict under the attributes of a span the SDK ended, else ``None``.
+
+    ``attributes`` is a read-only proxy over the SDK's ``BoundedAttributes``, whose iteration is
+    Python code: testing and copying the dict inside costs a fifth as much. The span has ended,
+    so nothing writes to it. Private fields of the SDK: any other span type or layout answers
+    ``None`` and is read through ``attributes``.
+    """
+    if type(span) is not ReadableSpan:
+        return None
+    attributes = span.__dict__.get("_attributes")
+    if type(attributes) is BoundedAttributes:
+        attributes = attributes.__dict__.get("_dict")
+    return attributes if type(attributes) is dict else None
 
 
 def _start_time(span: ReadableSpan) -> datetime | None:
