@@ -205,8 +205,15 @@ class CostSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            raw = _plain_attributes(span)
-            if raw is not None:
+            # The plain dict under the attributes of a span the SDK ended: ``span.attributes`` is
+            # a read-only proxy over its BoundedAttributes, whose iteration is Python code, and
+            # testing and copying the dict inside costs a fifth as much. The span has ended, so
+            # nothing writes to it. Private fields of the SDK: any other span type or layout is
+            # read through ``attributes``.
+            raw: object = span.__dict__.get("_attributes") if type(span) is ReadableSpan else None
+            if type(raw) is BoundedAttributes:
+                raw = raw.__dict__.get("_dict")
+            if type(raw) is dict:
                 # Most spans carry no LLM usage: one set test over their keys says so.
                 if not USAGE_OR_CALL_KEYS.isdisjoint(raw):
                     span = self._priced(span, raw)
@@ -501,65 +508,40 @@ def _add_attributes(span: Span, attributes: dict[str, Any], longest: int) -> Non
     attribute: 3 µs for a workflow's three baggage entries, the whole budget of the plain-span
     target (docs/performance.md). The values here are already what that validation returns
     (non-empty str keys; str, int or tuple-of-str values no longer than ``longest``), so on the
-    SDK's own span, when its limits cannot drop or truncate anything, they are stored directly.
-    """
-    if (
-        longest < 0
-        or type(span).set_attributes is not _SDK_SET_ATTRIBUTES
-        or not _store(span, attributes, longest)
-    ):
-        span.set_attributes(attributes)
-
-
-def _store(span: Span, attributes: dict[str, Any], longest: int) -> bool:
-    """Store ``attributes`` on ``span`` as ``BoundedAttributes`` would; ``False`` if it cannot here.
-
-    This reads private fields of the SDK's ``Span`` and ``BoundedAttributes`` and takes the same
-    two locks in the same order as ``Span.set_attributes``. A missing field (another SDK
-    layout), a limit that could drop or truncate, or an ended span: ``False``, and the caller
-    goes through ``set_attributes`` (which then warns or drops exactly as it always did).
+    SDK's own span, when its limits cannot drop or truncate anything, they are stored directly,
+    as ``BoundedAttributes`` would, under the same two locks in the same order as
+    ``Span.set_attributes``. This reads private fields of the SDK's ``Span`` and
+    ``BoundedAttributes``: a missing field (another SDK layout), a limit that could drop or
+    truncate, or an ended span, and it goes through ``set_attributes`` (which then warns or
+    drops exactly as it always did).
     """
     try:
         bounded = span._attributes
-        if type(bounded) is not BoundedAttributes:
-            return False
-        stored = bounded._dict
-        maxlen = bounded.maxlen
-        max_value_len = bounded.max_value_len
         if (
-            bounded._immutable is not False
-            or (maxlen is not None and len(stored) + len(attributes) > maxlen)
-            or (max_value_len is not None and longest > max_value_len)
+            longest >= 0
+            and type(bounded) is BoundedAttributes
+            and type(span).set_attributes is _SDK_SET_ATTRIBUTES
         ):
-            return False
-        with span._lock:
-            if span._end_time is not None:
-                return False
-            with bounded._lock:
-                if stored and not stored.keys().isdisjoint(attributes):
-                    # A key set again moves to the end, as BoundedAttributes does it.
-                    for key in attributes:
-                        stored.pop(key, None)
-                stored.update(attributes)
-        return True
+            stored = bounded._dict
+            maxlen = bounded.maxlen
+            max_value_len = bounded.max_value_len
+            if (
+                bounded._immutable is False
+                and (maxlen is None or len(stored) + len(attributes) <= maxlen)
+                and (max_value_len is None or longest <= max_value_len)
+            ):
+                with span._lock:
+                    if span._end_time is None:
+                        with bounded._lock:
+                            if stored and not stored.keys().isdisjoint(attributes):
+                                # A key set again moves to the end, as BoundedAttributes does it.
+                                for key in attributes:
+                                    stored.pop(key, None)
+                            stored.update(attributes)
+                        return
     except AttributeError:
-        return False
-
-
-def _plain_attributes(span: ReadableSpan) -> dict[str, Any] | None:
-    """The plain dict under the attributes of a span the SDK ended, else ``None``.
-
-    ``attributes`` is a read-only proxy over the SDK's ``BoundedAttributes``, whose iteration is
-    Python code: testing and copying the dict inside costs a fifth as much. The span has ended,
-    so nothing writes to it. Private fields of the SDK: any other span type or layout answers
-    ``None`` and is read through ``attributes``.
-    """
-    if type(span) is not ReadableSpan:
-        return None
-    attributes = span.__dict__.get("_attributes")
-    if type(attributes) is BoundedAttributes:
-        attributes = attributes.__dict__.get("_dict")
-    return attributes if type(attributes) is dict else None
+        pass
+    span.set_attributes(attributes)
 
 
 def _start_time(span: ReadableSpan) -> datetime | None:
