@@ -12,14 +12,18 @@ from __future__ import annotations
 import os
 import random
 import struct
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from decimal import localcontext
+from decimal import Decimal, localcontext
 from typing import Any
 
 import pytest
+from genai_prices import data_snapshot
 from genai_prices.data import providers as BUNDLED_PROVIDERS
-from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
+from genai_prices.types import ClauseEquals, ModelInfo, ModelPrice, Provider, TieredPrices
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -28,7 +32,7 @@ from otel_costs import _conventions as conv
 from otel_costs import _pricing, _usage
 from otel_costs._pricing import PriceBook
 from otel_costs._processor import CostSpanProcessor, _publish_quote
-from otel_costs._usage import TokenUsage, billable_counts
+from otel_costs._usage import LlmCall, TokenUsage, billable_counts
 from otel_costs.testing import fixed_price_book
 
 REQUIRE_NATIVE = os.environ.get("OTEL_COSTS_REQUIRE_NATIVE", "").strip() == "1"
@@ -430,6 +434,13 @@ _POOLS: tuple[tuple[str, tuple[object, ...]], ...] = (
     (conv.COST_STATUS, _STATUSES),
     (conv.GEN_AI_RESPONSE_ID, _RESPONSE_IDS),
     ("http.request.method", ("POST", 1, None)),
+    # Cost attributes already on the span (a re-export): keep their position, get overwritten.
+    (conv.COST_DIRECT, (0.5, None, "x")),
+    (conv.COST_PROVIDER, ("someone", "", None)),
+    (conv.COST_MODEL, ("something", "")),
+    (conv.COST_CURRENCY, ("EUR",)),
+    (conv.COST_DIRECT_NANOS, (7, -1)),
+    (conv.COST_OUTPUT, (1.0,)),
 )
 
 
@@ -492,6 +503,73 @@ def test_unregistered_key_is_left_to_python() -> None:
     book._quote("gpt-5.2", "openai", None, (10, 10, 0, 0, 0), AT_NS)
     assert book._cost_attributes(first, AT_NS) is not None
     assert book._cost_attributes(other, AT_NS) is None
+
+
+def test_new_price_data_is_left_to_python_until_the_new_memo() -> None:
+    """After new genai-prices data C answers None until _quote registers the new plan, then the new price."""
+    book = PriceBook()
+    usage = TokenUsage(1_000_000, 0)
+    attributes = _genai_attributes("gpt-4o", "openai", usage, zero_parts=False)
+    book._quote("gpt-4o", "openai", None, _counts(usage), AT_NS)
+    assert book._cost_attributes(attributes, AT_NS)[conv.COST_DIRECT_NANOS] == 2_500_000_000  # type: ignore[index]
+    custom = data_snapshot.DataSnapshot(
+        providers=[
+            Provider(
+                id="openai",
+                name="OpenAI",
+                api_pattern=r"https://api\.openai\.com",
+                models=[
+                    ModelInfo(
+                        id="gpt-4o",
+                        match=ClauseEquals(equals="gpt-4o"),
+                        prices=ModelPrice(input_mtok=Decimal(7), output_mtok=Decimal(9)),
+                    )
+                ],
+            )
+        ],
+        from_auto_update=True,
+    )
+    data_snapshot.set_custom_snapshot(custom)
+    try:
+        assert book._cost_attributes(attributes, AT_NS) is None
+        assert _python_path(book, attributes, AT_NS) is None  # _quote too: price() starts the new memo
+        book.price(LlmCall("gpt-4o", "openai", None, usage), at=AT)
+        assert _check(book, attributes, AT_NS)
+        assert book._cost_attributes(attributes, AT_NS)[conv.COST_DIRECT_NANOS] == 7 * 10**9  # type: ignore[index]
+    finally:
+        data_snapshot.set_custom_snapshot(None)
+    assert book._cost_attributes(attributes, AT_NS) is None
+
+
+def test_concurrent_pricing_while_plans_are_evicted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads pricing many models while a small memo evicts plans: every answer still meets the contract."""
+    monkeypatch.setattr(_pricing, "_MAX_MEMO", 8)
+    book = PriceBook()
+    models = [(provider.id, model.id) for provider in BUNDLED_PROVIDERS[:6] for model in provider.models][:64]
+    barrier = threading.Barrier(4)
+    answered = [0] * 4
+    failures: list[BaseException] = []
+
+    def work(slot: int) -> None:
+        rng = random.Random(slot)
+        barrier.wait()
+        try:
+            for _ in range(1_500):
+                provider_id, model_id = rng.choice(models)
+                usage = TokenUsage(rng.randint(100, 300_000), rng.randint(0, 5_000), rng.randint(0, 100))
+                attributes = _genai_attributes(model_id, provider_id, usage, zero_parts=False)
+                answered[slot] += _check(book, attributes, AT_NS)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(slot,)) for slot in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[0]
+    assert len(book._state.quick) <= 8 and len(book._state.native) <= 8
+    assert sum(answered) > 1_000, answered
 
 
 # --- 4. odd inputs straight to the C functions ----------------------------------------------------------
@@ -569,12 +647,95 @@ def test_cost_attributes_odd_values_never_raise(change: dict[Any, Any], start_ns
     assert result is None or isinstance(result, dict)
 
 
-def test_cost_attributes_on_a_dict_subclass_matches_python() -> None:
-    """A plain dict subclass is read like a dict: the same answer as the Python path."""
+class _RereadDict(dict):  # type: ignore[type-arg]
+    """A dict subclass whose items, as ``dict()`` copies them, differ from what is stored."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(dict.keys(self))
+
+    def __getitem__(self, key: Any) -> Any:
+        value = dict.__getitem__(self, key)
+        return 1_000 if key == _usage.GEN_AI_USAGE_INPUT_TOKENS else value
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(_Dict, id="plain-subclass"),
+        pytest.param(
+            _RereadDict,
+            id="overriding-subclass",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="C prices the stored counts but copies the overridden items (accepts dict subclasses)",
+            ),
+        ),
+    ],
+)
+def test_cost_attributes_on_a_dict_subclass_matches_python(kind: type[dict[str, Any]]) -> None:
+    """A dict subclass gives the same answer as the Python path (or None)."""
     book = fixed_price_book()
-    attributes = _Dict(_genai_attributes("gpt-5.2", "openai", TokenUsage(1_500, 500), zero_parts=False))
-    book._quote("gpt-5.2", "openai", None, (1_500, 500, 0, 0, 0), AT_NS)
-    assert _check(book, attributes, AT_NS)
+    attributes = kind(_genai_attributes("gpt-5.2", "openai", TokenUsage(10, 10), zero_parts=False))
+    book._quote("gpt-5.2", "openai", None, (10, 10, 0, 0, 0), AT_NS)
+    _check(book, attributes, AT_NS)
+
+
+#: Python code that runs inside cost_attributes after it found the plan, and drops the plan.
+_DROPS_THE_PLAN = {
+    "status-eq": """
+class Status(str):
+    def __eq__(self, other):
+        plans.clear()
+        junk.append([bytearray(64) for _ in range(100_000)])
+        return False
+    __hash__ = str.__hash__
+attributes["cost.status"] = Status("partial")
+""",
+    "context-prec": """
+class Context(decimal.Context):
+    @property
+    def prec(self):
+        plans.clear()
+        junk.append([bytearray(64) for _ in range(100_000)])
+        return 28
+decimal.setcontext(Context())
+""",
+}
+_USE_AFTER_FREE = """
+import decimal
+from otel_costs import _pricing
+native = _pricing._NATIVE
+zero = (0,) * 6
+levels = (((1, 2, 0, 0, 0, 0), (1, 0, 0, 0, 0, 0), zero, zero, (0, 2, 0, 0, 0, 0)),)
+junk = []
+attributes = {
+    "gen_ai.usage.input_tokens": 10,
+    "gen_ai.usage.output_tokens": 10,
+    "gen_ai.response.model": "m",
+    "gen_ai.provider.name": "openai",
+}
+%s
+for i in range(20):
+    # Names that only the plan holds, so dropping the plan frees them.
+    plan = native.make_plan(10**6, (), (), levels, "provider" + str(i), "model" + str(i), "source" + str(i))
+    plans = {("openai", None, "m"): plan}
+    del plan
+    native.cost_attributes(plans, attributes, 10**18)
+"""
+
+
+@pytest.mark.parametrize("code", list(_DROPS_THE_PLAN.values()), ids=list(_DROPS_THE_PLAN))
+@pytest.mark.xfail(
+    strict=True,
+    reason="cost_attributes holds its plan as a borrowed pointer while it runs Python code: use after free",
+)
+def test_plan_dropped_during_the_call_does_not_crash(code: str) -> None:
+    """Python code run inside cost_attributes (a str subclass's __eq__, a Context property) that drops
+    the plan does not crash the interpreter (checked in a subprocess)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _USE_AFTER_FREE % code], capture_output=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
 
 
 def _plan_arguments(**changes: object) -> tuple[object, ...]:
