@@ -257,6 +257,51 @@ def test_identical_for_fixed_prices_and_overrides(
     assert answered > checked // 2, (answered, checked)
 
 
+def _random_rate(rng: random.Random) -> str:
+    """A USD-per-1M rate: round, half-nano (for the rounding), or random digits at a random exponent."""
+    kind = rng.random()
+    if kind < 0.3:
+        return rng.choice(("0", "0.0005", "0.0015", "0.0025", "0.5", "1", "2.5", "15", "75", "1000"))
+    digits = rng.randint(1, 10 ** rng.randint(1, 7))
+    return str(Decimal(digits).scaleb(-rng.randint(0, 6)))
+
+
+def _random_overrides(rng: random.Random) -> dict[str, dict[str, object]]:
+    """One model with random rates, cache rates and up to three tiers."""
+    names = ["input", "output", *rng.sample(["cached_input", "cache_write"], rng.randint(0, 2))]
+    spec: dict[str, object] = {name: _random_rate(rng) for name in names}
+    starts = sorted(rng.sample([0, 1, 1_000, 128_000, 200_000, 10**6, 10**9], rng.randint(0, 3)))
+    if starts:
+        spec["tiers"] = [{"above": start, **{name: _random_rate(rng) for name in names}} for start in starts]
+    return {"m": spec}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_identical_for_random_rates(seed: int) -> None:
+    """Random override rates and tiers (half-nano totals, long decimals) x counts: None or identical."""
+    rng = random.Random(seed)
+    checked = answered = 0
+    for _ in range(150):
+        book = PriceBook(_random_overrides(rng), use_genai_prices=False)
+        for _ in range(20):
+            input_tokens = rng.choice(
+                (0, 1, 3, 999, 200_000, 200_001, 10**6 + 1, 10**10, rng.randint(0, 10**6))
+            )
+            output_tokens = rng.choice((0, 1, 7, rng.randint(0, 10**5)))
+            cache_read = rng.randint(0, input_tokens)
+            usage = TokenUsage(
+                input_tokens,
+                output_tokens,
+                cache_read,
+                rng.randint(0, input_tokens - cache_read),
+                rng.randint(0, output_tokens),
+            )
+            book._quote("m", "openai", None, _counts(usage), AT_NS)
+            checked += 1
+            answered += _check(book, _genai_attributes("m", "openai", usage, zero_parts=False), AT_NS)
+    assert answered > checked // 3, (answered, checked)
+
+
 def test_override_figures_are_the_documented_ones() -> None:
     """A spot check against hand-computed figures: the C path prices a tiered override as documented."""
     book = PriceBook(TIERED_OVERRIDES, use_genai_prices=False)
