@@ -302,6 +302,36 @@ def test_identical_for_random_rates(seed: int) -> None:
     assert answered > checked // 3, (answered, checked)
 
 
+@pytest.mark.parametrize(("input_tokens", "nanos"), [(1, 0), (3, 2), (5, 2), (7, 4), (2, 1)])
+def test_half_nanos_round_half_to_even(input_tokens: int, nanos: int) -> None:
+    """$0.0005 per 1M tokens is half a nano-USD per token: C rounds ties to even, as to_nanos does."""
+    book = PriceBook({"m": {"input": "0.0005", "output": 0}}, use_genai_prices=False)
+    attributes = _genai_attributes("m", None, TokenUsage(input_tokens, 0), zero_parts=False)
+    book._quote("m", None, None, (input_tokens, 0, 0, 0, 0), AT_NS)
+    assert _check(book, attributes, AT_NS)
+    assert book._cost_attributes(attributes, AT_NS)[conv.COST_DIRECT_NANOS] == nanos  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("rate", "input_tokens", "answers"),
+    [
+        # 8589934592 nano-USD per token: 2**20 tokens cost exactly 2**53 nano-USD.
+        pytest.param("8589934.592", 2**20, True, id="nanos-2**53"),
+        pytest.param("8589934.592", 2**20 + 1, False, id="nanos-above-2**53"),
+        # 1000001 units of 1e-12 USD per token: the input part passes 2**53 units at 10**10 tokens.
+        pytest.param("1.000001", 9_007_190_000, True, id="part-below-2**53"),
+        pytest.param("1.000001", 10**10, False, id="part-above-2**53"),
+    ],
+)
+def test_figures_past_exact_doubles_are_left_to_python(rate: str, input_tokens: int, answers: bool) -> None:
+    """C answers up to 2**53 (nanos, and parts in plan units) and leaves larger figures to Python."""
+    book = PriceBook({"m": {"input": rate, "output": 0}}, use_genai_prices=False)
+    attributes = _genai_attributes("m", None, TokenUsage(input_tokens, 0), zero_parts=False)
+    book._quote("m", None, None, (input_tokens, 0, 0, 0, 0), AT_NS)
+    assert _python_path(book, attributes, AT_NS) is not None
+    assert _check(book, attributes, AT_NS) is answers
+
+
 def test_override_figures_are_the_documented_ones() -> None:
     """A spot check against hand-computed figures: the C path prices a tiered override as documented."""
     book = PriceBook(TIERED_OVERRIDES, use_genai_prices=False)
