@@ -647,6 +647,46 @@ def test_concurrent_pricing_while_plans_are_evicted(monkeypatch: pytest.MonkeyPa
     assert sum(answered) > 1_000, answered
 
 
+@pytest.mark.parametrize(
+    ("model", "start_ns"),
+    [("private-model", AT_NS), (" private-model ", None), ("private-model", 1.5), ("unseen-model", AT_NS)],
+    ids=["answered", "stripped", "odd-start", "unregistered"],
+)
+def test_no_reference_leaks(model: str, start_ns: object) -> None:
+    """Many calls leave the reference counts of the attribute values and the plan's names unchanged."""
+    book = PriceBook(TIERED_OVERRIDES, use_genai_prices=False)
+    attributes = _genai_attributes(
+        model, "openai", TokenUsage(10_000, 800, 6_000, 2_000, 300), zero_parts=False
+    )
+    attributes[conv.COST_STATUS] = "".join(["part", "ial"])  # an object of this test's own
+    attributes[conv.SERVER_ADDRESS] = " localhost "
+    book._quote("private-model", "openai", "localhost", (10_000, 800, 6_000, 2_000, 300), AT_NS)
+    quick = book._state.quick[("openai", "localhost", "private-model")]
+    assert quick is not None
+    watched = [quick.provider, quick.entry.model, *book._state.native.values(), *attributes.values()]
+    for _ in range(100):
+        book._cost_attributes(attributes, start_ns)  # type: ignore[arg-type]
+    before = [sys.getrefcount(value) for value in watched]
+    for _ in range(10_000):
+        book._cost_attributes(attributes, start_ns)  # type: ignore[arg-type]
+    assert [sys.getrefcount(value) for value in watched] == before
+
+
+def test_make_plan_failures_do_not_leak() -> None:
+    """make_plan calls that fail part-way release the names they were given."""
+    provider = "".join(["prov", "ider"])
+    arguments = _plan_arguments(provider=provider, checks=((1, 0, 0, 0, 0, 0), (2**63, 0, 0, 0, 0, 0)))
+    before = sys.getrefcount(provider)
+    for _ in range(1_000):
+        with pytest.raises(OverflowError):
+            _pricing._NATIVE.make_plan(*arguments)
+    assert sys.getrefcount(provider) == before
+    plans = [_pricing._NATIVE.make_plan(*_plan_arguments(provider=provider)) for _ in range(10)]
+    assert sys.getrefcount(provider) == before + 10
+    del plans
+    assert sys.getrefcount(provider) == before
+
+
 # --- 4. odd inputs straight to the C functions ----------------------------------------------------------
 
 
