@@ -1012,10 +1012,15 @@ def _trace_llm_spans(processor_book: PriceBook) -> tuple[list[tuple[str, list[An
     duplicated[conv.GEN_AI_RESPONSE_ID] = "resp_twice"
     partial = _genai_attributes("gpt-5.2", "openai", TokenUsage(1_200, 40), zero_parts=False)
     partial[conv.COST_STATUS] = conv.STATUS_PARTIAL
+    # A model not seen before: the first span goes through Python (registering the plan), the second C.
+    fresh = _genai_attributes("odd-rates", "openai", TokenUsage(3_000, 70), zero_parts=False)
+    fresh[conv.GEN_AI_RESPONSE_ID] = "resp_fresh"
     tiered = _genai_attributes("private-model", "vllm", TokenUsage(250_000, 100, 50_000), zero_parts=False)
     spans += [
         ("first of a pair", duplicated),
         ("second of a pair", dict(duplicated)),
+        ("fresh first", fresh),
+        ("fresh second", dict(fresh)),
         ("partial 1", partial),
         ("partial 2", dict(partial)),
         ("tiered 1", tiered),
@@ -1068,8 +1073,10 @@ def test_end_to_end_identical_with_and_without_native(monkeypatch: pytest.Monkey
     by_name = {name: dict(attributes) for name, attributes in exported}
     assert by_name["second of a pair"][conv.COST_STATUS] == conv.STATUS_DUPLICATE
     assert by_name["first of a pair"][conv.COST_STATUS] == conv.STATUS_PRICED
+    assert by_name["fresh second"][conv.COST_STATUS] == conv.STATUS_DUPLICATE
+    assert by_name["fresh first"][conv.COST_STATUS] == conv.STATUS_PRICED
     assert by_name["partial 2"][conv.COST_STATUS] == conv.STATUS_PARTIAL
     assert by_name["tiered 2"][conv.COST_DIRECT_NANOS] > 0
     assert conv.COST_STATUS not in by_name["not an llm span"]
     assert ("second of a pair", 0) not in heard  # a duplicate is not counted again
-    assert len(heard) == len(exported) - 2  # every LLM span but the duplicate
+    assert len(heard) == len(exported) - 3  # every LLM span but the two duplicates
