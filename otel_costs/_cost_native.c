@@ -113,9 +113,13 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOOOOO:make_plan", &scale_obj, &thresholds, &checks, &levels,
                           &provider, &model, &source))
         return NULL;
+    if (!PyLong_Check(scale_obj)) {
+        PyErr_SetString(PyExc_TypeError, "the plan's scale must be an int");
+        return NULL;
+    }
     int overflow = 0;
-    long long scale = PyLong_Check(scale_obj) ? PyLong_AsLongLongAndOverflow(scale_obj, &overflow) : -1;
-    if (PyErr_Occurred()) return NULL;
+    long long scale = PyLong_AsLongLongAndOverflow(scale_obj, &overflow);
+    if (scale == -1 && PyErr_Occurred()) return NULL;
     if (overflow || scale <= 0 || scale > EXACT_DOUBLE) {
         PyErr_SetString(PyExc_OverflowError, "the plan's scale must be an int in 1..2**53");
         return NULL;
@@ -147,7 +151,11 @@ static PyObject *make_plan(PyObject *self, PyObject *args) {
         if (!int64_row(PyTuple_GET_ITEM(checks, i), plan->checks + i * N_COEFFS, N_COEFFS)) goto fail;
     for (Py_ssize_t level = 0; level <= n_thresholds; level++) {
         PyObject *rows = PyTuple_GET_ITEM(levels, level);
-        if (!PyTuple_Check(rows) || PyTuple_GET_SIZE(rows) != N_SUMS) {
+        if (!PyTuple_Check(rows)) {
+            PyErr_SetString(PyExc_TypeError, "each level must be a tuple of 5 rows");
+            goto fail;
+        }
+        if (PyTuple_GET_SIZE(rows) != N_SUMS) {
             PyErr_SetString(PyExc_ValueError, "each level must be a tuple of 5 rows");
             goto fail;
         }
@@ -267,9 +275,15 @@ typedef struct {
     long long nanos;
     double parts[4]; /* input, cache read, cache write, output, USD */
     Plan *plan;
+    PyObject *capsule; /* a reference held while plan is used: Python code run meanwhile (a
+                          str subclass's __eq__, the garbage collector, another thread) may
+                          drop the plan from the table */
 } Quote;
 
-/* billable_counts + PriceBook._quote: 1 and *out filled, 0 where Python must decide, -1 error. */
+static int price(Plan *plan, const long long *counts, Quote *out);
+
+/* billable_counts + PriceBook._quote: 1 and *out filled (out->capsule is then a new reference
+ * to release), 0 where Python must decide, -1 on error. */
 static int compute(PyObject *plans, PyObject *attributes, PyObject *start, Quote *out) {
     int error = 0;
     long long counts[N_COUNTS] = {0, 0, 0, 0, 0};
@@ -319,11 +333,28 @@ static int compute(PyObject *plans, PyObject *attributes, PyObject *start, Quote
     PyObject *capsule = PyDict_GetItemWithError(plans, key);
     Py_DECREF(key);
     if (capsule == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (!PyCapsule_IsValid(capsule, PLAN_NAME)) {
+        PyErr_SetString(PyExc_TypeError, "plans must hold make_plan() capsules");
+        return -1;
+    }
+    Py_INCREF(capsule);
     Plan *plan = (Plan *)PyCapsule_GetPointer(capsule, PLAN_NAME);
-    if (plan == NULL) return -1;
     int exact = default_decimal_context();
-    if (exact <= 0) return exact;
+    if (exact <= 0) {
+        Py_DECREF(capsule);
+        return exact;
+    }
+    int found = price(plan, counts, out);
+    if (found == 1) {
+        out->capsule = capsule;
+    } else {
+        Py_DECREF(capsule);
+    }
+    return found;
+}
 
+/* The plan's figures for counts: 1 and *out filled, 0 where Python must decide. */
+static int price(Plan *plan, const long long *counts, Quote *out) {
     for (Py_ssize_t i = 0; i < plan->n_checks; i++)
         if (linear(plan->checks + i * N_COEFFS, counts) < 0) return 0; /* price() flags it */
     /* The tier level: how many tier starts the input count exceeds (bisect_left). */
@@ -364,6 +395,8 @@ static int truthy_str(PyObject *value) {
     return value != Py_None && PyUnicode_Check(value) && PyUnicode_GET_LENGTH(value) > 0;
 }
 
+static PyObject *publish(PyObject *attributes, const Quote *quote);
+
 PyDoc_STRVAR(cost_attributes_doc,
 "cost_attributes(plans, attributes, start_ns) -> dict | None\n\n"
 "A copy of ``attributes`` (a plain dict of span attributes) with the cost attributes added, as\n"
@@ -380,12 +413,21 @@ static PyObject *cost_attributes(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "call configure() first");
         return NULL;
     }
+    /* A dict subclass could show other items to the copy than to the lookups. */
+    if (!PyDict_CheckExact(attributes)) Py_RETURN_NONE;
     Quote quote;
     int found = compute(plans, attributes, start, &quote);
     if (found <= 0) {
         if (found < 0) return NULL;
         Py_RETURN_NONE;
     }
+    PyObject *result = publish(attributes, &quote);
+    Py_DECREF(quote.capsule);
+    return result;
+}
+
+/* A copy of attributes with the cost attributes of quote, as _publish_quote writes them. */
+static PyObject *publish(PyObject *attributes, const Quote *quote) {
     int error = 0;
     PyObject *status = get(attributes, key_cost_status, &error);
     if (error) return NULL;
@@ -393,8 +435,8 @@ static PyObject *cost_attributes(PyObject *self, PyObject *args) {
     if (partial < 0) return NULL;
     PyObject *own = PyDict_Copy(attributes);
     if (own == NULL) return NULL;
-    Plan *plan = quote.plan;
-    PyObject *usd = PyFloat_FromDouble((double)quote.nanos / 1e9);
+    const Plan *plan = quote->plan;
+    PyObject *usd = PyFloat_FromDouble((double)quote->nanos / 1e9);
     if (usd == NULL) goto fail;
     /* The keys and order of _publish_quote. */
     if (PyDict_SetItem(own, key_cost_currency, value_usd) < 0 ||
@@ -403,11 +445,11 @@ static PyObject *cost_attributes(PyObject *self, PyObject *args) {
         (truthy_str(plan->model) && PyDict_SetItem(own, key_cost_model, plan->model) < 0) ||
         (truthy_str(plan->source) && PyDict_SetItem(own, key_cost_source, plan->source) < 0) ||
         PyDict_SetItem(own, key_cost_direct, usd) < 0 || PyDict_SetItem(own, key_usage_cost, usd) < 0 ||
-        !put(own, key_cost_direct_nanos, PyLong_FromLongLong(quote.nanos)) ||
-        !put(own, key_cost_input, PyFloat_FromDouble(quote.parts[0])) ||
-        !put(own, key_cost_cache_read, PyFloat_FromDouble(quote.parts[1])) ||
-        !put(own, key_cost_cache_write, PyFloat_FromDouble(quote.parts[2])) ||
-        !put(own, key_cost_output, PyFloat_FromDouble(quote.parts[3]))) {
+        !put(own, key_cost_direct_nanos, PyLong_FromLongLong(quote->nanos)) ||
+        !put(own, key_cost_input, PyFloat_FromDouble(quote->parts[0])) ||
+        !put(own, key_cost_cache_read, PyFloat_FromDouble(quote->parts[1])) ||
+        !put(own, key_cost_cache_write, PyFloat_FromDouble(quote->parts[2])) ||
+        !put(own, key_cost_output, PyFloat_FromDouble(quote->parts[3]))) {
         Py_DECREF(usd);
         goto fail;
     }
