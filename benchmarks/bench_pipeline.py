@@ -1,6 +1,7 @@
 """Cost of the core pipeline, as ratios measured side by side in one run.
 
     python benchmarks/bench_pipeline.py [--spans 20000] [--rounds 7] [--prices fixed|genai]
+    python benchmarks/bench_pipeline.py --instructions    # valgrind: instructions per span
 
 1. Span start+end, with vs without ``CostSpanProcessor`` in front of the same
    ``BatchSpanProcessor`` over a null exporter, inside a workflow (so attribution baggage is
@@ -21,6 +22,11 @@ Method, so the ratios are not flattering:
   thread alone (``time.thread_time``) is printed beside it.
 * LLM spans carry varying token counts (1,000 distinct attribute sets, built before timing and
   shared by both sides), so no cache keyed by the counts could make the pipeline look cheap.
+* ``--instructions`` counts instructions instead (valgrind's cachegrind, ``PYTHONHASHSEED=0``):
+  each of the four set-ups runs 1,000 and 9,000 spans in a process of its own, and the
+  difference / 8,000 is the figure per span. It does not move with the machine's load (the batch
+  worker thread adds about +-2k instructions of jitter), so it is the steadier comparison of
+  two versions of the code; the time ratios are what the targets are judged on.
 * Both providers are warmed up before timing; every round starts after ``gc.collect()``; rounds
   alternate without/with so drift on a shared machine hits both; each figure is the median over
   the rounds. On a busy machine, run more rounds: the ratios move by several percent between runs.
@@ -30,7 +36,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
+import re
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -202,10 +211,45 @@ def encode_seconds(spans: list[ReadableSpan], batch: int = 512) -> float:
     return time.process_time() - start
 
 
+def count_instructions(prices: str) -> None:
+    """Instructions per span of each set-up under valgrind (two runs each, two at a time)."""
+
+    def run(with_costs: bool, llm: bool, n: int) -> subprocess.Popen[str]:
+        command = [
+            "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+            sys.executable, __file__, "--loop", "with" if with_costs else "without",
+            "llm" if llm else "plain", str(n), "--prices", prices,
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        return subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+
+    def total(process: subprocess.Popen[str]) -> int:
+        _, err = process.communicate()
+        found = re.search(r"I\s+refs:\s+([\d,]+)", err)
+        if process.returncode or found is None:
+            raise SystemExit(f"valgrind failed (is it installed?):\n{err[-2000:]}")
+        return int(found.group(1).replace(",", ""))
+
+    per_span: dict[tuple[bool, bool], int] = {}
+    for llm in (False, True):
+        for with_costs in (False, True):
+            small, large = run(with_costs, llm, 1000), run(with_costs, llm, 9000)
+            per_span[(with_costs, llm)] = (total(large) - total(small)) // 8000
+    for llm, label in ((False, "plain spans"), (True, "LLM spans  ")):
+        without, with_ = per_span[(False, llm)], per_span[(True, llm)]
+        print(
+            f"{label}: without {without:,} instructions/span, with {with_:,} "
+            f"(+{with_ - without:,}), ratio {with_ / without:.3f}x"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--instructions", action="store_true", help="count instructions with valgrind")
+    # One timed loop in a process of its own, for --instructions: with|without llm|plain N.
+    parser.add_argument("--loop", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--spans", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument(
@@ -215,6 +259,15 @@ def main() -> None:
         help="price book of the LLM spans: the fixed test table (overrides) or genai-prices' data",
     )
     args = parser.parse_args()
+    if args.loop:
+        costs, kind, count = args.loop
+        provider = provider_for(costs == "with", args.prices)
+        time_spans(provider, 200, kind == "llm")
+        time_spans(provider, int(count), kind == "llm")
+        return
+    if args.instructions:
+        count_instructions(args.prices)
+        return
     n = args.spans
     without, with_ = provider_for(False, args.prices), provider_for(True, args.prices)
     for provider in (without, with_):  # warm caches (price lookups, attribution) before timing
