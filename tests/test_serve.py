@@ -46,6 +46,7 @@ from otel_costs._serve import (
     ServeWorker,
     TraceWindow,
     _general_figures,
+    _chunk_ids,
     _read_cost_attributes,
     _sparse_figures,
     add_serve_parser,
@@ -268,7 +269,7 @@ def test_a_scope_mixing_traces_is_split_by_trace() -> None:
     mixed[3].trace_id = other
     staged = stage_request(request("svc", mixed))
     assert staged.spans == 5 and staged.roots == {TRACE, other}
-    ids = {t: [s for c in chunks for s in c.span_ids] for t, chunks in staged.traces.items()}
+    ids = {t: [s for c in chunks for s in _chunk_ids(c)[0]] for t, chunks in staged.traces.items()}
     assert ids == {TRACE: [sid(1), sid(2), sid(3)], other: [sid(1), sid(2)]}
     totals = {}
     for trace_id, chunks in staged.traces.items():
