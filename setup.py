@@ -12,7 +12,7 @@ setup(
             "otel_costs._serve_native",
             ["otel_costs/_serve_native.c"],
             optional=True,
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         )
     ]
 )

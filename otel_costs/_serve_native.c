@@ -64,7 +64,11 @@ typedef struct {
 /* Result codes of the readers. */
 enum { OK = 0, MALFORMED = -1, UNSUPPORTED = -2 };
 
-static int read_varint(Cur *c, uint64_t *out) {
+static inline int read_varint(Cur *c, uint64_t *out) {
+    if (c->p < c->end && *c->p < 0x80) { /* one byte: most tags and lengths */
+        *out = *c->p++;
+        return OK;
+    }
     uint64_t v = 0;
     for (int shift = 0; shift < 70; shift += 7) {
         if (c->p >= c->end) return MALFORMED;
@@ -89,8 +93,11 @@ typedef struct {
     uint64_t value; /* varint / fixed value */
 } Field;
 
-static int next_field(Cur *c, Field *f) {
+static inline int next_field(Cur *c, Field *f) {
     f->start = c->p;
+    f->data = NULL;
+    f->len = 0;
+    f->value = 0;
     uint64_t tag;
     int r = read_varint(c, &tag);
     if (r) return r;
@@ -131,7 +138,9 @@ static int next_field(Cur *c, Field *f) {
     }
 }
 
-static int str_eq(const uint8_t *p, Py_ssize_t n, Str s) { return n == s.n && memcmp(p, s.p, (size_t)n) == 0; }
+static inline int str_eq(const uint8_t *p, Py_ssize_t n, Str s) {
+    return n == s.n && memcmp(p, s.p, (size_t)n) == 0;
+}
 
 static int in_set(const uint8_t *p, Py_ssize_t n, const Str *set, int count) {
     for (int i = 0; i < count; i++)
@@ -201,7 +210,19 @@ typedef struct {
     int values; /* how many value fields */
 } KV;
 
-static int read_key_value(const uint8_t *p, Py_ssize_t n, KV *kv) {
+static inline int read_key_value(const uint8_t *p, Py_ssize_t n, KV *kv) {
+    /* The usual encoding, the key then the value, each short: split without the loop. */
+    if (n >= 4 && p[0] == 0x0A && p[1] < 0x80) {
+        Py_ssize_t k = p[1];
+        if (4 + k <= n && p[2 + k] == 0x12 && p[3 + k] < 0x80 && 4 + k + p[3 + k] == n) {
+            kv->key = p + 2;
+            kv->key_len = k;
+            kv->value = p + 4 + k;
+            kv->value_len = p[3 + k];
+            kv->values = 1;
+            return OK;
+        }
+    }
     Cur c = {p, p + n};
     Field f;
     kv->key = (const uint8_t *)"";
@@ -292,7 +313,8 @@ static int read_span(const uint8_t *p, Py_ssize_t n, SpanRec *rec) {
             KV kv;
             r = read_key_value(f.data, f.len, &kv);
             if (r) return r;
-            if (kv.key_len < common_prefix.n || memcmp(kv.key, common_prefix.p, (size_t)common_prefix.n))
+            if (kv.key_len < common_prefix.n || (common_prefix.n && kv.key[0] != (uint8_t)common_prefix.p[0]) ||
+                memcmp(kv.key, common_prefix.p, (size_t)common_prefix.n))
                 break;
             if (in_set(kv.key, kv.key_len, drop_keys, n_drop)) {
                 flags |= F_DROP;
@@ -664,7 +686,7 @@ typedef struct {
     Py_ssize_t n, cap;
 } Out;
 
-static int out_put(Out *o, const void *p, Py_ssize_t n) {
+static inline int out_put(Out *o, const void *p, Py_ssize_t n) {
     if (o->n + n > o->cap) {
         Py_ssize_t cap = o->cap ? o->cap : 256;
         while (cap < o->n + n) cap *= 2;
@@ -701,10 +723,29 @@ static int out_int_entry(Out *o, Str key, uint64_t v) {
     int na = varint_bytes((uint64_t)(1 + nv), alen);
     uint64_t kv = 1 + (uint64_t)nk + (uint64_t)key.n + 1 + (uint64_t)na + 1 + (uint64_t)nv;
     int nkv = varint_bytes(kv, kvlen);
-    uint8_t tag = 0x4A, ktag = 0x0A, vtag = 0x12, itag = 0x18;
-    return out_put(o, &tag, 1) || out_put(o, kvlen, nkv) || out_put(o, &ktag, 1) || out_put(o, klen, nk) ||
-           out_put(o, key.p, key.n) || out_put(o, &vtag, 1) || out_put(o, alen, na) ||
-           out_put(o, &itag, 1) || out_put(o, value, nv);
+    if (key.n > 200) { /* not one of ours: piece by piece */
+        uint8_t tag = 0x4A, ktag = 0x0A, vtag = 0x12, itag = 0x18;
+        return out_put(o, &tag, 1) || out_put(o, kvlen, nkv) || out_put(o, &ktag, 1) || out_put(o, klen, nk) ||
+               out_put(o, key.p, key.n) || out_put(o, &vtag, 1) || out_put(o, alen, na) ||
+               out_put(o, &itag, 1) || out_put(o, value, nv);
+    }
+    uint8_t buf[256];
+    int at = 0;
+    buf[at++] = 0x4A;
+    memcpy(buf + at, kvlen, (size_t)nkv);
+    at += nkv;
+    buf[at++] = 0x0A;
+    memcpy(buf + at, klen, (size_t)nk);
+    at += nk;
+    memcpy(buf + at, key.p, (size_t)key.n);
+    at += (int)key.n;
+    buf[at++] = 0x12;
+    memcpy(buf + at, alen, (size_t)na);
+    at += na;
+    buf[at++] = 0x18;
+    memcpy(buf + at, value, (size_t)nv);
+    at += nv;
+    return out_put(o, buf, at);
 }
 
 static int out_double_entry(Out *o, Str prefix, int64_t nanos) {
@@ -763,6 +804,15 @@ static uint64_t load_u64(const uint8_t *p) {
     return v;
 }
 
+static inline uint64_t mix64(uint64_t x) { /* every input bit reaches the low bits */
+    x ^= x >> 33;
+    x *= 0xFF51AFD7ED558CCDull;
+    x ^= x >> 33;
+    x *= 0xC4CEB9FE1A85EC53ull;
+    x ^= x >> 33;
+    return x;
+}
+
 /* Returns 0 (figures in nodes), UNSUPPORTED (duplicates, loops, overflow) or -100 (memory). */
 static int figures(Node *nodes, Py_ssize_t n) {
     Py_ssize_t size = 16;
@@ -776,7 +826,7 @@ static int figures(Node *nodes, Py_ssize_t n) {
     }
     for (Py_ssize_t i = 0; i < size; i++) table[i] = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t slot = (Py_ssize_t)((nodes[i].id * 0x9E3779B97F4A7C15ull) >> 7) & (size - 1);
+        Py_ssize_t slot = (Py_ssize_t)(mix64(nodes[i].id) & (uint64_t)(size - 1));
         while (table[slot] >= 0) {
             if (nodes[table[slot]].id == nodes[i].id) {
                 r = UNSUPPORTED; /* a repeated span id: rollup() flags it */
@@ -790,7 +840,7 @@ static int figures(Node *nodes, Py_ssize_t n) {
         Node *node = &nodes[i];
         node->parent = n;
         if (node->flags & F_PARENT) {
-            Py_ssize_t slot = (Py_ssize_t)((node->parent_id * 0x9E3779B97F4A7C15ull) >> 7) & (size - 1);
+            Py_ssize_t slot = (Py_ssize_t)(mix64(node->parent_id) & (uint64_t)(size - 1));
             while (table[slot] >= 0) {
                 if (nodes[table[slot]].id == node->parent_id) {
                     node->parent = table[slot];
