@@ -687,6 +687,7 @@ typedef struct {
 } Out;
 
 static inline int out_put(Out *o, const void *p, Py_ssize_t n) {
+    if (n <= 0) return 0;
     if (o->n + n > o->cap) {
         Py_ssize_t cap = o->cap ? o->cap : 256;
         while (cap < o->n + n) cap *= 2;
