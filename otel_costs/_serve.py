@@ -49,6 +49,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import chain, compress, repeat
+from types import ModuleType
 from typing import Any, Final, Literal, NamedTuple, NoReturn, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -876,7 +877,9 @@ def _sparse_figures(
 
 def _late_entries(partial_reason: str) -> bytes:
     """The serialized ``cost.rollup.partial`` flag and reason every span of a late trace gets."""
-    return encode_attributes({conv.COST_ROLLUP_PARTIAL: True, conv.COST_ROLLUP_PARTIAL_REASON: partial_reason})
+    return encode_attributes(
+        {conv.COST_ROLLUP_PARTIAL: True, conv.COST_ROLLUP_PARTIAL_REASON: partial_reason}
+    )
 
 
 def _acyclic(parent: list[int], n: int) -> bool:
@@ -1211,7 +1214,7 @@ _REMOTE_PARENT_ENTRY: Final = encode_attributes({conv.COST_ROLLUP_REMOTE_PARENT:
 _ORPHAN_ENTRY: Final = encode_attributes({conv.COST_ROLLUP_ORPHAN: True})
 
 
-def _load_native() -> Any:
+def _load_native() -> ModuleType | None:
     """The C extension, configured with the serialized keys and entries; ``None`` without it.
 
     Optional: built when a C compiler is at hand (``setup.py``). ``OTEL_COSTS_SERVE_NATIVE=0``
@@ -1248,7 +1251,7 @@ def _load_native() -> Any:
     return _serve_native
 
 
-_NATIVE: Any = _load_native()
+_NATIVE: ModuleType | None = _load_native()
 
 
 def encode_batches(

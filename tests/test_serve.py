@@ -49,8 +49,8 @@ from otel_costs._serve import (
     ServeConfigError,
     ServeWorker,
     TraceWindow,
-    _general_figures,
     _chunk_ids,
+    _general_figures,
     _read_cost_attributes,
     _sparse_figures,
     add_serve_parser,
@@ -669,7 +669,9 @@ def test_native_rollup_of_garbled_records_never_crashes(serve_path: str) -> None
             datas.append([rng.randbytes(rng.randrange(30)) for _ in range(n)])
             meta = bytearray(rng.randbytes(32 * n))
             for at in range(0, len(meta), 32):  # small ids and flags, so that trees and loops occur
-                meta[at : at + 24] = sid(rng.randrange(1, 60)) + sid(rng.randrange(60)) + sid(rng.randrange(9))
+                meta[at : at + 24] = (
+                    sid(rng.randrange(1, 60)) + sid(rng.randrange(60)) + sid(rng.randrange(9))
+                )
                 meta[at + 16 : at + 24] = meta[at + 16 : at + 24][::-1]  # little-endian nanos
             metas.append(bytes(meta) if rng.random() < 0.95 else bytes(meta) + b"x")
         late = rng.choice([None, b"", b"\\x4a\\x00"])
