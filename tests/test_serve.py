@@ -611,6 +611,7 @@ def test_native_staging_of_garbled_requests_is_a_clean_error_or_what_python_give
     if serve_path != "native":
         pytest.skip("exercises the C extension")
     native = _serve._NATIVE
+    assert native is not None
     rng = random.Random(2026)
     traces = [bytes([t]) * 16 for t in range(1, 4)]
     outcomes: Counter[str] = Counter()
@@ -658,6 +659,7 @@ def test_native_rollup_of_garbled_records_never_crashes(serve_path: str) -> None
     if serve_path != "native":
         pytest.skip("exercises the C extension")
     native = _serve._NATIVE
+    assert native is not None
     rng = random.Random(99)
     answers: Counter[str] = Counter()
     for _ in range(3000):
@@ -695,6 +697,7 @@ def test_native_path_handles_the_usual_requests_itself(serve_path: str) -> None:
     assert staged is not None
     [chunks] = staged.traces.values()
     assert all(c.meta is not None for c in chunks)
+    assert _serve._NATIVE is not None
     rolled = _serve._NATIVE.rollup([c.data for c in chunks], [c.meta for c in chunks], None)
     assert rolled is not None and rolled[0] != chunks[0].data
 
