@@ -614,14 +614,14 @@ class TraceWindow:
                 trace = self._traces.get(trace_id)
                 if trace is None:
                     late = trace_id in self._flushed
-                    trace = self._traces[trace_id] = _Trace(trace_id, chunks, count, now, None, late)
-                    # A late trace has no root to wait for: its spans go out after linger.
-                    self._push(now + (self._linger if late else self._max_wait), trace_id)
-                    if late:
-                        trace.deadline = now + self._linger
-                else:
-                    trace.chunks.extend(chunks)
-                    trace.spans += count
+                    # A late trace has no root to wait for: its spans go out after linger. A
+                    # trace whose root came with its first spans needs one heap entry, not two.
+                    deadline = now + self._linger if late or trace_id in staged.roots else None
+                    trace = self._traces[trace_id] = _Trace(trace_id, chunks, count, now, deadline, late)
+                    self._push(self._due(trace), trace_id)
+                    continue
+                trace.chunks.extend(chunks)
+                trace.spans += count
                 if trace.deadline is None and trace_id in staged.roots:
                     trace.deadline = now + self._linger
                     self._push(trace.deadline, trace_id)
@@ -748,11 +748,13 @@ def rollup_trace(
     in-process exporter); a trace of distinct span ids without parent loops, the usual case,
     is summed by walking up from its billable spans only (``_sparse_figures``).
     """
-    if _NATIVE is not None and all([chunk.meta is not None for chunk in chunks]):
-        late = None if partial_reason is None else _late_entries(partial_reason)
-        rolled = _NATIVE.rollup([chunk.data for chunk in chunks], [chunk.meta for chunk in chunks], late)
-        if rolled is not None:
-            return list(zip([chunk.group for chunk in chunks], rolled, strict=True))
+    if _NATIVE is not None:
+        metas = [chunk.meta for chunk in chunks]
+        if None not in metas:
+            late = None if partial_reason is None else _late_entries(partial_reason)
+            rolled = _NATIVE.rollup([chunk.data for chunk in chunks], metas, late)
+            if rolled is not None:
+                return list(zip([chunk.group for chunk in chunks], rolled, strict=True))
     ids = [_chunk_ids(chunk) for chunk in chunks]
     span_ids = list(chain.from_iterable([span_ids for span_ids, _parent_ids in ids]))
     parent_ids = list(chain.from_iterable([parent_ids for _span_ids, parent_ids in ids]))
