@@ -606,10 +606,9 @@ def _python_path() -> Any:
     return pytest.MonkeyPatch.context()
 
 
+@pytest.mark.parametrize("serve_path", ["native"], indirect=True)
 def test_native_staging_of_garbled_requests_is_a_clean_error_or_what_python_gives(serve_path: str) -> None:
     """Truncated, garbled and random bytes: the C parser declines or gives the Python path's bytes."""
-    if serve_path != "native":
-        pytest.skip("exercises the C extension")
     native = _serve._NATIVE
     assert native is not None
     rng = random.Random(2026)
@@ -654,10 +653,9 @@ def test_native_staging_of_garbled_requests_is_a_clean_error_or_what_python_give
     assert outcomes["declined"] > 500 and outcomes["rejected by upb"] > 20, outcomes
 
 
+@pytest.mark.parametrize("serve_path", ["native"], indirect=True)
 def test_native_rollup_of_garbled_records_never_crashes(serve_path: str) -> None:
     """Random span bytes and records: rollup answers a list, None or a clean error, never a crash."""
-    if serve_path != "native":
-        pytest.skip("exercises the C extension")
     native = _serve._NATIVE
     assert native is not None
     rng = random.Random(99)
@@ -688,10 +686,9 @@ def test_native_rollup_of_garbled_records_never_crashes(serve_path: str) -> None
     assert answers["error"] > 50 and answers["none"] > 50 and answers["list"] > 300, answers
 
 
+@pytest.mark.parametrize("serve_path", ["native"], indirect=True)
 def test_native_path_handles_the_usual_requests_itself(serve_path: str) -> None:
     """A gateway's request of priced LLM spans is staged and rolled up in C, not handed back to Python."""
-    if serve_path != "native":
-        pytest.skip("exercises the C extension")
     raw = request("svc", ORCHESTRATOR + SUB_AGENT).SerializeToString()
     staged = _serve._stage_native(raw)
     assert staged is not None
