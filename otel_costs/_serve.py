@@ -1316,8 +1316,11 @@ def _encode(by_scope: dict[bytes, tuple[_Group, list[Sequence[bytes]]]], worker_
     # ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2; string schema_url = 3; }
     resources: dict[bytes, tuple[_Group, list[bytes]]] = {}
     for group, pieces in by_scope.values():
-        spans = pieces[0] if len(pieces) == 1 else list(chain.from_iterable(pieces))
-        scope_spans = _field(b"\x0a", group.scope) + _frame(b"\x12", spans)
+        if _NATIVE is not None and all([type(piece) is list for piece in pieces]):
+            scope_spans = _NATIVE.frame(_field(b"\x0a", group.scope), pieces, 0x12)
+        else:
+            spans = pieces[0] if len(pieces) == 1 else list(chain.from_iterable(pieces))
+            scope_spans = _field(b"\x0a", group.scope) + _frame(b"\x12", spans)
         if group.scope_schema_url:
             scope_spans += _field(b"\x1a", group.scope_schema_url.encode())
         slot = resources.get(group.resource_key)

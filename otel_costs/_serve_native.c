@@ -1028,6 +1028,56 @@ fail:
     goto done;
 }
 
+/* --- frame() ------------------------------------------------------------------------------- */
+
+/* frame(prefix, pieces, tag): prefix, then every item of every piece as a length-delimited
+ * field with the one-byte tag, in one allocation (a ScopeSpans' spans, without a Python loop). */
+static PyObject *py_frame(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *prefix, *pieces;
+    int tag;
+    if (!PyArg_ParseTuple(args, "SO!i", &prefix, &PyList_Type, &pieces, &tag)) return NULL;
+    if (tag < 0 || tag > 0x7F) {
+        PyErr_SetString(PyExc_ValueError, "tag must be one byte below 0x80");
+        return NULL;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(prefix);
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(pieces); k++) {
+        PyObject *piece = PyList_GET_ITEM(pieces, k);
+        if (!PyList_Check(piece)) {
+            PyErr_SetString(PyExc_TypeError, "pieces must be lists of bytes");
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(piece); i++) {
+            PyObject *item = PyList_GET_ITEM(piece, i);
+            if (!PyBytes_Check(item)) {
+                PyErr_SetString(PyExc_TypeError, "pieces must be lists of bytes");
+                return NULL;
+            }
+            uint8_t buf[10];
+            Py_ssize_t n = PyBytes_GET_SIZE(item);
+            size += 1 + varint_bytes((uint64_t)n, buf) + n;
+        }
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (!out) return NULL;
+    uint8_t *w = (uint8_t *)PyBytes_AS_STRING(out);
+    memcpy(w, PyBytes_AS_STRING(prefix), (size_t)PyBytes_GET_SIZE(prefix));
+    w += PyBytes_GET_SIZE(prefix);
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(pieces); k++) {
+        PyObject *piece = PyList_GET_ITEM(pieces, k);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(piece); i++) {
+            PyObject *item = PyList_GET_ITEM(piece, i);
+            Py_ssize_t n = PyBytes_GET_SIZE(item);
+            *w++ = (uint8_t)tag;
+            w += varint_bytes((uint64_t)n, w);
+            memcpy(w, PyBytes_AS_STRING(item), (size_t)n);
+            w += n;
+        }
+    }
+    return out;
+}
+
 /* --- configure() ---------------------------------------------------------------------------- */
 
 static int take_str(PyObject *item, Str *s) {
@@ -1110,6 +1160,8 @@ static PyMethodDef methods[] = {
     {"configure", py_configure, METH_VARARGS, "Set the serialized keys and prepared entries (once)."},
     {"stage", py_stage, METH_O,
      "stage(raw) -> (groups, chunks) | None: a serialized request's spans split by trace."},
+    {"frame", py_frame, METH_VARARGS,
+     "frame(prefix, pieces, tag) -> bytes: prefix + each item of each piece as a tagged field."},
     {"rollup", py_rollup, METH_VARARGS,
      "rollup(datas, metas, late) -> list[list[bytes]] | None: a trace's spans with rollup figures."},
     {NULL, NULL, 0, NULL},

@@ -40,3 +40,6 @@ def rollup(datas: list[list[bytes]], metas: list[bytes], late: bytes | None, /) 
     ``None`` when the trace needs the Python path (repeated span ids, parent loops, sums past
     2**53 nano-USD). Raises ``ValueError`` for records or spans it cannot read.
     """
+
+def frame(prefix: bytes, pieces: list[list[bytes]], tag: int, /) -> bytes:
+    """``prefix``, then every item of every piece as a length-delimited field with the one-byte ``tag``."""
