@@ -1314,29 +1314,52 @@ def _encode(by_scope: dict[bytes, tuple[_Group, list[Sequence[bytes]]]], worker_
     # ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
     # ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; string schema_url = 3; }
     # ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2; string schema_url = 3; }
-    resources: dict[bytes, tuple[_Group, list[bytes]]] = {}
+    resources: dict[bytes, list[tuple[_Group, list[Sequence[bytes]]]]] = {}
     for group, pieces in by_scope.values():
-        if _NATIVE is not None and all([type(piece) is list for piece in pieces]):
-            scope_spans = _NATIVE.frame(_field(b"\x0a", group.scope), pieces, 0x12)
+        scopes = resources.get(group.resource_key)
+        if scopes is None:
+            resources[group.resource_key] = [(group, pieces)]
         else:
+            scopes.append((group, pieces))
+    if _NATIVE is not None:
+        # One allocation for the whole request: copying a batch of megabytes once per level of
+        # nesting (and the page faults of each new buffer) cost more than the rest of a flush.
+        encoded: bytes = _NATIVE.encode_request(
+            [
+                (
+                    _resource_bytes(scopes[0][0], worker_id),
+                    [
+                        (
+                            group.scope,
+                            [piece if type(piece) is list else list(piece) for piece in pieces],
+                            group.scope_schema_url.encode(),
+                        )
+                        for group, pieces in scopes
+                    ],
+                    scopes[0][0].resource_schema_url.encode(),
+                )
+                for scopes in resources.values()
+            ]
+        )
+        return encoded
+    request = bytearray()
+    for scopes in resources.values():
+        first = scopes[0][0]
+        parts = [_field(b"\x0a", _resource_bytes(first, worker_id))]
+        for group, pieces in scopes:
             spans = pieces[0] if len(pieces) == 1 else list(chain.from_iterable(pieces))
             scope_spans = _field(b"\x0a", group.scope) + _frame(b"\x12", spans)
-        if group.scope_schema_url:
-            scope_spans += _field(b"\x1a", group.scope_schema_url.encode())
-        slot = resources.get(group.resource_key)
-        if slot is None:
-            resources[group.resource_key] = (group, [scope_spans])
-        else:
-            slot[1].append(scope_spans)
-    request = bytearray()
-    for group, scope_list in resources.values():
-        resource = group.resource if worker_id is None else _tag_worker(group.resource, worker_id)
-        parts = [_field(b"\x0a", resource)]
-        parts.extend(_field(b"\x12", ss) for ss in scope_list)
-        if group.resource_schema_url:
-            parts.append(_field(b"\x1a", group.resource_schema_url.encode()))
+            if group.scope_schema_url:
+                scope_spans += _field(b"\x1a", group.scope_schema_url.encode())
+            parts.append(_field(b"\x12", scope_spans))
+        if first.resource_schema_url:
+            parts.append(_field(b"\x1a", first.resource_schema_url.encode()))
         request += _field(b"\x0a", b"".join(parts))
     return bytes(request)
+
+
+def _resource_bytes(group: _Group, worker_id: str | None) -> bytes:
+    return group.resource if worker_id is None else _tag_worker(group.resource, worker_id)
 
 
 def _tag_worker(serialized: bytes, worker_id: str) -> bytes:

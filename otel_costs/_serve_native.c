@@ -1028,52 +1028,116 @@ fail:
     goto done;
 }
 
-/* --- frame() ------------------------------------------------------------------------------- */
+/* --- encode_request() ------------------------------------------------------------------- */
 
-/* frame(prefix, pieces, tag): prefix, then every item of every piece as a length-delimited
- * field with the one-byte tag, in one allocation (a ScopeSpans' spans, without a Python loop). */
-static PyObject *py_frame(PyObject *self, PyObject *args) {
+static int vlen(Py_ssize_t n) {
+    uint8_t buf[10];
+    return varint_bytes((uint64_t)n, buf);
+}
+
+static Py_ssize_t field_size(Py_ssize_t n) { return 1 + vlen(n) + n; }
+
+static int bad_shape(void) {
+    PyErr_SetString(PyExc_TypeError,
+                    "encode_request() takes [(resource, [(scope, [[span bytes]], scope schema url)], "
+                    "resource schema url)]");
+    return -1;
+}
+
+/* A ScopeSpans' body size; -1 with an error set when the shape is wrong. */
+static Py_ssize_t scope_size(PyObject *scope) {
+    if (!PyTuple_Check(scope) || PyTuple_GET_SIZE(scope) != 3) return bad_shape();
+    PyObject *sbytes = PyTuple_GET_ITEM(scope, 0), *pieces = PyTuple_GET_ITEM(scope, 1),
+             *schema = PyTuple_GET_ITEM(scope, 2);
+    if (!PyBytes_Check(sbytes) || !PyList_Check(pieces) || !PyBytes_Check(schema)) return bad_shape();
+    Py_ssize_t size = field_size(PyBytes_GET_SIZE(sbytes));
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(pieces); k++) {
+        PyObject *piece = PyList_GET_ITEM(pieces, k);
+        if (!PyList_Check(piece)) return bad_shape();
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(piece); i++) {
+            PyObject *span = PyList_GET_ITEM(piece, i);
+            if (!PyBytes_Check(span)) return bad_shape();
+            size += field_size(PyBytes_GET_SIZE(span));
+        }
+    }
+    if (PyBytes_GET_SIZE(schema)) size += field_size(PyBytes_GET_SIZE(schema));
+    return size;
+}
+
+/* A ResourceSpans' body size. */
+static Py_ssize_t resource_size(PyObject *resource) {
+    if (!PyTuple_Check(resource) || PyTuple_GET_SIZE(resource) != 3) return bad_shape();
+    PyObject *rbytes = PyTuple_GET_ITEM(resource, 0), *scopes = PyTuple_GET_ITEM(resource, 1),
+             *schema = PyTuple_GET_ITEM(resource, 2);
+    if (!PyBytes_Check(rbytes) || !PyList_Check(scopes) || !PyBytes_Check(schema)) return bad_shape();
+    Py_ssize_t size = field_size(PyBytes_GET_SIZE(rbytes));
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(scopes); k++) {
+        Py_ssize_t body = scope_size(PyList_GET_ITEM(scopes, k));
+        if (body < 0) return -1;
+        size += field_size(body);
+    }
+    if (PyBytes_GET_SIZE(schema)) size += field_size(PyBytes_GET_SIZE(schema));
+    return size;
+}
+
+static uint8_t *put_field(uint8_t *w, uint8_t tag, const void *p, Py_ssize_t n) {
+    *w++ = tag;
+    w += varint_bytes((uint64_t)n, w);
+    if (n) memcpy(w, p, (size_t)n);
+    return w + n;
+}
+
+static uint8_t *put_header(uint8_t *w, uint8_t tag, Py_ssize_t n) {
+    *w++ = tag;
+    return w + varint_bytes((uint64_t)n, w);
+}
+
+/* encode_request(resources): a serialized ExportTraceServiceRequest in one allocation, as
+ * _encode writes it (every resource and scope field written, empty schema URLs left out). */
+static PyObject *py_encode_request(PyObject *self, PyObject *resources) {
     (void)self;
-    PyObject *prefix, *pieces;
-    int tag;
-    if (!PyArg_ParseTuple(args, "SO!i", &prefix, &PyList_Type, &pieces, &tag)) return NULL;
-    if (tag < 0 || tag > 0x7F) {
-        PyErr_SetString(PyExc_ValueError, "tag must be one byte below 0x80");
+    if (!PyList_Check(resources)) {
+        bad_shape();
         return NULL;
     }
-    Py_ssize_t size = PyBytes_GET_SIZE(prefix);
-    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(pieces); k++) {
-        PyObject *piece = PyList_GET_ITEM(pieces, k);
-        if (!PyList_Check(piece)) {
-            PyErr_SetString(PyExc_TypeError, "pieces must be lists of bytes");
-            return NULL;
-        }
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(piece); i++) {
-            PyObject *item = PyList_GET_ITEM(piece, i);
-            if (!PyBytes_Check(item)) {
-                PyErr_SetString(PyExc_TypeError, "pieces must be lists of bytes");
-                return NULL;
-            }
-            uint8_t buf[10];
-            Py_ssize_t n = PyBytes_GET_SIZE(item);
-            size += 1 + varint_bytes((uint64_t)n, buf) + n;
-        }
+    Py_ssize_t total = 0;
+    for (Py_ssize_t r = 0; r < PyList_GET_SIZE(resources); r++) {
+        Py_ssize_t body = resource_size(PyList_GET_ITEM(resources, r));
+        if (body < 0) return NULL;
+        total += field_size(body);
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
     if (!out) return NULL;
     uint8_t *w = (uint8_t *)PyBytes_AS_STRING(out);
-    memcpy(w, PyBytes_AS_STRING(prefix), (size_t)PyBytes_GET_SIZE(prefix));
-    w += PyBytes_GET_SIZE(prefix);
-    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(pieces); k++) {
-        PyObject *piece = PyList_GET_ITEM(pieces, k);
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(piece); i++) {
-            PyObject *item = PyList_GET_ITEM(piece, i);
-            Py_ssize_t n = PyBytes_GET_SIZE(item);
-            *w++ = (uint8_t)tag;
-            w += varint_bytes((uint64_t)n, w);
-            memcpy(w, PyBytes_AS_STRING(item), (size_t)n);
-            w += n;
+    for (Py_ssize_t r = 0; r < PyList_GET_SIZE(resources); r++) {
+        PyObject *resource = PyList_GET_ITEM(resources, r);
+        PyObject *rbytes = PyTuple_GET_ITEM(resource, 0), *scopes = PyTuple_GET_ITEM(resource, 1),
+                 *rschema = PyTuple_GET_ITEM(resource, 2);
+        w = put_header(w, 0x0A, resource_size(resource));
+        w = put_field(w, 0x0A, PyBytes_AS_STRING(rbytes), PyBytes_GET_SIZE(rbytes));
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(scopes); k++) {
+            PyObject *scope = PyList_GET_ITEM(scopes, k);
+            PyObject *sbytes = PyTuple_GET_ITEM(scope, 0), *pieces = PyTuple_GET_ITEM(scope, 1),
+                     *sschema = PyTuple_GET_ITEM(scope, 2);
+            w = put_header(w, 0x12, scope_size(scope));
+            w = put_field(w, 0x0A, PyBytes_AS_STRING(sbytes), PyBytes_GET_SIZE(sbytes));
+            for (Py_ssize_t j = 0; j < PyList_GET_SIZE(pieces); j++) {
+                PyObject *piece = PyList_GET_ITEM(pieces, j);
+                for (Py_ssize_t i = 0; i < PyList_GET_SIZE(piece); i++) {
+                    PyObject *span = PyList_GET_ITEM(piece, i);
+                    w = put_field(w, 0x12, PyBytes_AS_STRING(span), PyBytes_GET_SIZE(span));
+                }
+            }
+            if (PyBytes_GET_SIZE(sschema))
+                w = put_field(w, 0x1A, PyBytes_AS_STRING(sschema), PyBytes_GET_SIZE(sschema));
         }
+        if (PyBytes_GET_SIZE(rschema))
+            w = put_field(w, 0x1A, PyBytes_AS_STRING(rschema), PyBytes_GET_SIZE(rschema));
+    }
+    if (w != (uint8_t *)PyBytes_AS_STRING(out) + total) { /* cannot happen: sizes were computed above */
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_RuntimeError, "encode_request: size mismatch");
+        return NULL;
     }
     return out;
 }
@@ -1160,8 +1224,8 @@ static PyMethodDef methods[] = {
     {"configure", py_configure, METH_VARARGS, "Set the serialized keys and prepared entries (once)."},
     {"stage", py_stage, METH_O,
      "stage(raw) -> (groups, chunks) | None: a serialized request's spans split by trace."},
-    {"frame", py_frame, METH_VARARGS,
-     "frame(prefix, pieces, tag) -> bytes: prefix + each item of each piece as a tagged field."},
+    {"encode_request", py_encode_request, METH_O,
+     "encode_request(resources) -> bytes: a serialized ExportTraceServiceRequest in one allocation."},
     {"rollup", py_rollup, METH_VARARGS,
      "rollup(datas, metas, late) -> list[list[bytes]] | None: a trace's spans with rollup figures."},
     {NULL, NULL, 0, NULL},

@@ -41,5 +41,12 @@ def rollup(datas: list[list[bytes]], metas: list[bytes], late: bytes | None, /) 
     2**53 nano-USD). Raises ``ValueError`` for records or spans it cannot read.
     """
 
-def frame(prefix: bytes, pieces: list[list[bytes]], tag: int, /) -> bytes:
-    """``prefix``, then every item of every piece as a length-delimited field with the one-byte ``tag``."""
+def encode_request(
+    resources: list[tuple[bytes, list[tuple[bytes, list[list[bytes]], bytes]], bytes]], /
+) -> bytes:
+    """A serialized ``ExportTraceServiceRequest`` in one allocation.
+
+    ``resources``: per ``ResourceSpans`` the serialized resource, its scopes (serialized scope,
+    the spans' bytes in pieces, the scope's schema URL) and its schema URL; empty schema URLs
+    are left out, as ``_serve._encode`` writes them.
+    """

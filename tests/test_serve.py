@@ -699,6 +699,35 @@ def test_native_path_handles_the_usual_requests_itself(serve_path: str) -> None:
     assert rolled is not None and rolled[0] != chunks[0].data
 
 
+@pytest.mark.parametrize("serve_path", ["native"], indirect=True)
+def test_native_framing_writes_the_python_framing_byte_for_byte(serve_path: str) -> None:
+    """Forwarded requests framed in C are exactly the bytes the Python framing writes, any grouping."""
+    rng = random.Random(3)
+    traces = [bytes([t]) * 16 for t in range(1, 4)]
+    for _ in range(300):
+        req = _random_request(rng, traces, 0)
+        for rs in req.resource_spans:
+            if rng.random() < 0.5:
+                rs.schema_url = "https://opentelemetry.io/schemas/1.26.0"
+            for ss in rs.scope_spans:
+                if rng.random() < 0.5:
+                    ss.schema_url = "s" * rng.randrange(1, 200)
+        if rng.random() < 0.3:
+            req.resource_spans[0].ClearField("resource")
+        staged = stage_request(req)
+        chunks = [
+            (c.group, c.data if rng.random() < 0.7 else tuple(c.data))
+            for trace_chunks in staged.traces.values()
+            for c in trace_chunks
+        ]
+        batch_spans = rng.randrange(1, 40)
+        worker_id = rng.choice([None, "w-1"])
+        native = encode_batches(chunks, batch_spans=batch_spans, worker_id=worker_id)
+        with _python_path() as patch:
+            patch.setattr(_serve, "_NATIVE", None)
+            assert encode_batches(chunks, batch_spans=batch_spans, worker_id=worker_id) == native
+
+
 class FakeClock:
     """A clock the test moves by hand."""
 
