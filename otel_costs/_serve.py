@@ -33,6 +33,7 @@ import heapq
 import http.client
 import json
 import logging
+import math
 import operator
 import os
 import random
@@ -592,6 +593,8 @@ class TraceWindow:
         self._seq = 0
         self._spans = 0
         self._flushed: OrderedDict[bytes, None] = OrderedDict()
+        self._wake_at = -math.inf
+        self._wake = False
 
     @property
     def spans(self) -> int:
@@ -626,9 +629,35 @@ class TraceWindow:
                     trace.deadline = now + self._linger
                     self._push(trace.deadline, trace_id)
             self._spans += staged.spans
-            self.lock.notify()
+            if self._wake:
+                # Only when a trace is due before the flush thread would wake anyway: waking it
+                # for every request cost a context switch each (and the GIL handed over twice).
+                self._wake = False
+                self._wake_at = -math.inf
+                self.lock.notify()
+
+    def wait_due(self, *, slack: float = 0.0, longest: float = 0.5) -> list[tuple[_Trace, str]]:
+        """The traces due by now (+ ``slack``); if none, first wait until one may be due.
+
+        Waits at most ``longest`` seconds, less when a trace is due sooner; ``add`` wakes the
+        waiter only for a trace due before that. Returns what is due (maybe nothing) after the wait.
+        """
+        with self.lock:
+            ready, wait = self.take_due(slack=slack)
+            if ready:
+                return ready
+            timeout = longest if wait is None else min(wait, longest)
+            self._wake_at = self._clock() + timeout
+            try:
+                self.lock.wait(timeout=timeout)
+            finally:
+                self._wake_at = -math.inf
+                self._wake = False
+            return self.take_due(slack=slack)[0]
 
     def _push(self, due: float, trace_id: bytes) -> None:
+        if due < self._wake_at:
+            self._wake = True
         self._seq += 1
         heapq.heappush(self._heap, (due, self._seq, trace_id))
 
@@ -1828,12 +1857,9 @@ class ServeWorker:
         window = self._window
         while not self._stopping.is_set():
             try:
-                ready, wait = window.take_due(slack=0.02)
+                ready = window.wait_due(slack=0.02, longest=0.5)
                 if ready:
                     self._flush(ready)
-                    continue
-                with window.lock:
-                    window.lock.wait(timeout=min(wait if wait is not None else 0.5, 0.5))
             except Exception:
                 logger.exception("otel_costs serve: flush loop error")
 
