@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent import futures
@@ -781,6 +782,34 @@ def test_window_refuses_past_its_limit() -> None:
     with pytest.raises(BufferFullError):
         window.add(stage_request(request("s", SUB_AGENT)), limit=5)
     assert window.spans == 4
+
+
+def test_window_wakes_a_waiting_flusher_only_for_an_earlier_trace() -> None:
+    """A trace due before the waiter's wake-up wakes it; one due later leaves it asleep until then."""
+    window = TraceWindow(linger=0.0, max_wait=60.0)
+    got: list[list[Any]] = []
+    done = threading.Event()
+
+    def flusher() -> None:
+        got.append(window.wait_due(longest=30.0))
+        done.set()
+
+    thread = threading.Thread(target=flusher, daemon=True)
+    thread.start()
+    asleep = threading.Event()
+    while not asleep.wait(0.001):  # until the flusher waits (its wake-up time is set under the lock)
+        with window.lock:
+            if window._wake_at > 0:
+                asleep.set()
+    with window.lock:
+        sleeps_for = window._wake_at - time.monotonic()
+    window.add(stage_request(request("o", [S(5, 4, trace_id=bytes(16))])), limit=100)  # no root: due in 60 s
+    assert not window._wake, "a trace due after the wake-up must not wake the flusher"
+    window.add(stage_request(request("o", ORCHESTRATOR)), limit=100)  # a root, linger 0: due now
+    assert done.wait(10), "the flusher was not woken"
+    thread.join(5)
+    assert [trace.trace_id for trace, _reason in got[0]] == [TRACE]
+    assert sleeps_for > 20, sleeps_for
 
 
 def test_encode_batches_regroups_resources_and_scopes_and_tags_the_worker() -> None:
