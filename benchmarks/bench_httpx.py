@@ -1,14 +1,17 @@
 """CPU overhead of ``instrument_httpx`` on a streamed and a plain LLM response, side by side.
 
 The fake provider runs in a child process, so only the client's CPU is measured
-(``time.process_time`` of this process). Three client set-ups are measured in interleaved rounds
+(``time.process_time`` of this process). The client set-ups below are measured in interleaved rounds
 (so drift in machine load hits them alike):
 
 - ``bare``: plain httpx, no instrumentation at all;
 - ``http-only``: opentelemetry-instrumentation-httpx alone, for httpx and httpx2 (the openai SDK
   uses httpx2): HTTP spans, no LLM capture;
 - ``capture``: ``otel_costs.instrument_httpx`` (HTTP span + LLM span + incremental parsing);
-- ``capture-1span``: the same with ``http_spans=False`` (the LLM span carries the HTTP attributes).
+- ``capture-1span``: the same with ``http_spans=False`` (the LLM span carries the HTTP attributes);
+- ``span-floor``: no capture, only one SDK span (no attributes) started and ended around each
+  request by a few-line wrapper on the httpx and httpx2 transports: the floor of anything that
+  makes one span per call, for reading the other figures (not a target).
 
 Workloads: an OpenAI chat stream of 1,000 content chunks (read with ``iter_bytes``, the cheapest
 way a caller can read it, so the ratio is the least flattering one) and a plain JSON chat completion;
@@ -33,9 +36,11 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import httpx2
 import openai
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
 
 from otel_costs._httpx import instrument_httpx, uninstrument_httpx
 
@@ -123,6 +128,25 @@ def main() -> int:
         for instrumentor in http_only:
             instrumentor.uninstrument()
 
+    floor_tracer = provider.get_tracer("bench.floor")
+    originals = {module: module.HTTPTransport.handle_request for module in (httpx, httpx2)}
+
+    def floor_on() -> None:
+        for module, original in originals.items():
+
+            def with_span(self: Any, request: Any, original: Any = original) -> Any:
+                span = floor_tracer.start_span("chat gpt-4o", kind=SpanKind.CLIENT)
+                try:
+                    return original(self, request)
+                finally:
+                    span.end()
+
+            module.HTTPTransport.handle_request = with_span
+
+    def floor_off() -> None:
+        for module, original in originals.items():
+            module.HTTPTransport.handle_request = original
+
     setups: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {
         "bare": (lambda: None, lambda: None),
         "http-only": (http_on, http_off),
@@ -134,6 +158,7 @@ def main() -> int:
             lambda: instrument_httpx(tracer_provider=provider, llm_hosts={host: None}, http_spans=False),
             uninstrument_httpx,
         ),
+        "span-floor": (floor_on, floor_off),
     }
     # cpu[(setup, work)] holds one CPU-seconds-per-request figure per round.
     cpu: dict[tuple[str, str], list[float]] = {(setup, work): [] for setup in setups for work in per_round}

@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import importlib.util
 import ipaddress
-import json
 import logging
 import re
 import threading
@@ -39,7 +38,6 @@ from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, Context
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.propagate import inject
 from opentelemetry.propagators.textmap import (
     Getter,
     Setter,
@@ -47,6 +45,8 @@ from opentelemetry.propagators.textmap import (
     default_getter,
     default_setter,
 )
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace import sampling
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.semconv.attributes.server_attributes import SERVER_PORT
@@ -63,7 +63,9 @@ from ._llm_responses import (
     CaptureResult,
     ResponseCapture,
     api_for_path,
+    loads_json,
 )
+from ._processor import _add_attributes
 
 logger = logging.getLogger("otel_costs")
 
@@ -273,6 +275,9 @@ class _Config:
     """An SSE event longer than this is skipped."""
     budgets: PreCallBudgets | None = None
     """Checked (and a reservation made) before each LLM request is sent."""
+    blind_sampler: bool = False
+    """The tracer is the SDK's and its sampler never reads span attributes (``_ignores_attributes``):
+    LLM spans can start without attributes and get them stored right after."""
 
 
 @dataclass
@@ -347,8 +352,9 @@ def instrument_httpx(
         raise ValueError("attribution_secret must be at least 16 bytes (e.g. secrets.token_bytes(32))")
     if max_body_bytes < 1024 or max_event_bytes < 1024:
         raise ValueError("max_body_bytes and max_event_bytes must be >= 1024")
+    tracer = trace.get_tracer("otel_costs.httpx", tracer_provider=tracer_provider)
     config = _Config(
-        tracer=trace.get_tracer("otel_costs.httpx", tracer_provider=tracer_provider),
+        tracer=tracer,
         llm_hosts=_HostRules(llm_hosts),
         attribution_hosts=_HostRules(dict.fromkeys(attribution_hosts, True)),
         attribution_secret=secret,
@@ -358,6 +364,7 @@ def instrument_httpx(
         max_body_bytes=max_body_bytes,
         max_event_bytes=max_event_bytes,
         budgets=budgets,
+        blind_sampler=type(tracer) is SdkTracer and _ignores_attributes(tracer.sampler),
     )
     global _CONFIG
     with _LOCK:
@@ -372,6 +379,54 @@ def instrument_httpx(
         if strip_attribution_baggage and not isinstance(propagate.get_global_textmap(), _AttributionFilter):
             propagate.set_global_textmap(_AttributionFilter(propagate.get_global_textmap()))
         _CONFIG = config
+
+
+#: The SDK's samplers that decide without reading span attributes (ParentBased: if its delegates do).
+#: Looked up by name: the private ``_AlwaysOn``... classes may not exist in every SDK release.
+_BLIND_SAMPLERS: Final = tuple(
+    kind
+    for kind in (
+        getattr(sampling, name, None)
+        for name in ("StaticSampler", "TraceIdRatioBased", "_AlwaysOn", "_AlwaysOff")
+    )
+    if isinstance(kind, type)
+)
+_PARENT_BASED: Final = tuple(
+    kind
+    for kind in (
+        getattr(sampling, name, None)
+        for name in (
+            "ParentBased",
+            "ParentBasedTraceIdRatio",
+            "_ParentBasedAlwaysOn",
+            "_ParentBasedAlwaysOff",
+        )
+    )
+    if isinstance(kind, type)
+)
+
+
+def _ignores_attributes(sampler: object) -> bool:
+    """Whether ``sampler`` is one of the SDK's samplers that never read a new span's attributes.
+
+    Only exact SDK types count (a subclass may read them); ``ParentBased`` counts when all five of
+    its delegates do (read from its private fields; a missing field counts as "may read").
+    """
+    kind = type(sampler)
+    if kind in _BLIND_SAMPLERS:
+        return True
+    if kind in _PARENT_BASED:
+        delegates = (
+            "_root",
+            "_remote_parent_sampled",
+            "_remote_parent_not_sampled",
+            "_local_parent_sampled",
+            "_local_parent_not_sampled",
+        )
+        return all(
+            hasattr(sampler, name) and _ignores_attributes(getattr(sampler, name)) for name in delegates
+        )
+    return False
 
 
 def uninstrument_httpx() -> None:
@@ -391,23 +446,38 @@ def _install(
         ours = instrumentor
     sync_original = module.HTTPTransport.__dict__["handle_request"]
     async_original = module.AsyncHTTPTransport.__dict__["handle_async_request"]
+    # For a one-span LLM call (http_spans=False) the instrumentation's wrapper would only see its
+    # suppression and call the method it wraps: call that method directly instead (one wrapper
+    # call, one context value and one context attach fewer). None: not the instrumentation's
+    # wrapper (another layer sits between), so go through it with the suppression as before.
+    sync_direct = _instrumentation_target(sync_original, type(instrumentor)._handle_request_wrapper)
+    async_direct = _instrumentation_target(async_original, type(instrumentor)._handle_async_request_wrapper)
     sync_stream = type("LLMCaptureSyncStream", (_SyncStream, module.SyncByteStream), {})
     async_stream = type("LLMCaptureAsyncStream", (_AsyncStream, module.AsyncByteStream), {})
 
     def handle_request(self: Any, request: Any) -> Any:
-        send = sync_original.__get__(self, type(self))
         config = _CONFIG
         if config is None:
-            return send(request)
-        call, ctx = _prepare(config, request)
+            return sync_original.__get__(self, type(self))(request)
+        call, ctx = _prepare(config, request, sync_direct is not None)
         if ctx is None:
-            return send(request)
+            if call is None:
+                return sync_original.__get__(self, type(self))(request)
+            try:  # a one-span LLM call: trace context injected, nothing to attach
+                if config.budgets is not None:
+                    # Before any byte leaves: a denial raises from here (and ends the span as an error).
+                    _reserved(call, config.budgets.before_call(**call.estimate))
+                response = sync_direct(self, request)  # type: ignore[misc]
+            except BaseException as exc:
+                call.finish("error", exc)
+                raise
+            _wrap(call, response, sync_stream)
+            return response
         token = otel_context.attach(ctx)
         try:
             if call is not None and config.budgets is not None:
-                # Before any byte leaves: a denial raises from here (and ends the span as an error).
                 _reserved(call, config.budgets.before_call(**call.estimate))
-            response = send(request)
+            response = sync_original.__get__(self, type(self))(request)
         except BaseException as exc:
             if call is not None:
                 call.finish("error", exc)
@@ -419,18 +489,27 @@ def _install(
         return response
 
     async def handle_async_request(self: Any, request: Any) -> Any:
-        send = async_original.__get__(self, type(self))
         config = _CONFIG
         if config is None:
-            return await send(request)
-        call, ctx = _prepare(config, request)
+            return await async_original.__get__(self, type(self))(request)
+        call, ctx = _prepare(config, request, async_direct is not None)
         if ctx is None:
-            return await send(request)
+            if call is None:
+                return await async_original.__get__(self, type(self))(request)
+            try:
+                if config.budgets is not None:
+                    _reserved(call, await config.budgets.before_call_async(**call.estimate))
+                response = await async_direct(self, request)  # type: ignore[misc]
+            except BaseException as exc:
+                call.finish("error", exc)
+                raise
+            _wrap(call, response, async_stream)
+            return response
         token = otel_context.attach(ctx)
         try:
             if call is not None and config.budgets is not None:
                 _reserved(call, await config.budgets.before_call_async(**call.estimate))
-            response = await send(request)
+            response = await async_original.__get__(self, type(self))(request)
         except BaseException as exc:
             if call is not None:
                 call.finish("error", exc)
@@ -444,6 +523,22 @@ def _install(
     module.HTTPTransport.handle_request = handle_request
     module.AsyncHTTPTransport.handle_async_request = handle_async_request
     return _Installation(module, sync_original, async_original, handle_request, handle_async_request, ours)
+
+
+def _instrumentation_target(method: Any, wrapper: Any) -> Callable[..., Any] | None:
+    """The function the httpx instrumentation's ``wrapper`` wraps in ``method``, else ``None``.
+
+    ``method`` is what the transport class holds: when the instrumentation is on, a wrapt
+    ``FunctionWrapper`` whose wrapper is a ``functools.partial`` of the instrumentor's
+    ``_handle_request_wrapper``. Anything else (no instrumentation, another library's wrapper in
+    between, another wrapt layout) gives ``None``.
+    """
+    try:
+        partial = getattr(method, "_self_wrapper", None)
+        target = getattr(method, "__wrapped__", None) if getattr(partial, "func", None) is wrapper else None
+    except Exception:  # an exotic proxy: go through it
+        return None
+    return target if callable(target) else None
 
 
 def _uninstall_locked() -> None:
@@ -470,23 +565,26 @@ def _uninstall_locked() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _prepare(config: _Config, request: Any) -> tuple[_Call | None, Context | None]:
+def _prepare(config: _Config, request: Any, direct: bool) -> tuple[_Call | None, Context | None]:
     """Apply the header policy to ``request``; start its LLM span if it is an LLM call.
 
-    Returns the call (or ``None``) and the context to send the request in (``None``: unchanged).
-    Never raises: telemetry must not break the request.
+    Returns the call (or ``None``) and the context to send the request in: ``None`` with no call
+    means unchanged; ``None`` with a call (only when ``direct``, the instrumentation's wrapper can
+    be skipped) means a one-span call whose trace context is already injected, to be sent past
+    the instrumentation with nothing attached. Never raises: telemetry must not break the request.
     """
     call: _Call | None = None
     try:
         url = request.url
         host: str = url.host
         port = url.port or _DEFAULT_PORTS.get(url.scheme)
-        entries = baggage.get_all()
+        current = otel_context.get_current()  # looked up once, passed on
+        entries = baggage.get_all(current)
         ours = [key for key in entries if key in _ATTRIBUTION_KEYS] if entries else []
         strip = False
         if config.attribution_hosts.match(host, port) is not _NO_MATCH:
             _add_attribution_headers(
-                request.headers, entries, config.attribution_secret, trace.get_current_span()
+                request.headers, entries, config.attribution_secret, trace.get_current_span(current)
             )
         elif config.strip_attribution_baggage:
             if "baggage" in request.headers:
@@ -496,16 +594,21 @@ def _prepare(config: _Config, request: Any) -> tuple[_Call | None, Context | Non
             provider = config.llm_hosts.match(host, port)
             if provider is not _NO_MATCH:
                 api = api_for_path(url.path)
-                if api is not None and not (config.defer_to_sdk_spans and _inside_llm_span()):
-                    call = _start_call(config, request, api, provider, host, port)
+                if api is not None and not (config.defer_to_sdk_spans and _inside_llm_span(current)):
+                    call = _start_call(config, request, api, provider, host, port, current)
         if call is None and not strip:
             return None, None
-        ctx = otel_context.get_current()
+        ctx = current
         if call is not None:
             ctx = trace.set_span_in_context(call.span, ctx)
         if call is not None and not config.http_spans:
-            # The instrumentation is suppressed for this request: propagate as it would have.
-            inject(request.headers, context=_without(ours, ctx) if strip else ctx)
+            # The instrumentation is left out for this request: propagate as it would have.
+            textmap = propagate.get_global_textmap()
+            if isinstance(textmap, _AttributionFilter):
+                textmap = textmap.inner  # the keys are left out of this context already
+            textmap.inject(request.headers, context=_without(ours, ctx) if strip else ctx)
+            if direct:
+                return call, None
             # What suppress_http_instrumentation() sets, put in the context attached for the
             # request anyway: one attach instead of two, and no context-manager generator.
             ctx = otel_context.set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, ctx)
@@ -559,9 +662,9 @@ class _AttributionFilter(TextMapPropagator):
         return self.inner.fields
 
 
-def _inside_llm_span() -> bool:
-    """Whether the current span is already an LLM call (e.g. the Anthropic SDK's own span)."""
-    span = trace.get_current_span()
+def _inside_llm_span(ctx: Context) -> bool:
+    """Whether the span of ``ctx`` is already an LLM call (e.g. the Anthropic SDK's own span)."""
+    span = trace.get_current_span(ctx)
     if not span.is_recording():
         return False
     attributes = getattr(span, "attributes", None)
@@ -578,14 +681,14 @@ def _request_fields(request: Any) -> dict[str, Any]:
     if not content or len(content) > _MAX_REQUEST_PARSE_BYTES or content[:1] != b"{":
         return {}
     try:
-        body = json.loads(content)
+        body = loads_json(content)
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
 
 
 def _start_call(
-    config: _Config, request: Any, api: ApiCall, provider: object, host: str, port: int | None
+    config: _Config, request: Any, api: ApiCall, provider: object, host: str, port: int | None, ctx: Context
 ) -> _Call:
     body = _request_fields(request)
     model = body.get("model")
@@ -605,26 +708,31 @@ def _start_call(
         attributes[HTTP_REQUEST_METHOD] = request.method
         attributes[URL_FULL] = _url_without_query(request.url)
     name = f"{api.operation} {model}" if model else api.operation
-    span = config.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
-    call_estimate: dict[str, Any] = {}
-    if config.budgets is not None:
-        max_out = next(
-            (v for k in _MAX_OUTPUT_KEYS if type(v := body.get(k)) is int and v >= 0),
-            None,
-        )
-        call_estimate = {
-            "model": model or None,
-            "provider": provider_name,
-            "input_chars": _content_length(request),
-            "max_output_tokens": max_out,
-        }
+    if config.blind_sampler:
+        # The sampler does not read attributes: start bare and store the attributes, built and
+        # checked here, without the SDK's per-value validation (~11% of the call's overhead).
+        span = config.tracer.start_span(name, ctx, kind=SpanKind.CLIENT)
+        longest = max([len(value) for value in attributes.values() if type(value) is str])
+        _add_attributes(span, attributes, longest)  # type: ignore[arg-type]
+    else:
+        span = config.tracer.start_span(name, ctx, kind=SpanKind.CLIENT, attributes=attributes)
     no_usage_reason = None
     if api.dialect in (OPENAI_CHAT, OPENAI_COMPLETIONS) and body.get("stream") is True:
         options = body.get("stream_options")
         if not (isinstance(options, dict) and options.get("include_usage") is True):
             no_usage_reason = "streamed without stream_options.include_usage, so the provider sent no usage"
     call = _Call(span, api, config, no_usage_reason)
-    call.estimate = call_estimate
+    if config.budgets is not None:
+        max_out = next(
+            (v for k in _MAX_OUTPUT_KEYS if type(v := body.get(k)) is int and v >= 0),
+            None,
+        )
+        call.estimate = {
+            "model": model or None,
+            "provider": provider_name,
+            "input_chars": _content_length(request),
+            "max_output_tokens": max_out,
+        }
     return call
 
 
@@ -671,11 +779,10 @@ class _Call:
     """One LLM call: its span and the capture of its response, ended exactly once."""
 
     __slots__ = (
-        "_lock",
+        "_once",
         "api",
         "capture",
         "config",
-        "done",
         "estimate",
         "no_usage_reason",
         "pending",
@@ -692,12 +799,13 @@ class _Call:
         self.no_usage_reason = no_usage_reason
         self.capture: ResponseCapture | None = None
         self.status = 0
-        self.done = False
         # Chunks read but not parsed yet (at most _BATCH_BYTES): parsing in batches keeps the
         # per-chunk cost to a list append, which matters for streams of many tiny events.
         self.pending: list[bytes] = []
-        # Re-entrant: a garbage collection inside finish() may run another stream's __del__.
-        self._lock = threading.RLock()
+        # finish() runs once: whoever pops this item. list.pop() is atomic, so of two threads, or
+        # of finish() and another finish() run by a garbage collection inside it (a stream's
+        # __del__), exactly one gets it; cheaper than a re-entrant lock per call.
+        self._once = [True]
 
     def on_response(self, status: int, headers: Any) -> None:
         self.status = status
@@ -722,12 +830,13 @@ class _Call:
 
     def finish(self, how: str, exc: BaseException | None = None) -> None:
         """End the span. ``how``: eof, closed, error, abandoned or no_body. Never raises."""
-        if self.done:  # the common second call (close after eof, then __del__): no lock needed
+        once = self._once
+        if not once:  # the common second call (close after eof, then __del__)
             return
-        with self._lock:
-            if self.done:
-                return
-            self.done = True
+        try:
+            once.pop()
+        except IndexError:  # another thread got here first
+            return
         try:
             self.flush()
             self._finish(how, exc)
@@ -767,7 +876,10 @@ class _Call:
         if error_type is not None:
             attributes[ERROR_TYPE] = error_type
             span.set_status(Status(StatusCode.ERROR, flag[1] if flag else error_type))
-        span.set_attributes(attributes)
+        # Validated here already (str keys; int or str values): stored without the SDK's
+        # per-value re-validation where the span and its limits allow, else set_attributes.
+        longest = max([len(v) for v in attributes.values() if type(v) is str], default=0)
+        _add_attributes(span, attributes, longest)  # type: ignore[arg-type]
         span.end()
 
     def _flag(

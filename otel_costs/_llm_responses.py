@@ -35,9 +35,27 @@ _MAX_TOKENS: Final = 2**53
 _HEAD_BYTES: Final = 64 * 1024
 _TAIL_BYTES: Final = 256 * 1024
 _DECODE_STEP: Final = 256 * 1024
-_JSON_TYPES: Final = ("json", "text/plain")
 _MODEL_RE: Final = re.compile(r'"model"\s*:\s*"([^"\\]{1,256})"')
 _MODEL_VERSION_RE: Final = re.compile(r'"modelVersion"\s*:\s*"([^"\\]{1,256})"')
+_DECODER: Final = json.JSONDecoder()
+_JSON_WHITESPACE: Final = " \t\n\r"
+
+
+def loads_json(data: bytes) -> Any:
+    """``json.loads(data)``, quicker for the usual UTF-8 object or array: same result, same errors.
+
+    ``json.loads`` of bytes first guesses the encoding and runs two whitespace regexes, about
+    half of its time on a small body. A body starting with ``{`` or ``[`` can only be UTF-8 (a
+    UTF-16/32 body or a BOM starts otherwise), so it is decoded and scanned directly; anything
+    else goes to ``json.loads``. Raises ``ValueError`` (``JSONDecodeError``, ``UnicodeDecodeError``).
+    """
+    if data[:1] not in (b"{", b"["):
+        return json.loads(data)
+    text = data.decode("utf-8")
+    obj, end = _DECODER.raw_decode(text)
+    if end != len(text) and text[end:].strip(_JSON_WHITESPACE):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return obj
 
 
 @dataclass(frozen=True)
@@ -159,7 +177,12 @@ class ResponseCapture:
         self._problem: str | None = None
         content_type = content_type.lower()
         self._stream = "text/event-stream" in content_type
-        if not self._stream and content_type and not any(t in content_type for t in _JSON_TYPES):
+        if (
+            not self._stream
+            and content_type
+            and "json" not in content_type
+            and "text/plain" not in content_type
+        ):
             self._problem = f"the response is not JSON (content-type {content_type[:100]!r})"
         self._body: _Body
         if self._stream:
@@ -364,16 +387,16 @@ class _State:
         self.error_type = str(kind)[:100] if kind is not None else "error"
         return True
 
-    def _tokens(self, container: Any, *path: str) -> int | None:
-        value: Any = container
-        for key in path:
-            if not isinstance(value, dict):
-                return None
-            value = value.get(key)
+    def _tokens(self, container: dict[str, Any], key: str, sub: str | None = None) -> int | None:
+        """The token count at ``container[key]`` (``container[key][sub]`` with ``sub``), if valid."""
+        value = container.get(key)
+        if sub is not None:
+            value = value.get(sub) if isinstance(value, dict) else None
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_TOKENS:
-            self.problem = f"invalid usage field {'.'.join(path)}={value!r}"[:200]
+        if type(value) is not int or not 0 <= value < _MAX_TOKENS:  # bool is not an int here
+            path = f"{key}.{sub}" if sub is not None else key
+            self.problem = f"invalid usage field {path}={value!r}"[:200]
             return None
         return value
 
@@ -494,7 +517,7 @@ class _JsonBody:
                 state.problem = "the response body is empty"
                 return
             try:
-                obj = json.loads(body)
+                obj = loads_json(body)
             except ValueError:
                 state.problem = "the response body is not valid JSON"
                 return

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation, getcontext
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import yaml
@@ -45,15 +45,47 @@ from genai_prices.units import _get_registry
 from genai_prices.validation import validate_priced_units
 
 from otel_costs._conventions import (
+    AGGREGATE_OPERATIONS,
+    COST_CACHE_READ,
+    COST_CACHE_WRITE,
+    COST_CURRENCY,
+    COST_DIRECT,
+    COST_DIRECT_NANOS,
+    COST_INPUT,
+    COST_MODEL,
+    COST_OUTPUT,
+    COST_PRICE_SOURCE,
+    COST_PROVIDER,
+    COST_STATUS,
+    CURRENCY_USD,
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_USAGE_COST,
+    GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_OUTPUT_TOKENS,
     PRICE_SOURCE_GENAI_PRICES,
     PRICE_SOURCE_OVERRIDE,
     STATUS_INVALID_USAGE,
+    STATUS_PARTIAL,
     STATUS_PRICED,
     STATUS_UNPRICED,
 )
 from otel_costs._money import NANOS_PER_USD, to_nanos
 from otel_costs._provider_names import PROVIDER_ALIASES
-from otel_costs._usage import LlmCall, TokenUsage, plausible_counts, usage_problem
+from otel_costs._usage import (
+    CACHE_READ_KEYS,
+    CACHE_WRITE_KEYS,
+    MAX_TOKENS,
+    MODEL_KEYS,
+    OI_SPAN_KIND,
+    PROVIDER_KEYS,
+    REASONING_KEYS,
+    SERVER_KEYS,
+    TRACELOOP_SPAN_KIND,
+    LlmCall,
+    TokenUsage,
+    plausible_counts,
+    usage_problem,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +201,7 @@ class _Plan:
     __slots__ = (
         "error",
         "exact_functions",
+        "exact_rows",
         "exact_scale",
         "exact_terms",
         "exact_thresholds",
@@ -191,15 +224,20 @@ class _Plan:
         self.has_tiers = False
         #: price key -> (base, tiers lowest first), for ModelRates.
         self.price_keys: dict[str, tuple[Decimal, tuple[tuple[int, Decimal], ...]]] = {}
-        #: The terms in integers, for ``apply_exact``: (base, tiers as (start, price) highest
+        #: The terms in integers, for ``exact_functions``: (base, tiers as (start, price) highest
         #: first, bucket), each price an integer number of ``1 / exact_scale`` USD per unit;
         #: ``None`` when a price or divisor does not fit that form (then only ``apply``).
         self.exact_terms: tuple[tuple[int, tuple[tuple[int, int], ...], int], ...] | None = None
         self.exact_scale = 1
-        #: ``apply_exact`` per tier level, compiled from ``exact_terms`` (see ``_compile_linear``),
+        #: ``apply`` in integers per tier level (total and the input, cache-read, cache-write and
+        #: output parts in ``1 / exact_scale`` USD, or ``None`` where ``apply`` finds a negative
+        #: leaf count), compiled from ``exact_terms`` (see ``_compile_linear``),
         #: and the tier starts that separate the levels.
         self.exact_functions: tuple[_ExactFunction, ...] = ()
         self.exact_thresholds: tuple[int, ...] = ()
+        #: The same integers as rows of coefficients, for the C speedups: the checks, and the
+        #: five sums per tier level.
+        self.exact_rows: tuple[_Rows, tuple[_Rows, ...]] = ((), ())
         try:
             self._compile(model_price)
         except ValueError as exc:
@@ -326,6 +364,7 @@ class _Plan:
         # A total input count in each level: at most the lowest start, then just above each start.
         samples = [thresholds[0] if thresholds else 0, *(start + 1 for start in thresholds)]
         functions = []
+        levels: list[tuple[tuple[int, ...], ...]] = []
         for sample in samples:
             sums = [[0] * 6 for _ in range(6)]  # total, then the five buckets
             for (price, tiers, bucket), row in zip(terms, rows, strict=True):
@@ -344,21 +383,10 @@ class _Plan:
                 compile("\n".join(lines), "<otel_costs price plan>", "exec"), {"__builtins__": {}}, namespace
             )
             functions.append(namespace["apply_exact"])
+            levels.append(tuple(tuple(sums[k]) for k in range(5)))
         self.exact_functions = tuple(functions)  # type: ignore[arg-type]
         self.exact_thresholds = tuple(thresholds)
-
-    def apply_exact(self, values: tuple[int, int, int, int, int]) -> tuple[int, int, int, int, int] | None:
-        """``apply`` in integers: the total and the input, cache-read, cache-write and output parts,
-        in ``1 / exact_scale`` USD; ``None`` when a leaf count is negative (``apply`` raises there).
-
-        Needs ``exact_terms``. Where ``apply``'s Decimal arithmetic is exact (every figure below
-        28 digits, as the caller checks), the two give the same values.
-        """
-        functions = self.exact_functions
-        if len(functions) == 1:
-            return functions[0](*values)
-        # The tier level: how many tier starts the total input count exceeds (as apply() picks).
-        return functions[bisect_left(self.exact_thresholds, values[0])](*values)
+        self.exact_rows = (tuple(map(tuple, checks)), tuple(levels))
 
     def apply(self, values: tuple[int, int, int, int, int]) -> tuple[Decimal, list[Decimal]]:
         """Total and per-bucket cost; raises ``ValueError`` when a leaf count is negative."""
@@ -391,7 +419,9 @@ class _Plan:
 _Term = tuple[Decimal, Decimal, tuple[tuple[int, Decimal, Decimal], ...], Decimal, int]
 
 
-#: A compiled ``_Plan.apply_exact`` for one tier level (see ``_Plan._compile_linear``).
+#: Rows of integer coefficients of (input, output, cache read, cache write, reasoning, 1).
+_Rows = tuple[tuple[int, ...], ...]
+#: One of ``_Plan.exact_functions``: ``apply`` in integers for one tier level (see ``_Plan._compile_linear``).
 _ExactFunction = Callable[[int, int, int, int, int], tuple[int, int, int, int, int] | None]
 _NAMES: Final = ("i", "o", "cr", "cw", "rs")
 
@@ -519,19 +549,83 @@ _Quote = tuple[int, float, float, float, float, str | None, str, str]
 _EXACT_LIMIT: Final = 10**28
 
 
-def _round_half_even(numerator: int, denominator: int) -> int:
-    """``numerator / denominator`` rounded to an int, ties to even (both > 0)."""
-    quotient, remainder = divmod(numerator, denominator)
-    twice = 2 * remainder
-    if twice > denominator or (twice == denominator and quotient & 1):
-        quotient += 1
-    return quotient
+def _load_native() -> Any:
+    """The C speedups (``otel_costs/_cost_native.c``), configured; ``None`` when they were not
+    built (no C compiler at install) or ``OTEL_COSTS_NATIVE=0`` turns them off."""
+    if os.environ.get("OTEL_COSTS_NATIVE", "").strip().lower() in ("0", "false", "off", "no"):
+        return None
+    try:
+        from otel_costs import _cost_native  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    _cost_native.configure(
+        {
+            "input": GEN_AI_USAGE_INPUT_TOKENS,
+            "output": GEN_AI_USAGE_OUTPUT_TOKENS,
+            "operation": GEN_AI_OPERATION_NAME,
+            "oi_kind": OI_SPAN_KIND,
+            "traceloop_kind": TRACELOOP_SPAN_KIND,
+            "part_groups": (CACHE_READ_KEYS, CACHE_WRITE_KEYS, REASONING_KEYS),
+            "model_keys": MODEL_KEYS,
+            "provider_keys": PROVIDER_KEYS,
+            "server_keys": SERVER_KEYS,
+            "aggregate_operations": AGGREGATE_OPERATIONS,
+            "max_tokens": MAX_TOKENS,
+            # The cost attributes, as _processor._publish_quote writes them.
+            **{
+                name: name
+                for name in (
+                    COST_CURRENCY,
+                    COST_STATUS,
+                    COST_PROVIDER,
+                    COST_MODEL,
+                    COST_PRICE_SOURCE,
+                    COST_DIRECT,
+                    GEN_AI_USAGE_COST,
+                    COST_DIRECT_NANOS,
+                    COST_INPUT,
+                    COST_CACHE_READ,
+                    COST_CACHE_WRITE,
+                    COST_OUTPUT,
+                    CURRENCY_USD,
+                    STATUS_PRICED,
+                    STATUS_PARTIAL,
+                )
+            },
+        }
+    )
+    return _cost_native
+
+
+_NATIVE: Final = _load_native()
+
+
+def _native_plan(quick: _Quick) -> object | None:
+    """The C speedups' plan for ``quick``: only one price set priced in integers (no dated or
+    time-of-day prices, no error), and only when every figure fits the C code's integers."""
+    plan = quick.entry.default
+    if _NATIVE is None or quick.schedule is not None or plan.error is not None or not plan.exact_functions:
+        return None
+    checks, levels = plan.exact_rows
+    try:
+        native: object = _NATIVE.make_plan(
+            plan.exact_scale,
+            plan.exact_thresholds,
+            checks,
+            levels,
+            quick.provider,
+            quick.entry.model,
+            quick.entry.source,
+        )
+    except (OverflowError, ValueError, TypeError):
+        return None  # figures beyond 64 bits: _quote prices it in Python
+    return native
 
 
 class _State:
     """The memo for one genai-prices data snapshot; replaced as a whole when the snapshot changes."""
 
-    __slots__ = ("entries", "names", "providers", "quick", "snapshot")
+    __slots__ = ("entries", "names", "native", "providers", "quick", "snapshot")
 
     def __init__(self, snapshot: data_snapshot.DataSnapshot | None) -> None:
         self.snapshot = snapshot
@@ -544,6 +638,8 @@ class _State:
         #: (provider name, server address, model) -> what ``_quote`` needs, or ``None`` when
         #: such calls are never priced by it (no price, special-cased models).
         self.quick: dict[tuple[str | None, str | None, str | None], _Quick | None] = {}
+        #: The same keys -> the C speedups' plan, for those ``_cost_attributes`` prices.
+        self.native: dict[tuple[str | None, str | None, str | None], object] = {}
 
 
 # --- the price book ------------------------------------------------------------------------------
@@ -715,15 +811,21 @@ class PriceBook:
                     return None
         if plan.error is not None:
             return None
+        functions = plan.exact_functions
         context = getcontext()
         if (
-            plan.exact_terms is not None
+            functions
             and context.prec >= 28
             and context.Emax >= 999_999
             and context.Emin <= -999_999
             and not context.clamp
         ):
-            exact = plan.apply_exact(counts)
+            # The tier level: how many tier starts the total input count exceeds (as apply() picks).
+            exact = (
+                functions[0](*counts)
+                if len(functions) == 1
+                else functions[bisect_left(plan.exact_thresholds, counts[0])](*counts)
+            )
             if exact is None:
                 return None  # a part exceeds its total: price() flags it
             total, input_part, cache_read_part, cache_write_part, output_part = exact
@@ -732,7 +834,11 @@ class PriceBook:
             # nanos, and int / int, like float(Decimal), is the correctly rounded double of it.
             if total < _EXACT_LIMIT:
                 scale = plan.exact_scale
-                nanos = _round_half_even(total * NANOS_PER_USD, scale)
+                # total * NANOS_PER_USD / scale, rounded half to even.
+                nanos, remainder = divmod(total * NANOS_PER_USD, scale)
+                twice = 2 * remainder
+                if twice > scale or (twice == scale and nanos & 1):
+                    nanos += 1
                 if nanos < _EXACT_LIMIT:
                     return (
                         nanos,
@@ -759,6 +865,20 @@ class PriceBook:
             entry.source,
         )
 
+    def _cost_attributes(self, attributes: dict[str, object], start_ns: int | None) -> dict[str, Any] | None:
+        """A copy of an LLM span's ``attributes`` with its cost attributes, in one C call.
+
+        What the processor's Python fast path writes (``billable_counts``, ``_quote`` and
+        ``_publish_quote``), for the common case; ``None`` wherever the C speedups do not answer
+        (not built, another attribute layout, a model not yet seen by ``_quote`` or not priced
+        by one plain plan): then that Python path prices the span, with the same result.
+        """
+        state = self._state
+        if _NATIVE is None or not state.native or state.snapshot is not data_snapshot.get_snapshot():
+            return None
+        own: dict[str, Any] | None = _NATIVE.cost_attributes(state.native, attributes, start_ns)
+        return own
+
     def _new_quick(self, state: _State, key: tuple[str | None, str | None, str | None]) -> _Quick | None:
         provider, server, model = key
         entry = self._entry_for(LlmCall(model, provider, server, TokenUsage()))
@@ -768,10 +888,15 @@ class PriceBook:
             if resolved is None and entry.source == PRICE_SOURCE_OVERRIDE:
                 resolved = self._provider_id(provider, server)
             quick = _Quick(entry, resolved)
+        native = _native_plan(quick) if quick is not None else None
         with self._lock:
             if len(state.quick) >= _MAX_MEMO:
-                state.quick.pop(next(iter(state.quick)))
+                oldest = next(iter(state.quick))
+                del state.quick[oldest]
+                state.native.pop(oldest, None)
             state.quick[key] = quick
+            if native is not None:
+                state.native[key] = native
         return quick
 
     def _price(self, call: LlmCall, at: datetime | None) -> CostBreakdown:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from opentelemetry import baggage
+from opentelemetry import context as otel_context
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -107,6 +109,8 @@ class CostSpanProcessor(SpanProcessor):
             and type(book)._entry_for is PriceBook._entry_for
             else None
         )
+        #: The fast path in one C call where built (``PriceBook._cost_attributes``).
+        self._cost_attributes = book._cost_attributes if self._quote is not None else None
 
     @property
     def price_book(self) -> PriceBook:
@@ -115,7 +119,13 @@ class CostSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            entries = baggage.get_all(parent_context)
+            if _BAGGAGE_KEY is not None:
+                context = parent_context if parent_context is not None else _current_context()
+                entries = context.get(_BAGGAGE_KEY)
+                if type(entries) is not dict:
+                    entries = None  # what baggage.get_all() reads as no baggage
+            else:
+                entries = baggage.get_all(parent_context)
             if entries:
                 # The common case, many spans in a row under one workflow step: one comparison.
                 last_entries, additions = self._last_attribution
@@ -127,7 +137,7 @@ class CostSpanProcessor(SpanProcessor):
                     additions = self._additions(entries)
                 attributes, longest = additions
                 if attributes:
-                    _add_attributes(span, attributes, longest)
+                    _add_attributes(span, attributes, longest, starting=True)
         except Exception:
             logger.exception("otel_costs: could not attribute span %r", getattr(span, "name", span))
         self._next.on_start(span, parent_context=parent_context)
@@ -198,39 +208,77 @@ class CostSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            attributes = span.attributes
-            if attributes:
+            # The plain dict under the attributes of a span the SDK ended: ``span.attributes`` is
+            # a read-only proxy over its BoundedAttributes, whose iteration is Python code, and
+            # testing and copying the dict inside costs a fifth as much. The span has ended, so
+            # nothing writes to it. Private fields of the SDK: any other span type or layout is
+            # read through ``attributes``.
+            raw: object = span.__dict__.get("_attributes") if type(span) is ReadableSpan else None
+            if type(raw) is BoundedAttributes:
+                raw = raw.__dict__.get("_dict")
+            if type(raw) is dict:
                 # Most spans carry no LLM usage: one set test over their keys says so.
-                try:
-                    readable = True
-                    carries_usage = not USAGE_OR_CALL_KEYS.isdisjoint(attributes)
-                except Exception:
-                    readable = carries_usage = False  # unreadable attributes: read_usage flags them
-                if carries_usage or not readable:
-                    span = self._priced(span, attributes, readable)
+                if not USAGE_OR_CALL_KEYS.isdisjoint(raw):
+                    span = self._priced(span, raw)
+            else:
+                span = self._priced_any(span)
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
 
-    def _priced(self, span: ReadableSpan, attributes: Mapping[str, object], readable: bool) -> ReadableSpan:
+    def _priced_any(self, span: ReadableSpan) -> ReadableSpan:
+        """``on_end``'s pricing of a span of another type, read through its ``attributes``."""
+        attributes = span.attributes
+        if not attributes:
+            return span
+        try:
+            own = None if USAGE_OR_CALL_KEYS.isdisjoint(attributes) else attributes_dict(attributes)
+        except Exception:
+            # Unreadable attributes: read_usage reads (and flags) the attributes themselves.
+            reading = read_usage(attributes)
+            if reading is None:
+                return span
+            span, cost, counted = self._costed(span, reading, None)
+            return self._notify(span, cost) if counted else span
+        return span if own is None else self._priced(span, own)
+
+    def _priced(self, span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
         """The costed copy of ``span``, which carries usage (handed to budgets and listeners), or
-        ``span`` itself when its usage needs no attributes."""
-        own: dict[str, Any] | None = None
-        if readable:
-            # One plain copy of the attributes: read from, and then the costed span's own.
-            # If it cannot be made, read_usage reads (and flags) the attributes themselves.
-            with contextlib.suppress(Exception):
-                own = attributes_dict(attributes)
-        fields = billable_counts(own) if own is not None else None
+        ``span`` itself when its usage needs no attributes. ``attributes``: the span's, as a
+        plain dict that is only read."""
+        if self._cost_attributes is not None:
+            # The common case in one C call (otel_costs/_cost_native.c); None: Python decides.
+            try:
+                costed = self._cost_attributes(attributes, span.start_time)
+            except Exception:
+                logger.exception("otel_costs: native pricing failed; pricing in Python")
+                costed = None
+            if costed is not None:
+                response_id = attributes.get(conv.GEN_AI_RESPONSE_ID)
+                if response_id is not None and self._already_counted(span, response_id):
+                    return annotated(span, _mark_duplicate(dict(attributes)))
+                span = annotated(span, costed)
+                if self._budgets is None and not self._listeners:
+                    return span
+                return self._notify(span, costed[conv.COST_DIRECT_NANOS])
+        own = dict(attributes)  # read from, and then the costed copy's own attributes
+        fields = billable_counts(own)
         if fields is not None:
-            assert own is not None
-            span, nanos = self._costed_call(span, own, *fields)
-            return span if nanos is None else self._notify(span, nanos)
-        reading = read_usage(own if own is not None else attributes)
+            return self._costed_call(span, own, *fields)
+        reading = read_usage(own)
         if reading is None:
             return span
         span, cost, counted = self._costed(span, reading, own)
         return self._notify(span, cost) if counted else span
+
+    def _costed_quote(self, span: ReadableSpan, own: dict[str, Any], quote: _Quote) -> ReadableSpan:
+        """The costed copy of a billable span that ``PriceBook._quote`` priced (``quote``)."""
+        response_id = own.get(conv.GEN_AI_RESPONSE_ID)
+        if response_id is not None and self._already_counted(span, response_id):
+            return annotated(span, _mark_duplicate(own))
+        nanos = _publish_quote(own, quote, own.get(conv.COST_STATUS) == conv.STATUS_PARTIAL)
+        span = annotated(span, own)
+        return span if self._budgets is None and not self._listeners else self._notify(span, nanos)
 
     def _costed_call(
         self,
@@ -240,30 +288,26 @@ class CostSpanProcessor(SpanProcessor):
         provider: str | None,
         server: str | None,
         counts: Counts,
-    ) -> tuple[ReadableSpan, int | None]:
+    ) -> ReadableSpan:
         """``_costed`` of a span that ``read_usage`` reads as billable, from ``billable_counts``:
-        the costed copy and its nano-USD (``None`` when it does not count: a duplicate)."""
-        response_id = own.get(conv.GEN_AI_RESPONSE_ID)
-        if response_id is not None and self._already_counted(span, response_id):
-            extra: dict[str, Any] = {conv.COST_CURRENCY: conv.CURRENCY_USD}
-            _mark_duplicate(extra)
-            own.update(extra)
-            return annotated(span, own), None
+        the costed copy, handed to budgets and listeners unless it is a duplicate."""
         quote = None
         if self._quote is not None:
             try:
                 quote = self._quote(model, provider, server, counts, span.start_time)
             except Exception:
                 logger.exception("otel_costs: fast pricing failed; pricing through the price book")
-        partial = own.get(conv.COST_STATUS) == conv.STATUS_PARTIAL
         if quote is not None:
-            return annotated(span, own), _publish_quote(own, quote, partial)
+            return self._costed_quote(span, own, quote)
+        response_id = own.get(conv.GEN_AI_RESPONSE_ID)
+        if response_id is not None and self._already_counted(span, response_id):
+            return annotated(span, _mark_duplicate(own))
         extra = {conv.COST_CURRENCY: conv.CURRENCY_USD}
         nanos = self._price_into(extra, span, LlmCall(model, provider, server, TokenUsage(*counts)))
-        if partial:
+        if own.get(conv.COST_STATUS) == conv.STATUS_PARTIAL:
             extra[conv.COST_STATUS] = conv.STATUS_PARTIAL
         own.update(extra)
-        return annotated(span, own), nanos
+        return self._notify(annotated(span, own), nanos)
 
     def _costed(
         self, span: ReadableSpan, reading: UsageReading, own: dict[str, Any] | None
@@ -414,12 +458,15 @@ def _publish_quote(attributes: dict[str, Any], quote: _Quote, partial: bool) -> 
     return nanos
 
 
-def _mark_duplicate(extra: dict[str, Any]) -> None:
+def _mark_duplicate(extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` with the attributes of a call already counted on another span; ``extra`` itself."""
+    extra[conv.COST_CURRENCY] = conv.CURRENCY_USD
     extra[conv.COST_STATUS] = conv.STATUS_DUPLICATE
     extra[conv.COST_STATUS_REASON] = (
         "this response was already counted on another span of the trace (two instrumentations "
         "traced one call); instrument each call once"
     )
+    return extra
 
 
 def _with_extra(span: ReadableSpan, own: dict[str, Any] | None, extra: dict[str, Any]) -> ReadableSpan:
@@ -434,56 +481,104 @@ def _with_extra(span: ReadableSpan, own: dict[str, Any] | None, extra: dict[str,
 _SDK_SET_ATTRIBUTES = Span.set_attributes
 
 
-def _add_attributes(span: Span, attributes: dict[str, Any], longest: int) -> None:
+def _baggage_key() -> str | None:
+    """The context key under which the API keeps the baggage dict, if this API version does.
+
+    ``baggage.get_all()`` is four calls and a read-only proxy around one context lookup; on
+    every span start that was a fifth of what attribution costs. The key is private, so it is
+    used only if this probe shows the API's layout (the baggage as a plain ``dict``).
+    """
+    key = getattr(baggage, "_BAGGAGE_KEY", None)
+    if not isinstance(key, str):
+        return None
+    try:
+        context = baggage.set_baggage("otel_costs.probe", "1", Context())
+        found = context.get(key)
+        if type(found) is dict and found == dict(baggage.get_all(context)) == {"otel_costs.probe": "1"}:
+            return key
+    except Exception:
+        logger.debug("otel_costs: reading baggage through baggage.get_all()", exc_info=True)
+    return None
+
+
+_BAGGAGE_KEY = _baggage_key()
+
+
+def _context_reader() -> Callable[[], Context]:
+    """``opentelemetry.context.get_current``, or the ``ContextVar.get`` it ends in.
+
+    ``get_current()`` is two Python calls around the runtime context's ``ContextVar``: on every
+    span start that was a tenth of what attribution costs. The variable is private, so it is
+    read directly only if the default contextvars runtime context is in use and returns the
+    same context; otherwise through ``get_current``.
+    """
+    try:
+        runtime = otel_context._RUNTIME_CONTEXT
+        variable = (
+            runtime.__dict__.get("_current_context") if type(runtime) is ContextVarsRuntimeContext else None
+        )
+        if isinstance(variable, ContextVar) and variable.get() is get_current():
+            read: Callable[[], Context] = variable.get
+            return read
+    except Exception:
+        logger.debug("otel_costs: reading the context through get_current()", exc_info=True)
+    return get_current
+
+
+_current_context = _context_reader()
+
+
+def _add_attributes(span: Span, attributes: dict[str, Any], longest: int, *, starting: bool = False) -> None:
     """``span.set_attributes(attributes)``, for attributes already validated by ``_prepare``.
 
     ``set_attributes`` re-validates every value (``_clean_attribute_value``), about 1 µs per
     attribute: 3 µs for a workflow's three baggage entries, the whole budget of the plain-span
     target (docs/performance.md). The values here are already what that validation returns
     (non-empty str keys; str, int or tuple-of-str values no longer than ``longest``), so on the
-    SDK's own span, when its limits cannot drop or truncate anything, they are stored directly.
-    """
-    if (
-        longest < 0
-        or type(span).set_attributes is not _SDK_SET_ATTRIBUTES
-        or not _store(span, attributes, longest)
-    ):
-        span.set_attributes(attributes)
-
-
-def _store(span: Span, attributes: dict[str, Any], longest: int) -> bool:
-    """Store ``attributes`` on ``span`` as ``BoundedAttributes`` would; ``False`` if it cannot here.
-
-    This reads private fields of the SDK's ``Span`` and ``BoundedAttributes`` and takes the same
-    two locks in the same order as ``Span.set_attributes``. A missing field (another SDK
-    layout), a limit that could drop or truncate, or an ended span: ``False``, and the caller
-    goes through ``set_attributes`` (which then warns or drops exactly as it always did).
+    SDK's own span, when its limits cannot drop or truncate anything, they are stored directly,
+    as ``BoundedAttributes`` would, under the same two locks in the same order as
+    ``Span.set_attributes``; without them when ``starting`` (``on_start``: the span is not
+    returned to anyone yet, so no other thread can touch it, and the locks were a third of
+    attribution's cost). This reads private fields of the SDK's ``Span`` and
+    ``BoundedAttributes``: a missing field (another SDK layout), a limit that could drop or
+    truncate, or an ended span, and it goes through ``set_attributes`` (which then warns or
+    drops exactly as it always did).
     """
     try:
         bounded = span._attributes
-        if type(bounded) is not BoundedAttributes:
-            return False
-        stored = bounded._dict
-        maxlen = bounded.maxlen
-        max_value_len = bounded.max_value_len
         if (
-            bounded._immutable is not False
-            or (maxlen is not None and len(stored) + len(attributes) > maxlen)
-            or (max_value_len is not None and longest > max_value_len)
+            longest >= 0
+            and type(bounded) is BoundedAttributes
+            and type(span).set_attributes is _SDK_SET_ATTRIBUTES
         ):
-            return False
-        with span._lock:
-            if span._end_time is not None:
-                return False
-            with bounded._lock:
-                if stored and not stored.keys().isdisjoint(attributes):
-                    # A key set again moves to the end, as BoundedAttributes does it.
-                    for key in attributes:
-                        stored.pop(key, None)
-                stored.update(attributes)
-        return True
+            stored = bounded._dict
+            maxlen = bounded.maxlen
+            max_value_len = bounded.max_value_len
+            if (
+                bounded._immutable is False
+                and (maxlen is None or len(stored) + len(attributes) <= maxlen)
+                and (max_value_len is None or longest <= max_value_len)
+            ):
+                if starting:
+                    if span._end_time is None:
+                        _merge(stored, attributes)
+                        return
+                else:
+                    with span._lock, bounded._lock:
+                        if span._end_time is None:
+                            _merge(stored, attributes)
+                            return
     except AttributeError:
-        return False
+        pass
+    span.set_attributes(attributes)
+
+
+def _merge(stored: dict[str, Any], attributes: dict[str, Any]) -> None:
+    if stored and not stored.keys().isdisjoint(attributes):
+        # A key set again moves to the end, as BoundedAttributes does it.
+        for key in attributes:
+            stored.pop(key, None)
+    stored.update(attributes)
 
 
 def _start_time(span: ReadableSpan) -> datetime | None:

@@ -18,6 +18,8 @@ pytestmark = pytest.mark.slow
 
 #: gpt-5.2 at $3 / $15 per 1M tokens: each call below costs exactly $0.012.
 USAGE = FakeUsage(input_tokens=1500, output_tokens=500)
+#: An LLM host where nothing listens: requests to it fail before a response.
+NOTHING_LISTENS = "127.0.0.1:9"
 BODY = {"model": "gpt-5.2", "max_tokens": 500, "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -29,7 +31,12 @@ def fake() -> Iterator[FakeLLMProvider]:
 
 
 def setup(
-    fake: FakeLLMProvider, limit: str, *, sleeps: list[float] | None = None, **budget: object
+    fake: FakeLLMProvider,
+    limit: str,
+    *,
+    sleeps: list[float] | None = None,
+    http_spans: bool = True,
+    **budget: object,
 ) -> tuple[otel_costs.BudgetManager, InMemoryPipeline]:
     """A per-team budget of ``limit`` USD, the pipeline recording spend into it, the capture enforcing it."""
     book = fixed_price_book()
@@ -40,7 +47,10 @@ def setup(
     )
     pipeline = InMemoryPipeline(price_book=book, budgets=manager)
     otel_costs.instrument_httpx(
-        tracer_provider=pipeline.tracer_provider, llm_hosts={fake.host: "openai"}, budgets=manager
+        tracer_provider=pipeline.tracer_provider,
+        llm_hosts={fake.host: "openai", NOTHING_LISTENS: "openai"},
+        budgets=manager,
+        http_spans=http_spans,
     )
     return manager, pipeline
 
@@ -51,9 +61,10 @@ def _uninstrument() -> Iterator[None]:
     otel_costs.uninstrument_httpx()
 
 
-def test_a_denied_call_raises_before_any_byte_leaves(fake: FakeLLMProvider) -> None:
+@pytest.mark.parametrize("http_spans", [True, False], ids=["http-spans", "one-span"])
+def test_a_denied_call_raises_before_any_byte_leaves(fake: FakeLLMProvider, http_spans: bool) -> None:
     """Past the hard limit the request is refused with BudgetExceeded and never reaches the provider."""
-    manager, pipeline = setup(fake, "0.04")
+    manager, pipeline = setup(fake, "0.04", http_spans=http_spans)
     url = f"{fake.openai_base_url}/chat/completions"
     with (
         httpx.Client() as client,
@@ -126,16 +137,21 @@ def test_throttle_waits_then_sends(fake: FakeLLMProvider) -> None:
     manager.close()
 
 
-def test_the_reservation_is_on_the_span_and_released_when_the_request_fails(fake: FakeLLMProvider) -> None:
+@pytest.mark.parametrize("http_spans", [True, False], ids=["http-spans", "one-span"])
+def test_the_reservation_is_on_the_span_and_released_when_the_request_fails(
+    fake: FakeLLMProvider, http_spans: bool
+) -> None:
     """The LLM span names its reservation; a request that fails to send releases it."""
-    manager, pipeline = setup(fake, "1")
+    manager, pipeline = setup(fake, "1", http_spans=http_spans)
     with otel_costs.workflow("w", team_id="t1", tracer_provider=pipeline.tracer_provider):
         with httpx.Client() as client:
             assert client.post(f"{fake.openai_base_url}/chat/completions", json=BODY).status_code == 200
         with httpx.Client() as client, pytest.raises(httpx.ConnectError):
-            client.post("http://127.0.0.1:9/v1/chat/completions", json=BODY)  # nothing listens on port 9
+            client.post(f"http://{NOTHING_LISTENS}/v1/chat/completions", json=BODY)
     spans = [s for s in pipeline.spans() if s.name == "chat gpt-5.2"]
-    assert all(otel_costs.RESERVATION_ID_ATTRIBUTE in (s.attributes or {}) for s in spans[:1])
+    assert len(spans) == 2
+    assert all(otel_costs.RESERVATION_ID_ATTRIBUTE in (s.attributes or {}) for s in spans)
+    assert (spans[1].attributes or {})[conv.COST_STATUS] == conv.STATUS_UNPRICED
     (status,) = manager.usage({conv.TEAM_ID: "t1"})
     assert status.reserved_nanos == 0
     assert status.spent_nanos == 12_000_000

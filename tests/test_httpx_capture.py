@@ -19,10 +19,12 @@ import pytest
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -38,6 +40,7 @@ from otel_costs._httpx import (
     HEADER_ATTRIBUTION_SIGNATURE,
     AttributionTrust,
     _HostRules,
+    _instrumentation_target,
     _url_without_query,
     accept_attribution,
     attribution_headers,
@@ -288,9 +291,13 @@ def test_gemini_over_httpx_and_httpx2(
     assert usage_of(span) == expected_usage(fake.requests[-1], cache_write=False)
 
 
+@pytest.mark.parametrize("http_spans", [True, False], ids=["http-spans", "one-span"])
 @pytest.mark.parametrize("module", MODULES)
-def test_async_clients_are_captured(capture: Capture, fake: FakeLLMProvider, module: Any) -> None:
-    """AsyncClient streams are captured the same way as sync ones."""
+def test_async_clients_are_captured(
+    capture: Capture, fake: FakeLLMProvider, module: Any, http_spans: bool
+) -> None:
+    """AsyncClient streams are captured the same way as sync ones, with or without HTTP spans."""
+    capture.on(http_spans=http_spans)
 
     async def run() -> bytes:
         url = f"{fake.gemini_base_url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
@@ -298,7 +305,13 @@ def test_async_clients_are_captured(capture: Capture, fake: FakeLLMProvider, mod
             return b"".join([chunk async for chunk in response.aiter_bytes()])
 
     assert asyncio.run(run()).startswith(b"data: ")
-    assert usage_of(capture.one_llm_span()) == expected_usage(fake.requests[-1], cache_write=False)
+    span = capture.one_llm_span()
+    assert usage_of(span) == expected_usage(fake.requests[-1], cache_write=False)
+    http = [s for s in capture.spans() if s.name == "POST"]
+    assert len(http) == (1 if http_spans else 0)
+    sent_parent = fake.requests[-1].headers["traceparent"].split("-")[2]
+    parent = http[0] if http_spans else span
+    assert sent_parent == format(parent.context.span_id, "016x")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -788,7 +801,11 @@ def test_untrusted_attribution_is_dropped_and_flagged() -> None:
     assert baggage.get_baggage("region", ctx) == "eu"
     assert "198.51.100.7" in str(attribution_rejection(ctx))
     rejected = (exporter.get_finished_spans()[0].attributes or {})[conv.ATTRIBUTION_REJECTED]
-    assert set(rejected) == {conv.BAGGAGE_TEAM_ID, conv.BAGGAGE_USER_ID, conv.BAGGAGE_WORKFLOW_ID}
+    assert isinstance(rejected, tuple) and set(rejected) == {
+        conv.BAGGAGE_TEAM_ID,
+        conv.BAGGAGE_USER_ID,
+        conv.BAGGAGE_WORKFLOW_ID,
+    }
     assert trace.get_current_span(ctx).get_span_context().is_valid
 
 
@@ -911,6 +928,99 @@ def test_without_http_spans_sdk_streams_still_complete(capture: Capture, fake: F
     span = capture.one_llm_span()
     assert usage_of(span) == expected_usage(fake.requests[-1], reasoning=False)
     assert capture.spans() == [span]
+
+
+INSTRUMENTORS = {httpx: HTTPXClientInstrumentor, httpx2: HTTPX2ClientInstrumentor}
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_without_http_spans_a_wrapper_between_is_still_called(fake: FakeLLMProvider, module: Any) -> None:
+    """A wrapper between ours and the instrumentation's is not skipped: the call goes through it."""
+    instrumentor = INSTRUMENTORS[module]()
+    instrumentor.instrument()
+    theirs = module.HTTPTransport.__dict__["handle_request"]
+    assert _instrumentation_target(theirs, type(instrumentor)._handle_request_wrapper) is not None
+    seen: list[str] = []
+
+    def between(self: Any, request: Any) -> Any:
+        seen.append(str(request.url))
+        return theirs.__get__(self, type(self))(request)
+
+    assert _instrumentation_target(between, type(instrumentor)._handle_request_wrapper) is None
+    module.HTTPTransport.handle_request = between
+    capture = Capture(fake)
+    try:
+        capture.on(http_spans=False)
+        with module.Client() as client:
+            client.post(f"{fake.openai_base_url}/chat/completions", json={"model": "gpt-4o", "messages": []})
+    finally:
+        uninstrument_httpx()
+        module.HTTPTransport.handle_request = theirs
+        instrumentor.uninstrument()
+    assert seen == [f"{fake.openai_base_url}/chat/completions"]
+    span = capture.one_llm_span()
+    assert usage_of(span) == expected_usage(fake.requests[-1])
+    assert capture.spans() == [span]
+
+
+class AttributeSampler(Sampler):
+    """Samples every span and records the attributes it was asked with."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, dict[str, Any]] = {}
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        self.seen[name] = dict(attributes or {})
+        return ALWAYS_ON.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return "AttributeSampler"
+
+
+@pytest.mark.parametrize("http_spans", [True, False])
+def test_a_sampler_that_reads_attributes_sees_the_llm_call(fake: FakeLLMProvider, http_spans: bool) -> None:
+    """With a sampler of its own the LLM span's attributes are given at its start, as before."""
+    sampler = AttributeSampler()
+    capture = Capture(fake)
+    capture.provider = TracerProvider(sampler=sampler)
+    capture.provider.add_span_processor(SimpleSpanProcessor(capture.exporter))
+    capture.on(http_spans=http_spans)
+    try:
+        httpx.post(f"{fake.openai_base_url}/chat/completions", json={"model": "gpt-4o", "messages": []})
+    finally:
+        uninstrument_httpx()
+    asked = sampler.seen["chat gpt-4o"]
+    assert asked[conv.GEN_AI_REQUEST_MODEL] == "gpt-4o" and asked[conv.GEN_AI_OPERATION_NAME] == "chat"
+    assert ("url.full" in asked) is not http_spans
+    span = capture.one_llm_span()
+    assert (span.attributes or {})[conv.GEN_AI_REQUEST_MODEL] == "gpt-4o"
+    assert usage_of(span) == expected_usage(fake.requests[-1])
+
+
+def test_span_limits_apply_to_the_llm_span_attributes(fake: FakeLLMProvider) -> None:
+    """Attribute length limits truncate the LLM span's attributes as the SDK's set_attributes would."""
+    capture = Capture(fake)
+    capture.provider = TracerProvider(span_limits=SpanLimits(max_span_attribute_length=12))
+    capture.provider.add_span_processor(SimpleSpanProcessor(capture.exporter))
+    capture.on(http_spans=False)
+    try:
+        httpx.post(f"{fake.openai_base_url}/chat/completions", json={"model": "gpt-4o", "messages": []})
+    finally:
+        uninstrument_httpx()
+    attributes = capture.one_llm_span().attributes or {}
+    assert attributes["url.full"] == f"{fake.openai_base_url}/chat/completions"[:12]
+    assert attributes[conv.GEN_AI_RESPONSE_MODEL] == "gpt-4o-2024-08-06"[:12]
+    assert attributes[conv.GEN_AI_REQUEST_MODEL] == "gpt-4o"
+    assert attributes[OUTPUT] == expected_usage(fake.requests[-1])[OUTPUT]
 
 
 def test_parent_agent_header_comes_from_the_current_agent_span(

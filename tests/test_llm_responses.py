@@ -18,6 +18,7 @@ from otel_costs._llm_responses import (
     ResponseCapture,
     TokenUsage,
     api_for_path,
+    loads_json,
 )
 
 
@@ -229,3 +230,38 @@ def test_a_mutable_buffer_fed_then_reused_does_not_change_what_was_read() -> Non
     buffer[:] = b"x" * len(buffer)
     result = capture.close(eof=True)
     assert result.complete and result.usage == TokenUsage(input_tokens=10, output_tokens=5)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "gpt-4o", "n": [1, 2.5, null, true]}',
+        b'[{"a": "\\u00e9\\n"}]',
+        '{"caf\u00e9": "\u65e5\u672c"}'.encode(),
+        b'{"a": 1}\r\n\t ',
+        b'  {"a": 1}',
+        b'\xef\xbb\xbf{"a": 1}',
+        '{"a": 1}'.encode("utf-16"),
+        b'{"a": 1} {"b": 2}',
+        b'{"a": 1}\x0b',
+        b'{"a": 1}\xa0',
+        '{"a": 1}\u00a0'.encode(),
+        b'{"a": \xff}',
+        b'{"a": 1',
+        b"[",
+        b"{}",
+        b"",
+        b"3",
+    ],
+)
+def test_loads_json_matches_json_loads(body: bytes) -> None:
+    """loads_json gives json.loads's result, or raises a ValueError where json.loads does."""
+    try:
+        expected: Any = ("ok", json.loads(body))
+    except ValueError:
+        expected = ("error",)
+    try:
+        got: Any = ("ok", loads_json(body))
+    except ValueError:
+        got = ("error",)
+    assert got == expected
