@@ -33,6 +33,7 @@ import heapq
 import http.client
 import json
 import logging
+import math
 import operator
 import os
 import random
@@ -49,6 +50,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import chain, compress, repeat
+from types import ModuleType
 from typing import Any, Final, Literal, NamedTuple, NoReturn, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -63,14 +65,22 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
     TraceServiceServicer,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from . import _conventions as conv
 from ._money import nanos_to_usd
 from ._otlp import _HAS_IS_REMOTE, _IS_REMOTE, OtlpFormatError, any_value, json_to_request
-from ._rollup import CostNode, NodeRollup, own_cost, rollup_attributes, rollup_columns
+from ._rollup import (
+    _BILLABLE,
+    _INCOMPLETE,
+    CostNode,
+    NodeRollup,
+    own_cost,
+    rollup_attributes,
+    rollup_columns,
+)
 from ._serve_metrics import (
     FORWARD_REQUESTS,
     REQUESTS_REJECTED,
@@ -350,7 +360,9 @@ class _Chunk:
     span_ids: Sequence[bytes]
     """Each span's id."""
     parent_ids: Sequence[bytes]
-    """Each span's parent id, ``b""`` for a span without a parent."""
+    """Each span's parent id, ``b""`` for a span without a parent (empty when ``meta`` is set)."""
+    meta: bytes | None = None
+    """Staged by the C extension: 32 bytes a span (ids, own cost, flags) instead of the id lists."""
 
 
 @dataclass(slots=True)
@@ -392,7 +404,13 @@ def stage_request(request: ExportTraceServiceRequest, raw: bytes | None = None) 
     without being encoded again. Behind a gateway that routes by trace id a ``ScopeSpans``
     holds the spans of one trace, and stays one chunk.
     """
-    span_data = _span_data(request, request.SerializeToString() if raw is None else raw)
+    if raw is None:
+        raw = request.SerializeToString()
+    if _NATIVE is not None:
+        staged = _stage_native(raw)
+        if staged is not None:
+            return staged
+    span_data = _span_data(request, raw)
     traces: dict[bytes, list[_Chunk]] = {}
     roots: set[bytes] = set()
     groups: dict[bytes, _Group] = {}
@@ -427,6 +445,80 @@ def stage_request(request: ExportTraceServiceRequest, raw: bytes | None = None) 
                 if b"" in chunk.parent_ids:
                     roots.add(trace_id)
     return _Staged(traces, roots, count)
+
+
+def _stage_native(raw: bytes) -> _Staged | None:
+    """``stage_request`` by the C extension; ``None`` when it leaves the request to the Python path.
+
+    The extension splits the request in one pass and reads each span's ids and cost attributes
+    into a packed record; it declines (``None`` or ``ValueError``) anything it does not read
+    exactly as the protobuf runtime does, and the caller stages that request in Python.
+    """
+    assert _NATIVE is not None
+    try:
+        parsed = _NATIVE.stage(raw)
+        if parsed is None:
+            return None
+        raw_groups, parts = parsed
+        groups = [_GROUPS.get(key) or _native_group(key) for key in raw_groups]
+    except (ValueError, DecodeError):
+        return None
+    traces: dict[bytes, list[_Chunk]] = {}
+    roots: set[bytes] = set()
+    count = 0
+    for trace_id, group, data, meta, root in parts:
+        chunk = _Chunk(groups[group], data, (), (), meta)
+        count += len(data)
+        chunks = traces.get(trace_id)
+        if chunks is None:
+            traces[trace_id] = [chunk]
+        else:
+            chunks.append(chunk)
+        if root:
+            roots.add(trace_id)
+    return _Staged(traces, roots, count)
+
+
+#: ``_Group``s by their resource, scope and schema URLs as they arrived (``_native_group``).
+_GROUPS: dict[tuple[bytes, bytes, bytes, bytes], _Group] = {}
+
+
+def _native_group(key: tuple[bytes, bytes, bytes, bytes]) -> _Group:
+    """The ``_Group`` of a resource and scope as they arrived, serialized as ``stage_request`` does."""
+    raw_resource, resource_schema, raw_scope, scope_schema = key
+    resource = Resource.FromString(raw_resource).SerializeToString(deterministic=True)
+    scope = InstrumentationScope.FromString(raw_scope).SerializeToString(deterministic=True)
+    resource_key = resource + b"\x00" + resource_schema
+    group = _Group(
+        b"%s\x01%s\x00%s" % (resource_key, scope, scope_schema),
+        resource_key,
+        resource,
+        resource_schema.decode(),
+        scope,
+        scope_schema.decode(),
+    )
+    if len(_GROUPS) >= _CACHE_LIMIT:
+        _GROUPS.clear()
+    _GROUPS[key] = group
+    return group
+
+
+def _chunk_ids(chunk: _Chunk) -> tuple[Sequence[bytes], Sequence[bytes]]:
+    """The span ids and parent ids of ``chunk`` (read from its records if the extension staged it)."""
+    meta = chunk.meta
+    if meta is None:
+        return chunk.span_ids, chunk.parent_ids
+    size = _META_SIZE
+    span_ids = [meta[at : at + 8] for at in range(0, len(meta), size)]
+    parent_ids = [
+        meta[at + 8 : at + 16] if meta[at + 24] & _META_PARENT else b"" for at in range(0, len(meta), size)
+    ]
+    return span_ids, parent_ids
+
+
+#: The C extension's record per span: span id, parent id, own nanos, flags (``_serve_native.c``).
+_META_SIZE: Final = 32
+_META_PARENT: Final = 1
 
 
 def _span_data(request: ExportTraceServiceRequest, raw: bytes) -> list[list[list[bytes]]]:
@@ -501,6 +593,8 @@ class TraceWindow:
         self._seq = 0
         self._spans = 0
         self._flushed: OrderedDict[bytes, None] = OrderedDict()
+        self._wake_at = -math.inf
+        self._wake = False
 
     @property
     def spans(self) -> int:
@@ -523,21 +617,47 @@ class TraceWindow:
                 trace = self._traces.get(trace_id)
                 if trace is None:
                     late = trace_id in self._flushed
-                    trace = self._traces[trace_id] = _Trace(trace_id, chunks, count, now, None, late)
-                    # A late trace has no root to wait for: its spans go out after linger.
-                    self._push(now + (self._linger if late else self._max_wait), trace_id)
-                    if late:
-                        trace.deadline = now + self._linger
-                else:
-                    trace.chunks.extend(chunks)
-                    trace.spans += count
+                    # A late trace has no root to wait for: its spans go out after linger. A
+                    # trace whose root came with its first spans needs one heap entry, not two.
+                    deadline = now + self._linger if late or trace_id in staged.roots else None
+                    trace = self._traces[trace_id] = _Trace(trace_id, chunks, count, now, deadline, late)
+                    self._push(self._due(trace), trace_id)
+                    continue
+                trace.chunks.extend(chunks)
+                trace.spans += count
                 if trace.deadline is None and trace_id in staged.roots:
                     trace.deadline = now + self._linger
                     self._push(trace.deadline, trace_id)
             self._spans += staged.spans
-            self.lock.notify()
+            if self._wake:
+                # Only when a trace is due before the flush thread would wake anyway: waking it
+                # for every request cost a context switch each (and the GIL handed over twice).
+                self._wake = False
+                self._wake_at = -math.inf
+                self.lock.notify()
+
+    def wait_due(self, *, slack: float = 0.0, longest: float = 0.5) -> list[tuple[_Trace, str]]:
+        """The traces due by now (+ ``slack``); if none, first wait until one may be due.
+
+        Waits at most ``longest`` seconds, less when a trace is due sooner; ``add`` wakes the
+        waiter only for a trace due before that. Returns what is due (maybe nothing) after the wait.
+        """
+        with self.lock:
+            ready, wait = self.take_due(slack=slack)
+            if ready:
+                return ready
+            timeout = longest if wait is None else min(wait, longest)
+            self._wake_at = self._clock() + timeout
+            try:
+                self.lock.wait(timeout=timeout)
+            finally:
+                self._wake_at = -math.inf
+                self._wake = False
+            return self.take_due(slack=slack)[0]
 
     def _push(self, due: float, trace_id: bytes) -> None:
+        if due < self._wake_at:
+            self._wake = True
         self._seq += 1
         heapq.heappush(self._heap, (due, self._seq, trace_id))
 
@@ -657,8 +777,16 @@ def rollup_trace(
     in-process exporter); a trace of distinct span ids without parent loops, the usual case,
     is summed by walking up from its billable spans only (``_sparse_figures``).
     """
-    span_ids = list(chain.from_iterable([chunk.span_ids for chunk in chunks]))
-    parent_ids = list(chain.from_iterable([chunk.parent_ids for chunk in chunks]))
+    if _NATIVE is not None:
+        metas = [chunk.meta for chunk in chunks]
+        if None not in metas:
+            late = None if partial_reason is None else _late_entries(partial_reason)
+            rolled = _NATIVE.rollup([chunk.data for chunk in chunks], metas, late)
+            if rolled is not None:
+                return list(zip([chunk.group for chunk in chunks], rolled, strict=True))
+    ids = [_chunk_ids(chunk) for chunk in chunks]
+    span_ids = list(chain.from_iterable([span_ids for span_ids, _parent_ids in ids]))
+    parent_ids = list(chain.from_iterable([parent_ids for _span_ids, parent_ids in ids]))
     data: list[bytes] | None = None
     costs: dict[int, _Cost] = {}
     currencies: set[int] = set()
@@ -761,9 +889,7 @@ def _sparse_figures(
         late = b""
         figured: Iterable[int] = billable.union(kinds)
     else:
-        late = encode_attributes(
-            {conv.COST_ROLLUP_PARTIAL: True, conv.COST_ROLLUP_PARTIAL_REASON: partial_reason}
-        )
+        late = _late_entries(partial_reason)
         figured = range(n)
     extras: dict[int, bytes] = {}
     for i in figured:
@@ -778,6 +904,13 @@ def _sparse_figures(
             extra = _figure_entries(sub, total, unpriced.get(i, 0), currency=i not in currencies) + extra
         extras[i] = extra
     return extras
+
+
+def _late_entries(partial_reason: str) -> bytes:
+    """The serialized ``cost.rollup.partial`` flag and reason every span of a late trace gets."""
+    return encode_attributes(
+        {conv.COST_ROLLUP_PARTIAL: True, conv.COST_ROLLUP_PARTIAL_REASON: partial_reason}
+    )
 
 
 def _acyclic(parent: list[int], n: int) -> bool:
@@ -1112,6 +1245,46 @@ _REMOTE_PARENT_ENTRY: Final = encode_attributes({conv.COST_ROLLUP_REMOTE_PARENT:
 _ORPHAN_ENTRY: Final = encode_attributes({conv.COST_ROLLUP_ORPHAN: True})
 
 
+def _load_native() -> ModuleType | None:
+    """The C extension, configured with the serialized keys and entries; ``None`` without it.
+
+    Optional: built when a C compiler is at hand (``setup.py``). ``OTEL_COSTS_SERVE_NATIVE=0``
+    turns it off (the pure-Python path is the reference and the fallback).
+    """
+    if os.environ.get("OTEL_COSTS_SERVE_NATIVE", "1").strip() == "0":
+        return None
+    try:
+        from . import _serve_native
+    except ImportError:
+        return None
+    billable = tuple(sorted(status.encode() for status in _BILLABLE))
+    incomplete = tuple(sorted(status.encode() for status in _INCOMPLETE))
+    _serve_native.configure(
+        tuple(sorted(_DROP_KEYS)),
+        billable,
+        incomplete,
+        conv.COST_STATUS.encode(),
+        conv.COST_DIRECT_NANOS.encode(),
+        conv.COST_DIRECT.encode(),
+        _CURRENCY_KEY,
+        _CHILDREN_PREFIX,
+        _TOTAL_PREFIX,
+        conv.COST_CHILDREN_NANOS.encode(),
+        conv.COST_TOTAL_NANOS.encode(),
+        conv.COST_ROLLUP_UNPRICED.encode(),
+        _SCOPE_ENTRY,
+        _CURRENCY_AND_SCOPE_ENTRIES,
+        _REMOTE_PARENT_ENTRY,
+        _ORPHAN_ENTRY,
+        _HAS_IS_REMOTE,
+        _IS_REMOTE,
+    )
+    return _serve_native
+
+
+_NATIVE: ModuleType | None = _load_native()
+
+
 def encode_batches(
     chunks: Iterable[tuple[_Group, Sequence[bytes]]], *, batch_spans: int, worker_id: str | None = None
 ) -> list[tuple[bytes, int]]:
@@ -1170,26 +1343,52 @@ def _encode(by_scope: dict[bytes, tuple[_Group, list[Sequence[bytes]]]], worker_
     # ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
     # ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; string schema_url = 3; }
     # ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2; string schema_url = 3; }
-    resources: dict[bytes, tuple[_Group, list[bytes]]] = {}
+    resources: dict[bytes, list[tuple[_Group, list[Sequence[bytes]]]]] = {}
     for group, pieces in by_scope.values():
-        spans = pieces[0] if len(pieces) == 1 else list(chain.from_iterable(pieces))
-        scope_spans = _field(b"\x0a", group.scope) + _frame(b"\x12", spans)
-        if group.scope_schema_url:
-            scope_spans += _field(b"\x1a", group.scope_schema_url.encode())
-        slot = resources.get(group.resource_key)
-        if slot is None:
-            resources[group.resource_key] = (group, [scope_spans])
+        scopes = resources.get(group.resource_key)
+        if scopes is None:
+            resources[group.resource_key] = [(group, pieces)]
         else:
-            slot[1].append(scope_spans)
+            scopes.append((group, pieces))
+    if _NATIVE is not None:
+        # One allocation for the whole request: copying a batch of megabytes once per level of
+        # nesting (and the page faults of each new buffer) cost more than the rest of a flush.
+        encoded: bytes = _NATIVE.encode_request(
+            [
+                (
+                    _resource_bytes(scopes[0][0], worker_id),
+                    [
+                        (
+                            group.scope,
+                            [piece if type(piece) is list else list(piece) for piece in pieces],
+                            group.scope_schema_url.encode(),
+                        )
+                        for group, pieces in scopes
+                    ],
+                    scopes[0][0].resource_schema_url.encode(),
+                )
+                for scopes in resources.values()
+            ]
+        )
+        return encoded
     request = bytearray()
-    for group, scope_list in resources.values():
-        resource = group.resource if worker_id is None else _tag_worker(group.resource, worker_id)
-        parts = [_field(b"\x0a", resource)]
-        parts.extend(_field(b"\x12", ss) for ss in scope_list)
-        if group.resource_schema_url:
-            parts.append(_field(b"\x1a", group.resource_schema_url.encode()))
+    for scopes in resources.values():
+        first = scopes[0][0]
+        parts = [_field(b"\x0a", _resource_bytes(first, worker_id))]
+        for group, pieces in scopes:
+            spans = pieces[0] if len(pieces) == 1 else list(chain.from_iterable(pieces))
+            scope_spans = _field(b"\x0a", group.scope) + _frame(b"\x12", spans)
+            if group.scope_schema_url:
+                scope_spans += _field(b"\x1a", group.scope_schema_url.encode())
+            parts.append(_field(b"\x12", scope_spans))
+        if first.resource_schema_url:
+            parts.append(_field(b"\x1a", first.resource_schema_url.encode()))
         request += _field(b"\x0a", b"".join(parts))
     return bytes(request)
+
+
+def _resource_bytes(group: _Group, worker_id: str | None) -> bytes:
+    return group.resource if worker_id is None else _tag_worker(group.resource, worker_id)
 
 
 def _tag_worker(serialized: bytes, worker_id: str) -> bytes:
@@ -1658,12 +1857,9 @@ class ServeWorker:
         window = self._window
         while not self._stopping.is_set():
             try:
-                ready, wait = window.take_due(slack=0.02)
+                ready = window.wait_due(slack=0.02, longest=0.5)
                 if ready:
                     self._flush(ready)
-                    continue
-                with window.lock:
-                    window.lock.wait(timeout=min(wait if wait is not None else 0.5, 0.5))
             except Exception:
                 logger.exception("otel_costs serve: flush loop error")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import gzip
 import os
@@ -11,6 +12,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -31,6 +35,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from otel_costs import _conventions as conv
+from otel_costs import _serve
 from otel_costs._otlp import SpanRecord, any_value, iter_records, request_to_json
 from otel_costs._rollup import cost_node, own_cost, rollup, rollup_attributes
 from otel_costs._serve import (
@@ -45,6 +50,7 @@ from otel_costs._serve import (
     ServeConfigError,
     ServeWorker,
     TraceWindow,
+    _chunk_ids,
     _general_figures,
     _read_cost_attributes,
     _sparse_figures,
@@ -61,6 +67,19 @@ from otel_costs._serve_metrics import SPANS_DROPPED, SPANS_FORWARDED, SPANS_RECE
 REPO = Path(__file__).resolve().parent.parent
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
 _EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def serve_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on the C extension's path and on the pure-Python one (the reference)."""
+    if request.param == "native":
+        if _serve._NATIVE is None:
+            pytest.skip("otel_costs._serve_native is not built (or OTEL_COSTS_SERVE_NATIVE=0)")
+        monkeypatch.setenv("OTEL_COSTS_SERVE_NATIVE", "1")  # worker subprocesses too
+    else:
+        monkeypatch.setattr(_serve, "_NATIVE", None)
+        monkeypatch.setenv("OTEL_COSTS_SERVE_NATIVE", "0")
+    return str(request.param)
 
 
 # --- building OTLP requests -------------------------------------------------------------------
@@ -268,7 +287,7 @@ def test_a_scope_mixing_traces_is_split_by_trace() -> None:
     mixed[3].trace_id = other
     staged = stage_request(request("svc", mixed))
     assert staged.spans == 5 and staged.roots == {TRACE, other}
-    ids = {t: [s for c in chunks for s in c.span_ids] for t, chunks in staged.traces.items()}
+    ids = {t: [s for c in chunks for s in _chunk_ids(c)[0]] for t, chunks in staged.traces.items()}
     assert ids == {TRACE: [sid(1), sid(2), sid(3)], other: [sid(1), sid(2)]}
     totals = {}
     for trace_id, chunks in staged.traces.items():
@@ -540,6 +559,176 @@ def test_rollup_trace_matches_a_protobuf_api_reference_on_random_requests() -> N
             assert got == {name: [(k, repr(v)) for k, v in kvs] for name, kvs in expected.items()}
 
 
+# --- the C extension against the Python path -------------------------------------------------
+
+
+def _staged_view(staged: Any) -> tuple[object, ...]:
+    """What a staging holds, comparable across paths: per trace its chunks' groups, spans and ids."""
+    traces = {
+        trace_id: [(c.group.key, list(c.data), *map(list, _chunk_ids(c))) for c in chunks]
+        for trace_id, chunks in staged.traces.items()
+    }
+    return list(traces.items()), staged.roots, staged.spans
+
+
+def _rolled_or_error(chunks: list[Any], late: bool) -> object:
+    """``rollup_trace``'s spans per group key, or the name of the error it raised."""
+    try:
+        rolled = rollup_trace(chunks, partial_reason="late" if late else None)
+    except (ValueError, TypeError) as exc:  # the worker forwards such a trace as it arrived
+        return type(exc).__name__
+    return [(group.key, list(data)) for group, data in rolled]
+
+
+def _garble(rng: random.Random, raw: bytes) -> bytes:
+    """``raw`` truncated, with bytes flipped, cut out, repeated or inserted; or random bytes."""
+    kind = rng.randrange(7)
+    at = rng.randrange(len(raw) + 1)
+    if kind == 0:
+        return raw[:at]
+    if kind == 1 and raw:
+        flipped = bytearray(raw)
+        for _ in range(rng.randrange(1, 4)):
+            flipped[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+        return bytes(flipped)
+    if kind == 2:
+        return raw[:at] + raw[at + rng.randrange(1, 40) :]
+    if kind == 3:
+        return raw[:at] + raw[at : at + rng.randrange(1, 60)] + raw[at:]
+    if kind == 4:
+        return raw[:at] + rng.randbytes(rng.randrange(1, 12)) + raw[at:]
+    if kind == 5:  # a varint that never ends, or a length past the end
+        return raw[:at] + rng.choice([b"\\xff" * 11, b"\\x0a\\xff\\xff\\xff\\x0f", b"\\x0b"])
+    return rng.randbytes(rng.randrange(200))
+
+
+def _python_path() -> Any:
+    """A context in which ``_serve`` runs its pure-Python path."""
+    return pytest.MonkeyPatch.context()
+
+
+@pytest.mark.parametrize("serve_path", ["native"], indirect=True)
+def test_native_staging_of_garbled_requests_is_a_clean_error_or_what_python_gives(serve_path: str) -> None:
+    """Truncated, garbled and random bytes: the C parser declines or gives the Python path's bytes."""
+    native = _serve._NATIVE
+    assert native is not None
+    rng = random.Random(2026)
+    traces = [bytes([t]) * 16 for t in range(1, 4)]
+    outcomes: Counter[str] = Counter()
+    for case in range(4000):
+        if rng.random() < 0.5:
+            base = _random_request(rng, traces, 0)
+        else:  # only values the C path reads itself
+            base = request("svc", [S(1), llm(2, 1, rng.randrange(10**9)), S(3, 2), llm(4, 3, 5)])
+            base.resource_spans[0].scope_spans[0].spans[rng.randrange(4)].trace_id = rng.choice(traces)
+        raw = base.SerializeToString()
+        if case % 5:
+            raw = _garble(rng, raw)
+        try:
+            parsed = native.stage(raw)
+        except ValueError:
+            outcomes["clean error"] += 1
+            continue
+        staged = _serve._stage_native(raw)
+        if parsed is None or staged is None:
+            outcomes["declined"] += 1
+            continue
+        late = rng.random() < 0.2
+        try:
+            decoded = ExportTraceServiceRequest.FromString(raw)
+        except DecodeError:  # upb rejects what the receivers would refuse: the C path must not crash
+            for chunks in staged.traces.values():
+                with contextlib.suppress(ValueError):
+                    native.rollup([c.data for c in chunks], [c.meta for c in chunks], b"" if late else None)
+            outcomes["rejected by upb"] += 1
+            continue
+        with _python_path() as patch:
+            patch.setattr(_serve, "_NATIVE", None)
+            reference = stage_request(decoded, raw)
+            expected = {t: _rolled_or_error(chunks, late) for t, chunks in reference.traces.items()}
+        assert _staged_view(staged) == _staged_view(reference)
+        got = {t: _rolled_or_error(chunks, late) for t, chunks in staged.traces.items()}
+        assert got == expected
+        outcomes["same as python"] += 1
+    assert outcomes["same as python"] > 600 and outcomes["clean error"] > 1500, outcomes
+    assert outcomes["declined"] > 500 and outcomes["rejected by upb"] > 20, outcomes
+
+
+@pytest.mark.parametrize("serve_path", ["native"], indirect=True)
+def test_native_rollup_of_garbled_records_never_crashes(serve_path: str) -> None:
+    """Random span bytes and records: rollup answers a list, None or a clean error, never a crash."""
+    native = _serve._NATIVE
+    assert native is not None
+    rng = random.Random(99)
+    answers: Counter[str] = Counter()
+    for _ in range(3000):
+        chunks = rng.randrange(1, 4)
+        datas: list[Any] = []
+        metas: list[Any] = []
+        for _chunk in range(chunks):
+            n = rng.randrange(0, 6)
+            datas.append([rng.randbytes(rng.randrange(30)) for _ in range(n)])
+            meta = bytearray(rng.randbytes(32 * n))
+            for at in range(0, len(meta), 32):  # small ids and flags, so that trees and loops occur
+                meta[at : at + 24] = (
+                    sid(rng.randrange(1, 60)) + sid(rng.randrange(60)) + sid(rng.randrange(9))
+                )
+                meta[at + 16 : at + 24] = meta[at + 16 : at + 24][::-1]  # little-endian nanos
+            metas.append(bytes(meta) if rng.random() < 0.95 else bytes(meta) + b"x")
+        late = rng.choice([None, b"", b"\\x4a\\x00"])
+        try:
+            result = native.rollup(datas, metas, late)
+        except ValueError:
+            answers["error"] += 1
+            continue
+        answers["none" if result is None else "list"] += 1
+        if result is not None:
+            assert [len(spans) for spans in result] == [len(spans) for spans in datas]
+    assert answers["error"] > 50 and answers["none"] > 50 and answers["list"] > 300, answers
+
+
+@pytest.mark.parametrize("serve_path", ["native"], indirect=True)
+def test_native_path_handles_the_usual_requests_itself(serve_path: str) -> None:
+    """A gateway's request of priced LLM spans is staged and rolled up in C, not handed back to Python."""
+    raw = request("svc", ORCHESTRATOR + SUB_AGENT).SerializeToString()
+    staged = _serve._stage_native(raw)
+    assert staged is not None
+    [chunks] = staged.traces.values()
+    assert all(c.meta is not None for c in chunks)
+    assert _serve._NATIVE is not None
+    rolled = _serve._NATIVE.rollup([c.data for c in chunks], [c.meta for c in chunks], None)
+    assert rolled is not None and rolled[0] != chunks[0].data
+
+
+@pytest.mark.parametrize("serve_path", ["native"], indirect=True)
+def test_native_framing_writes_the_python_framing_byte_for_byte(serve_path: str) -> None:
+    """Forwarded requests framed in C are exactly the bytes the Python framing writes, any grouping."""
+    rng = random.Random(3)
+    traces = [bytes([t]) * 16 for t in range(1, 4)]
+    for _ in range(300):
+        req = _random_request(rng, traces, 0)
+        for rs in req.resource_spans:
+            if rng.random() < 0.5:
+                rs.schema_url = "https://opentelemetry.io/schemas/1.26.0"
+            for ss in rs.scope_spans:
+                if rng.random() < 0.5:
+                    ss.schema_url = "s" * rng.randrange(1, 200)
+        if rng.random() < 0.3:
+            req.resource_spans[0].ClearField("resource")
+        staged = stage_request(req)
+        chunks = [
+            (c.group, c.data if rng.random() < 0.7 else tuple(c.data))
+            for trace_chunks in staged.traces.values()
+            for c in trace_chunks
+        ]
+        batch_spans = rng.randrange(1, 40)
+        worker_id = rng.choice([None, "w-1"])
+        native = encode_batches(chunks, batch_spans=batch_spans, worker_id=worker_id)
+        with _python_path() as patch:
+            patch.setattr(_serve, "_NATIVE", None)
+            assert encode_batches(chunks, batch_spans=batch_spans, worker_id=worker_id) == native
+
+
 class FakeClock:
     """A clock the test moves by hand."""
 
@@ -593,6 +782,34 @@ def test_window_refuses_past_its_limit() -> None:
     with pytest.raises(BufferFullError):
         window.add(stage_request(request("s", SUB_AGENT)), limit=5)
     assert window.spans == 4
+
+
+def test_window_wakes_a_waiting_flusher_only_for_an_earlier_trace() -> None:
+    """A trace due before the waiter's wake-up wakes it; one due later leaves it asleep until then."""
+    window = TraceWindow(linger=0.0, max_wait=60.0)
+    got: list[list[Any]] = []
+    done = threading.Event()
+
+    def flusher() -> None:
+        got.append(window.wait_due(longest=30.0))
+        done.set()
+
+    thread = threading.Thread(target=flusher, daemon=True)
+    thread.start()
+    asleep = threading.Event()
+    while not asleep.wait(0.001):  # until the flusher waits (its wake-up time is set under the lock)
+        with window.lock:
+            if window._wake_at > 0:
+                asleep.set()
+    with window.lock:
+        sleeps_for = window._wake_at - time.monotonic()
+    window.add(stage_request(request("o", [S(5, 4, trace_id=bytes(16))])), limit=100)  # no root: due in 60 s
+    assert not window._wake, "a trace due after the wake-up must not wake the flusher"
+    window.add(stage_request(request("o", ORCHESTRATOR)), limit=100)  # a root, linger 0: due now
+    assert done.wait(10), "the flusher was not woken"
+    thread.join(5)
+    assert [trace.trace_id for trace, _reason in got[0]] == [TRACE]
+    assert sleeps_for > 20, sleeps_for
 
 
 def test_encode_batches_regroups_resources_and_scopes_and_tags_the_worker() -> None:
