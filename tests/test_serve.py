@@ -74,6 +74,8 @@ def serve_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     """Every test runs on the C extension's path and on the pure-Python one (the reference)."""
     if request.param == "native":
         if _serve._NATIVE is None:
+            if os.environ.get("OTEL_COSTS_REQUIRE_NATIVE", "").strip() == "1":  # CI: it must have built
+                pytest.fail("otel_costs._serve_native is not built, and OTEL_COSTS_REQUIRE_NATIVE=1")
             pytest.skip("otel_costs._serve_native is not built (or OTEL_COSTS_SERVE_NATIVE=0)")
         monkeypatch.setenv("OTEL_COSTS_SERVE_NATIVE", "1")  # worker subprocesses too
     else:
