@@ -108,6 +108,11 @@ def stop_worker(worker: Worker) -> None:
             worker.process.wait()
 
 
+def _stop_workers(workers: list[Worker]) -> None:
+    for worker in workers:
+        stop_worker(worker)
+
+
 @dataclass
 class Pipeline:
     """Everything of one end-to-end run."""
@@ -149,8 +154,8 @@ def pipeline(tmp_path: Path, ports: dict[str, str]) -> Iterator[Pipeline]:
     forward = f"{LOOPBACK}:{ports['JAEGER_OTLP_GRPC_PORT']}"
     with ExitStack() as stack:
         workers = [start_worker(f"w{i}", forward, tmp_path, free_port(), free_port()) for i in (1, 2)]
-        for worker in workers:
-            stack.callback(stop_worker, worker)
+        # Whatever workers the list holds at the end: a test may replace one (a restarted worker).
+        stack.callback(_stop_workers, workers)
         endpoints = ",".join(f"{LOOPBACK}:{w.grpc_port}" for w in workers)
         gateway = stack.enter_context(
             run_collector(GATEWAY_CONFIG, {"WORKER_ENDPOINTS": endpoints}, log_dir=tmp_path)
