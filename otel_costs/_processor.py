@@ -15,6 +15,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context, get_current
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -137,10 +138,10 @@ class CostSpanProcessor(SpanProcessor):
                     additions = self._additions(entries)
                 attributes, longest = additions
                 if attributes:
-                    _add_attributes(span, attributes, longest, starting=True)
+                    _add_attributes(span, attributes, longest, True)
         except Exception:
             logger.exception("otel_costs: could not attribute span %r", getattr(span, "name", span))
-        self._next.on_start(span, parent_context=parent_context)
+        self._next.on_start(span, parent_context)
 
     def _additions(self, entries: Mapping[str, object]) -> _Additions:
         """The prepared attribution of the baggage ``entries``, computed once per baggage content.
@@ -477,8 +478,9 @@ def _with_extra(span: ReadableSpan, own: dict[str, Any] | None, extra: dict[str,
     return annotated(span, own)
 
 
-#: The SDK's own method: a span type that overrides it is always updated through it.
-_SDK_SET_ATTRIBUTES = Span.set_attributes
+#: The SDK's span classes (its tracer creates the private ``_Span``): another span type, which
+#: may keep or check its attributes its own way, is always updated through ``set_attributes``.
+_SDK_SPANS = (Span, getattr(sdk_trace, "_Span", Span))
 
 
 def _baggage_key() -> str | None:
@@ -528,7 +530,7 @@ def _context_reader() -> Callable[[], Context]:
 _current_context = _context_reader()
 
 
-def _add_attributes(span: Span, attributes: dict[str, Any], longest: int, *, starting: bool = False) -> None:
+def _add_attributes(span: Span, attributes: dict[str, Any], longest: int, starting: bool = False) -> None:
     """``span.set_attributes(attributes)``, for attributes already validated by ``_prepare``.
 
     ``set_attributes`` re-validates every value (``_clean_attribute_value``), about 1 µs per
@@ -545,29 +547,28 @@ def _add_attributes(span: Span, attributes: dict[str, Any], longest: int, *, sta
     drops exactly as it always did).
     """
     try:
-        bounded = span._attributes
+        # Read before the type test below (a missing field is the AttributeError handled there).
+        bounded: Any = span._attributes
+        stored = bounded._dict
+        maxlen = bounded.maxlen
+        max_value_len = bounded.max_value_len
         if (
             longest >= 0
+            and type(span) in _SDK_SPANS
             and type(bounded) is BoundedAttributes
-            and type(span).set_attributes is _SDK_SET_ATTRIBUTES
+            and bounded._immutable is False
+            and (maxlen is None or len(stored) + len(attributes) <= maxlen)
+            and (max_value_len is None or longest <= max_value_len)
         ):
-            stored = bounded._dict
-            maxlen = bounded.maxlen
-            max_value_len = bounded.max_value_len
-            if (
-                bounded._immutable is False
-                and (maxlen is None or len(stored) + len(attributes) <= maxlen)
-                and (max_value_len is None or longest <= max_value_len)
-            ):
-                if starting:
+            if starting:
+                if span._end_time is None:
+                    _merge(stored, attributes)
+                    return
+            else:
+                with span._lock, bounded._lock:
                     if span._end_time is None:
                         _merge(stored, attributes)
                         return
-                else:
-                    with span._lock, bounded._lock:
-                        if span._end_time is None:
-                            _merge(stored, attributes)
-                            return
     except AttributeError:
         pass
     span.set_attributes(attributes)
