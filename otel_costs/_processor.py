@@ -110,6 +110,9 @@ class CostSpanProcessor(SpanProcessor):
             and type(book)._entry_for is PriceBook._entry_for
             else None
         )
+        # The SDK calls ``_on_ending`` (its experimental "OnEnding" hook) on every span: hand it
+        # straight to the next processor, at no cost of ours per span.
+        self._on_ending = next_processor._on_ending  # type: ignore[method-assign]
         #: The fast path in one C call where built (``PriceBook._cost_attributes``).
         self._cost_attributes = book._cost_attributes if self._quote is not None else None
 
@@ -562,7 +565,10 @@ def _add_attributes(span: Span, attributes: dict[str, Any], longest: int, starti
         ):
             if starting:
                 if span._end_time is None:
-                    _merge(stored, attributes)
+                    if stored and not stored.keys().isdisjoint(attributes):
+                        _merge(stored, attributes)  # an instrumentation's start attribute set again
+                    else:
+                        stored.update(attributes)
                     return
             else:
                 with span._lock, bounded._lock:

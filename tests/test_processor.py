@@ -201,6 +201,20 @@ def test_attribution_is_stored_as_set_attributes_would(limits: SpanLimits) -> No
     plain.shutdown()
 
 
+def test_on_ending_reaches_the_next_processor() -> None:
+    """The SDK's on-ending hook is handed to the wrapped processor, with the span still ending."""
+    seen: list[tuple[str, bool]] = []
+
+    class Ending(SpanProcessor):
+        def _on_ending(self, span: Any) -> None:
+            seen.append((span.name, span.end_time is not None))
+
+    provider = TracerProvider()
+    provider.add_span_processor(otel_costs.CostSpanProcessor(Ending(), price_book=fixed_price_book()))
+    provider.get_tracer("t").start_span("work").end()
+    assert seen == [("work", True)]
+
+
 def test_odd_attribute_names_go_through_set_attributes() -> None:
     """An empty attribute name in baggage_keys is dropped and counted by the SDK, as set_attributes does."""
     h = make_harness(baggage_keys={"tenant": "", "team": "app.team"})
