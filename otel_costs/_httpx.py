@@ -682,7 +682,7 @@ def _request_fields(request: Any) -> dict[str, Any]:
         return {}
     try:
         body = loads_json(content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the stack
         return {}
     return body if isinstance(body, dict) else {}
 

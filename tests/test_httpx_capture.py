@@ -41,6 +41,7 @@ from otel_costs._httpx import (
     AttributionTrust,
     _HostRules,
     _instrumentation_target,
+    _request_fields,
     _url_without_query,
     accept_attribution,
     attribution_headers,
@@ -1090,6 +1091,27 @@ def test_uninstrument_restores_the_global_propagator(fake: FakeLLMProvider) -> N
     finally:
         uninstrument_httpx()
     assert propagate.get_global_textmap() is original
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b'{"model": "gpt-4o", "messages": [', id="truncated"),
+        pytest.param(b'{"model": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", id="too-deep"),
+        pytest.param(b'{"model": "gpt-4o"} trailing', id="extra-data"),
+        pytest.param(b'{"model": "\xff"}', id="not-utf-8"),
+        pytest.param(b"", id="empty"),
+    ],
+)
+def test_an_unreadable_request_body_gives_no_fields(content: bytes) -> None:
+    """A request body that is not one JSON object reads as no fields (the model then comes from the path)."""
+
+    class Request:
+        pass
+
+    request = Request()
+    request.content = content  # type: ignore[attr-defined]
+    assert _request_fields(request) == {}
 
 
 @pytest.mark.parametrize("module", MODULES)
