@@ -549,34 +549,31 @@ def _add_attributes(span: Span, attributes: dict[str, Any], longest: int, starti
     truncate, or an ended span, and it goes through ``set_attributes`` (which then warns or
     drops exactly as it always did).
     """
-    try:
-        # Read before the type test below (a missing field is the AttributeError handled there).
-        bounded: Any = span._attributes
-        stored = bounded._dict
-        maxlen = bounded.maxlen
-        max_value_len = bounded.max_value_len
-        if (
-            longest >= 0
-            and type(span) in _SDK_SPANS
-            and type(bounded) is BoundedAttributes
-            and bounded._immutable is False
-            and (maxlen is None or len(stored) + len(attributes) <= maxlen)
-            and (max_value_len is None or longest <= max_value_len)
-        ):
-            if starting:
-                if span._end_time is None:
-                    if stored and not stored.keys().isdisjoint(attributes):
-                        _merge(stored, attributes)  # an instrumentation's start attribute set again
-                    else:
-                        stored.update(attributes)
-                    return
-            else:
-                with span._lock, bounded._lock:
+    bounded = getattr(span, "_attributes", None) if longest >= 0 and type(span) in _SDK_SPANS else None
+    if type(bounded) is BoundedAttributes:
+        try:
+            stored = bounded._dict
+            maxlen = bounded.maxlen
+            max_value_len = bounded.max_value_len
+            if (
+                bounded._immutable is False
+                and (maxlen is None or len(stored) + len(attributes) <= maxlen)
+                and (max_value_len is None or longest <= max_value_len)
+            ):
+                if starting:
                     if span._end_time is None:
-                        _merge(stored, attributes)
+                        if stored and not stored.keys().isdisjoint(attributes):
+                            _merge(stored, attributes)  # an instrumentation's start attribute set again
+                        else:
+                            stored.update(attributes)
                         return
-    except AttributeError:
-        pass
+                else:
+                    with span._lock, bounded._lock:
+                        if span._end_time is None:
+                            _merge(stored, attributes)
+                            return
+        except AttributeError:
+            pass  # another SDK layout
     span.set_attributes(attributes)
 
 
