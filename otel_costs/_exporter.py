@@ -16,8 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from . import _conventions as conv
-from ._money import NANOS_PER_USD
-from ._rollup import own_cost, rollup_columns
+from ._rollup import own_cost, rollup_columns, write_rollup
 from ._spans import annotated, attributes_dict
 
 logger = logging.getLogger("otel_costs")
@@ -273,30 +272,11 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
     out: list[ReadableSpan] = []
     for i, span in enumerate(spans):
         kind = root_kind[i]
-        if billable_subtree[i]:
-            # with_attributes(span, rollup_attributes(...)), written straight into the copy.
-            attributes = attributes_dict(attributes_of[i])
-            children, subtree = children_nanos[i], total[i]
-            attributes[conv.COST_CHILDREN] = children / NANOS_PER_USD  # nanos_to_usd, inline
-            attributes[conv.COST_TOTAL] = subtree / NANOS_PER_USD
-            attributes[conv.COST_CHILDREN_NANOS] = children
-            attributes[conv.COST_TOTAL_NANOS] = subtree
-            attributes[conv.COST_CURRENCY] = conv.CURRENCY_USD
-            attributes[conv.COST_ROLLUP_SCOPE] = conv.SCOPE_PROCESS
-            if unpriced_subtree[i]:
-                attributes[conv.COST_ROLLUP_UNPRICED] = unpriced_subtree[i]
-        elif kind is None and partial_reason is None:
+        if not billable_subtree[i] and kind is None and partial_reason is None:
             out.append(span)
             continue
-        else:
-            attributes = attributes_dict(attributes_of[i])
-        if kind == "remote_parent":
-            attributes[conv.COST_ROLLUP_REMOTE_PARENT] = True
-        elif kind == "orphan":
-            attributes[conv.COST_ROLLUP_ORPHAN] = True
-        elif kind is not None:
-            attributes[conv.COST_ROLLUP_PARTIAL] = True
-            attributes[conv.COST_ROLLUP_PARTIAL_REASON] = kind
+        attributes = attributes_dict(attributes_of[i])
+        write_rollup(attributes, children_nanos[i], total[i], billable_subtree[i], unpriced_subtree[i], kind)
         if partial_reason is not None:
             attributes[conv.COST_ROLLUP_PARTIAL] = True
             attributes[conv.COST_ROLLUP_PARTIAL_REASON] = partial_reason

@@ -232,24 +232,45 @@ def rollup_attributes(
 
     Doubles for queries (``span.cost.total > 0.1``), exact nano-USD ints for re-summing.
     """
-    if not result.billable_subtree and result.root_kind is None:
-        return {}
     attributes: dict[str, Any] = {}
-    if result.billable_subtree:
-        attributes[conv.COST_CHILDREN] = nanos_to_usd(result.children_nanos)
-        attributes[conv.COST_TOTAL] = nanos_to_usd(result.total_nanos)
-        attributes[conv.COST_CHILDREN_NANOS] = result.children_nanos
-        attributes[conv.COST_TOTAL_NANOS] = result.total_nanos
+    write_rollup(
+        attributes,
+        result.children_nanos,
+        result.total_nanos,
+        result.billable_subtree,
+        result.unpriced,
+        result.root_kind,
+        scope,
+    )
+    return attributes
+
+
+def write_rollup(
+    attributes: dict[str, Any],
+    children_nanos: int,
+    total_nanos: int,
+    billable_subtree: bool,
+    unpriced: int,
+    root_kind: str | None,
+    scope: str = conv.SCOPE_PROCESS,
+) -> None:
+    """Add one span's rollup figures (``rollup_columns``' columns at its index) to ``attributes``.
+
+    Nothing when the subtree holds no billable usage and the span is not flagged.
+    """
+    if billable_subtree:
+        attributes[conv.COST_CHILDREN] = nanos_to_usd(children_nanos)
+        attributes[conv.COST_TOTAL] = nanos_to_usd(total_nanos)
+        attributes[conv.COST_CHILDREN_NANOS] = children_nanos
+        attributes[conv.COST_TOTAL_NANOS] = total_nanos
         attributes[conv.COST_CURRENCY] = conv.CURRENCY_USD
         attributes[conv.COST_ROLLUP_SCOPE] = scope
-        if result.unpriced:
-            attributes[conv.COST_ROLLUP_UNPRICED] = result.unpriced
-    kind = result.root_kind
-    if kind == "remote_parent":
+        if unpriced:
+            attributes[conv.COST_ROLLUP_UNPRICED] = unpriced
+    if root_kind == "remote_parent":
         attributes[conv.COST_ROLLUP_REMOTE_PARENT] = True
-    elif kind == "orphan":
+    elif root_kind == "orphan":
         attributes[conv.COST_ROLLUP_ORPHAN] = True
-    elif kind is not None:
+    elif root_kind is not None:
         attributes[conv.COST_ROLLUP_PARTIAL] = True
-        attributes[conv.COST_ROLLUP_PARTIAL_REASON] = kind
-    return attributes
+        attributes[conv.COST_ROLLUP_PARTIAL_REASON] = root_kind
