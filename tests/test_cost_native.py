@@ -21,12 +21,12 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 import pytest
-from genai_prices import data_snapshot
 from genai_prices.data import providers as BUNDLED_PROVIDERS
-from genai_prices.types import ClauseEquals, ModelInfo, ModelPrice, Provider, TieredPrices
+from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from price_data import updated_gpt_4o_prices
 
 from otel_costs import _conventions as conv
 from otel_costs import _pricing, _usage
@@ -587,32 +587,12 @@ def test_new_price_data_is_left_to_python_until_the_new_memo() -> None:
     attributes = _genai_attributes("gpt-4o", "openai", usage, zero_parts=False)
     book._quote("gpt-4o", "openai", None, _counts(usage), AT_NS)
     assert book._cost_attributes(attributes, AT_NS)[conv.COST_DIRECT_NANOS] == 2_500_000_000  # type: ignore[index]
-    custom = data_snapshot.DataSnapshot(
-        providers=[
-            Provider(
-                id="openai",
-                name="OpenAI",
-                api_pattern=r"https://api\.openai\.com",
-                models=[
-                    ModelInfo(
-                        id="gpt-4o",
-                        match=ClauseEquals(equals="gpt-4o"),
-                        prices=ModelPrice(input_mtok=Decimal(7), output_mtok=Decimal(9)),
-                    )
-                ],
-            )
-        ],
-        from_auto_update=True,
-    )
-    data_snapshot.set_custom_snapshot(custom)
-    try:
+    with updated_gpt_4o_prices():
         assert book._cost_attributes(attributes, AT_NS) is None
         assert _python_path(book, attributes, AT_NS) is None  # _quote too: price() starts the new memo
         book.price(LlmCall("gpt-4o", "openai", None, usage), at=AT)
         assert _check(book, attributes, AT_NS)
         assert book._cost_attributes(attributes, AT_NS)[conv.COST_DIRECT_NANOS] == 7 * 10**9  # type: ignore[index]
-    finally:
-        data_snapshot.set_custom_snapshot(None)
     assert book._cost_attributes(attributes, AT_NS) is None
 
 

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import genai_prices
 import pytest
-from genai_prices import data_snapshot
 from genai_prices.data import providers as BUNDLED_PROVIDERS
 from genai_prices.types import (
-    ClauseEquals,
     ModelInfo,
     ModelPrice,
     Provider,
@@ -23,6 +21,7 @@ from genai_prices.types import (
     TieredPrices,
     TimeOfDateConstraint,
 )
+from price_data import updated_gpt_4o_prices
 
 from otel_costs._conventions import (
     PRICE_SOURCE_GENAI_PRICES,
@@ -627,28 +626,8 @@ def test_new_price_data_replaces_the_memo() -> None:
     book = PriceBook()
     usage = TokenUsage(1_000_000, 0)
     assert book.price(_call("gpt-4o", "openai", usage), at=AT).total == Decimal("2.5")
-    custom = data_snapshot.DataSnapshot(
-        providers=[
-            Provider(
-                id="openai",
-                name="OpenAI",
-                api_pattern=r"https://api\.openai\.com",
-                models=[
-                    ModelInfo(
-                        id="gpt-4o",
-                        match=ClauseEquals(equals="gpt-4o"),
-                        prices=ModelPrice(input_mtok=Decimal(7), output_mtok=Decimal(9)),
-                    )
-                ],
-            )
-        ],
-        from_auto_update=True,
-    )
-    data_snapshot.set_custom_snapshot(custom)
-    try:
+    with updated_gpt_4o_prices():
         assert book.price(_call("gpt-4o", "openai", usage), at=AT).total == Decimal(7)
-    finally:
-        data_snapshot.set_custom_snapshot(None)
     assert book.price(_call("gpt-4o", "openai", usage), at=AT).total == Decimal("2.5")
 
 
