@@ -264,12 +264,9 @@ static i128 linear(const int64_t *row, const long long *counts) {
     return sum;
 }
 
-/* 10**28: PriceBook._quote's bound below which every Decimal step is exact. */
-static i128 exact_limit(void) {
-    i128 limit = 1;
-    for (int i = 0; i < 28; i++) limit *= 10;
-    return limit;
-}
+/* 10**28 (10**19 * 10**9, a constant): PriceBook._quote's bound below which every Decimal step
+ * is exact. */
+#define EXACT_LIMIT ((i128)10000000000000000000ULL * (i128)1000000000ULL)
 
 typedef struct {
     long long nanos;
@@ -364,7 +361,7 @@ static int price(Plan *plan, const long long *counts, Quote *out) {
     i128 sums[N_SUMS];
     for (int row = 0; row < N_SUMS; row++) sums[row] = linear(rows + row * N_COEFFS, counts);
     i128 total = sums[0];
-    if (total < 0 || total >= exact_limit()) return 0;
+    if (total < 0 || total >= EXACT_LIMIT) return 0;
     /* total * 1e9 / scale, rounded half to even (as to_nanos rounds the Decimal). */
     i128 scaled = total * (i128)1000000000;
     i128 nanos = scaled / plan->scale, remainder = scaled % plan->scale;
