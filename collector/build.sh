@@ -18,9 +18,9 @@ set -euo pipefail
 # --- versions: change them here (the stamps pick the change up) ------------------------------
 # ocb must be the release of the components in builder-config.yaml.
 OCB_VERSION=v0.161.0
-# Jaeger tags each release twice; the Go module only sees the v1 tag. v1.76.0 is Jaeger v2.13.0.
-JAEGER_MODULE_VERSION=v1.76.0
-JAEGER_RELEASE=v2.13.0
+# Jaeger tags each release twice; the Go module only sees the v1 tag. v1.75.0 is Jaeger v2.12.0 (v1.76.0 is not an approved release).
+JAEGER_MODULE_VERSION=v1.75.0
+JAEGER_RELEASE=v2.12.0
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MANIFEST="$HERE/builder-config.yaml"
