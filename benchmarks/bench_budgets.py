@@ -26,9 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the redis-server helper
 
-from otel_costs import _conventions as conv
-from otel_costs._budgets import Budget, BudgetManager
-from otel_costs._ledger import Ledger, MemoryLedger, RedisLedger
+from otel_costs import conventions as conv
+from otel_costs.budgets._manager import Budget, BudgetManager
+from otel_costs.budgets.ledger._ledgers import Ledger, MemoryLedger, RedisLedger
 
 ATTRIBUTES = {conv.TEAM_ID: "research", conv.AGENT_NAME: "coder", conv.GEN_AI_REQUEST_MODEL: "gpt-4o"}
 ONE = [Budget("all-daily", Decimal(10**6))]

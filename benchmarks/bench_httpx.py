@@ -42,7 +42,7 @@ from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXC
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from otel_costs._httpx import instrument_httpx, uninstrument_httpx
+from otel_costs.capture._httpx import instrument_httpx, uninstrument_httpx
 
 TARGETS = {"stream": 1.05, "plain": 1.15}
 MESSAGES: list[Any] = [{"role": "user", "content": "Summarise the quarterly report in one line, please."}]
@@ -50,7 +50,7 @@ MESSAGES: list[Any] = [{"role": "user", "content": "Summarise the quarterly repo
 
 def start_fake(chunks: int) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "otel_costs._fake_provider", "--stream-chunks", str(chunks)],
+        [sys.executable, "-m", "otel_costs.testing._fake_provider", "--stream-chunks", str(chunks)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import genai_prices
 
-from otel_costs._pricing import PriceBook, _genai_usage
-from otel_costs._usage import LlmCall, TokenUsage, read_usage
+from otel_costs.pricing._book import PriceBook, _genai_usage
+from otel_costs.pricing._usage import LlmCall, TokenUsage, read_usage
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -47,7 +47,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
-from otel_costs import _conventions as conv
+from otel_costs import conventions as conv
 from otel_costs._serve_metrics import parse_metrics
 
 _EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

@@ -12,9 +12,9 @@ Example::
         ...  # LLM calls made here are priced and attributed
 """
 
-from ._alerts import AlertSink, BudgetAlert, BudgetMonitor, LoggingAlertSink, WebhookAlertSink
-from ._attribution import Attempt, Retry, agent, current_attribution, retry, workflow
-from ._budgets import (
+from otel_costs.budgets._alerts import AlertSink, BudgetAlert, BudgetMonitor, LoggingAlertSink, WebhookAlertSink
+from otel_costs.attribution._scopes import Attempt, Retry, agent, current_attribution, retry, workflow
+from otel_costs.budgets._manager import (
     RESERVATION_ID_ATTRIBUTE,
     Budget,
     BudgetConfig,
@@ -29,9 +29,9 @@ from ._budgets import (
     Verdict,
     current_reservation_id,
 )
-from ._configure import ConfigurationError, configure, default_exporter
-from ._exporter import CostRollupExporter
-from ._httpx import (
+from otel_costs.pipeline._configure import ConfigurationError, configure, default_exporter
+from otel_costs.rollup._exporter import CostRollupExporter
+from otel_costs.capture._httpx import (
     DEFAULT_LLM_HOSTS,
     HEADER_ATTRIBUTION_SIGNATURE,
     AttributionTrust,
@@ -41,15 +41,15 @@ from ._httpx import (
     instrument_httpx,
     uninstrument_httpx,
 )
-from ._ledger import Ledger, LedgerUnavailable, MemoryLedger, RedisLedger, SqliteLedger
-from ._metrics import CostMetrics
-from ._otlp import OtlpFormatError, OtlpJsonFileExporter
-from ._pricing import CostBreakdown, ModelRates, PriceBook, PriceConfigError, RateTier
-from ._processor import CostListener, CostSpanProcessor, SpendRecorder
-from ._rollup import CostNode, NodeRollup, cost_node, rollup
-from ._sampling import RecordLlmSpans
-from ._serve import ForwardConfig, ServeConfig, ServeWorker
-from ._usage import LlmCall, TokenUsage, UsageReading, read_usage
+from otel_costs.budgets.ledger._ledgers import Ledger, LedgerUnavailable, MemoryLedger, RedisLedger, SqliteLedger
+from otel_costs.metrics._cost_metrics import CostMetrics
+from otel_costs.pipeline._otlp import OtlpFormatError, OtlpJsonFileExporter
+from otel_costs.pricing._book import CostBreakdown, ModelRates, PriceBook, PriceConfigError, RateTier
+from otel_costs.pipeline._processor import CostListener, CostSpanProcessor, SpendRecorder
+from otel_costs.rollup._tree import CostNode, NodeRollup, cost_node, rollup
+from otel_costs.pipeline._sampling import RecordLlmSpans
+from otel_costs._serve import ForwardConfig, ServeConfig, ServeWorker
+from otel_costs.pricing._usage import LlmCall, TokenUsage, UsageReading, read_usage
 
 __all__ = [
     "AlertSink",

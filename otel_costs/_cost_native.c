@@ -489,7 +489,7 @@ static int set_keys(PyObject **slot, PyObject *names, const char *name) {
 
 PyDoc_STRVAR(configure_doc,
 "configure(names: dict) -> None\n\n"
-"The attribute names and rules quote() reads with (set once by otel_costs._pricing).");
+"The attribute names and rules quote() reads with (set once by otel_costs.pricing._book).");
 
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *names;

@@ -69,10 +69,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from . import _conventions as conv
-from ._money import nanos_to_usd
-from ._otlp import _HAS_IS_REMOTE, _IS_REMOTE, OtlpFormatError, any_value, json_to_request
-from ._rollup import (
+from otel_costs import conventions as conv
+from otel_costs._money import nanos_to_usd
+from otel_costs.pipeline._otlp import _HAS_IS_REMOTE, _IS_REMOTE, OtlpFormatError, any_value, json_to_request
+from otel_costs.rollup._tree import (
     _BILLABLE,
     _INCOMPLETE,
     CostNode,
@@ -81,7 +81,7 @@ from ._rollup import (
     rollup_attributes,
     rollup_columns,
 )
-from ._serve_metrics import (
+from otel_costs._serve_metrics import (
     FORWARD_REQUESTS,
     REQUESTS_REJECTED,
     SPANS_BUFFERED,
@@ -1254,7 +1254,7 @@ def _load_native() -> ModuleType | None:
     if os.environ.get("OTEL_COSTS_SERVE_NATIVE", "1").strip() == "0":
         return None
     try:
-        from . import _serve_native
+        from otel_costs import _serve_native
     except ImportError:
         return None
     billable = tuple(sorted(status.encode() for status in _BILLABLE))

@@ -9,8 +9,8 @@ import pytest
 from opentelemetry import trace
 
 import otel_costs
-from otel_costs import _conventions as conv
-from otel_costs import _usage
+from otel_costs import conventions as conv
+from otel_costs.pricing import _usage
 from otel_costs.testing import InMemoryPipeline
 
 #: The prices of the hierarchical example (USD per 1M tokens).

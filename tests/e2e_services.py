@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 import otel_costs
-from otel_costs import _conventions as conv
+from otel_costs import conventions as conv
 from otel_costs.testing import fixed_price_book
 
 #: W3C trace context plus W3C baggage: what crosses the HTTP hop.

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from infra import free_port
 
-from otel_costs import _conventions as conv
-from otel_costs._alerts import (
+from otel_costs import conventions as conv
+from otel_costs.budgets._alerts import (
     BudgetAlert,
     BudgetMonitor,
     LoggingAlertSink,
@@ -26,9 +26,9 @@ from otel_costs._alerts import (
     severity_of,
     usd_text,
 )
-from otel_costs._budgets import Budget, BudgetManager
-from otel_costs._ledger import Ledger, MemoryLedger, RedisLedger, SqliteLedger
-from otel_costs._windows import ManualClock
+from otel_costs.budgets._manager import Budget, BudgetManager
+from otel_costs.budgets.ledger._ledgers import Ledger, MemoryLedger, RedisLedger, SqliteLedger
+from otel_costs.budgets._windows import ManualClock
 
 if TYPE_CHECKING:
     from redis_server import RedisServer

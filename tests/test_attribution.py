@@ -17,7 +17,7 @@ from opentelemetry import baggage, context, propagate
 from ulid import ULID
 
 import otel_costs
-from otel_costs import _conventions as conv
+from otel_costs import conventions as conv
 from otel_costs.testing import InMemoryPipeline
 
 LlmCallFn = Callable[..., None]

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 import otel_costs
-from otel_costs import _conventions as conv
+from otel_costs import conventions as conv
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
 
 LlmCallFn = Callable[..., None]

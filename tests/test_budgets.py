@@ -22,9 +22,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_costs
-from otel_costs import _conventions as conv
-from otel_costs._alerts import WebhookAlertSink
-from otel_costs._budgets import (
+from otel_costs import conventions as conv
+from otel_costs.budgets._alerts import WebhookAlertSink
+from otel_costs.budgets._manager import (
     RESERVATION_ID_ATTRIBUTE,
     Budget,
     BudgetConfig,
@@ -37,8 +37,8 @@ from otel_costs._budgets import (
     Verdict,
     current_reservation_id,
 )
-from otel_costs._ledger import CounterUsage, Ledger, MemoryLedger, RedisLedger, SqliteLedger
-from otel_costs._windows import ManualClock
+from otel_costs.budgets.ledger._ledgers import CounterUsage, Ledger, MemoryLedger, RedisLedger, SqliteLedger
+from otel_costs.budgets._windows import ManualClock
 
 if TYPE_CHECKING:
     from redis_server import RedisServer

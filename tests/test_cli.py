@@ -12,7 +12,7 @@ import pytest
 from opentelemetry import trace
 
 import otel_costs
-from otel_costs._cli import main
+from otel_costs.cli._main import main
 
 RunFn = Callable[[trace.TracerProvider], None]
 
@@ -94,9 +94,9 @@ def test_tree_empty_file_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_module_entry_point(traces_file: Path) -> None:
-    """``python -m otel_costs._cli tree FILE`` runs the real entry point."""
+    """``python -m otel_costs.cli._main tree FILE`` runs the real entry point."""
     done = subprocess.run(
-        [sys.executable, "-m", "otel_costs._cli", "tree", str(traces_file)],
+        [sys.executable, "-m", "otel_costs.cli._main", "tree", str(traces_file)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -104,7 +104,7 @@ def test_module_entry_point(traces_file: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert TREE in done.stdout
     missing = subprocess.run(
-        [sys.executable, "-m", "otel_costs._cli", "tree", str(traces_file) + ".missing"],
+        [sys.executable, "-m", "otel_costs.cli._main", "tree", str(traces_file) + ".missing"],
         capture_output=True,
         text=True,
         timeout=60,

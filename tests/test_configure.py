@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_costs
-from otel_costs import _conventions as conv
-from otel_costs._otlp import OtlpJsonFileExporter, SpanRecord, iter_records, read_json_file
+from otel_costs import conventions as conv
+from otel_costs.pipeline._otlp import OtlpJsonFileExporter, SpanRecord, iter_records, read_json_file
 
 RunFn = Callable[[trace.TracerProvider], None]
 ROOT = "invoke_agent coordinator"

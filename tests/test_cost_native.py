@@ -28,11 +28,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from price_data import updated_gpt_4o_prices
 
-from otel_costs import _conventions as conv
-from otel_costs import _pricing, _usage
-from otel_costs._pricing import PriceBook
-from otel_costs._processor import CostSpanProcessor, _publish_quote
-from otel_costs._usage import LlmCall, TokenUsage, billable_counts
+from otel_costs import conventions as conv
+from otel_costs.pricing import _book as _pricing
+from otel_costs.pricing import _usage
+from otel_costs.pricing._book import PriceBook
+from otel_costs.pipeline._processor import CostSpanProcessor, _publish_quote
+from otel_costs.pricing._usage import LlmCall, TokenUsage, billable_counts
 from otel_costs.testing import fixed_price_book
 
 REQUIRE_NATIVE = os.environ.get("OTEL_COSTS_REQUIRE_NATIVE", "").strip() == "1"
@@ -791,7 +792,7 @@ decimal.setcontext(Context())
 }
 _USE_AFTER_FREE = """
 import decimal
-from otel_costs import _pricing
+from otel_costs.pricing import _book as _pricing
 native = _pricing._NATIVE
 zero = (0,) * 6
 levels = (((1, 2, 0, 0, 0, 0), (1, 0, 0, 0, 0, 0), zero, zero, (0, 2, 0, 0, 0, 0)),)

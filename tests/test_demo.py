@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from otel_costs import _conventions as conv
-from otel_costs._cli import main
-from otel_costs._demo import run
-from otel_costs._otlp import read_json_file
+from otel_costs import conventions as conv
+from otel_costs.cli._main import main
+from otel_costs.cli._demo import run
+from otel_costs.pipeline._otlp import read_json_file
 
 
 def test_demo_costs_every_call_and_the_root_holds_the_sum(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from infra import (
     tags,
 )
 
-from otel_costs import _conventions as conv
+from otel_costs import conventions as conv
 from otel_costs._money import to_nanos
 from otel_costs._serve import WORKER_ATTRIBUTE
 from otel_costs.testing import FIXED_PRICES

@@ -17,8 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import otel_costs
-from otel_costs import _conventions as conv
-from otel_costs import _exporter, _rollup
+from otel_costs import conventions as conv
+from otel_costs.rollup import _exporter
+from otel_costs.rollup import _tree as _rollup
 from otel_costs.testing import InMemoryPipeline
 
 #: coordinator -> code_agent -> syntax_analyzer: 0.012 + 0.018 + 0.00325 USD.

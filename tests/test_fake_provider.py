@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from otel_costs._fake_provider import FakeLLMProvider, FakeUsage, Misbehaviour
+from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage, Misbehaviour
 
 pytestmark = pytest.mark.slow
 

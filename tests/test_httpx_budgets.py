@@ -11,7 +11,7 @@ import openai
 import pytest
 
 import otel_costs
-from otel_costs import _conventions as conv
+from otel_costs import conventions as conv
 from otel_costs.testing import FakeLLMProvider, FakeUsage, InMemoryPipeline, fixed_price_book
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 
-from otel_costs._ledger import (
+from otel_costs.budgets.ledger._ledgers import (
     Counter,
     CounterUsage,
     Ledger,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from otel_costs._llm_responses import (
+from otel_costs.capture._responses import (
     ANTHROPIC_MESSAGES,
     GEMINI_GENERATE,
     OPENAI_CHAT,

@@ -11,9 +11,9 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_costs import _conventions as conv
-from otel_costs._budgets import Budget, BudgetManager
-from otel_costs._metrics import COST_METRIC, LIMIT_METRIC, SPENT_METRIC, UTILIZATION_METRIC, CostMetrics
+from otel_costs import conventions as conv
+from otel_costs.budgets._manager import Budget, BudgetManager
+from otel_costs.metrics._cost_metrics import COST_METRIC, LIMIT_METRIC, SPENT_METRIC, UTILIZATION_METRIC, CostMetrics
 
 USD = 1_000_000_000
 CALL = {

@@ -1,4 +1,4 @@
-"""The PriceBook (otel_costs._pricing): identity with genai-prices, resolution, overrides."""
+"""The PriceBook (otel_costs.pricing._book): identity with genai-prices, resolution, overrides."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from genai_prices.types import (
 )
 from price_data import updated_gpt_4o_prices
 
-from otel_costs._conventions import (
+from otel_costs.conventions import (
     PRICE_SOURCE_GENAI_PRICES,
     PRICE_SOURCE_OVERRIDE,
     STATUS_INVALID_USAGE,
@@ -31,8 +31,8 @@ from otel_costs._conventions import (
     STATUS_UNPRICED,
 )
 from otel_costs._money import to_nanos
-from otel_costs._pricing import CostBreakdown, PriceBook, PriceConfigError, _Entry, _genai_usage
-from otel_costs._usage import LlmCall, TokenUsage
+from otel_costs.pricing._book import CostBreakdown, PriceBook, PriceConfigError, _Entry, _genai_usage
+from otel_costs.pricing._usage import LlmCall, TokenUsage
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 EXAMPLE_OVERRIDES = {"gpt-5.2": {"input": 3, "output": 15}, "gemini-3-pro": {"input": 2.5, "output": 10}}
@@ -292,7 +292,7 @@ def test_self_hosted_or_unpriced_providers_are_not_guessed(
 def test_unknown_model_is_unpriced_warned_once_and_counted(caplog: pytest.LogCaptureFixture) -> None:
     """An unknown model is never a silent $0: status unpriced, one warning, and a count per call."""
     book = PriceBook()
-    with caplog.at_level(logging.WARNING, logger="otel_costs._pricing"):
+    with caplog.at_level(logging.WARNING, logger="otel_costs.pricing._book"):
         for _ in range(3):
             cost = book.price(_call("no-such-model-xyz", "openai", TokenUsage(10, 10)), at=AT)
     assert cost.status == STATUS_UNPRICED and cost.source is None
@@ -330,7 +330,7 @@ def test_never_raises(book: PriceBook, caplog: pytest.LogCaptureFixture) -> None
     """Garbage in a call gives a not-priced result and a log line, never an exception."""
     assert book.price(LlmCall("gpt-4o", "openai", None, None)).status == STATUS_INVALID_USAGE  # type: ignore[arg-type]
     assert book.price(_call(42, "openai", TokenUsage(1, 1))).status == STATUS_UNPRICED  # type: ignore[arg-type]
-    with caplog.at_level(logging.ERROR, logger="otel_costs._pricing"):
+    with caplog.at_level(logging.ERROR, logger="otel_costs.pricing._book"):
         # o3 has dated prices, so the bad timestamp is used and fails inside the book.
         cost = book.price(_call("o3", "openai", TokenUsage(1, 1)), at="yesterday")  # type: ignore[arg-type]
     assert cost.status == STATUS_UNPRICED

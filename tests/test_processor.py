@@ -18,9 +18,10 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import StatusCode
 
 import otel_costs
-from otel_costs import _conventions as conv
-from otel_costs import _spans, _usage
-from otel_costs._usage import LlmCall
+from otel_costs import conventions as conv
+from otel_costs.pipeline import _spans
+from otel_costs.pricing import _usage
+from otel_costs.pricing._usage import LlmCall
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
 
 

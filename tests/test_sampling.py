@@ -12,9 +12,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased, TraceIdRatioBased
 
 import otel_costs
-from otel_costs import _conventions as conv
-from otel_costs._budgets import Budget, BudgetManager
-from otel_costs._sampling import RecordLlmSpans, is_llm_call
+from otel_costs import conventions as conv
+from otel_costs.budgets._manager import Budget, BudgetManager
+from otel_costs.pipeline._sampling import RecordLlmSpans, is_llm_call
 
 CHAT = {
     conv.GEN_AI_OPERATION_NAME: "chat",

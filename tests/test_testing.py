@@ -10,9 +10,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
 import otel_costs
-from otel_costs import _conventions as conv
-from otel_costs import _usage
-from otel_costs._usage import LlmCall, TokenUsage
+from otel_costs import conventions as conv
+from otel_costs.pricing import _usage
+from otel_costs.pricing._usage import LlmCall, TokenUsage
 from otel_costs.testing import FIXED_PRICES, InMemoryPipeline, fixed_price_book
 
 RunFn = Callable[[trace.TracerProvider], None]

@@ -1,4 +1,4 @@
-"""Reading token usage from span attributes (otel_costs._usage)."""
+"""Reading token usage from span attributes (otel_costs.pricing._usage)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util.types import AttributeValue
 
-from otel_costs import _usage
-from otel_costs._usage import (
+from otel_costs.pricing import _usage
+from otel_costs.pricing._usage import (
     MAX_TOKENS,
     LlmCall,
     TokenUsage,
@@ -313,7 +313,7 @@ class _Exploding(Mapping[str, object]):
 
 def test_never_raises_on_a_broken_mapping(caplog: pytest.LogCaptureFixture) -> None:
     """A mapping that raises gives an invalid reading and a logged exception, not an exception."""
-    with caplog.at_level(logging.ERROR, logger="otel_costs._usage"):
+    with caplog.at_level(logging.ERROR, logger="otel_costs.pricing._usage"):
         reading = read_usage(_Exploding())
     assert reading is not None and reading.kind == "invalid"
     assert reading.reason is not None and "RuntimeError" in reading.reason

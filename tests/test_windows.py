@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from otel_costs._windows import (
+from otel_costs.budgets._windows import (
     CalendarWindow,
     ManualClock,
     RollingWindow,

@@ -29,7 +29,7 @@ from known_calls import (
     unwrap_sdk_methods,
 )
 
-from otel_costs._fake_provider import FakeLLMProvider
+from otel_costs.testing._fake_provider import FakeLLMProvider
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
 
 HERE = Path(__file__).parent

@@ -15,9 +15,9 @@ import wrapt
 from genai_prices import Usage, calc_price
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_costs import _conventions as conv
-from otel_costs import _usage
-from otel_costs._fake_provider import FakeUsage
+from otel_costs import conventions as conv
+from otel_costs.pricing import _usage
+from otel_costs.testing._fake_provider import FakeUsage
 from otel_costs.testing import InMemoryPipeline
 
 OPENAI_MODEL = "gpt-5.2"

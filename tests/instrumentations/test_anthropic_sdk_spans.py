@@ -14,7 +14,7 @@ from known_calls import (
     usage_attributes,
 )
 
-from otel_costs import _usage
+from otel_costs.pricing import _usage
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
 
 SPAN_NAME = "anthropic.messages.create"

@@ -21,8 +21,8 @@ from known_calls import (
 from opentelemetry.instrumentation.genai.anthropic import AnthropicInstrumentor
 
 from otel_costs import PriceBook, _usage
-from otel_costs import _conventions as conv
-from otel_costs._fake_provider import FakeLLMProvider
+from otel_costs import conventions as conv
+from otel_costs.testing._fake_provider import FakeLLMProvider
 from otel_costs.testing import InMemoryPipeline
 
 SPAN_NAME = f"chat {ANTHROPIC_MODEL}"

@@ -27,8 +27,8 @@ from known_calls import (
 from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
 
 from otel_costs import PriceBook, _usage
-from otel_costs import _conventions as conv
-from otel_costs._fake_provider import FakeLLMProvider
+from otel_costs import conventions as conv
+from otel_costs.testing._fake_provider import FakeLLMProvider
 from otel_costs.testing import InMemoryPipeline
 
 CHAT_SPAN = f"chat {OPENAI_MODEL}"

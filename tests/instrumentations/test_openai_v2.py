@@ -28,8 +28,8 @@ from known_calls import (
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
 from otel_costs import PriceBook, _usage
-from otel_costs import _conventions as conv
-from otel_costs._fake_provider import FakeLLMProvider, FakeUsage
+from otel_costs import conventions as conv
+from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage
 from otel_costs.testing import InMemoryPipeline
 
 CHAT_SPAN = f"chat {OPENAI_MODEL}"

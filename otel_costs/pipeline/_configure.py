@@ -13,11 +13,11 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
 
-from ._exporter import CostRollupExporter
-from ._otlp import OtlpJsonFileExporter
-from ._pricing import PriceBook
-from ._processor import CostListener, CostSpanProcessor, SpendRecorder
-from ._sampling import RecordLlmSpans
+from otel_costs.rollup._exporter import CostRollupExporter
+from otel_costs.pipeline._otlp import OtlpJsonFileExporter
+from otel_costs.pricing._book import PriceBook
+from otel_costs.pipeline._processor import CostListener, CostSpanProcessor, SpendRecorder
+from otel_costs.pipeline._sampling import RecordLlmSpans
 
 logger = logging.getLogger("otel_costs")
 

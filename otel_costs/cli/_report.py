@@ -11,10 +11,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from . import _conventions as conv
-from ._money import nanos_to_decimal
-from ._otlp import SpanRecord, hex_id
-from ._rollup import NodeRollup, cost_node, rollup
+from otel_costs import conventions as conv
+from otel_costs._money import nanos_to_decimal
+from otel_costs.pipeline._otlp import SpanRecord, hex_id
+from otel_costs.rollup._tree import NodeRollup, cost_node, rollup
 
 
 @dataclass

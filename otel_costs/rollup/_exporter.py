@@ -15,9 +15,9 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from . import _conventions as conv
-from ._rollup import own_cost, rollup_columns, write_rollup
-from ._spans import annotated, attributes_dict
+from otel_costs import conventions as conv
+from otel_costs.rollup._tree import own_cost, rollup_columns, write_rollup
+from otel_costs.pipeline._spans import annotated, attributes_dict
 
 logger = logging.getLogger("otel_costs")
 

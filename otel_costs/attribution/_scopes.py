@@ -29,8 +29,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from opentelemetry import baggage, context, trace
 from ulid import ULID
 
-from . import _conventions as conv
-
+from otel_costs import conventions as conv
 logger = logging.getLogger("otel_costs")
 
 P = ParamSpec("P")

@@ -54,9 +54,9 @@ from opentelemetry.semconv.attributes.url_attributes import URL_FULL
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from . import _conventions as conv
-from ._budgets import RESERVATION_ID_ATTRIBUTE
-from ._llm_responses import (
+from otel_costs import conventions as conv
+from otel_costs.budgets._manager import RESERVATION_ID_ATTRIBUTE
+from otel_costs.capture._responses import (
     OPENAI_CHAT,
     OPENAI_COMPLETIONS,
     ApiCall,
@@ -65,7 +65,7 @@ from ._llm_responses import (
     api_for_path,
     loads_json,
 )
-from ._processor import _add_attributes
+from otel_costs.pipeline._processor import _add_attributes
 
 logger = logging.getLogger("otel_costs")
 

@@ -19,11 +19,11 @@ from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from . import _conventions as conv
-from ._money import NANOS_PER_USD, nanos_to_usd, to_nanos
-from ._pricing import CostBreakdown, PriceBook, _Quote
-from ._spans import annotated, attributes_dict, with_attributes
-from ._usage import USAGE_OR_CALL_KEYS, Counts, LlmCall, TokenUsage, UsageReading, billable_counts, read_usage
+from otel_costs import conventions as conv
+from otel_costs._money import NANOS_PER_USD, nanos_to_usd, to_nanos
+from otel_costs.pricing._book import CostBreakdown, PriceBook, _Quote
+from otel_costs.pipeline._spans import annotated, attributes_dict, with_attributes
+from otel_costs.pricing._usage import USAGE_OR_CALL_KEYS, Counts, LlmCall, TokenUsage, UsageReading, billable_counts, read_usage
 
 logger = logging.getLogger("otel_costs")
 

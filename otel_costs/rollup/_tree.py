@@ -20,8 +20,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import _conventions as conv
-from ._money import nanos_to_usd, usd_wire_to_nanos
+from otel_costs import conventions as conv
+from otel_costs._money import nanos_to_usd, usd_wire_to_nanos
 
 
 @dataclass(slots=True)

@@ -44,7 +44,7 @@ from genai_prices.types import (
 from genai_prices.units import _get_registry
 from genai_prices.validation import validate_priced_units
 
-from otel_costs._conventions import (
+from otel_costs.conventions import (
     AGGREGATE_OPERATIONS,
     COST_CACHE_READ,
     COST_CACHE_WRITE,
@@ -70,8 +70,8 @@ from otel_costs._conventions import (
     STATUS_UNPRICED,
 )
 from otel_costs._money import NANOS_PER_USD, to_nanos
-from otel_costs._provider_names import PROVIDER_ALIASES
-from otel_costs._usage import (
+from otel_costs.pricing._providers import PROVIDER_ALIASES
+from otel_costs.pricing._usage import (
     CACHE_READ_KEYS,
     CACHE_WRITE_KEYS,
     MAX_TOKENS,

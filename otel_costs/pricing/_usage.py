@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, Literal, TypeGuard
 
-from otel_costs._conventions import (
+from otel_costs.conventions import (
     AGGREGATE_OPERATIONS,
     GEN_AI_OPERATION_NAME,
     GEN_AI_PROVIDER_NAME,

@@ -46,7 +46,7 @@ import yaml
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Event, ReadableSpan
 
-from otel_costs._alerts import (
+from otel_costs.budgets._alerts import (
     DEFAULT_THRESHOLDS,
     THRESHOLD_EVENT,
     AlertSink,
@@ -57,8 +57,8 @@ from otel_costs._alerts import (
     usd_text,
     utc_from_epoch,
 )
-from otel_costs._attribution import current_attribution
-from otel_costs._conventions import (
+from otel_costs.attribution._scopes import current_attribution
+from otel_costs.conventions import (
     AGENT_ID,
     AGENT_NAME,
     BAGGAGE_TO_ATTRIBUTE,
@@ -69,7 +69,7 @@ from otel_costs._conventions import (
     WORKFLOW_ID,
     WORKFLOW_NAME,
 )
-from otel_costs._ledger import (
+from otel_costs.budgets.ledger._ledgers import (
     Counter,
     CounterUsage,
     Ledger,
@@ -80,7 +80,7 @@ from otel_costs._ledger import (
     has_room,
 )
 from otel_costs._money import nanos_to_decimal, to_nanos
-from otel_costs._windows import (
+from otel_costs.budgets._windows import (
     Clock,
     Window,
     WindowError,
@@ -92,7 +92,7 @@ from otel_costs._windows import (
 )
 
 if TYPE_CHECKING:
-    from otel_costs._metrics import CostMetrics
+    from otel_costs.metrics._cost_metrics import CostMetrics
 
 logger = logging.getLogger(__name__)
 

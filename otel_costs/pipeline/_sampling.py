@@ -24,7 +24,7 @@ from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from otel_costs._conventions import (
+from otel_costs.conventions import (
     AGGREGATE_OPERATIONS,
     GEN_AI_OPERATION_NAME,
     GEN_AI_PROVIDER_NAME,

@@ -19,8 +19,8 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_costs._alerts import BUDGET_NAME, BUDGET_SUBJECT, BUDGET_WINDOW
-from otel_costs._conventions import (
+from otel_costs.budgets._alerts import BUDGET_NAME, BUDGET_SUBJECT, BUDGET_WINDOW
+from otel_costs.conventions import (
     AGENT_ID,
     AGENT_NAME,
     GEN_AI_PROVIDER_NAME,
