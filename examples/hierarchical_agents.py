@@ -19,8 +19,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 import otel_costs
-from otel_costs.pipeline._otlp import read_json_file
 from otel_costs.cli._report import cost_trees, format_tree
+from otel_costs.pipeline._otlp import read_json_file
 
 #: USD per 1M tokens.
 EXAMPLE_PRICES = {"gpt-5.2": {"input": 3.0, "output": 15.0}, "gemini-3-pro": {"input": 2.5, "output": 10.0}}

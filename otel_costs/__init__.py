@@ -12,10 +12,16 @@ Example::
         ...  # LLM calls made here are priced and attributed
 """
 
-from otel_costs.budgets._alerts import AlertSink, BudgetAlert, BudgetMonitor, LoggingAlertSink, WebhookAlertSink
+from otel_costs._serve import ForwardConfig, ServeConfig, ServeWorker
 from otel_costs.attribution._scopes import Attempt, Retry, agent, current_attribution, retry, workflow
+from otel_costs.budgets._alerts import (
+    AlertSink,
+    BudgetAlert,
+    BudgetMonitor,
+    LoggingAlertSink,
+    WebhookAlertSink,
+)
 from otel_costs.budgets._manager import (
-    RESERVATION_ID_ATTRIBUTE,
     Budget,
     BudgetConfig,
     BudgetConfigError,
@@ -29,8 +35,13 @@ from otel_costs.budgets._manager import (
     Verdict,
     current_reservation_id,
 )
-from otel_costs.pipeline._configure import ConfigurationError, configure, default_exporter
-from otel_costs.rollup._exporter import CostRollupExporter
+from otel_costs.budgets.ledger._ledgers import (
+    Ledger,
+    LedgerUnavailable,
+    MemoryLedger,
+    RedisLedger,
+    SqliteLedger,
+)
 from otel_costs.capture._httpx import (
     DEFAULT_LLM_HOSTS,
     HEADER_ATTRIBUTION_SIGNATURE,
@@ -41,15 +52,16 @@ from otel_costs.capture._httpx import (
     instrument_httpx,
     uninstrument_httpx,
 )
-from otel_costs.budgets.ledger._ledgers import Ledger, LedgerUnavailable, MemoryLedger, RedisLedger, SqliteLedger
+from otel_costs.conventions import RESERVATION_ID_ATTRIBUTE
 from otel_costs.metrics._cost_metrics import CostMetrics
+from otel_costs.pipeline._configure import ConfigurationError, configure, default_exporter
 from otel_costs.pipeline._otlp import OtlpFormatError, OtlpJsonFileExporter
-from otel_costs.pricing._book import CostBreakdown, ModelRates, PriceBook, PriceConfigError, RateTier
 from otel_costs.pipeline._processor import CostListener, CostSpanProcessor, SpendRecorder
-from otel_costs.rollup._tree import CostNode, NodeRollup, cost_node, rollup
 from otel_costs.pipeline._sampling import RecordLlmSpans
-from otel_costs._serve import ForwardConfig, ServeConfig, ServeWorker
+from otel_costs.pricing._book import CostBreakdown, ModelRates, PriceBook, PriceConfigError, RateTier
 from otel_costs.pricing._usage import LlmCall, TokenUsage, UsageReading, read_usage
+from otel_costs.rollup._exporter import CostRollupExporter
+from otel_costs.rollup._tree import CostNode, NodeRollup, cost_node, rollup
 
 __all__ = [
     "AlertSink",

@@ -71,16 +71,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel_costs import conventions as conv
 from otel_costs._money import nanos_to_usd
-from otel_costs.pipeline._otlp import _HAS_IS_REMOTE, _IS_REMOTE, OtlpFormatError, any_value, json_to_request
-from otel_costs.rollup._tree import (
-    _BILLABLE,
-    _INCOMPLETE,
-    CostNode,
-    NodeRollup,
-    own_cost,
-    rollup_attributes,
-    rollup_columns,
-)
 from otel_costs._serve_metrics import (
     FORWARD_REQUESTS,
     REQUESTS_REJECTED,
@@ -93,6 +83,16 @@ from otel_costs._serve_metrics import (
     TRACES_BUFFERED,
     TRACES_FLUSHED,
     ServeMetrics,
+)
+from otel_costs.pipeline._otlp import _HAS_IS_REMOTE, _IS_REMOTE, OtlpFormatError, any_value, json_to_request
+from otel_costs.rollup._tree import (
+    _BILLABLE,
+    _INCOMPLETE,
+    CostNode,
+    NodeRollup,
+    own_cost,
+    rollup_attributes,
+    rollup_columns,
 )
 
 logger = logging.getLogger("otel_costs.serve")

@@ -144,3 +144,111 @@ SERVER_ADDRESS: Final = "server.address"
 AGGREGATE_OPERATIONS: Final = frozenset({"invoke_agent", "invoke_workflow", "execute_tool", "create_agent"})
 OPERATION_INVOKE_WORKFLOW: Final = "invoke_workflow"
 OPERATION_INVOKE_AGENT: Final = "invoke_agent"
+
+
+# --- usage attributes of every instrumentation (read by otel_costs.pricing) ---
+# --- attribute names read here (not in _conventions: only this module reads them) -----------
+# OpenTelemetry GenAI semantic conventions, current.
+#: The name on semconv main; released semconv (<= 1.38) calls it ``cache_creation``.
+# OpenTelemetry GenAI semantic conventions, deprecated (still written by OpenLLMetry).
+GEN_AI_USAGE_PROMPT_TOKENS: Final = "gen_ai.usage.prompt_tokens"
+GEN_AI_USAGE_COMPLETION_TOKENS: Final = "gen_ai.usage.completion_tokens"
+GEN_AI_USAGE_TOTAL_TOKENS: Final = "gen_ai.usage.total_tokens"
+# OpenLLMetry (traceloop semconv_ai).
+TRACELOOP_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read_input_tokens"
+TRACELOOP_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation_input_tokens"
+TRACELOOP_REASONING_TOKENS: Final = "gen_ai.usage.reasoning_tokens"
+TRACELOOP_LLM_REASONING_TOKENS: Final = "llm.usage.reasoning_tokens"
+TRACELOOP_TOTAL_TOKENS: Final = "llm.usage.total_tokens"
+TRACELOOP_SPAN_KIND: Final = "traceloop.span.kind"
+OPENAI_API_BASE: Final = "gen_ai.openai.api_base"
+# OpenInference.
+OI_TOKEN_COUNT_PROMPT: Final = "llm.token_count.prompt"
+OI_TOKEN_COUNT_COMPLETION: Final = "llm.token_count.completion"
+OI_TOKEN_COUNT_TOTAL: Final = "llm.token_count.total"
+OI_CACHE_READ: Final = "llm.token_count.prompt_details.cache_read"
+OI_CACHE_WRITE: Final = "llm.token_count.prompt_details.cache_write"
+OI_REASONING: Final = "llm.token_count.completion_details.reasoning"
+OI_MODEL_NAME: Final = "llm.model_name"
+OI_PROVIDER: Final = "llm.provider"
+OI_SYSTEM: Final = "llm.system"
+OI_SPAN_KIND: Final = "openinference.span.kind"
+OI_EMBEDDING_MODEL_NAME: Final = "embedding.model_name"
+# Pydantic AI / Logfire.
+PYDANTIC_CACHE_READ: Final = "gen_ai.usage.details.cache_read_tokens"
+PYDANTIC_CACHE_WRITE: Final = "gen_ai.usage.details.cache_write_tokens"
+PYDANTIC_REASONING: Final = "gen_ai.usage.details.reasoning_tokens"
+
+#: Per field, the attribute names in priority order: the first one present wins.
+INPUT_KEYS: Final = (GEN_AI_USAGE_INPUT_TOKENS, GEN_AI_USAGE_PROMPT_TOKENS, OI_TOKEN_COUNT_PROMPT)
+OUTPUT_KEYS: Final = (GEN_AI_USAGE_OUTPUT_TOKENS, GEN_AI_USAGE_COMPLETION_TOKENS, OI_TOKEN_COUNT_COMPLETION)
+CACHE_READ_KEYS: Final = (
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    TRACELOOP_CACHE_READ_INPUT_TOKENS,
+    OI_CACHE_READ,
+    PYDANTIC_CACHE_READ,
+)
+CACHE_WRITE_KEYS: Final = (
+    GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
+    GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+    TRACELOOP_CACHE_CREATION_INPUT_TOKENS,
+    OI_CACHE_WRITE,
+    PYDANTIC_CACHE_WRITE,
+)
+REASONING_KEYS: Final = (
+    GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+    TRACELOOP_REASONING_TOKENS,
+    TRACELOOP_LLM_REASONING_TOKENS,
+    OI_REASONING,
+    PYDANTIC_REASONING,
+)
+#: A total alone cannot be priced, but it marks a span as carrying usage (so it is flagged, not skipped).
+TOTAL_KEYS: Final = (GEN_AI_USAGE_TOTAL_TOKENS, TRACELOOP_TOTAL_TOKENS, OI_TOKEN_COUNT_TOTAL)
+MODEL_KEYS: Final = (GEN_AI_RESPONSE_MODEL, GEN_AI_REQUEST_MODEL, OI_MODEL_NAME, OI_EMBEDDING_MODEL_NAME)
+PROVIDER_KEYS: Final = (GEN_AI_PROVIDER_NAME, GEN_AI_SYSTEM, OI_PROVIDER, OI_SYSTEM)
+SERVER_KEYS: Final = (SERVER_ADDRESS, OPENAI_API_BASE)
+
+#: OpenInference span kinds whose token counts sum their children's (upper-case, as written).
+OI_AGGREGATE_KINDS: Final = frozenset({"AGENT", "CHAIN", "TOOL"})
+#: traceloop span kinds whose token counts sum their children's.
+TRACELOOP_AGGREGATE_KINDS: Final = frozenset({"workflow", "agent", "task", "tool"})
+
+#: ``gen_ai.operation.name`` values of a single model call, and OpenInference span kinds of one:
+#: such a span with no usage at all is flagged (e.g. a stream read without its usage record).
+LLM_OPERATIONS: Final = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
+OI_LLM_KINDS: Final = frozenset({"LLM", "EMBEDDING"})
+
+
+# --- budget alerts: the threshold event and its attributes ---
+#: Name of the span event added to the span whose cost crossed a threshold.
+THRESHOLD_EVENT: Final = "budget.threshold_crossed"
+
+# Attribute names of the threshold event and of the utilization gauges.
+BUDGET_NAME: Final = "budget.name"
+BUDGET_WINDOW: Final = "budget.window"
+BUDGET_SUBJECT: Final = "budget.subject"
+BUDGET_THRESHOLD: Final = "budget.threshold"
+BUDGET_SEVERITY: Final = "budget.severity"
+BUDGET_SPENT: Final = "budget.spent"
+BUDGET_LIMIT: Final = "budget.limit"
+BUDGET_UTILIZATION: Final = "budget.utilization"
+
+SEVERITY_WARNING: Final = "warning"
+SEVERITY_CRITICAL: Final = "critical"
+SEVERITY_EXCEEDED: Final = "exceeded"
+
+
+# --- metrics ---
+#: Counter of money spent on LLM calls, USD.
+COST_METRIC: Final = "gen_ai.client.cost"
+#: Gauge: spent / limit of each budget counter (1.0 = the limit).
+UTILIZATION_METRIC: Final = "otel_costs.budget.utilization"
+#: Gauge: spend in the current window of each budget counter, USD.
+SPENT_METRIC: Final = "otel_costs.budget.spent"
+#: Gauge: the limit of each budget counter, USD.
+LIMIT_METRIC: Final = "otel_costs.budget.limit"
+
+
+# --- budgets ---
+#: Span attribute where the HTTP layer puts the reservation id of a call, for the processor to reconcile.
+RESERVATION_ID_ATTRIBUTE: Final = "cost.budget.reservation_id"

@@ -10,7 +10,6 @@ from opentelemetry import trace
 
 import otel_costs
 from otel_costs import conventions as conv
-from otel_costs.pricing import _usage
 from otel_costs.testing import InMemoryPipeline
 
 #: The prices of the hierarchical example (USD per 1M tokens).
@@ -30,8 +29,8 @@ def usage_attributes(
         conv.GEN_AI_OPERATION_NAME: "chat",
         conv.GEN_AI_PROVIDER_NAME: provider,
         conv.GEN_AI_REQUEST_MODEL: model,
-        _usage.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
-        _usage.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
+        conv.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
+        conv.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
     }
 
 

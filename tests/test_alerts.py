@@ -27,8 +27,8 @@ from otel_costs.budgets._alerts import (
     usd_text,
 )
 from otel_costs.budgets._manager import Budget, BudgetManager
-from otel_costs.budgets.ledger._ledgers import Ledger, MemoryLedger, RedisLedger, SqliteLedger
 from otel_costs.budgets._windows import ManualClock
+from otel_costs.budgets.ledger._ledgers import Ledger, MemoryLedger, RedisLedger, SqliteLedger
 
 if TYPE_CHECKING:
     from redis_server import RedisServer

@@ -25,7 +25,6 @@ import otel_costs
 from otel_costs import conventions as conv
 from otel_costs.budgets._alerts import WebhookAlertSink
 from otel_costs.budgets._manager import (
-    RESERVATION_ID_ATTRIBUTE,
     Budget,
     BudgetConfig,
     BudgetConfigError,
@@ -37,8 +36,9 @@ from otel_costs.budgets._manager import (
     Verdict,
     current_reservation_id,
 )
-from otel_costs.budgets.ledger._ledgers import CounterUsage, Ledger, MemoryLedger, RedisLedger, SqliteLedger
 from otel_costs.budgets._windows import ManualClock
+from otel_costs.budgets.ledger._ledgers import CounterUsage, Ledger, MemoryLedger, RedisLedger, SqliteLedger
+from otel_costs.conventions import RESERVATION_ID_ATTRIBUTE
 
 if TYPE_CHECKING:
     from redis_server import RedisServer

@@ -40,6 +40,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from otel_costs import conventions as conv
+
 #: Resource attribute each stand-in worker upserts on what it forwards (test-only, not a convention).
 STANDIN_ATTRIBUTE = "test.standin"
 

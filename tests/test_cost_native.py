@@ -29,10 +29,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from price_data import updated_gpt_4o_prices
 
 from otel_costs import conventions as conv
-from otel_costs.pricing import _book as _pricing
-from otel_costs.pricing import _usage
-from otel_costs.pricing._book import PriceBook
 from otel_costs.pipeline._processor import CostSpanProcessor, _publish_quote
+from otel_costs.pricing import _book as _pricing
+from otel_costs.pricing._book import PriceBook
 from otel_costs.pricing._usage import LlmCall, TokenUsage, billable_counts
 from otel_costs.testing import fixed_price_book
 
@@ -126,15 +125,15 @@ def _genai_attributes(
     attributes: dict[str, Any] = {
         conv.GEN_AI_OPERATION_NAME: "chat",
         conv.GEN_AI_RESPONSE_MODEL: model,
-        _usage.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
-        _usage.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
+        conv.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
+        conv.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
     }
     if provider is not None:
         attributes[conv.GEN_AI_PROVIDER_NAME] = provider
     for key, value in (
-        (_usage.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens),
-        (_usage.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, usage.cache_write_tokens),
-        (_usage.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
+        (conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens),
+        (conv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, usage.cache_write_tokens),
+        (conv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
     ):
         if value or zero_parts:
             attributes[key] = value
@@ -491,22 +490,22 @@ _STARTS: tuple[object, ...] = (
     _Int(AT_NS),
 )
 _COUNT_KEYS: tuple[str, ...] = (
-    *_usage.INPUT_KEYS,
-    *_usage.OUTPUT_KEYS,
-    *_usage.CACHE_READ_KEYS,
-    *_usage.CACHE_WRITE_KEYS,
-    *_usage.REASONING_KEYS,
-    *_usage.TOTAL_KEYS,
+    *conv.INPUT_KEYS,
+    *conv.OUTPUT_KEYS,
+    *conv.CACHE_READ_KEYS,
+    *conv.CACHE_WRITE_KEYS,
+    *conv.REASONING_KEYS,
+    *conv.TOTAL_KEYS,
 )
 #: Each key with the pool its values come from.
 _POOLS: tuple[tuple[str, tuple[object, ...]], ...] = (
     *((key, _COUNT_VALUES) for key in _COUNT_KEYS),
-    *((key, _MODELS) for key in _usage.MODEL_KEYS),
-    *((key, _PROVIDERS) for key in _usage.PROVIDER_KEYS),
-    *((key, _SERVERS) for key in _usage.SERVER_KEYS),
+    *((key, _MODELS) for key in conv.MODEL_KEYS),
+    *((key, _PROVIDERS) for key in conv.PROVIDER_KEYS),
+    *((key, _SERVERS) for key in conv.SERVER_KEYS),
     (conv.GEN_AI_OPERATION_NAME, _OPERATIONS),
-    (_usage.OI_SPAN_KIND, _OI_KINDS),
-    (_usage.TRACELOOP_SPAN_KIND, _TRACELOOP_KINDS),
+    (conv.OI_SPAN_KIND, _OI_KINDS),
+    (conv.TRACELOOP_SPAN_KIND, _TRACELOOP_KINDS),
     (conv.COST_STATUS, _STATUSES),
     (conv.GEN_AI_RESPONSE_ID, _RESPONSE_IDS),
     ("http.request.method", ("POST", 1, None)),
@@ -526,19 +525,19 @@ def _fuzz_case(rng: random.Random) -> tuple[dict[str, Any], object]:
     if rng.random() < 0.8:
         input_tokens = rng.choice(_PLAIN_COUNTS)
         output_tokens = rng.choice(_PLAIN_COUNTS)
-        attributes[_usage.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
-        attributes[_usage.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+        attributes[conv.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+        attributes[conv.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
         attributes[conv.GEN_AI_RESPONSE_MODEL] = rng.choice(_MODELS[:12])
         if rng.random() < 0.7:
             attributes[conv.GEN_AI_PROVIDER_NAME] = rng.choice(_PROVIDERS[:6])
         for key in (
-            _usage.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
-            _usage.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
+            conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+            conv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
         ):
             if rng.random() < 0.4:
                 attributes[key] = rng.randint(0, input_tokens // 2)
         if rng.random() < 0.3:
-            attributes[_usage.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = rng.randint(0, output_tokens)
+            attributes[conv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = rng.randint(0, output_tokens)
     for _ in range(rng.choice((0, 0, 1, 2, 3, 6))):
         key, pool = rng.choice(_POOLS)
         attributes[key] = rng.choice(pool)
@@ -727,7 +726,7 @@ def test_cost_attributes_with_a_value_that_is_not_a_plan(plan: object) -> None:
     "change",
     [
         pytest.param({}, id="empty"),
-        pytest.param({_usage.GEN_AI_USAGE_INPUT_TOKENS: None}, id="none-count"),
+        pytest.param({conv.GEN_AI_USAGE_INPUT_TOKENS: None}, id="none-count"),
         pytest.param({1: 2, (3,): 4, None: None, 2.5: "x"}, id="non-str-keys"),
         pytest.param({conv.COST_STATUS: float("nan")}, id="nan-status"),
         pytest.param({conv.GEN_AI_RESPONSE_MODEL: "\ud800"}, id="lone-surrogate"),
@@ -751,7 +750,7 @@ class _RereadDict(dict):  # type: ignore[type-arg]
 
     def __getitem__(self, key: Any) -> Any:
         value = dict.__getitem__(self, key)
-        return 1_000 if key == _usage.GEN_AI_USAGE_INPUT_TOKENS else value
+        return 1_000 if key == conv.GEN_AI_USAGE_INPUT_TOKENS else value
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from otel_costs import conventions as conv
-from otel_costs.cli._main import main
 from otel_costs.cli._demo import run
+from otel_costs.cli._main import main
 from otel_costs.pipeline._otlp import read_json_file
 
 

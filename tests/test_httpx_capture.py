@@ -29,12 +29,6 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_costs import conventions as conv
-from otel_costs.conventions import GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS as CACHE_WRITE
-from otel_costs.conventions import GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS as CACHE_READ
-from otel_costs.conventions import GEN_AI_USAGE_INPUT_TOKENS as INPUT
-from otel_costs.conventions import GEN_AI_USAGE_OUTPUT_TOKENS as OUTPUT
-from otel_costs.conventions import GEN_AI_USAGE_REASONING_OUTPUT_TOKENS as REASONING
-from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage, Misbehaviour, RecordedRequest
 from otel_costs.capture._httpx import (
     DEFAULT_LLM_HOSTS,
     HEADER_ATTRIBUTION_SIGNATURE,
@@ -49,6 +43,12 @@ from otel_costs.capture._httpx import (
     instrument_httpx,
     uninstrument_httpx,
 )
+from otel_costs.conventions import GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS as CACHE_WRITE
+from otel_costs.conventions import GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS as CACHE_READ
+from otel_costs.conventions import GEN_AI_USAGE_INPUT_TOKENS as INPUT
+from otel_costs.conventions import GEN_AI_USAGE_OUTPUT_TOKENS as OUTPUT
+from otel_costs.conventions import GEN_AI_USAGE_REASONING_OUTPUT_TOKENS as REASONING
+from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage, Misbehaviour, RecordedRequest
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_costs import conventions as conv
 from otel_costs.budgets._manager import Budget, BudgetManager
-from otel_costs.metrics._cost_metrics import COST_METRIC, LIMIT_METRIC, SPENT_METRIC, UTILIZATION_METRIC, CostMetrics
+from otel_costs.conventions import COST_METRIC, LIMIT_METRIC, SPENT_METRIC, UTILIZATION_METRIC
+from otel_costs.metrics._cost_metrics import CostMetrics
 
 USD = 1_000_000_000
 CALL = {

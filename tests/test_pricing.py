@@ -23,6 +23,7 @@ from genai_prices.types import (
 )
 from price_data import updated_gpt_4o_prices
 
+from otel_costs._money import to_nanos
 from otel_costs.conventions import (
     PRICE_SOURCE_GENAI_PRICES,
     PRICE_SOURCE_OVERRIDE,
@@ -30,7 +31,6 @@ from otel_costs.conventions import (
     STATUS_PRICED,
     STATUS_UNPRICED,
 )
-from otel_costs._money import to_nanos
 from otel_costs.pricing._book import CostBreakdown, PriceBook, PriceConfigError, _Entry, _genai_usage
 from otel_costs.pricing._usage import LlmCall, TokenUsage
 

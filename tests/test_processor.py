@@ -20,7 +20,6 @@ from opentelemetry.trace import StatusCode
 import otel_costs
 from otel_costs import conventions as conv
 from otel_costs.pipeline import _spans
-from otel_costs.pricing import _usage
 from otel_costs.pricing._usage import LlmCall
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
 
@@ -69,8 +68,8 @@ def chat(model: str, input_tokens: object, output_tokens: object, **extra: Any) 
         conv.GEN_AI_OPERATION_NAME: "chat",
         conv.GEN_AI_PROVIDER_NAME: "openai",
         conv.GEN_AI_REQUEST_MODEL: model,
-        _usage.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
-        _usage.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
+        conv.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
+        conv.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
         **extra,
     }
 
@@ -352,7 +351,7 @@ def test_bad_token_counts_have_a_defined_outcome(harness: Harness, input_tokens:
         assert attrs[conv.COST_DIRECT_NANOS] == 12_000_000
     else:
         assert conv.COST_DIRECT not in attrs
-        assert _usage.GEN_AI_USAGE_INPUT_TOKENS in attrs[conv.COST_STATUS_REASON]
+        assert conv.GEN_AI_USAGE_INPUT_TOKENS in attrs[conv.COST_STATUS_REASON]
         assert harness.costs == [("chat", 0)]
 
 

@@ -34,10 +34,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceS
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
-from otel_costs import conventions as conv
 from otel_costs import _serve
-from otel_costs.pipeline._otlp import SpanRecord, any_value, iter_records, request_to_json
-from otel_costs.rollup._tree import cost_node, own_cost, rollup, rollup_attributes
+from otel_costs import conventions as conv
 from otel_costs._serve import (
     _READ_KEYS,
     _REPLACED_KEYS,
@@ -63,6 +61,8 @@ from otel_costs._serve import (
     stage_request,
 )
 from otel_costs._serve_metrics import SPANS_DROPPED, SPANS_FORWARDED, SPANS_RECEIVED, parse_metrics
+from otel_costs.pipeline._otlp import SpanRecord, any_value, iter_records, request_to_json
+from otel_costs.rollup._tree import cost_node, own_cost, rollup, rollup_attributes
 
 REPO = Path(__file__).resolve().parent.parent
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")

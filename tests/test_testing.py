@@ -11,7 +11,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 import otel_costs
 from otel_costs import conventions as conv
-from otel_costs.pricing import _usage
 from otel_costs.pricing._usage import LlmCall, TokenUsage
 from otel_costs.testing import FIXED_PRICES, InMemoryPipeline, fixed_price_book
 
@@ -130,7 +129,7 @@ def test_cost_listeners_are_called(llm_call: LlmCallFn) -> None:
 
     pipeline = InMemoryPipeline(cost_listeners=[listener])
     llm_call(
-        pipeline.tracer_provider, "gpt-5.2", 1500, 500, **{_usage.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 0}
+        pipeline.tracer_provider, "gpt-5.2", 1500, 500, **{conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 0}
     )
     pipeline.shutdown()
     assert seen == [("chat gpt-5.2", 12_000_000)]

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util.types import AttributeValue
 
-from otel_costs.pricing import _usage
+from otel_costs import conventions as conv
 from otel_costs.pricing._usage import (
     MAX_TOKENS,
     LlmCall,
@@ -446,11 +446,11 @@ def test_billable_counts_agrees_with_read_usage(attributes: dict[str, object]) -
 def _counts_are_ints(attributes: Mapping[str, object]) -> bool:
     """True when every count read_usage picks (first non-None of each list) is an exact int."""
     for keys in (
-        _usage.INPUT_KEYS,
-        _usage.OUTPUT_KEYS,
-        _usage.CACHE_READ_KEYS,
-        _usage.CACHE_WRITE_KEYS,
-        _usage.REASONING_KEYS,
+        conv.INPUT_KEYS,
+        conv.OUTPUT_KEYS,
+        conv.CACHE_READ_KEYS,
+        conv.CACHE_WRITE_KEYS,
+        conv.REASONING_KEYS,
     ):
         value = next((attributes[key] for key in keys if attributes.get(key) is not None), 0)
         if type(value) is not int:

@@ -30,6 +30,7 @@ from opentelemetry import baggage, context, trace
 from ulid import ULID
 
 from otel_costs import conventions as conv
+
 logger = logging.getLogger("otel_costs")
 
 P = ParamSpec("P")

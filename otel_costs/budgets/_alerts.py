@@ -22,25 +22,21 @@ from datetime import UTC, datetime
 from typing import Final, Protocol
 
 from otel_costs._money import nanos_to_decimal, nanos_to_usd
+from otel_costs.conventions import (
+    BUDGET_LIMIT,
+    BUDGET_NAME,
+    BUDGET_SEVERITY,
+    BUDGET_SPENT,
+    BUDGET_SUBJECT,
+    BUDGET_THRESHOLD,
+    BUDGET_WINDOW,
+    SEVERITY_CRITICAL,
+    SEVERITY_EXCEEDED,
+    SEVERITY_WARNING,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Name of the span event added to the span whose cost crossed a threshold.
-THRESHOLD_EVENT: Final = "budget.threshold_crossed"
-
-# Attribute names of the threshold event and of the utilization gauges.
-BUDGET_NAME: Final = "budget.name"
-BUDGET_WINDOW: Final = "budget.window"
-BUDGET_SUBJECT: Final = "budget.subject"
-BUDGET_THRESHOLD: Final = "budget.threshold"
-BUDGET_SEVERITY: Final = "budget.severity"
-BUDGET_SPENT: Final = "budget.spent"
-BUDGET_LIMIT: Final = "budget.limit"
-BUDGET_UTILIZATION: Final = "budget.utilization"
-
-SEVERITY_WARNING: Final = "warning"
-SEVERITY_CRITICAL: Final = "critical"
-SEVERITY_EXCEEDED: Final = "exceeded"
 
 #: The default alert thresholds, as fractions of a budget's limit.
 DEFAULT_THRESHOLDS: Final = (0.75, 0.9, 1.0)

@@ -46,9 +46,10 @@ import yaml
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Event, ReadableSpan
 
+from otel_costs._money import nanos_to_decimal, to_nanos
+from otel_costs.attribution._scopes import current_attribution
 from otel_costs.budgets._alerts import (
     DEFAULT_THRESHOLDS,
-    THRESHOLD_EVENT,
     AlertSink,
     BudgetAlert,
     LoggingAlertSink,
@@ -57,17 +58,15 @@ from otel_costs.budgets._alerts import (
     usd_text,
     utc_from_epoch,
 )
-from otel_costs.attribution._scopes import current_attribution
-from otel_costs.conventions import (
-    AGENT_ID,
-    AGENT_NAME,
-    BAGGAGE_TO_ATTRIBUTE,
-    GEN_AI_PROVIDER_NAME,
-    GEN_AI_REQUEST_MODEL,
-    TEAM_ID,
-    USER_ID,
-    WORKFLOW_ID,
-    WORKFLOW_NAME,
+from otel_costs.budgets._windows import (
+    Clock,
+    Window,
+    WindowError,
+    WindowPosition,
+    load_zone,
+    parse_duration,
+    parse_window,
+    system_clock,
 )
 from otel_costs.budgets.ledger._ledgers import (
     Counter,
@@ -79,28 +78,31 @@ from otel_costs.budgets.ledger._ledgers import (
     SqliteLedger,
     has_room,
 )
-from otel_costs._money import nanos_to_decimal, to_nanos
-from otel_costs.budgets._windows import (
-    Clock,
-    Window,
-    WindowError,
-    WindowPosition,
-    load_zone,
-    parse_duration,
-    parse_window,
-    system_clock,
+from otel_costs.conventions import (
+    AGENT_ID,
+    AGENT_NAME,
+    BAGGAGE_TO_ATTRIBUTE,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    TEAM_ID,
+    THRESHOLD_EVENT,
+    USER_ID,
+    WORKFLOW_ID,
+    WORKFLOW_NAME,
 )
 
 if TYPE_CHECKING:
     from otel_costs.metrics._cost_metrics import CostMetrics
+
+from otel_costs.conventions import (
+    RESERVATION_ID_ATTRIBUTE,
+)
 
 logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: Span attribute where the HTTP layer puts the reservation id of a call, for the processor to reconcile.
-RESERVATION_ID_ATTRIBUTE: Final = "cost.budget.reservation_id"
 
 #: Short names accepted in ``per`` and ``match`` for the attribution keys of ``_conventions``.
 DIMENSION_ALIASES: Final[Mapping[str, str]] = MappingProxyType(

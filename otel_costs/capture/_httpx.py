@@ -55,7 +55,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_costs import conventions as conv
-from otel_costs.budgets._manager import RESERVATION_ID_ATTRIBUTE
 from otel_costs.capture._responses import (
     OPENAI_CHAT,
     OPENAI_COMPLETIONS,
@@ -65,6 +64,7 @@ from otel_costs.capture._responses import (
     api_for_path,
     loads_json,
 )
+from otel_costs.conventions import RESERVATION_ID_ATTRIBUTE
 from otel_costs.pipeline._processor import _add_attributes
 
 logger = logging.getLogger("otel_costs")

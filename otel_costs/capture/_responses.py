@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from otel_costs import conventions as conv
+
 # --- API dialects: the wire format of a request path --------------------------------------------
 OPENAI_CHAT: Final = "openai.chat_completions"
 OPENAI_COMPLETIONS: Final = "openai.completions"

@@ -18,11 +18,11 @@ from typing import Any
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_costs.attribution._scopes import agent, retry, workflow
-from otel_costs.pipeline._configure import FILE_ENV, configure
-from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage
 from otel_costs.capture._httpx import instrument_httpx, uninstrument_httpx
-from otel_costs.pipeline._otlp import read_json_file
 from otel_costs.cli._report import by_agent, cost_trees, format_by_agent, format_tree, trace_title
+from otel_costs.pipeline._configure import FILE_ENV, configure
+from otel_costs.pipeline._otlp import read_json_file
+from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage
 
 #: The model each agent uses, and the usage the fake provider reports for it.
 MODELS = {"gpt-5.2": FakeUsage(input_tokens=1800, output_tokens=600, cache_read_tokens=400)}

@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from otel_costs.cli._demo import add_demo_parser
-from otel_costs.pipeline._otlp import read_json_file
-from otel_costs.cli._report import by_agent, cost_trees, format_by_agent, format_tree, trace_title
 from otel_costs._serve import add_serve_parser
+from otel_costs.cli._demo import add_demo_parser
+from otel_costs.cli._report import by_agent, cost_trees, format_by_agent, format_tree, trace_title
+from otel_costs.pipeline._otlp import read_json_file
 
 
 def _tree(args: argparse.Namespace) -> int:

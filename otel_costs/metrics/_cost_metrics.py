@@ -19,31 +19,29 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_costs.budgets._alerts import BUDGET_NAME, BUDGET_SUBJECT, BUDGET_WINDOW
+from otel_costs._money import nanos_to_usd
 from otel_costs.conventions import (
     AGENT_ID,
     AGENT_NAME,
+    BUDGET_NAME,
+    BUDGET_SUBJECT,
+    BUDGET_WINDOW,
+    COST_METRIC,
     GEN_AI_PROVIDER_NAME,
     GEN_AI_REQUEST_MODEL,
     GEN_AI_RESPONSE_MODEL,
     GEN_AI_SYSTEM,
+    LIMIT_METRIC,
+    SPENT_METRIC,
     TEAM_ID,
     USER_ID,
+    UTILIZATION_METRIC,
     WORKFLOW_ID,
     WORKFLOW_NAME,
 )
-from otel_costs._money import nanos_to_usd
 
 logger = logging.getLogger(__name__)
 
-#: Counter of money spent on LLM calls, USD.
-COST_METRIC: Final = "gen_ai.client.cost"
-#: Gauge: spent / limit of each budget counter (1.0 = the limit).
-UTILIZATION_METRIC: Final = "otel_costs.budget.utilization"
-#: Gauge: spend in the current window of each budget counter, USD.
-SPENT_METRIC: Final = "otel_costs.budget.spent"
-#: Gauge: the limit of each budget counter, USD.
-LIMIT_METRIC: Final = "otel_costs.budget.limit"
 
 #: Attributes the cost counter copies from a span (when present).
 COST_METRIC_ATTRIBUTES: Final = (

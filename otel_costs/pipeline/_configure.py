@@ -13,11 +13,11 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
 
-from otel_costs.rollup._exporter import CostRollupExporter
 from otel_costs.pipeline._otlp import OtlpJsonFileExporter
-from otel_costs.pricing._book import PriceBook
 from otel_costs.pipeline._processor import CostListener, CostSpanProcessor, SpendRecorder
 from otel_costs.pipeline._sampling import RecordLlmSpans
+from otel_costs.pricing._book import PriceBook
+from otel_costs.rollup._exporter import CostRollupExporter
 
 logger = logging.getLogger("otel_costs")
 

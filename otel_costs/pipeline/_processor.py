@@ -21,9 +21,17 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from otel_costs import conventions as conv
 from otel_costs._money import NANOS_PER_USD, nanos_to_usd, to_nanos
-from otel_costs.pricing._book import CostBreakdown, PriceBook, _Quote
 from otel_costs.pipeline._spans import annotated, attributes_dict, with_attributes
-from otel_costs.pricing._usage import USAGE_OR_CALL_KEYS, Counts, LlmCall, TokenUsage, UsageReading, billable_counts, read_usage
+from otel_costs.pricing._book import CostBreakdown, PriceBook, _Quote
+from otel_costs.pricing._usage import (
+    USAGE_OR_CALL_KEYS,
+    Counts,
+    LlmCall,
+    TokenUsage,
+    UsageReading,
+    billable_counts,
+    read_usage,
+)
 
 logger = logging.getLogger("otel_costs")
 

@@ -44,8 +44,11 @@ from genai_prices.types import (
 from genai_prices.units import _get_registry
 from genai_prices.validation import validate_priced_units
 
+from otel_costs._money import NANOS_PER_USD, to_nanos
 from otel_costs.conventions import (
     AGGREGATE_OPERATIONS,
+    CACHE_READ_KEYS,
+    CACHE_WRITE_KEYS,
     COST_CACHE_READ,
     COST_CACHE_WRITE,
     COST_CURRENCY,
@@ -62,30 +65,21 @@ from otel_costs.conventions import (
     GEN_AI_USAGE_COST,
     GEN_AI_USAGE_INPUT_TOKENS,
     GEN_AI_USAGE_OUTPUT_TOKENS,
+    MODEL_KEYS,
+    OI_SPAN_KIND,
     PRICE_SOURCE_GENAI_PRICES,
     PRICE_SOURCE_OVERRIDE,
+    PROVIDER_KEYS,
+    REASONING_KEYS,
+    SERVER_KEYS,
     STATUS_INVALID_USAGE,
     STATUS_PARTIAL,
     STATUS_PRICED,
     STATUS_UNPRICED,
-)
-from otel_costs._money import NANOS_PER_USD, to_nanos
-from otel_costs.pricing._providers import PROVIDER_ALIASES
-from otel_costs.pricing._usage import (
-    CACHE_READ_KEYS,
-    CACHE_WRITE_KEYS,
-    MAX_TOKENS,
-    MODEL_KEYS,
-    OI_SPAN_KIND,
-    PROVIDER_KEYS,
-    REASONING_KEYS,
-    SERVER_KEYS,
     TRACELOOP_SPAN_KIND,
-    LlmCall,
-    TokenUsage,
-    plausible_counts,
-    usage_problem,
 )
+from otel_costs.pricing._providers import PROVIDER_ALIASES
+from otel_costs.pricing._usage import MAX_TOKENS, LlmCall, TokenUsage, plausible_counts, usage_problem
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_costs import conventions as conv
-from otel_costs.rollup._tree import own_cost, rollup_columns, write_rollup
 from otel_costs.pipeline._spans import annotated, attributes_dict
+from otel_costs.rollup._tree import own_cost, rollup_columns, write_rollup
 
 logger = logging.getLogger("otel_costs")
 

@@ -26,14 +26,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_costs import conventions as conv
+from otel_costs._money import nanos_to_decimal
+from otel_costs.budgets._windows import ManualClock
+from otel_costs.cli._report import cost_trees, format_tree
+from otel_costs.pipeline._otlp import SpanRecord
+from otel_costs.pipeline._processor import CostListener, CostSpanProcessor, SpendRecorder
+from otel_costs.pricing._book import PriceBook
 from otel_costs.rollup._exporter import CostRollupExporter
 from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage, Misbehaviour, RecordedRequest
-from otel_costs._money import nanos_to_decimal
-from otel_costs.pipeline._otlp import SpanRecord
-from otel_costs.pricing._book import PriceBook
-from otel_costs.pipeline._processor import CostListener, CostSpanProcessor, SpendRecorder
-from otel_costs.cli._report import cost_trees, format_tree
-from otel_costs.budgets._windows import ManualClock
 
 __all__ = [
     "FIXED_PRICES",

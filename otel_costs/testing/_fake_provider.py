@@ -1038,7 +1038,9 @@ class _Builder:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run a fake provider until stdin closes: ``python -m otel_costs.testing._fake_provider [--stream-chunks N]``.
+    """Run a fake provider until stdin closes.
+
+    ``python -m otel_costs.testing._fake_provider [--stream-chunks N]``.
 
     Prints the base URL on the first line of stdout, so a parent process can read it.
     """

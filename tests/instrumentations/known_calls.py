@@ -16,9 +16,8 @@ from genai_prices import Usage, calc_price
 from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_costs import conventions as conv
-from otel_costs.pricing import _usage
-from otel_costs.testing._fake_provider import FakeUsage
 from otel_costs.testing import InMemoryPipeline
+from otel_costs.testing._fake_provider import FakeUsage
 
 OPENAI_MODEL = "gpt-5.2"
 ANTHROPIC_MODEL = "claude-sonnet-4-5"
@@ -96,12 +95,12 @@ def assert_priced(
 
 #: Every usage attribute name ``otel_costs`` reads (totals included).
 USAGE_ATTRIBUTE_NAMES = frozenset(
-    _usage.INPUT_KEYS
-    + _usage.OUTPUT_KEYS
-    + _usage.CACHE_READ_KEYS
-    + _usage.CACHE_WRITE_KEYS
-    + _usage.REASONING_KEYS
-    + _usage.TOTAL_KEYS
+    conv.INPUT_KEYS
+    + conv.OUTPUT_KEYS
+    + conv.CACHE_READ_KEYS
+    + conv.CACHE_WRITE_KEYS
+    + conv.REASONING_KEYS
+    + conv.TOTAL_KEYS
 )
 
 

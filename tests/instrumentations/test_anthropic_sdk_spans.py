@@ -14,7 +14,7 @@ from known_calls import (
     usage_attributes,
 )
 
-from otel_costs.pricing import _usage
+from otel_costs import conventions as conv
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
 
 SPAN_NAME = "anthropic.messages.create"
@@ -42,8 +42,8 @@ async def test_sdk_spans_are_priced_exactly(
         pipeline, SPAN_NAME, ANTHROPIC_NANOS, model=ANTHROPIC_MODEL, provider="anthropic"
     )
     assert usage_attributes(attributes) == {
-        _usage.GEN_AI_USAGE_INPUT_TOKENS: 1000,
-        _usage.GEN_AI_USAGE_OUTPUT_TOKENS: 200,
-        _usage.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 300,
-        _usage.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: 100,
+        conv.GEN_AI_USAGE_INPUT_TOKENS: 1000,
+        conv.GEN_AI_USAGE_OUTPUT_TOKENS: 200,
+        conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 300,
+        conv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: 100,
     }

@@ -20,10 +20,10 @@ from known_calls import (
 )
 from opentelemetry.instrumentation.genai.anthropic import AnthropicInstrumentor
 
-from otel_costs import PriceBook, _usage
+from otel_costs import PriceBook
 from otel_costs import conventions as conv
-from otel_costs.testing._fake_provider import FakeLLMProvider
 from otel_costs.testing import InMemoryPipeline
+from otel_costs.testing._fake_provider import FakeLLMProvider
 
 SPAN_NAME = f"chat {ANTHROPIC_MODEL}"
 
@@ -47,10 +47,10 @@ async def test_messages_are_priced_exactly_with_cache_reads_and_writes(
         pipeline, SPAN_NAME, ANTHROPIC_NANOS, model=ANTHROPIC_MODEL, provider="anthropic"
     )
     assert usage_attributes(attributes) == {
-        _usage.GEN_AI_USAGE_INPUT_TOKENS: 1000,
-        _usage.GEN_AI_USAGE_OUTPUT_TOKENS: 200,
-        _usage.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 300,
-        _usage.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: 100,
+        conv.GEN_AI_USAGE_INPUT_TOKENS: 1000,
+        conv.GEN_AI_USAGE_OUTPUT_TOKENS: 200,
+        conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 300,
+        conv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: 100,
     }
 
 

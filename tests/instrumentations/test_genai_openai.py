@@ -26,18 +26,18 @@ from known_calls import (
 )
 from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
 
-from otel_costs import PriceBook, _usage
+from otel_costs import PriceBook
 from otel_costs import conventions as conv
-from otel_costs.testing._fake_provider import FakeLLMProvider
 from otel_costs.testing import InMemoryPipeline
+from otel_costs.testing._fake_provider import FakeLLMProvider
 
 CHAT_SPAN = f"chat {OPENAI_MODEL}"
 #: What 1.3b0 writes, on Chat Completions and Responses alike: input includes the cached tokens.
 USAGE = {
-    _usage.GEN_AI_USAGE_INPUT_TOKENS: 1000,
-    _usage.GEN_AI_USAGE_OUTPUT_TOKENS: 200,
-    _usage.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 300,
-    _usage.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: 50,
+    conv.GEN_AI_USAGE_INPUT_TOKENS: 1000,
+    conv.GEN_AI_USAGE_OUTPUT_TOKENS: 200,
+    conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 300,
+    conv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: 50,
 }
 
 
@@ -68,7 +68,7 @@ async def test_embeddings_are_priced(pipeline: InMemoryPipeline, openai_call: An
     attributes = assert_priced(
         pipeline, f"embeddings {EMBEDDING_MODEL}", EMBEDDING_NANOS, model=EMBEDDING_MODEL, provider="openai"
     )
-    assert usage_attributes(attributes) == {_usage.GEN_AI_USAGE_INPUT_TOKENS: 1000}
+    assert usage_attributes(attributes) == {conv.GEN_AI_USAGE_INPUT_TOKENS: 1000}
 
 
 async def test_a_stream_without_include_usage_is_flagged_unpriced(

@@ -27,14 +27,14 @@ from known_calls import (
 )
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
-from otel_costs import PriceBook, _usage
+from otel_costs import PriceBook
 from otel_costs import conventions as conv
-from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage
 from otel_costs.testing import InMemoryPipeline
+from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage
 
 CHAT_SPAN = f"chat {OPENAI_MODEL}"
 #: All 2.4b0 writes on chat spans: no cache or reasoning counts (``prompt_tokens_details`` is ignored).
-CHAT_USAGE = {_usage.GEN_AI_USAGE_INPUT_TOKENS: 1000, _usage.GEN_AI_USAGE_OUTPUT_TOKENS: 200}
+CHAT_USAGE = {conv.GEN_AI_USAGE_INPUT_TOKENS: 1000, conv.GEN_AI_USAGE_OUTPUT_TOKENS: 200}
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ async def test_embeddings_are_priced(pipeline: InMemoryPipeline, openai_call: An
     attributes = assert_priced(
         pipeline, f"embeddings {EMBEDDING_MODEL}", EMBEDDING_NANOS, model=EMBEDDING_MODEL, provider="openai"
     )
-    assert usage_attributes(attributes) == {_usage.GEN_AI_USAGE_INPUT_TOKENS: 1000}
+    assert usage_attributes(attributes) == {conv.GEN_AI_USAGE_INPUT_TOKENS: 1000}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])

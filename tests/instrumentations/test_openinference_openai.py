@@ -21,21 +21,21 @@ from known_calls import (
 )
 from openinference.instrumentation.openai import OpenAIInstrumentor
 
-from otel_costs import PriceBook, _usage
+from otel_costs import PriceBook
 from otel_costs import conventions as conv
-from otel_costs.testing._fake_provider import FakeLLMProvider
 from otel_costs.testing import InMemoryPipeline
+from otel_costs.testing._fake_provider import FakeLLMProvider
 
 SPAN_NAMES = {"chat": "ChatCompletion", "responses": "Response", "embeddings": "CreateEmbeddings"}
 #: What 0.1.66 writes (``llm.token_count.*``): the prompt count includes the cached tokens. The
 #: model is ``llm.model_name`` (the response's), the provider ``llm.system``; ``llm.provider`` is
 #: only written for hosts it recognizes (not a loopback fake).
 USAGE = {
-    _usage.OI_TOKEN_COUNT_PROMPT: 1000,
-    _usage.OI_TOKEN_COUNT_COMPLETION: 200,
-    _usage.OI_TOKEN_COUNT_TOTAL: 1200,
-    _usage.OI_CACHE_READ: 300,
-    _usage.OI_REASONING: 50,
+    conv.OI_TOKEN_COUNT_PROMPT: 1000,
+    conv.OI_TOKEN_COUNT_COMPLETION: 200,
+    conv.OI_TOKEN_COUNT_TOTAL: 1200,
+    conv.OI_CACHE_READ: 300,
+    conv.OI_REASONING: 50,
 }
 
 
@@ -56,7 +56,7 @@ async def test_calls_are_priced_exactly_with_the_cache_discount(
 
     attributes = assert_priced(pipeline, SPAN_NAMES[api], OPENAI_NANOS, model=OPENAI_MODEL, provider="openai")
     assert usage_attributes(attributes) == USAGE
-    assert attributes[_usage.OI_SPAN_KIND] == "LLM"
+    assert attributes[conv.OI_SPAN_KIND] == "LLM"
 
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
@@ -99,4 +99,4 @@ async def test_genai_prices_price_the_dated_response_model(
         provider="openai",
     )
     assert attributes[conv.COST_PRICE_SOURCE] == conv.PRICE_SOURCE_GENAI_PRICES
-    assert attributes[_usage.OI_MODEL_NAME] == dated
+    assert attributes[conv.OI_MODEL_NAME] == dated

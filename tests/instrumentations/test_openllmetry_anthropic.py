@@ -23,10 +23,10 @@ from known_calls import (
 )
 from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
 
-from otel_costs import PriceBook, _usage
+from otel_costs import PriceBook
 from otel_costs import conventions as conv
-from otel_costs.testing._fake_provider import FakeLLMProvider
 from otel_costs.testing import InMemoryPipeline
+from otel_costs.testing._fake_provider import FakeLLMProvider
 
 SPAN_NAME = "anthropic.chat"
 
@@ -61,11 +61,11 @@ async def test_messages_are_priced_with_cache_reads_and_writes(
     )
     output = ANTHROPIC_USAGE.output_tokens + extra_output
     assert usage_attributes(attributes) == {
-        _usage.GEN_AI_USAGE_INPUT_TOKENS: 1000,
-        _usage.GEN_AI_USAGE_OUTPUT_TOKENS: output,
-        _usage.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 300,
-        _usage.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: 100,
-        _usage.GEN_AI_USAGE_TOTAL_TOKENS: 1000 + output,
+        conv.GEN_AI_USAGE_INPUT_TOKENS: 1000,
+        conv.GEN_AI_USAGE_OUTPUT_TOKENS: output,
+        conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 300,
+        conv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: 100,
+        conv.GEN_AI_USAGE_TOTAL_TOKENS: 1000 + output,
     }
     assert fake.requests[-1].usage == ANTHROPIC_USAGE
 

@@ -21,10 +21,10 @@ from known_calls import (
 )
 from opentelemetry.instrumentation.openai import OpenAIInstrumentor
 
-from otel_costs import PriceBook, _usage
+from otel_costs import PriceBook
 from otel_costs import conventions as conv
-from otel_costs.testing._fake_provider import FakeLLMProvider
 from otel_costs.testing import InMemoryPipeline
+from otel_costs.testing._fake_provider import FakeLLMProvider
 
 #: 0.62.4's uninstrument() calls ``unwrap("openai.resources.chat.completions", "Completions.create")``,
 #: which opentelemetry-instrumentation's ``unwrap`` resolves to ``getattr(module, "Completions.create")``:
@@ -34,13 +34,13 @@ SPAN_NAMES = {"chat": "openai.chat", "responses": "openai.response", "embeddings
 #: What 0.62.4 writes: current semconv names, input including the cached tokens, plus a total.
 #: Reasoning tokens are left out of streamed chat completions (they are part of the output anyway).
 WHOLE_USAGE = {
-    _usage.GEN_AI_USAGE_INPUT_TOKENS: 1000,
-    _usage.GEN_AI_USAGE_OUTPUT_TOKENS: 200,
-    _usage.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 300,
-    _usage.TRACELOOP_REASONING_TOKENS: 50,
-    _usage.GEN_AI_USAGE_TOTAL_TOKENS: 1200,
+    conv.GEN_AI_USAGE_INPUT_TOKENS: 1000,
+    conv.GEN_AI_USAGE_OUTPUT_TOKENS: 200,
+    conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 300,
+    conv.TRACELOOP_REASONING_TOKENS: 50,
+    conv.GEN_AI_USAGE_TOTAL_TOKENS: 1200,
 }
-STREAMED_CHAT_USAGE = {k: v for k, v in WHOLE_USAGE.items() if k != _usage.TRACELOOP_REASONING_TOKENS}
+STREAMED_CHAT_USAGE = {k: v for k, v in WHOLE_USAGE.items() if k != conv.TRACELOOP_REASONING_TOKENS}
 
 
 @pytest.fixture
@@ -72,9 +72,9 @@ async def test_embeddings_are_priced(pipeline: InMemoryPipeline, openai_call: An
         pipeline, SPAN_NAMES["embeddings"], EMBEDDING_NANOS, model=EMBEDDING_MODEL, provider="openai"
     )
     assert usage_attributes(attributes) == {
-        _usage.GEN_AI_USAGE_INPUT_TOKENS: 1000,
-        _usage.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 0,
-        _usage.GEN_AI_USAGE_TOTAL_TOKENS: 1000,
+        conv.GEN_AI_USAGE_INPUT_TOKENS: 1000,
+        conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 0,
+        conv.GEN_AI_USAGE_TOTAL_TOKENS: 1000,
     }
 
 
