@@ -78,7 +78,11 @@ Counts = tuple[int, int, int, int, int]
 
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
-    """Token counts of one LLM call, with OpenTelemetry semantics (parts are included in totals)."""
+    """Token counts of one LLM call, with OpenTelemetry semantics (parts are included in totals).
+
+    Every field is a plain ``int``; a count that was not reported is ``0`` (never ``None``): no
+    cache reads, no cache writes, no reasoning. Pricing rejects (``invalid_usage``) any other type.
+    """
 
     input_tokens: int = 0
     """All input tokens, including cache reads and cache writes."""
