@@ -771,9 +771,8 @@ def _expected(book: PriceBook, attributes: dict[str, Any], start_ns: int) -> dic
     reading = read_usage(own)
     assert reading is not None and reading.kind == "billable" and reading.call is not None
     partial = own.get(conv.COST_STATUS) == conv.STATUS_PARTIAL
-    write_breakdown(
-        own, book.price(reading.call, at=datetime_of(start_ns)), conv.STATUS_PARTIAL if partial else None
-    )
+    cost = book.price(reading.call, at=datetime_of(start_ns))
+    write_breakdown(own, cost, conv.STATUS_PARTIAL if partial else None)
     return own
 
 

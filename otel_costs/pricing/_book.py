@@ -54,7 +54,6 @@ from otel_costs.pricing._results import (
     write_cost,
 )
 from otel_costs.pricing._usage import (
-    USAGE_OR_CALL_KEYS,
     LlmCall,
     TokenUsage,
     billable_counts,
@@ -232,8 +231,7 @@ class PriceBook:
         raises; ``attributes`` is only read.
         """
         try:
-            if USAGE_OR_CALL_KEYS.isdisjoint(attributes):
-                return None
+            # (A span without usage gets None from billable_counts and then from read_usage.)
             fields = billable_counts(attributes) if self._own_route else None
         except Exception:
             fields = None  # odd attributes: read_usage reads (and flags) them below
@@ -253,10 +251,9 @@ class PriceBook:
                         plan.span_costs(counts) if plan.error is None and entry.delegate is None else None
                     )
                     if figures is not None:
-                        own = dict(attributes)
-                        partial = own.get(COST_STATUS) == STATUS_PARTIAL
+                        partial = attributes.get(COST_STATUS) == STATUS_PARTIAL
                         return write_cost(
-                            own,
+                            dict(attributes),
                             STATUS_PARTIAL if partial else STATUS_PRICED,
                             None,
                             reported,
@@ -284,23 +281,24 @@ class PriceBook:
         if reading is None:
             return None
         if reading.kind == "aggregate":
-            return write_cost(own, STATUS_AGGREGATE, reading.reason or "aggregate usage of child calls")
-        if reading.kind == "missing":
-            return write_cost(own, STATUS_UNPRICED, reading.reason or "no token usage reported")
-        if reading.kind == "invalid" or reading.call is None:
-            return write_cost(own, STATUS_INVALID_USAGE, reading.reason or "unreadable usage")
-        # The capture layer saw only part of the usage (e.g. a stream closed early): what was
-        # seen is priced, and the span stays flagged as a lower bound.
-        partial = own.get(COST_STATUS) == STATUS_PARTIAL
-        try:
-            cost = self.price(reading.call, at=datetime_of(_start_ns(start_ns)))
-            write_breakdown(own, cost, STATUS_PARTIAL if partial else None)
-        except Exception as exc:
-            # PriceBook.price never raises, but a subclass might: the span must still say it
-            # carries usage that was not priced, never pass as $0.
-            logger.exception("otel_costs: price book %r raised", self)
-            reason = f"price book raised {type(exc).__name__}: {exc}"[:MAX_REASON]
-            write_cost(own, STATUS_PARTIAL if partial else STATUS_UNPRICED, reason)
+            write_cost(own, STATUS_AGGREGATE, reading.reason or "aggregate usage of child calls")
+        elif reading.kind == "missing":
+            write_cost(own, STATUS_UNPRICED, reading.reason or "no token usage reported")
+        elif reading.kind == "invalid" or reading.call is None:
+            write_cost(own, STATUS_INVALID_USAGE, reading.reason or "unreadable usage")
+        else:
+            # The capture layer saw only part of the usage (e.g. a stream closed early): what
+            # was seen is priced, and the span stays flagged as a lower bound.
+            status = STATUS_PARTIAL if own.get(COST_STATUS) == STATUS_PARTIAL else None
+            try:
+                cost = self.price(reading.call, at=datetime_of(_start_ns(start_ns)))
+                write_breakdown(own, cost, status)
+            except Exception as exc:
+                # PriceBook.price never raises, but a subclass might: the span must still say it
+                # carries usage that was not priced, never pass as $0.
+                logger.exception("otel_costs: price book %r raised", self)
+                reason = f"price book raised {type(exc).__name__}: {exc}"[:MAX_REASON]
+                write_cost(own, status or STATUS_UNPRICED, reason)
         return own
 
     # --- pricing --------------------------------------------------------------------------------

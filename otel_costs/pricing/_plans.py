@@ -101,10 +101,12 @@ class Plan:
         "initial_counts",
         "leaf_steps",
         "levels",
+        "nano_factor",
         "plain_checks",
         "plain_levels",
         "price_keys",
         "scale",
+        "simple_levels",
         "terms",
         "thresholds",
     )
@@ -129,6 +131,11 @@ class Plan:
         self.checks: tuple[_Row, ...] = ()
         self.plain_levels: tuple[tuple[_PlainRow, ...], ...] = ()
         self.plain_checks: tuple[_PlainRow, ...] = ()
+        #: Per level, the input and output rows (a, b, f, a', b', f') of calls without cache or
+        #: reasoning counts when those are the only parts that can cost anything; else empty.
+        self.simple_levels: tuple[tuple[int, int, int, int, int, int], ...] = ()
+        #: ``NANOS_PER_USD // scale`` when ``scale`` divides it (no rounding at all), else 0.
+        self.nano_factor = 0
         try:
             self._compile(model_price)
         except ValueError as exc:
@@ -233,6 +240,11 @@ class Plan:
         self.checks = tuple(checks)
         self.plain_levels = tuple(tuple((r[0], r[1], r[5]) for r in level) for level in levels)
         self.plain_checks = tuple((r[0], r[1], r[5]) for r in checks if min(r[0], r[1], r[5]) < 0)
+        if not self.plain_checks and all(
+            not any(level[bucket]) for level in self.plain_levels for bucket in (1, 2, 4)
+        ):
+            self.simple_levels = tuple((*level[B_INPUT], *level[B_OUTPUT]) for level in self.plain_levels)
+        self.nano_factor = NANOS_PER_USD // scale if NANOS_PER_USD % scale == 0 else 0
 
     def decimal(self, values: Counts) -> tuple[Decimal, list[Decimal]]:
         """Total and per-bucket cost as genai-prices computes them; ``ValueError`` when a leaf
@@ -272,7 +284,14 @@ class Plan:
         i, o, cr, cw, rs = counts
         thresholds = self.thresholds
         level = bisect_left(thresholds, i) if thresholds else 0
-        if cr or cw or rs:
+        simple = self.simple_levels
+        if simple and not (cr or cw or rs):
+            # The common case: only input and output can cost anything.
+            a0, b0, f0, a3, b3, f3 = simple[level]
+            p0 = a0 * i + b0 * o + f0
+            p3 = a3 * i + b3 * o + f3
+            p1 = p2 = p4 = 0
+        elif cr or cw or rs:
             for a, b, c, d, e, f in self.checks:
                 if a * i + b * o + c * cr + d * cw + e * rs + f < 0:
                     return None
@@ -302,14 +321,18 @@ class Plan:
         if context.prec < 28 or context.Emax < 999_999 or context.Emin > -999_999:
             return None  # decimal() rounds (or signals) in this context: it must decide
         scale = self.scale
-        # total * NANOS_PER_USD / scale, rounded half to even.
-        nanos, remainder = divmod(total * NANOS_PER_USD, scale)
-        twice = 2 * remainder
-        if twice > scale or (twice == scale and nanos & 1):
-            nanos += 1
+        factor = self.nano_factor
+        if factor:
+            nanos = total * factor  # exact: a whole number of nano-USD
+        else:
+            # total * NANOS_PER_USD / scale, rounded half to even.
+            nanos, remainder = divmod(total * NANOS_PER_USD, scale)
+            twice = 2 * remainder
+            if twice > scale or (twice == scale and nanos & 1):
+                nanos += 1
         if nanos >= _EXACT_LIMIT:
             return None
-        return nanos, (p0 / scale, p1 / scale, p2 / scale, p3 / scale)
+        return nanos, (p0 / scale, p1 / scale if p1 else 0.0, p2 / scale if p2 else 0.0, p3 / scale)
 
 
 def _row(values: Sequence[int]) -> _Row:

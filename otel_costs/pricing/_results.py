@@ -4,7 +4,8 @@ span's cost attributes (:func:`write_cost`).
 Every span's cost attributes (``cost.currency``, ``cost.status``, ``cost.status_reason``,
 ``cost.provider``, ``cost.model``, ``cost.price_source``, ``cost.direct``, ``gen_ai.usage.cost``,
 ``cost.direct_nanos`` and the four breakdown parts) are written by :func:`write_cost` and nowhere
-else, whichever arithmetic priced the call, so their keys, values and order cannot drift apart.
+else, whichever arithmetic priced the call, so their keys, values and order cannot drift apart
+(``write_breakdown`` turns a ``CostBreakdown`` into its arguments).
 """
 
 from __future__ import annotations
@@ -128,12 +129,12 @@ def write_cost(
     nanos: int | None = None,
     parts: tuple[float, float, float, float] | None = None,
 ) -> dict[str, Any]:
-    """Write a span's cost attributes into ``attributes`` (in place) and return it.
+    """Write a span's cost attributes into ``attributes`` (in place, in their order); return it.
 
-    ``nanos`` is the direct cost in nano-USD of a priced call (``None``: no cost attributes, as
-    for a call that is not priced); ``parts`` the input, cache-read, cache-write and output
-    costs as USD doubles. Empty strings are not written. A key already on the span keeps its
-    position and gets the new value.
+    ``nanos`` is the direct cost in nano-USD of a priced call (``None``: no cost figures, as for
+    a call that is not priced); ``parts`` the input, cache-read, cache-write and output costs as
+    USD doubles. Empty strings are not written. A key already on the span keeps its position
+    and gets the new value.
     """
     attributes[COST_CURRENCY] = CURRENCY_USD
     attributes[COST_STATUS] = status
@@ -165,13 +166,12 @@ def write_breakdown(attributes: dict[str, Any], cost: CostBreakdown, status: str
     doubles nearest to the exact ``Decimal`` parts. Raises ``ArithmeticError`` for a total that
     does not fit 28 digits of nano-USD (nothing is written then).
     """
+    status = status or cost.status
     if cost.status != STATUS_PRICED:
-        write_cost(attributes, status or cost.status, cost.reason, cost.provider, cost.model, cost.source)
+        write_cost(attributes, status, cost.reason, cost.provider, cost.model, cost.source)
         return 0
     nanos = to_nanos(cost.total)
     # float(Decimal) is the correctly rounded double of the exact part.
     parts = (float(cost.input), float(cost.cache_read), float(cost.cache_write), float(cost.output))
-    write_cost(
-        attributes, status or cost.status, cost.reason, cost.provider, cost.model, cost.source, nanos, parts
-    )
+    write_cost(attributes, status, cost.reason, cost.provider, cost.model, cost.source, nanos, parts)
     return nanos

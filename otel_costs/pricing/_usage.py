@@ -222,9 +222,10 @@ def billable_counts(
     provider = provider.strip() if type(provider) is str else None
     if not provider:
         provider = _first_string(attributes, PROVIDER_KEYS)
-    server = None
-    if get(SERVER_ADDRESS) is not None or get(OPENAI_API_BASE) is not None:
-        server = _first_string(attributes, SERVER_KEYS)
+    server = get(SERVER_ADDRESS)
+    server = server.strip() if type(server) is str else None
+    if not server:
+        server = _first_string(attributes, SERVER_KEYS) if get(OPENAI_API_BASE) is not None else None
     return model, provider, server, counts
 
 
