@@ -26,7 +26,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, getcontext
+from decimal import Context, Decimal, getcontext
 from typing import TYPE_CHECKING, Final
 
 from otel_costs._money import NANOS_PER_USD
@@ -317,8 +317,7 @@ class Plan:
         if total >= _EXACT_LIMIT:
             return None
         context = getcontext()
-        # (With Emax at its default, clamp cannot touch exponents of this size.)
-        if context.prec < 28 or context.Emax < 999_999 or context.Emin > -999_999:
+        if context.prec < 28 or (context is not _checked_context[0] and not _exact_in(context)):
             return None  # decimal() rounds (or signals) in this context: it must decide
         scale = self.scale
         factor = self.nano_factor
@@ -333,6 +332,21 @@ class Plan:
         if nanos >= _EXACT_LIMIT:
             return None
         return nanos, (p0 / scale, p1 / scale if p1 else 0.0, p2 / scale if p2 else 0.0, p3 / scale)
+
+
+#: The last ``Decimal`` context seen to have the default's exponent range (read once per context
+#: object: ``localcontext()`` and ``setcontext()`` make new ones; the precision, the setting
+#: that code changes in place, is read on every call).
+_checked_context: list[Context | None] = [None]
+
+
+def _exact_in(context: Context) -> bool:
+    """True when ``context``'s exponent range is the default's (with it, clamp cannot touch
+    exponents of the size ``decimal()`` meets); remembers ``context`` if so."""
+    if context.Emax < 999_999 or context.Emin > -999_999:
+        return False
+    _checked_context[0] = context
+    return True
 
 
 def _row(values: Sequence[int]) -> _Row:
