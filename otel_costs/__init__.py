@@ -14,34 +14,26 @@ Example::
 
 from otel_costs._serve import ForwardConfig, ServeConfig, ServeWorker
 from otel_costs.attribution._scopes import Attempt, Retry, agent, current_attribution, retry, workflow
-from otel_costs.budgets._alerts import (
+from otel_costs.budgets import (
     AlertSink,
-    BudgetAlert,
-    BudgetMonitor,
-    LoggingAlertSink,
-    WebhookAlertSink,
-)
-from otel_costs.budgets._manager import (
     Budget,
+    BudgetAlert,
     BudgetConfig,
     BudgetConfigError,
     BudgetDecision,
     BudgetDenied,
     BudgetExceeded,
     BudgetManager,
+    BudgetMonitor,
     BudgetStatus,
     BudgetUnavailable,
     FailPolicy,
+    LoggingAlertSink,
     Verdict,
+    WebhookAlertSink,
     current_reservation_id,
 )
-from otel_costs.budgets.ledger._ledgers import (
-    Ledger,
-    LedgerUnavailable,
-    MemoryLedger,
-    RedisLedger,
-    SqliteLedger,
-)
+from otel_costs.budgets.ledger import Ledger, LedgerUnavailable, MemoryLedger, RedisLedger, SqliteLedger
 from otel_costs.capture._httpx import (
     DEFAULT_LLM_HOSTS,
     HEADER_ATTRIBUTION_SIGNATURE,
@@ -53,7 +45,7 @@ from otel_costs.capture._httpx import (
     uninstrument_httpx,
 )
 from otel_costs.conventions import RESERVATION_ID_ATTRIBUTE
-from otel_costs.metrics._cost_metrics import CostMetrics
+from otel_costs.metrics import CostMetrics
 from otel_costs.pipeline._configure import ConfigurationError, configure, default_exporter
 from otel_costs.pipeline._otlp import OtlpFormatError, OtlpJsonFileExporter
 from otel_costs.pipeline._processor import CostListener, CostSpanProcessor, SpendRecorder
