@@ -93,9 +93,12 @@ def has_room(spent: int, reserved: int, amount: int, limit: int | None) -> bool:
 
 
 class Ledger(ABC):
-    """Where spend and reservations are counted. Thread-safe; ``now`` is epoch seconds (caller's clock)."""
+    """Where spend and reservations are counted. Thread-safe; ``now`` is epoch seconds (caller's clock).
 
-    @abstractmethod
+    A ledger implements the private ``_try_reserve``, ``_commit``, ``_release``, ``_usage`` and
+    ``_claim_marker`` (positional arguments, the same meaning as the public methods).
+    """
+
     def try_reserve(
         self,
         counters: Sequence[Counter],
@@ -109,8 +112,8 @@ class Ledger(ABC):
 
         With ``reservation_id=None`` nothing is reserved (a pure check).
         """
+        return self._try_reserve(counters, amount_nanos, reservation_id, expires_at, now)
 
-    @abstractmethod
     def commit(
         self,
         span_key: str,
@@ -125,21 +128,41 @@ class Ledger(ABC):
 
         The span key is remembered until ``dedup_until``.
         """
+        return self._commit(span_key, counters, amount_nanos, reservation_id, dedup_until, now)
 
-    @abstractmethod
     def release(self, reservation_id: str, *, now: float) -> None:
         """Drop a reservation without recording spend (the call was not made). Unknown ids are ignored."""
+        self._release(reservation_id, now)
 
-    @abstractmethod
     def usage(self, counters: Sequence[Counter], *, now: float) -> tuple[CounterUsage, ...]:
         """Usage of each counter now."""
+        return self._usage(counters, now)
 
-    @abstractmethod
     def claim_marker(self, key: str, *, until: float, now: float) -> bool:
         """Set ``key`` until ``until`` if it is not set; True for the one caller that set it."""
+        return self._claim_marker(key, until, now)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most ledgers hold nothing to close
         """Release connections; the ledger must not be used afterwards."""
+
+    @abstractmethod
+    def _try_reserve(
+        self, counters: Sequence[Counter], amount: int, rid: str | None, expires_at: float, now: float
+    ) -> ReserveResult: ...
+
+    @abstractmethod
+    def _commit(
+        self, key: str, counters: Sequence[Counter], amount: int, rid: str | None, until: float, now: float
+    ) -> CommitResult: ...
+
+    @abstractmethod
+    def _release(self, rid: str, now: float) -> None: ...
+
+    @abstractmethod
+    def _usage(self, counters: Sequence[Counter], now: float) -> tuple[CounterUsage, ...]: ...
+
+    @abstractmethod
+    def _claim_marker(self, key: str, until: float, now: float) -> bool: ...
 
 
 Tx = TypeVar("Tx")
@@ -158,7 +181,7 @@ class LocalLedger(Ledger, Generic[Tx]):
         """Run ``body`` as one atomic step; storage errors raise ``LedgerUnavailable``."""
 
     @abstractmethod
-    def _usages(self, tx: Tx, counters: Sequence[Counter], now: float) -> list[CounterUsage]:
+    def _read(self, tx: Tx, counters: Sequence[Counter], now: float) -> list[CounterUsage]:
         """Usage of each counter at ``now`` (expired reservations do not count)."""
 
     @abstractmethod
@@ -185,44 +208,31 @@ class LocalLedger(Ledger, Generic[Tx]):
 
     _next_gc: float = 0.0
 
-    def try_reserve(
-        self,
-        counters: Sequence[Counter],
-        amount_nanos: int,
-        *,
-        reservation_id: str | None,
-        expires_at: float,
-        now: float,
+    def _try_reserve(
+        self, counters: Sequence[Counter], amount: int, rid: str | None, expires_at: float, now: float
     ) -> ReserveResult:
         def body(tx: Tx) -> ReserveResult:
-            usages = self._usages(tx, counters, now)
+            usages = self._read(tx, counters, now)
             blocked: int | None = None
             for i, (counter, usage) in enumerate(zip(counters, usages, strict=True)):
-                if not has_room(usage.spent_nanos, usage.reserved_nanos, amount_nanos, counter.limit_nanos):
+                if not has_room(usage.spent_nanos, usage.reserved_nanos, amount, counter.limit_nanos):
                     blocked = i
                     break
-            if blocked is None and reservation_id is not None and amount_nanos > 0:
-                self._hold(tx, reservation_id, counters, amount_nanos, expires_at)
+            if blocked is None and rid is not None and amount > 0:
+                self._hold(tx, rid, counters, amount, expires_at)
             return ReserveResult(blocked is None, tuple(usages), blocked)
 
         return self._atomic(body)
 
-    def commit(
-        self,
-        span_key: str,
-        counters: Sequence[Counter],
-        amount_nanos: int,
-        *,
-        reservation_id: str | None,
-        dedup_until: float,
-        now: float,
+    def _commit(
+        self, key: str, counters: Sequence[Counter], amount: int, rid: str | None, until: float, now: float
     ) -> CommitResult:
         def body(tx: Tx) -> CommitResult:
-            if reservation_id is not None:
-                self._drop(tx, reservation_id)
-            if not self._claim(tx, SPAN_MARKER + span_key, dedup_until, now):
+            if rid is not None:
+                self._drop(tx, rid)
+            if not self._claim(tx, SPAN_MARKER + key, until, now):
                 return NOT_APPLIED
-            spent_after = tuple([self._add(tx, counter, amount_nanos) for counter in counters])
+            spent_after = tuple([self._add(tx, counter, amount) for counter in counters])
             if now >= self._next_gc:
                 self._next_gc = now + GC_INTERVAL_S
                 self._collect(tx, now)
@@ -230,11 +240,11 @@ class LocalLedger(Ledger, Generic[Tx]):
 
         return self._atomic(body)
 
-    def release(self, reservation_id: str, *, now: float) -> None:
-        self._atomic(lambda tx: self._drop(tx, reservation_id))
+    def _release(self, rid: str, now: float) -> None:
+        self._atomic(lambda tx: self._drop(tx, rid))
 
-    def usage(self, counters: Sequence[Counter], *, now: float) -> tuple[CounterUsage, ...]:
-        return tuple(self._atomic(lambda tx: self._usages(tx, counters, now)))
+    def _usage(self, counters: Sequence[Counter], now: float) -> tuple[CounterUsage, ...]:
+        return tuple(self._atomic(lambda tx: self._read(tx, counters, now)))
 
-    def claim_marker(self, key: str, *, until: float, now: float) -> bool:
+    def _claim_marker(self, key: str, until: float, now: float) -> bool:
         return self._atomic(lambda tx: self._claim(tx, ALERT_MARKER + key, until, now))

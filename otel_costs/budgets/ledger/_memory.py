@@ -37,7 +37,7 @@ class MemoryLedger(LocalLedger[None]):
             return 0
         return sum(buckets.get(b, 0) for b in counter.read_buckets)
 
-    def _usages(self, tx: None, counters: Sequence[Counter], now: float) -> list[CounterUsage]:
+    def _read(self, tx: None, counters: Sequence[Counter], now: float) -> list[CounterUsage]:
         heap = self._expiry_heap
         while heap and heap[0][0] <= now:
             expires_at, rid = heapq.heappop(heap)

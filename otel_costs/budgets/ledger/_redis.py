@@ -36,6 +36,18 @@ logger = logging.getLogger(__name__)
 # comparison sums are Lua doubles, exact up to 2**53 nano-USD (about 9 million USD per counter).
 # A Lua number must never be passed back to a Redis command: it would format as 1.2e+15.
 
+#: Forget reservation ``id`` of one counter: its amount leaves the ``#total``.
+_LUA_DROP: Final = """
+local function drop(rh, rz, id)
+  local v = redis.call('HGET', rh, id)
+  if v then
+    redis.call('HDEL', rh, id)
+    redis.call('HINCRBY', rh, '#total', '-' .. v)
+  end
+  redis.call('ZREM', rz, id)
+end
+"""
+
 _LUA_FIELDS: Final = """
 local function fields_of(spec)
   local out = {}
@@ -57,7 +69,8 @@ end
 """
 
 _RESERVE_LUA: Final = (
-    _LUA_FIELDS
+    _LUA_DROP
+    + _LUA_FIELDS
     + """
 local now = tonumber(ARGV[1])
 local amount = tonumber(ARGV[2])
@@ -74,14 +87,8 @@ for c = 1, n do
   local rh, rz, sk = KEYS[ki], KEYS[ki + 1], KEYS[ki + 2]
   ki = ki + 3
   -- Bounded: a backlog of expired reservations is worked off over the next calls.
-  local expired = redis.call('ZRANGEBYSCORE', rz, '-inf', now, 'LIMIT', 0, 64)
-  for _, id in ipairs(expired) do
-    local v = redis.call('HGET', rh, id)
-    if v then
-      redis.call('HDEL', rh, id)
-      redis.call('HINCRBY', rh, '#total', '-' .. v)
-    end
-    redis.call('ZREM', rz, id)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', rz, '-inf', now, 'LIMIT', 0, 64)) do
+    drop(rh, rz, id)
   end
   local reserved = tonumber(redis.call('HGET', rh, '#total') or '0')
   local spent = spent_of(sk, spec)
@@ -114,22 +121,19 @@ return out
 """
 )
 
-_RELEASE_LUA_BODY: Final = """
+_RELEASE_LUA_BODY: Final = (
+    _LUA_DROP
+    + """
 local function release(rid, first, count)
   local ki = first
   for i = 1, count do
-    local rh, rz = KEYS[ki], KEYS[ki + 1]
+    drop(KEYS[ki], KEYS[ki + 1], rid)
     ki = ki + 2
-    local v = redis.call('HGET', rh, rid)
-    if v then
-      redis.call('HDEL', rh, rid)
-      redis.call('HINCRBY', rh, '#total', '-' .. v)
-    end
-    redis.call('ZREM', rz, rid)
   end
   return ki
 end
 """
+)
 
 # A field older than the oldest bucket read: rolling buckets compare by index, calendar ones
 # (d2024-03-15, m2024-03) by name. Dropped when a new bucket starts, so the hash stays small;
@@ -264,9 +268,9 @@ class RedisLedger(Ledger):
         self._client = client
         self._errors: tuple[type[BaseException], ...] = (redis_module.RedisError, OSError)
         self._tag = "{" + prefix + "}"
-        self._reserve = client.register_script(_RESERVE_LUA)
-        self._commit = client.register_script(_COMMIT_LUA)
-        self._release = client.register_script(_RELEASE_LUA)
+        self._reserve_script = client.register_script(_RESERVE_LUA)
+        self._commit_script = client.register_script(_COMMIT_LUA)
+        self._release_script = client.register_script(_RELEASE_LUA)
         self._local_reservations: dict[str, tuple[str, ...]] = {}
         self._key_cache: dict[tuple[str, str], tuple[tuple[str, str, str], str]] = {}
         self._lock = threading.Lock()
@@ -331,63 +335,50 @@ class RedisLedger(Ledger):
             limit = -1 if counter.limit_nanos is None else counter.limit_nanos
             args.extend((str(limit), counter.key, spec))
         keys.append(self._record_key(rid or "-"))
-        result: list[int] = self._call(self._reserve, keys, args)
+        result: list[int] = self._call(self._reserve_script, keys, args)
         return result
 
-    def try_reserve(
-        self,
-        counters: Sequence[Counter],
-        amount_nanos: int,
-        *,
-        reservation_id: str | None,
-        expires_at: float,
-        now: float,
+    def _try_reserve(
+        self, counters: Sequence[Counter], amount: int, rid: str | None, expires_at: float, now: float
     ) -> ReserveResult:
-        out = self._usage_call(counters, amount_nanos, reservation_id, expires_at, now)
+        out = self._usage_call(counters, amount, rid, expires_at, now)
         admitted = out[0] == 1
         usages = tuple(CounterUsage(int(out[i]), int(out[i + 1])) for i in range(2, len(out), 2))
-        if admitted and reservation_id is not None and amount_nanos > 0:
-            self._remember(reservation_id, tuple(c.key for c in counters))
+        if admitted and rid is not None and amount > 0:
+            self._remember(rid, tuple(c.key for c in counters))
         return ReserveResult(admitted, usages, None if admitted else int(out[1]) - 1)
 
-    def commit(
-        self,
-        span_key: str,
-        counters: Sequence[Counter],
-        amount_nanos: int,
-        *,
-        reservation_id: str | None,
-        dedup_until: float,
-        now: float,
+    def _commit(
+        self, key: str, counters: Sequence[Counter], amount: int, rid: str | None, until: float, now: float
     ) -> CommitResult:
-        reserved = self._reservation_counters(reservation_id) if reservation_id is not None else ()
-        keys = [f"{self._tag}:{SPAN_MARKER}{span_key}", self._record_key(reservation_id or "-")]
+        reserved = self._reservation_counters(rid) if rid is not None else ()
+        keys = [f"{self._tag}:{SPAN_MARKER}{key}", self._record_key(rid or "-")]
         for name in reserved:
             keys.extend(self._reserved_keys(name))
-        args: list[Any] = [str(amount_nanos), _ttl(dedup_until, now), reservation_id or "", len(reserved)]
+        args: list[Any] = [str(amount), _ttl(until, now), rid or "", len(reserved)]
         args.append(len(counters))
         for counter in counters:
             counter_keys, spec = self._counter_keys(counter)
             keys.append(counter_keys[2])
             args.extend((counter.write_bucket, spec, _ttl(counter.keep_until, now)))
-        out: list[int] = self._call(self._commit, keys, args)
+        out: list[int] = self._call(self._commit_script, keys, args)
         if out[0] != 1:
             return NOT_APPLIED
         return CommitResult(True, tuple(int(v) for v in out[1:]))
 
-    def release(self, reservation_id: str, *, now: float) -> None:
-        reserved = self._reservation_counters(reservation_id)
-        keys = [self._record_key(reservation_id)]
+    def _release(self, rid: str, now: float) -> None:
+        reserved = self._reservation_counters(rid)
+        keys = [self._record_key(rid)]
         for name in reserved:
             keys.extend(self._reserved_keys(name))
-        self._call(self._release, keys, [reservation_id, len(reserved)])
+        self._call(self._release_script, keys, [rid, len(reserved)])
 
-    def usage(self, counters: Sequence[Counter], *, now: float) -> tuple[CounterUsage, ...]:
+    def _usage(self, counters: Sequence[Counter], now: float) -> tuple[CounterUsage, ...]:
         unlimited = [Counter(c.key, c.read_buckets, c.write_bucket, c.keep_until, None) for c in counters]
         out = self._usage_call(unlimited, 0, None, now, now)
         return tuple(CounterUsage(int(out[i]), int(out[i + 1])) for i in range(2, len(out), 2))
 
-    def claim_marker(self, key: str, *, until: float, now: float) -> bool:
+    def _claim_marker(self, key: str, until: float, now: float) -> bool:
         try:
             return bool(
                 self._client.set(f"{self._tag}:{ALERT_MARKER}{key}", b"1", nx=True, ex=_ttl(until, now))

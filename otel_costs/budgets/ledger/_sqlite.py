@@ -121,7 +121,7 @@ class SqliteLedger(LocalLedger[sqlite3.Connection]):
         ).fetchone()
         return int(row[0])
 
-    def _usages(self, tx: sqlite3.Connection, counters: Sequence[Counter], now: float) -> list[CounterUsage]:
+    def _read(self, tx: sqlite3.Connection, counters: Sequence[Counter], now: float) -> list[CounterUsage]:
         usages = []
         for counter in counters:
             row = tx.execute(
