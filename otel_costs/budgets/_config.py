@@ -21,7 +21,7 @@ from typing import Any, Final
 import yaml
 
 from otel_costs._money import to_nanos
-from otel_costs.budgets._alerts import DEFAULT_THRESHOLDS
+from otel_costs.budgets._alerts import DEFAULT_THRESHOLDS, AlertSink, LoggingAlertSink, WebhookAlertSink
 from otel_costs.budgets._windows import WindowError, load_zone, parse_duration, parse_window
 from otel_costs.budgets.ledger._base import Ledger
 from otel_costs.budgets.ledger._memory import MemoryLedger
@@ -184,6 +184,40 @@ class Budget:
         return to_nanos(Decimal(self.limit_usd))
 
 
+def check_settings(
+    budgets: Sequence[object],
+    on_ledger_error: FailPolicy | str,
+    **settings: float,
+) -> FailPolicy:
+    """Validate ``BudgetManager``'s arguments (``BudgetConfigError`` says which); its fail policy."""
+    if not all(isinstance(b, Budget) for b in budgets):
+        raise BudgetConfigError("budgets must be Budget objects (or use BudgetManager.from_config)")
+    names = [b.name for b in budgets if isinstance(b, Budget)]
+    if len(set(names)) != len(names):
+        raise BudgetConfigError(f"budget names must be unique: {names}")
+    try:
+        policy = FailPolicy(on_ledger_error)
+    except ValueError:
+        raise BudgetConfigError(
+            f"on_ledger_error must be 'open' or 'closed', got {on_ledger_error!r}"
+        ) from None
+    for label in ("reservation_ttl_s", "dedup_ttl_s"):
+        if not settings[label] > 0:
+            raise BudgetConfigError(f"{label} must be > 0 seconds, got {settings[label]!r}")
+    if (
+        min(
+            settings["ledger_retry_s"], settings["default_output_tokens"], settings["unpriced_estimate_nanos"]
+        )
+        < 0
+    ):
+        raise BudgetConfigError(
+            "ledger_retry_s, default_output_tokens and unpriced_estimate_nanos must be >= 0"
+        )
+    if settings["max_pending"] < 0 or settings["max_tracked"] < 1:
+        raise BudgetConfigError("max_pending must be >= 0 and max_tracked >= 1")
+    return policy
+
+
 @dataclass(frozen=True)
 class LedgerConfig:
     """Which ledger a configuration file asks for."""
@@ -224,6 +258,13 @@ class BudgetConfig:
     """Log alerts (``LoggingAlertSink``)."""
     webhook_url: str | None = None
     """POST alerts here (``WebhookAlertSink``), e.g. a Slack incoming webhook."""
+
+    def alert_sinks(self) -> list[AlertSink]:
+        """Sinks of the file: ``LoggingAlertSink`` (``log``), ``WebhookAlertSink`` (``webhook_url``)."""
+        sinks: list[AlertSink] = [LoggingAlertSink()] if self.alert_log else []
+        if self.webhook_url:
+            sinks.append(WebhookAlertSink(self.webhook_url))
+        return sinks
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BudgetConfig:

@@ -19,7 +19,12 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from otel_costs._money import to_nanos
 from otel_costs.budgets._alerts import BudgetAlert
 from otel_costs.budgets._config import Budget
-from otel_costs.conventions import RESERVATION_ID_ATTRIBUTE, THRESHOLD_EVENT
+from otel_costs.conventions import (
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    RESERVATION_ID_ATTRIBUTE,
+    THRESHOLD_EVENT,
+)
 
 logger = logging.getLogger("otel_costs.budgets")
 
@@ -53,31 +58,70 @@ class RateLookup(Protocol):
 DowngradeHook = Callable[[str | None, Budget], str | None]
 
 
-def estimate_nanos(
-    rates: RateLookup | None,
-    model: str | None,
-    provider: str | None,
-    input_chars: int | None,
-    input_tokens: int | None,
-    max_output_tokens: int | None,
-    default_output_tokens: int,
-    unpriced_nanos: int,
-) -> int:
-    """Upper estimate of a call's cost, nano-USD (see ``BudgetManager.estimate_nanos``). Never raises."""
-    try:
-        if model is None or rates is None:
-            return unpriced_nanos
-        found = rates.model_prices(model, provider=provider)
-        if found is None:
-            return unpriced_nanos
-        tokens_in = max(0, input_tokens if input_tokens is not None else math.ceil((input_chars or 0) / 4))
-        tokens_out = max(0, max_output_tokens if max_output_tokens is not None else default_output_tokens)
-        tier = found.for_input_tokens(tokens_in)
-        usd = (tokens_in * tier.input + tokens_out * tier.output) / 1_000_000 + found.per_request
-        return max(0, to_nanos(usd))
-    except Exception:
-        logger.exception("budget estimate failed for model %r; using the unpriced estimate", model)
-        return unpriced_nanos
+def call_attributes(
+    attributes: Mapping[str, object], model: str | None, provider: str | None
+) -> dict[str, object]:
+    """A call's attributes for the budget check: ``attributes`` plus the request's model and provider."""
+    merged = dict(attributes)
+    if model is not None:
+        merged.setdefault(GEN_AI_REQUEST_MODEL, model)
+    if provider is not None:
+        merged.setdefault(GEN_AI_PROVIDER_NAME, provider)
+    return merged
+
+
+class Estimator:
+    """Upper estimates of calls' costs from their requests (see ``BudgetManager.estimate_nanos``)."""
+
+    __slots__ = ("_default_output", "_rates", "_unpriced")
+
+    def __init__(self, rates: RateLookup | None, default_output_tokens: int, unpriced_nanos: int) -> None:
+        self._rates = rates
+        self._default_output = default_output_tokens
+        self._unpriced = unpriced_nanos
+
+    def nanos(
+        self,
+        model: str | None,
+        provider: str | None,
+        input_chars: int | None,
+        input_tokens: int | None,
+        max_output_tokens: int | None,
+    ) -> int:
+        """The estimate, nano-USD; the unpriced estimate for a model without rates. Never raises."""
+        try:
+            if model is None or self._rates is None:
+                return self._unpriced
+            found = self._rates.model_prices(model, provider=provider)
+            if found is None:
+                return self._unpriced
+            tokens_in = input_tokens if input_tokens is not None else math.ceil((input_chars or 0) / 4)
+            tokens_out = max_output_tokens if max_output_tokens is not None else self._default_output
+            tokens_in, tokens_out = max(0, tokens_in), max(0, tokens_out)
+            tier = found.for_input_tokens(tokens_in)
+            usd = (tokens_in * tier.input + tokens_out * tier.output) / 1_000_000 + found.per_request
+            return max(0, to_nanos(usd))
+        except Exception:
+            logger.exception("budget estimate failed for model %r; using the unpriced estimate", model)
+            return self._unpriced
+
+
+def downgrade(
+    attributes: Mapping[str, object], throttling: Sequence[Budget], hook: DowngradeHook | None
+) -> str | None:
+    """The cheaper model for a throttled call: the first budget's ``downgrade_to`` or hook choice, if any."""
+    current = attributes.get(GEN_AI_REQUEST_MODEL)
+    model = current if isinstance(current, str) else None
+    for budget in throttling:
+        choice = budget.downgrade_to
+        if choice is None and hook is not None:
+            try:
+                choice = hook(model, budget)
+            except Exception:
+                logger.exception("budget downgrade hook failed; keeping the model")
+        if choice is not None and choice != model:
+            return choice
+    return None
 
 
 def span_key(span: ReadableSpan) -> str:

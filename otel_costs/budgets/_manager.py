@@ -20,16 +20,15 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_costs._money import nanos_to_decimal
-from otel_costs.budgets._alerts import AlertSink, BudgetAlert, LoggingAlertSink, WebhookAlertSink, usd_text
-from otel_costs.budgets._config import Budget, BudgetConfig, BudgetConfigError, FailPolicy
+from otel_costs.budgets._alerts import AlertSink, BudgetAlert, usd_text
+from otel_costs.budgets._backlog import Backlog, Pending
+from otel_costs.budgets._config import Budget, BudgetConfig, FailPolicy, check_settings
 from otel_costs.budgets._decisions import BudgetDecision, BudgetStatus, LedgerHealth, Verdict, deny_reason
 from otel_costs.budgets._dispatch import AlertDispatch, make_alert
 from otel_costs.budgets._guard import (
@@ -41,17 +40,18 @@ from otel_costs.budgets._guard import (
 )
 from otel_costs.budgets._hooks import (
     DowngradeHook,
+    Estimator,
     RateLookup,
-    estimate_nanos,
+    call_attributes,
+    downgrade,
     span_key,
     span_reservation,
     with_threshold_events,
 )
-from otel_costs.budgets._targets import Compiled, Pending, Target, targets
+from otel_costs.budgets._targets import Compiled, Target, targets
 from otel_costs.budgets._windows import Clock, system_clock
 from otel_costs.budgets.ledger._base import CounterUsage, Ledger, LedgerUnavailable, has_room
 from otel_costs.budgets.ledger._memory import MemoryLedger
-from otel_costs.conventions import GEN_AI_PROVIDER_NAME, GEN_AI_REQUEST_MODEL
 
 if TYPE_CHECKING:
     from otel_costs.metrics._cost_metrics import CostMetrics
@@ -104,26 +104,17 @@ class BudgetManager:
         max_tracked: int = 10_000,
     ) -> None:
         budget_list = list(budgets)
-        if not all(isinstance(b, Budget) for b in budget_list):
-            raise BudgetConfigError("budgets must be Budget objects (or use BudgetManager.from_config)")
-        names = [b.name for b in budget_list]
-        if len(set(names)) != len(names):
-            raise BudgetConfigError(f"budget names must be unique: {names}")
-        try:
-            policy = FailPolicy(on_ledger_error)
-        except ValueError:
-            raise BudgetConfigError(
-                f"on_ledger_error must be 'open' or 'closed', got {on_ledger_error!r}"
-            ) from None
-        for label, value in (("reservation_ttl_s", reservation_ttl_s), ("dedup_ttl_s", dedup_ttl_s)):
-            if not value > 0:
-                raise BudgetConfigError(f"{label} must be > 0 seconds, got {value!r}")
-        if ledger_retry_s < 0 or default_output_tokens < 0 or unpriced_estimate_nanos < 0:
-            raise BudgetConfigError(
-                "ledger_retry_s, default_output_tokens and unpriced_estimate_nanos must be >= 0"
-            )
-        if max_pending < 0 or max_tracked < 1:
-            raise BudgetConfigError("max_pending must be >= 0 and max_tracked >= 1")
+        policy = check_settings(
+            budget_list,
+            on_ledger_error,
+            reservation_ttl_s=reservation_ttl_s,
+            dedup_ttl_s=dedup_ttl_s,
+            ledger_retry_s=ledger_retry_s,
+            default_output_tokens=default_output_tokens,
+            unpriced_estimate_nanos=unpriced_estimate_nanos,
+            max_pending=max_pending,
+            max_tracked=max_tracked,
+        )
         self.budgets: tuple[Budget, ...] = tuple(budget_list)
         self._compiled = tuple(Compiled(b) for b in budget_list)
         self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
@@ -132,19 +123,14 @@ class BudgetManager:
         self._alerts = AlertDispatch(alert_sinks, self.ledger, self._health, max_tracked)
         self._ttl = float(reservation_ttl_s)
         self._dedup_ttl = float(dedup_ttl_s)
-        self._rates = rates
+        self._estimator = Estimator(rates, default_output_tokens, unpriced_estimate_nanos)
         self._metrics = metrics
         self._clock = clock
         self._sleep = sleep
         self._async_sleep = async_sleep
         self._downgrade_hook = downgrade_hook
-        self._default_output_tokens = default_output_tokens
-        self._unpriced_estimate = unpriced_estimate_nanos
         self._lock = threading.Lock()
-        self._pending: deque[Pending] = deque()
-        self._max_pending = max_pending
-        self.dropped_spend_nanos = 0
-        """Spend that could not be recorded nor buffered (ledger down and buffer full), nano-USD."""
+        self._backlog = Backlog(max_pending)
         self._tracked: dict[str, tuple[Compiled, str]] = {}
         self._max_tracked = max_tracked
         self._latest: dict[str, BudgetStatus] = {}
@@ -169,12 +155,7 @@ class BudgetManager:
         """
         cfg = config if isinstance(config, BudgetConfig) else BudgetConfig.load(config)
         if alert_sinks is None:
-            sinks: list[AlertSink] = []
-            if cfg.alert_log:
-                sinks.append(LoggingAlertSink())
-            if cfg.webhook_url:
-                sinks.append(WebhookAlertSink(cfg.webhook_url))
-            alert_sinks = sinks
+            alert_sinks = cfg.alert_sinks()
         kwargs.setdefault("on_ledger_error", cfg.on_ledger_error)
         kwargs.setdefault("reservation_ttl_s", cfg.reservation_ttl_s)
         return cls(cfg.budgets, ledger=ledger or cfg.ledger.create(), alert_sinks=alert_sinks, **kwargs)
@@ -192,18 +173,7 @@ class BudgetManager:
                     tracked[key] = (target.compiled, target.subject)
 
     def _status(self, target: Target, usage: CounterUsage, verdict: Verdict) -> BudgetStatus:
-        status = BudgetStatus(
-            budget=target.compiled.budget.name,
-            window=target.compiled.window.id,
-            subject=target.display,
-            verdict=verdict,
-            limit_nanos=target.compiled.limit,
-            spent_nanos=usage.spent_nanos,
-            reserved_nanos=usage.reserved_nanos,
-            resets_at=target.resets_at,
-            hard=target.compiled.budget.hard,
-        )
-        self._latest[target.counter.key] = status
+        status = self._latest[target.counter.key] = target.status(usage, verdict)
         return status
 
     @property
@@ -219,7 +189,12 @@ class BudgetManager:
     @property
     def pending_records(self) -> int:
         """Span costs buffered while the ledger was unreachable, to be replayed."""
-        return len(self._pending)
+        return len(self._backlog.items)
+
+    @property
+    def dropped_spend_nanos(self) -> int:
+        """Spend that could not be recorded nor buffered (ledger down and buffer full), nano-USD."""
+        return self._backlog.dropped_nanos
 
     # -- check -------------------------------------------------------------------------------
 
@@ -259,8 +234,8 @@ class BudgetManager:
         self._track(found)
         if self._health.skipped():
             return self._health.decision(estimate)
-        if self._pending:
-            self._flush_pending(now)
+        if self._backlog.items:
+            self._replay(now)
         rid = new_reservation_id() if reserve and estimate > 0 else None
         try:
             result = self.ledger.try_reserve(
@@ -290,7 +265,7 @@ class BudgetManager:
             return BudgetDecision(_DENY, deny_reason(blocking, estimate), tuple(statuses), estimate)
         if throttling:
             first = statuses[found.index(throttling[0])]
-            model = self._downgrade(attributes, throttling)
+            model = downgrade(attributes, [t.compiled.budget for t in throttling], self._downgrade_hook)
             throttle_at = throttling[0].compiled.budget.throttle_at
             reason = (
                 f"{first.describe()} at {first.used_nanos / first.limit_nanos:.0%} of "
@@ -308,21 +283,6 @@ class BudgetManager:
                 model=model,
             )
         return BudgetDecision(_ALLOW, "within budget", tuple(statuses), estimate, reservation_id=rid)
-
-    def _downgrade(self, attributes: Mapping[str, object], throttling: Sequence[Target]) -> str | None:
-        current = attributes.get(GEN_AI_REQUEST_MODEL)
-        model = current if isinstance(current, str) else None
-        for target in throttling:
-            budget = target.compiled.budget
-            choice = budget.downgrade_to
-            if choice is None and self._downgrade_hook is not None:
-                try:
-                    choice = self._downgrade_hook(model, budget)
-                except Exception:
-                    logger.exception("budget downgrade hook failed; keeping the model")
-            if choice is not None and choice != model:
-                return choice
-        return None
 
     def _decide(
         self, attributes: Mapping[str, object] | None, estimate_nanos: int, reserve: bool
@@ -378,16 +338,7 @@ class BudgetManager:
         ``max_tokens`` or ``default_output_tokens``; the rates come from the ``rates`` lookup. A model
         without rates gets ``unpriced_estimate_nanos``. Never raises.
         """
-        return estimate_nanos(
-            self._rates,
-            model,
-            provider,
-            input_chars,
-            input_tokens,
-            max_output_tokens,
-            self._default_output_tokens,
-            self._unpriced_estimate,
-        )
+        return self._estimator.nanos(model, provider, input_chars, input_tokens, max_output_tokens)
 
     def _pre_call(
         self,
@@ -399,19 +350,8 @@ class BudgetManager:
         max_output_tokens: int | None,
     ) -> tuple[dict[str, object], int]:
         """The attributes and estimate that ``before_call`` and its async twin check."""
-        merged: dict[str, object] = dict(baggage_attribution() if attributes is None else attributes)
-        if model is not None:
-            merged.setdefault(GEN_AI_REQUEST_MODEL, model)
-        if provider is not None:
-            merged.setdefault(GEN_AI_PROVIDER_NAME, provider)
-        estimate = self.estimate_nanos(
-            model,
-            provider=provider,
-            input_chars=input_chars,
-            input_tokens=input_tokens,
-            max_output_tokens=max_output_tokens,
-        )
-        return merged, estimate
+        merged = call_attributes(baggage_attribution() if attributes is None else attributes, model, provider)
+        return merged, self._estimator.nanos(model, provider, input_chars, input_tokens, max_output_tokens)
 
     def before_call(
         self,
@@ -504,18 +444,18 @@ class BudgetManager:
             return ()
         pending = Pending(key, tuple(t.counter for t in found), cost, rid, tuple(found))
         if self._health.skipped():
-            self._buffer(pending)
+            self._backlog.add(pending)
             self._count(attributes, cost)
             return ()
-        if self._pending:
-            self._flush_pending(now)
+        if self._backlog.items:
+            self._replay(now)
         try:
             result = self.ledger.commit(
                 key, pending.counters, cost, reservation_id=rid, dedup_until=now + self._dedup_ttl, now=now
             )
         except LedgerUnavailable as exc:
             self._health.down(exc)
-            self._buffer(pending)
+            self._backlog.add(pending)
             self._count(attributes, cost)
             return ()
         self._health.up()
@@ -558,42 +498,15 @@ class BudgetManager:
         except Exception:
             logger.exception("budget: releasing reservation %s failed", reservation_id)
 
-    def _buffer(self, pending: Pending) -> None:
-        with self._lock:
-            if len(self._pending) >= self._max_pending:
-                self.dropped_spend_nanos += pending.cost_nanos
-                logger.error(
-                    "budget: ledger unreachable and %d span costs already buffered; dropped span %s ($%s)",
-                    len(self._pending),
-                    pending.span_key,
-                    nanos_to_decimal(pending.cost_nanos),
-                )
-                return
-            self._pending.append(pending)
-
-    def _flush_pending(self, now: float) -> None:
-        """Replay buffered span costs into the ledger, oldest first; stops at the first failure."""
-        while True:
-            with self._lock:
-                if not self._pending:
-                    return
-                item = self._pending.popleft()
-            try:
-                result = self.ledger.commit(
-                    item.span_key,
-                    item.counters,
-                    item.cost_nanos,
-                    reservation_id=item.reservation_id,
-                    dedup_until=now + self._dedup_ttl,
-                    now=now,
-                )
-            except LedgerUnavailable as exc:
-                with self._lock:
-                    self._pending.appendleft(item)
-                self._health.down(exc)
-                return
-            if result.applied:
-                self._after_commit(item.targets, result.spent_after, item.cost_nanos, now)
+    def _replay(self, now: float) -> None:
+        """Commit the span costs buffered while the ledger was unreachable."""
+        self._backlog.replay(
+            self.ledger,
+            self._health,
+            now,
+            now + self._dedup_ttl,
+            lambda item, result: self._after_commit(item.targets, result.spent_after, item.cost_nanos, now),
+        )
 
     # -- monitoring --------------------------------------------------------------------------
 
@@ -604,8 +517,8 @@ class BudgetManager:
         Tracked counters: budgets over all spend, and every budget/subject this manager has seen.
         """
         now = self._clock()
-        if self._pending and not self._health.skipped():
-            self._flush_pending(now)
+        if self._backlog.items and not self._health.skipped():
+            self._replay(now)
         with self._lock:
             tracked = list(self._tracked.values())
         statuses: list[BudgetStatus] = []

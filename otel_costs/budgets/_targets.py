@@ -16,8 +16,9 @@ from typing import Final
 
 from otel_costs.budgets._alerts import utc_from_epoch
 from otel_costs.budgets._config import Budget
+from otel_costs.budgets._decisions import BudgetStatus, Verdict
 from otel_costs.budgets._windows import Window, WindowPosition, parse_window
-from otel_costs.budgets.ledger._base import Counter
+from otel_costs.budgets.ledger._base import Counter, CounterUsage
 
 #: Longest attribute value used verbatim in a counter key; longer ones are shortened with a hash
 #: (never dropped: dropping would let a long user id slip past its budget).
@@ -124,16 +125,20 @@ class Target:
     resets_at: datetime | None
     window_start: float
 
-
-@dataclass(slots=True)
-class Pending:
-    """A span cost waiting for the ledger to answer again."""
-
-    span_key: str
-    counters: tuple[Counter, ...]
-    cost_nanos: int
-    reservation_id: str | None
-    targets: tuple[Target, ...]
+    def status(self, usage: CounterUsage, verdict: Verdict) -> BudgetStatus:
+        """This counter's status with ``usage``, as a check or record reports it."""
+        compiled = self.compiled
+        return BudgetStatus(
+            budget=compiled.budget.name,
+            window=compiled.window.id,
+            subject=self.display,
+            verdict=verdict,
+            limit_nanos=compiled.limit,
+            spent_nanos=usage.spent_nanos,
+            reserved_nanos=usage.reserved_nanos,
+            resets_at=self.resets_at,
+            hard=compiled.budget.hard,
+        )
 
 
 def targets(compiled: Sequence[Compiled], attributes: Mapping[str, object], now: float) -> list[Target]:
