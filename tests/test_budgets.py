@@ -775,3 +775,36 @@ def test_usage_of_unknown_subject_is_zero(clock: ManualClock) -> None:
 def test_memory_ledger_is_the_default(clock: ManualClock) -> None:
     """Without a ledger argument the manager counts in memory."""
     assert isinstance(manager_with(team_daily(), clock=clock).ledger, MemoryLedger)
+
+
+# --- import ----------------------------------------------------------------------------------
+
+_IMPORT_PROBE = """
+import json, pathlib, sys, types
+root = types.ModuleType("otel_costs")
+root.__path__ = [sys.argv[1]]
+sys.modules["otel_costs"] = root
+import otel_costs.budgets, otel_costs.budgets.ledger, otel_costs.metrics
+print(json.dumps(sorted(sys.modules)))
+"""
+
+#: Packages ``import otel_costs.budgets`` must not load (heavy, or not needed until used).
+_HEAVY = ("redis", "genai_prices", "grpc", "google.protobuf", "otel_costs.pricing", "otel_costs._serve")
+
+
+def test_importing_budgets_loads_no_redis_client_and_no_price_data() -> None:
+    """``import otel_costs.budgets`` (with its ledgers, and metrics) loads no Redis client, price data, grpc.
+
+    Internal: the root package is replaced by an empty one in a fresh interpreter, so the test sees
+    what the budgets, ledger and metrics packages themselves import, whatever the root imports.
+    """
+    import json
+    import subprocess
+    import sys
+
+    package = str(Path(otel_costs.__file__).parent)
+    probe = [sys.executable, "-c", _IMPORT_PROBE, package]
+    out = subprocess.run(probe, capture_output=True, text=True, timeout=60, check=True)
+    loaded = json.loads(out.stdout)
+    assert "otel_costs.budgets.ledger._redis" in loaded  # RedisLedger is there, the redis package is not
+    assert [m for m in loaded if any(m == h or m.startswith(h + ".") for h in _HEAVY)] == []
