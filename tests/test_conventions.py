@@ -22,5 +22,5 @@ def _names() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("name", "value"), _names())
 def test_every_name_is_documented(name: str, value: str) -> None:
-    """Every name the module defines (attribute, baggage key, header, metric, event, marker) is on the page."""
+    """Every name the module defines (attribute, baggage key, header, metric, event) is on the page."""
     assert f"`{value}`" in DOC, f"{name} = {value!r} is not in docs/conventions.md"
