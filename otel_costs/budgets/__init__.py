@@ -12,6 +12,7 @@ Example::
     manager = BudgetManager([Budget("team-daily", Decimal("25"), per=("team",))])
 """
 
+from otel_costs._public import publish as _publish
 from otel_costs.budgets._alerts import (
     AlertSink,
     BudgetAlert,
@@ -51,6 +52,4 @@ __all__ = [
     "current_reservation_id",
 ]
 
-from otel_costs._public import publish
-
-publish(globals(), __all__, __name__)
+_publish(globals(), __all__, __name__)

@@ -8,10 +8,9 @@ Example::
     otel_costs.configure(listeners=[metrics])  # or BudgetManager(budgets, metrics=metrics)
 """
 
+from otel_costs._public import publish as _publish
 from otel_costs.metrics._cost_metrics import CostMetrics
 
 __all__ = ["CostMetrics"]
 
-from otel_costs._public import publish
-
-publish(globals(), __all__, __name__)
+_publish(globals(), __all__, __name__)

@@ -7,6 +7,7 @@
 All three keep the contract of ``Ledger`` (``otel_costs.budgets.ledger._base``).
 """
 
+from otel_costs._public import publish as _publish
 from otel_costs.budgets.ledger._base import Ledger, LedgerUnavailable
 from otel_costs.budgets.ledger._memory import MemoryLedger
 from otel_costs.budgets.ledger._redis import RedisLedger
@@ -14,6 +15,4 @@ from otel_costs.budgets.ledger._sqlite import SqliteLedger
 
 __all__ = ["Ledger", "LedgerUnavailable", "MemoryLedger", "RedisLedger", "SqliteLedger"]
 
-from otel_costs._public import publish
-
-publish(globals(), __all__, __name__)
+_publish(globals(), __all__, __name__)
