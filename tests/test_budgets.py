@@ -789,7 +789,16 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 #: Packages ``import otel_costs.budgets`` must not load (heavy, or not needed until used).
-_HEAVY = ("redis", "genai_prices", "grpc", "google.protobuf", "otel_costs.pricing", "otel_costs._serve")
+_HEAVY = (
+    "redis",
+    "genai_prices",
+    "grpc",
+    "google.protobuf",
+    "yaml",
+    "urllib.request",
+    "otel_costs.pricing",
+    "otel_costs._serve",
+)
 
 
 def test_importing_budgets_loads_no_redis_client_and_no_price_data() -> None:

@@ -18,8 +18,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
-import yaml
-
 from otel_costs._money import to_nanos
 from otel_costs.budgets._alerts import DEFAULT_THRESHOLDS, AlertSink, LoggingAlertSink, WebhookAlertSink
 from otel_costs.budgets._windows import WindowError, load_zone, parse_duration, parse_window
@@ -278,14 +276,11 @@ class BudgetConfig:
         except OSError as exc:
             raise BudgetConfigError(f"cannot read budget file {str(file)!r}: {exc.strerror or exc}") from None
         suffix = file.suffix.lower()
+        if suffix not in (".toml", ".yaml", ".yml"):
+            raise BudgetConfigError(f"{file}: name the budget file *.toml, *.yaml or *.yml")
         try:
-            if suffix == ".toml":
-                data: object = tomllib.loads(raw.decode())
-            elif suffix in (".yaml", ".yml"):
-                data = yaml.safe_load(raw) or {}
-            else:
-                raise BudgetConfigError(f"{file}: name the budget file *.toml, *.yaml or *.yml")
-        except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+            data: object = tomllib.loads(raw.decode()) if suffix == ".toml" else _yaml_load(raw)
+        except (tomllib.TOMLDecodeError, ValueError) as exc:  # yaml.YAMLError is re-raised as ValueError
             raise BudgetConfigError(f"{file}: not valid {suffix[1:].upper()}: {exc}") from None
         if not isinstance(data, Mapping):
             raise BudgetConfigError(f"{file}: the top level must be a table/mapping with a 'budgets' list")
@@ -354,6 +349,16 @@ _BUDGET_KEYS: Final = (
     "downgrade_to",
     "hard",
 )
+
+
+def _yaml_load(raw: bytes) -> object:
+    """Parse YAML (``yaml`` is imported here: only YAML files need it); syntax errors as ``ValueError``."""
+    import yaml
+
+    try:
+        return yaml.safe_load(raw) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _known(table: Mapping[str, Any], known: Sequence[str], where: str) -> None:
