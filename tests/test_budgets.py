@@ -217,13 +217,17 @@ def test_config_file_level_errors(data: dict[str, Any], message: str) -> None:
 
 
 def test_unreadable_or_malformed_file_is_a_config_error(tmp_path: Path) -> None:
-    """A missing file, bad TOML or an unknown suffix raise BudgetConfigError naming the file."""
+    """A missing file, bad TOML or YAML, or an unknown suffix raise BudgetConfigError naming the file."""
     with pytest.raises(BudgetConfigError, match="cannot read budget file"):
         BudgetConfig.load(tmp_path / "nope.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("budgets = [")
     with pytest.raises(BudgetConfigError, match="not valid TOML"):
         BudgetConfig.load(bad)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("budgets: [\n")
+    with pytest.raises(BudgetConfigError, match="bad.yaml: not valid YAML"):
+        BudgetConfig.load(bad_yaml)
     other = tmp_path / "budgets.json"
     other.write_text("{}")
     with pytest.raises(BudgetConfigError, match=r"\*.toml, \*.yaml"):
