@@ -11,10 +11,14 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel_costs.conventions import RESERVATION_ID_ATTRIBUTE
+
+#: No resource detection per span (``Resource.create`` reads the environment each time).
+EMPTY = Resource.get_empty()
 
 
 class Listener(Protocol):
@@ -37,7 +41,9 @@ def priced_span(
     attrs = dict(attributes)
     if reservation_id is not None:
         attrs[RESERVATION_ID_ATTRIBUTE] = reservation_id
-    return ReadableSpan(name=f"chat {key}", context=context, attributes=attrs, start_time=1, end_time=2)
+    return ReadableSpan(
+        name=f"chat {key}", context=context, attributes=attrs, start_time=1, end_time=2, resource=EMPTY
+    )
 
 
 def spend(

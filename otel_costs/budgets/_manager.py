@@ -232,7 +232,7 @@ class BudgetManager:
                 else BudgetDecision(Verdict.ALLOW, "no budget applies", (), estimate)
             )
         self._track(found)
-        if self._health.skipped():
+        if self._health.reason is not None and self._health.skipped():
             return self._health.decision(estimate)
         if self._backlog.items:
             self._replay(now)
@@ -443,7 +443,7 @@ class BudgetManager:
             self._count(attributes, cost)
             return ()
         pending = Pending(key, tuple(t.counter for t in found), cost, rid, tuple(found))
-        if self._health.skipped():
+        if self._health.reason is not None and self._health.skipped():
             self._backlog.add(pending)
             self._count(attributes, cost)
             return ()

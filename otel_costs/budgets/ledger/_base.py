@@ -17,7 +17,8 @@ Lua script instead. ``tests/test_ledger.py`` runs the same contract tests on all
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
@@ -166,19 +167,18 @@ class Ledger(ABC):
 
 
 Tx = TypeVar("Tx")
-R = TypeVar("R")
 
 
 class LocalLedger(Ledger, Generic[Tx]):
-    """The contract written once over storage primitives run inside one atomic step (``_atomic``).
+    """The contract written once over storage primitives run inside one atomic step (``_step``).
 
-    A subclass supplies ``_atomic`` (run ``body(tx)`` atomically: under a lock, in a transaction)
-    and the primitives, each called only inside ``_atomic`` with its ``tx``.
+    A subclass supplies ``_step`` (a context manager: a lock, a transaction; it gives the ``tx``
+    the primitives take) and the primitives, each called only inside a step.
     """
 
     @abstractmethod
-    def _atomic(self, body: Callable[[Tx], R]) -> R:
-        """Run ``body`` as one atomic step; storage errors raise ``LedgerUnavailable``."""
+    def _step(self) -> AbstractContextManager[Tx]:
+        """One atomic step; storage errors inside it raise ``LedgerUnavailable``."""
 
     @abstractmethod
     def _read(self, tx: Tx, counters: Sequence[Counter], now: float) -> list[CounterUsage]:
@@ -211,23 +211,21 @@ class LocalLedger(Ledger, Generic[Tx]):
     def _try_reserve(
         self, counters: Sequence[Counter], amount: int, rid: str | None, expires_at: float, now: float
     ) -> ReserveResult:
-        def body(tx: Tx) -> ReserveResult:
+        with self._step() as tx:
             usages = self._read(tx, counters, now)
             blocked: int | None = None
-            for i, (counter, usage) in enumerate(zip(counters, usages, strict=True)):
-                if not has_room(usage.spent_nanos, usage.reserved_nanos, amount, counter.limit_nanos):
+            for i, usage in enumerate(usages):
+                if not has_room(usage.spent_nanos, usage.reserved_nanos, amount, counters[i].limit_nanos):
                     blocked = i
                     break
             if blocked is None and rid is not None and amount > 0:
                 self._hold(tx, rid, counters, amount, expires_at)
             return ReserveResult(blocked is None, tuple(usages), blocked)
 
-        return self._atomic(body)
-
     def _commit(
         self, key: str, counters: Sequence[Counter], amount: int, rid: str | None, until: float, now: float
     ) -> CommitResult:
-        def body(tx: Tx) -> CommitResult:
+        with self._step() as tx:
             if rid is not None:
                 self._drop(tx, rid)
             if not self._claim(tx, SPAN_MARKER + key, until, now):
@@ -238,13 +236,14 @@ class LocalLedger(Ledger, Generic[Tx]):
                 self._collect(tx, now)
             return CommitResult(True, spent_after)
 
-        return self._atomic(body)
-
     def _release(self, rid: str, now: float) -> None:
-        self._atomic(lambda tx: self._drop(tx, rid))
+        with self._step() as tx:
+            self._drop(tx, rid)
 
     def _usage(self, counters: Sequence[Counter], now: float) -> tuple[CounterUsage, ...]:
-        return tuple(self._atomic(lambda tx: self._read(tx, counters, now)))
+        with self._step() as tx:
+            return tuple(self._read(tx, counters, now))
 
     def _claim_marker(self, key: str, until: float, now: float) -> bool:
-        return self._atomic(lambda tx: self._claim(tx, ALERT_MARKER + key, until, now))
+        with self._step() as tx:
+            return self._claim(tx, ALERT_MARKER + key, until, now)

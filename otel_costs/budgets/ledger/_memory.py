@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 from otel_costs.budgets.ledger._base import Counter, CounterUsage, LocalLedger
 
-R = TypeVar("R")
 
-
-class MemoryLedger(LocalLedger[None]):
+class MemoryLedger(LocalLedger[bool]):
     """A ledger in this process's memory: the default, and the fastest (a lock and a few dict lookups).
 
     Example: ``BudgetManager(budgets, ledger=MemoryLedger())``.
@@ -27,9 +25,8 @@ class MemoryLedger(LocalLedger[None]):
         self._expiry_heap: list[tuple[float, str]] = []
         self._markers: dict[str, float] = {}
 
-    def _atomic(self, body: Callable[[None], R]) -> R:
-        with self._lock:
-            return body(None)
+    def _step(self) -> AbstractContextManager[bool]:
+        return self._lock  # a step is the lock held (its ``tx`` is the lock's True, unused)
 
     def _spent_of(self, counter: Counter) -> int:
         buckets = self._spent.get(counter.key)
@@ -37,18 +34,18 @@ class MemoryLedger(LocalLedger[None]):
             return 0
         return sum(buckets.get(b, 0) for b in counter.read_buckets)
 
-    def _read(self, tx: None, counters: Sequence[Counter], now: float) -> list[CounterUsage]:
+    def _read(self, tx: bool, counters: Sequence[Counter], now: float) -> list[CounterUsage]:
         heap = self._expiry_heap
         while heap and heap[0][0] <= now:
             expires_at, rid = heapq.heappop(heap)
             entry = self._reservations.get(rid)
             if entry is not None and entry[0] == expires_at:
-                self._drop(None, rid)
+                self._drop(tx, rid)
         reserved = self._reserved
         return [CounterUsage(self._spent_of(c), reserved.get(c.key, 0)) for c in counters]
 
     def _hold(
-        self, tx: None, reservation_id: str, counters: Sequence[Counter], amount: int, expires_at: float
+        self, tx: bool, reservation_id: str, counters: Sequence[Counter], amount: int, expires_at: float
     ) -> None:
         reserved = self._reserved
         for counter in counters:
@@ -56,28 +53,28 @@ class MemoryLedger(LocalLedger[None]):
         self._reservations[reservation_id] = (expires_at, tuple((c.key, amount) for c in counters))
         heapq.heappush(self._expiry_heap, (expires_at, reservation_id))
 
-    def _drop(self, tx: None, reservation_id: str) -> None:
+    def _drop(self, tx: bool, reservation_id: str) -> None:
         entry = self._reservations.pop(reservation_id, None)
         if entry is None:
             return
         for key, amount in entry[1]:
             self._reserved[key] -= amount
 
-    def _claim(self, tx: None, marker: str, until: float, now: float) -> bool:
+    def _claim(self, tx: bool, marker: str, until: float, now: float) -> bool:
         current = self._markers.get(marker)
         if current is not None and current > now:
             return False
         self._markers[marker] = until
         return True
 
-    def _add(self, tx: None, counter: Counter, amount: int) -> int:
+    def _add(self, tx: bool, counter: Counter, amount: int) -> int:
         buckets = self._spent.setdefault(counter.key, {})
         buckets[counter.write_bucket] = buckets.get(counter.write_bucket, 0) + amount
         key_bucket = (counter.key, counter.write_bucket)
         self._bucket_until[key_bucket] = max(self._bucket_until.get(key_bucket, 0.0), counter.keep_until)
         return self._spent_of(counter)
 
-    def _collect(self, tx: None, now: float) -> None:
+    def _collect(self, tx: bool, now: float) -> None:
         for key_bucket in [kb for kb, until in self._bucket_until.items() if until < now]:
             del self._bucket_until[key_bucket]
             buckets = self._spent.get(key_bucket[0])

@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final
 
 from otel_costs.budgets.ledger._base import Counter, CounterUsage, LedgerUnavailable, LocalLedger
-
-R = TypeVar("R")
 
 _SQLITE_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS spend (
@@ -53,6 +52,38 @@ _ADD_SQL: Final = (
     "ON CONFLICT (counter, bucket) DO UPDATE SET nanos = nanos + excluded.nanos, "
     "keep_until = MAX(keep_until, excluded.keep_until)"
 )
+
+
+class _Transaction:
+    """One BEGIN IMMEDIATE transaction under the ledger's lock; SQLite errors -> ``LedgerUnavailable``."""
+
+    __slots__ = ("_conn", "_ledger")
+
+    def __init__(self, ledger: SqliteLedger) -> None:
+        self._ledger = ledger
+
+    def __enter__(self) -> sqlite3.Connection:
+        lock = self._ledger._lock
+        lock.acquire()
+        try:
+            self._conn = self._ledger._connection()
+            self._conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            lock.release()
+            if isinstance(exc, sqlite3.Error):
+                raise self._ledger._failed(exc) from exc
+            raise
+        return self._conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            self._conn.execute("COMMIT" if exc is None else "ROLLBACK")
+        except sqlite3.Error as error:
+            raise self._ledger._failed(error) from error
+        finally:
+            self._ledger._lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise self._ledger._failed(exc) from exc
 
 
 class SqliteLedger(LocalLedger[sqlite3.Connection]):
@@ -96,21 +127,11 @@ class SqliteLedger(LocalLedger[sqlite3.Connection]):
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
-    def _atomic(self, body: Callable[[sqlite3.Connection], R]) -> R:
-        """Run ``body(conn)`` in one BEGIN IMMEDIATE transaction; SQLite errors -> ``LedgerUnavailable``."""
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = body(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                return result
-            except sqlite3.Error as exc:
-                raise LedgerUnavailable(f"SQLite ledger {str(self.path)!r} failed: {exc}") from exc
+    def _step(self) -> AbstractContextManager[sqlite3.Connection]:
+        return _Transaction(self)
+
+    def _failed(self, exc: sqlite3.Error) -> LedgerUnavailable:
+        return LedgerUnavailable(f"SQLite ledger {str(self.path)!r} failed: {exc}")
 
     @staticmethod
     def _spent(conn: sqlite3.Connection, counter: Counter) -> int:
