@@ -226,7 +226,7 @@ def test_unreadable_or_malformed_file_is_a_config_error(tmp_path: Path) -> None:
         BudgetConfig.load(bad)
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("budgets: [\n")
-    with pytest.raises(BudgetConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(BudgetConfigError, match=r"bad\.yaml: not valid YAML"):
         BudgetConfig.load(bad_yaml)
     other = tmp_path / "budgets.json"
     other.write_text("{}")
