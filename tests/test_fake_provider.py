@@ -15,9 +15,7 @@ import httpx
 import openai
 import pytest
 
-from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage, Misbehaviour
-
-pytestmark = pytest.mark.slow
+from otel_costs.testing import FakeLLMProvider, FakeUsage, Misbehaviour
 
 USAGE = FakeUsage(cache_read_tokens=3, cache_write_tokens=2, reasoning_tokens=4)
 MESSAGES: list[Any] = [{"role": "user", "content": "What is the capital of France?"}]
