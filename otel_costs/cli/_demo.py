@@ -1,10 +1,14 @@
-"""``otel-costs demo``: a multi-agent workflow through the real openai SDK, costed end to end.
+"""``otel-costs demo``: a multi-agent workflow over the OpenAI wire format, costed end to end.
 
 coordinator -> code_agent -> syntax_analyzer (whose first attempt fails with a 500 and is
-retried with backoff), then a parallel fan-out of three reviewers with asyncio. The calls go
-through the real ``openai`` SDK to the local fake provider (no network, no API key), are
-captured by ``instrument_httpx``, priced with genai-prices by the real pipeline and written to
-the embedded default (an OTLP/JSON file). The demo prints the cost tree and a by-agent table.
+retried with backoff), then a parallel fan-out of three reviewers with asyncio. The calls are
+OpenAI chat completions sent with ``httpx`` (what the ``openai`` SDK sends, without needing the
+SDK: the base install has all the demo needs) to the local fake provider (no network, no API
+key), captured by ``instrument_httpx``, priced with genai-prices by the real pipeline and
+written to an OTLP/JSON file. When ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the traces endpoint) is
+set, the same spans also go there over OTLP, as ``configure()`` sends them (protocol, headers
+and timeout from the standard ``OTEL_EXPORTER_OTLP_*`` variables), so the demo feeds a
+Collector or Jaeger. The demo prints the cost tree, a by-agent table and where the spans went.
 """
 
 from __future__ import annotations
@@ -12,16 +16,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.sdk.trace import TracerProvider
+import httpx
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_costs.attribution._scopes import agent, retry, workflow
 from otel_costs.capture._httpx import instrument_httpx, uninstrument_httpx
 from otel_costs.cli._report import by_agent, cost_trees, format_by_agent, format_tree, trace_title
-from otel_costs.pipeline._configure import FILE_ENV, configure
-from otel_costs.pipeline._otlp import read_json_file
+from otel_costs.pipeline._configure import FILE_ENV, configure, default_exporter
+from otel_costs.pipeline._otlp import OtlpJsonFileExporter, read_json_file
 from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage
 
 #: The model each agent uses, and the usage the fake provider reports for it.
@@ -29,36 +37,49 @@ MODELS = {"gpt-5.2": FakeUsage(input_tokens=1800, output_tokens=600, cache_read_
 SMALL_MODEL = "gpt-5-mini"
 USAGE = {**MODELS, SMALL_MODEL: FakeUsage(input_tokens=900, output_tokens=250)}
 
-
-def _chat(client: Any, model: str, prompt: str) -> str:
-    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}])
-    return str(reply.choices[0].message.content)
+_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_PROTOCOL_VARS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 
 
-async def _review(client: Any, provider: TracerProvider, aspect: str) -> str:
+class DemoError(RuntimeError):
+    """The demo cannot run with this environment; the message says what to change."""
+
+
+def _chat_request(model: str, prompt: str) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": prompt}]}
+
+
+def _reply_text(response: httpx.Response) -> str:
+    # raise_for_status: a 5xx is an exception, which the workflow's retry() retries.
+    response.raise_for_status()
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+def _chat(client: httpx.Client, model: str, prompt: str) -> str:
+    return _reply_text(client.post("/chat/completions", json=_chat_request(model, prompt)))
+
+
+async def _review(client: httpx.AsyncClient, provider: TracerProvider, aspect: str) -> str:
     with agent(f"reviewer_{aspect}", tracer_provider=provider):
-        reply = await client.chat.completions.create(
-            model=SMALL_MODEL, messages=[{"role": "user", "content": f"Review the change for {aspect}."}]
-        )
-        return str(reply.choices[0].message.content)
+        prompt = f"Review the change for {aspect}."
+        return _reply_text(await client.post("/chat/completions", json=_chat_request(SMALL_MODEL, prompt)))
 
 
 def run_workflow(fake: FakeLLMProvider, provider: TracerProvider, *, backoff: float = 0.05) -> None:
-    """The demo workflow on ``provider``, calling ``fake`` through the real openai SDK."""
-    import openai
-
-    # max_retries=0: retries are the workflow's own, so each attempt is attributed with retry.depth.
-    client = openai.OpenAI(base_url=fake.openai_base_url, api_key="demo", max_retries=0)
-    async_client = openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key="demo", max_retries=0)
+    """The demo workflow on ``provider``: OpenAI chat completions to ``fake`` over httpx."""
+    headers = {"Authorization": "Bearer demo"}
+    client = httpx.Client(base_url=fake.openai_base_url, headers=headers)
+    async_client = httpx.AsyncClient(base_url=fake.openai_base_url, headers=headers)
 
     async def fan_out() -> list[str]:
         try:
             aspects = ("security", "performance", "style")
             return list(await asyncio.gather(*(_review(async_client, provider, a) for a in aspects)))
         finally:
-            await async_client.close()
+            await async_client.aclose()
 
     with (
+        client,
         workflow("code-review", user_id="demo-user", team_id="demo-team", tracer_provider=provider),
         agent("coordinator", tracer_provider=provider),
     ):
@@ -70,7 +91,7 @@ def run_workflow(fake: FakeLLMProvider, provider: TracerProvider, *, backoff: fl
                 step = retry(
                     "analyze",
                     max_attempts=3,
-                    retry_on=openai.APIStatusError,
+                    retry_on=httpx.HTTPStatusError,
                     backoff=lambda depth: backoff * 2 ** (depth - 1),
                     tracer_provider=provider,
                 )
@@ -78,14 +99,68 @@ def run_workflow(fake: FakeLLMProvider, provider: TracerProvider, *, backoff: fl
                     with attempt:
                         _chat(client, SMALL_MODEL, "Check the syntax of the changed files.")
         asyncio.run(fan_out())  # the tasks copy this context: the reviewers' parent is the coordinator
-    client.close()
+
+
+class _Both(SpanExporter):
+    """Exports every batch to each exporter in turn: the demo's file and the configured OTLP one."""
+
+    def __init__(self, exporters: Sequence[SpanExporter]) -> None:
+        self._exporters = tuple(exporters)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        results = [exporter.export(spans) for exporter in self._exporters]
+        ok = all(r is SpanExportResult.SUCCESS for r in results)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return all([exporter.force_flush(timeout_millis) for exporter in self._exporters])
+
+    def shutdown(self) -> None:
+        for exporter in self._exporters:
+            exporter.shutdown()
+
+
+def otlp_destination() -> str | None:
+    """Where the standard ``OTEL_EXPORTER_OTLP_*`` variables send traces, or ``None`` if unset."""
+    env = os.environ
+    traces, generic = (env.get(name, "").strip() for name in _ENDPOINT_VARS)
+    protocol = next((env[n].strip() for n in _PROTOCOL_VARS if env.get(n, "").strip()), "http/protobuf")
+    if traces:
+        return f"{traces} ({protocol})"
+    if not generic:
+        return None
+    if protocol == "http/protobuf":  # the SDK appends the signal's path to the generic endpoint
+        return f"{generic.rstrip('/')}/v1/traces ({protocol})"
+    return f"{generic} ({protocol})"
+
+
+def _exporter(file_path: Path) -> tuple[SpanExporter, str | None]:
+    """The demo's file, plus where ``configure()`` would send from the environment, if anywhere."""
+    local = OtlpJsonFileExporter(file_path)
+    destination = otlp_destination()
+    if destination is None:
+        return local, None
+    try:
+        remote = default_exporter()
+    except ImportError as exc:  # e.g. OTEL_EXPORTER_OTLP_PROTOCOL=grpc without the gRPC exporter
+        raise DemoError(
+            f"cannot send spans to {destination}: {exc}; install the gRPC exporter "
+            "(pip install 'otel-costs[grpc]') or set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
+        ) from exc
+    if remote is None or isinstance(remote, OtlpJsonFileExporter):
+        return local, None  # OTEL_TRACES_EXPORTER=none, or no endpoint after all
+    return _Both([local, remote]), destination
 
 
 def run(file_path: Path, *, latency: float = 0.0) -> str:
-    """Run the demo, writing spans to ``file_path``; return the report it prints."""
+    """Run the demo, writing spans to ``file_path`` (and to the OTLP endpoint if one is set).
+
+    Returns the report it prints, ending with where the spans went.
+    """
     file_path.unlink(missing_ok=True)
+    exporter, destination = _exporter(file_path)
     with FakeLLMProvider(usage=USAGE, latency=latency) as fake:
-        provider = configure(service_name="otel-costs-demo", file_path=file_path, set_global=False)
+        provider = configure(service_name="otel-costs-demo", exporter=exporter, set_global=False)
         instrument_httpx(tracer_provider=provider, llm_hosts={fake.host: "openai"})
         try:
             run_workflow(fake, provider)
@@ -99,22 +174,40 @@ def run(file_path: Path, *, latency: float = 0.0) -> str:
         parts.append(format_tree(roots))
     parts.append("")
     parts.append(format_by_agent(by_agent(records)))
-    parts.append(f"\nspans written to {file_path}; see them again with: otel-costs tree {file_path}")
+    parts.append("")
+    if destination is not None:
+        parts.append(f"spans sent over OTLP to {destination}")
+    parts.append(f"spans written to {file_path}; see them again with: otel-costs tree {file_path}")
     return "\n".join(parts)
 
 
 def _main(args: argparse.Namespace) -> int:
-    print(run(Path(args.file), latency=args.latency))
+    try:
+        print(run(Path(args.file), latency=args.latency))
+    except DemoError as exc:
+        print(f"otel-costs demo: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def add_demo_parser(subparsers: Any) -> None:
     """Register ``otel-costs demo``."""
-    demo = subparsers.add_parser("demo", help="run a costed multi-agent workflow against a local fake LLM")
+    demo = subparsers.add_parser(
+        "demo",
+        help="run a costed multi-agent workflow against a local fake LLM",
+        description=(
+            "Run a multi-agent workflow (OpenAI chat completions over httpx) against a local fake "
+            "LLM provider, cost it with the real pipeline and print the cost tree. The spans are "
+            "written to --file; when OTEL_EXPORTER_OTLP_ENDPOINT or "
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set they are also sent there over OTLP "
+            "(OTEL_EXPORTER_OTLP_PROTOCOL, _HEADERS and _TIMEOUT apply), e.g. to a Collector "
+            "or Jaeger. The last lines say where the spans went."
+        ),
+    )
     demo.add_argument(
         "--file",
         default=os.environ.get(FILE_ENV, "otel-costs-demo.jsonl"),
-        help="where the spans are written (OTLP/JSON lines)",
+        help=f"where the spans are written, OTLP/JSON lines (default: ${FILE_ENV} or otel-costs-demo.jsonl)",
     )
     demo.add_argument("--latency", type=float, default=0.0, help="seconds the fake provider waits per call")
     demo.set_defaults(func=_main)
