@@ -6,9 +6,9 @@ OpenAI chat completions sent with ``httpx`` (what the ``openai`` SDK sends, with
 SDK: the base install has all the demo needs) to the local fake provider (no network, no API
 key), captured by ``instrument_httpx``, priced with genai-prices by the real pipeline and
 written to an OTLP/JSON file. When ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the traces endpoint) is
-set, the same spans also go there over OTLP, as ``configure()`` sends them (protocol, headers
-and timeout from the standard ``OTEL_EXPORTER_OTLP_*`` variables), so the demo feeds a
-Collector or Jaeger. The demo prints the cost tree, a by-agent table and where the spans went.
+set, ``configure()`` sends the same spans there over OTLP too (protocol, headers and timeout
+from the standard ``OTEL_EXPORTER_OTLP_*`` variables), so the demo feeds a Collector or Jaeger.
+The demo prints the cost tree, a by-agent table and where the spans went.
 """
 
 from __future__ import annotations
@@ -17,19 +17,17 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
 
 from otel_costs.attribution._scopes import agent, retry, workflow
 from otel_costs.capture._httpx import instrument_httpx, uninstrument_httpx
 from otel_costs.cli._report import by_agent, cost_trees, format_by_agent, format_tree, trace_title
-from otel_costs.pipeline._configure import FILE_ENV, configure, default_exporter
-from otel_costs.pipeline._otlp import OtlpJsonFileExporter, read_json_file
+from otel_costs.pipeline._configure import FILE_ENV, ConfigurationError, configure
+from otel_costs.pipeline._otlp import read_json_file
 from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage
 
 #: The model each agent uses, and the usage the fake provider reports for it.
@@ -39,10 +37,6 @@ USAGE = {**MODELS, SMALL_MODEL: FakeUsage(input_tokens=900, output_tokens=250)}
 
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _PROTOCOL_VARS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
-
-
-class DemoError(RuntimeError):
-    """The demo cannot run with this environment; the message says what to change."""
 
 
 def _chat_request(model: str, prompt: str) -> dict[str, Any]:
@@ -101,25 +95,6 @@ def run_workflow(fake: FakeLLMProvider, provider: TracerProvider, *, backoff: fl
         asyncio.run(fan_out())  # the tasks copy this context: the reviewers' parent is the coordinator
 
 
-class _Both(SpanExporter):
-    """Exports every batch to each exporter in turn: the demo's file and the configured OTLP one."""
-
-    def __init__(self, exporters: Sequence[SpanExporter]) -> None:
-        self._exporters = tuple(exporters)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        results = [exporter.export(spans) for exporter in self._exporters]
-        ok = all(r is SpanExportResult.SUCCESS for r in results)
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return all([exporter.force_flush(timeout_millis) for exporter in self._exporters])
-
-    def shutdown(self) -> None:
-        for exporter in self._exporters:
-            exporter.shutdown()
-
-
 def otlp_destination() -> str | None:
     """Where the standard ``OTEL_EXPORTER_OTLP_*`` variables send traces, or ``None`` if unset."""
     env = os.environ
@@ -134,33 +109,16 @@ def otlp_destination() -> str | None:
     return f"{generic} ({protocol})"
 
 
-def _exporter(file_path: Path) -> tuple[SpanExporter, str | None]:
-    """The demo's file, plus where ``configure()`` would send from the environment, if anywhere."""
-    local = OtlpJsonFileExporter(file_path)
-    destination = otlp_destination()
-    if destination is None:
-        return local, None
-    try:
-        remote = default_exporter()
-    except ImportError as exc:  # e.g. OTEL_EXPORTER_OTLP_PROTOCOL=grpc without the gRPC exporter
-        raise DemoError(
-            f"cannot send spans to {destination}: {exc}; install the gRPC exporter "
-            "(pip install 'otel-costs[grpc]') or set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
-        ) from exc
-    if remote is None or isinstance(remote, OtlpJsonFileExporter):
-        return local, None  # OTEL_TRACES_EXPORTER=none, or no endpoint after all
-    return _Both([local, remote]), destination
-
-
-def run(file_path: Path, *, latency: float = 0.0) -> str:
+def run_demo(file_path: Path, *, latency: float = 0.0) -> str:
     """Run the demo, writing spans to ``file_path`` (and to the OTLP endpoint if one is set).
 
     Returns the report it prints, ending with where the spans went.
     """
     file_path.unlink(missing_ok=True)
-    exporter, destination = _exporter(file_path)
+    destination = otlp_destination()
     with FakeLLMProvider(usage=USAGE, latency=latency) as fake:
-        provider = configure(service_name="otel-costs-demo", exporter=exporter, set_global=False)
+        # With an OTLP endpoint in the environment, configure() writes the file and sends there too.
+        provider = configure(service_name="otel-costs-demo", file_path=file_path, set_global=False)
         instrument_httpx(tracer_provider=provider, llm_hosts={fake.host: "openai"})
         try:
             run_workflow(fake, provider)
@@ -183,8 +141,8 @@ def run(file_path: Path, *, latency: float = 0.0) -> str:
 
 def _main(args: argparse.Namespace) -> int:
     try:
-        print(run(Path(args.file), latency=args.latency))
-    except DemoError as exc:
+        print(run_demo(Path(args.file), latency=args.latency))
+    except ConfigurationError as exc:  # e.g. OTEL_EXPORTER_OTLP_PROTOCOL=grpc without the grpc extra
         print(f"otel-costs demo: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -81,7 +81,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(serve=serve).parse_args(argv)
     code: int = args.func(args)
     return code
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
