@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import os
 import subprocess
@@ -241,3 +242,32 @@ def test_demo_needs_none_of_the_dev_only_packages(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "workflow code-review ($0.02474) [1 unpriced]" in done.stdout
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_examples_import_only_public_names() -> None:
+    """Every module imported by ``examples/`` is public: no ``otel_costs.<x>._y`` path."""
+    private = []
+    for example in sorted(EXAMPLES.glob("*.py")):
+        for node in ast.walk(ast.parse(example.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            private += [(example.name, n) for n in names if n.startswith("otel_costs") and "._" in n]
+    assert private == []
+
+
+def test_hierarchical_agents_example_prints_the_documented_total(tmp_path: Path) -> None:
+    """``python examples/hierarchical_agents.py`` draws the tree with the root total its docstring gives."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "hierarchical_agents.py"), "--file", str(tmp_path / "t.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "workflow code-review ($0.03325)" in done.stdout
+    assert "        └── chat gemini-3-pro ($0.00325)" in done.stdout
