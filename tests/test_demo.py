@@ -105,6 +105,12 @@ def _received_spans(receiver: _Receiver) -> dict[str, dict[str, object]]:
     return spans
 
 
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter running ``args``, without the OTEL_* settings of this process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120, env=env)
+
+
 def test_demo_costs_every_call_and_the_root_holds_the_sum(tmp_path: Path) -> None:
     """Every LLM call is captured and attributed, and the workflow root's total is their exact sum."""
     path = tmp_path / "demo.jsonl"
@@ -232,14 +238,7 @@ def test_demo_needs_none_of_the_dev_only_packages(tmp_path: Path) -> None:
     blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in DEV_ONLY)
     path = tmp_path / "d.jsonl"
     run = f"from otel_costs.cli import main; sys.exit(main(['demo', '--file', {str(path)!r}]))"
-    script = f"import sys; {blocked}; {run}"
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-    )
+    done = _python("-c", f"import sys; {blocked}; {run}")
     assert done.returncode == 0, done.stderr
     assert "workflow code-review ($0.02474) [1 unpriced]" in done.stdout
 
@@ -261,13 +260,7 @@ def test_examples_import_only_public_names() -> None:
 
 def test_hierarchical_agents_example_prints_the_documented_total(tmp_path: Path) -> None:
     """``python examples/hierarchical_agents.py`` draws the tree with the root total its docstring gives."""
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "hierarchical_agents.py"), "--file", str(tmp_path / "t.jsonl")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-    )
+    done = _python(str(EXAMPLES / "hierarchical_agents.py"), "--file", str(tmp_path / "t.jsonl"))
     assert done.returncode == 0, done.stderr
     assert "workflow code-review ($0.03325)" in done.stdout
     assert "        └── chat gemini-3-pro ($0.00325)" in done.stdout
