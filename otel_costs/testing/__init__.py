@@ -31,5 +31,4 @@ __all__ = [
 
 from otel_costs._public import publish as _publish
 
-# ManualClock's public home is otel_costs.budgets: it is only re-exported here.
-_publish(globals(), [name for name in __all__ if name != "ManualClock"], __name__)
+_publish(globals(), __all__, __name__)
