@@ -221,6 +221,19 @@ def test_demo_honours_the_traces_endpoint_and_headers(
     assert "invoke_workflow code-review" in _received_spans(receiver)
 
 
+@needs_pipeline_branch
+def test_demo_with_grpc_but_no_grpc_exporter_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OTLP over gRPC without the gRPC exporter installed: exit 2 and a message naming the way out."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
+    assert main(["demo", "--file", str(tmp_path / "d.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("otel-costs demo: ") and "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in err
+
+
 def test_demo_help_says_where_spans_go(capsys: pytest.CaptureFixture[str]) -> None:
     """``otel-costs demo --help`` names the file option and the OTLP variables it honours."""
     with pytest.raises(SystemExit):
