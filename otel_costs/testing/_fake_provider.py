@@ -282,7 +282,7 @@ def _string_chars(value: Any) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Run a fake provider until stdin closes.
 
-    ``python -m otel_costs.testing._fake_provider [--stream-chunks N]``.
+    ``python -m otel_costs.testing [--port P] [--stream-chunks N]``.
 
     Prints the base URL on the first line of stdout, so a parent process can read it.
     """
@@ -296,7 +296,3 @@ def main(argv: list[str] | None = None) -> None:
     with FakeLLMProvider(port=args.port, stream_chunks=args.stream_chunks) as fake:
         print(fake.base_url, flush=True)
         sys.stdin.read()
-
-
-if __name__ == "__main__":
-    main()
