@@ -5,6 +5,7 @@ Importing this package loads neither genai-prices nor its price data: the first 
 :class:`PriceBook` does.
 """
 
+from otel_costs._public import publish as _publish
 from otel_costs.pricing._book import PriceBook
 from otel_costs.pricing._overrides import PriceConfigError
 from otel_costs.pricing._results import CostBreakdown, ModelRates, RateTier
@@ -22,6 +23,4 @@ __all__ = [
     "read_usage",
 ]
 
-from otel_costs._public import publish
-
-publish(globals(), __all__, __name__)
+_publish(globals(), __all__, __name__)
