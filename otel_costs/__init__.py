@@ -56,7 +56,7 @@ from otel_costs.conventions import RESERVATION_ID_ATTRIBUTE
 from otel_costs.metrics._cost_metrics import CostMetrics
 from otel_costs.pipeline._configure import ConfigurationError, configure, default_exporter
 from otel_costs.pipeline._otlp import OtlpFormatError, OtlpJsonFileExporter
-from otel_costs.pipeline._processor import CostListener, CostSpanProcessor, SpendRecorder
+from otel_costs.pipeline._processor import CostListener, CostSpanProcessor
 from otel_costs.pipeline._sampling import RecordLlmSpans
 from otel_costs.pricing._book import CostBreakdown, ModelRates, PriceBook, PriceConfigError, RateTier
 from otel_costs.pricing._usage import LlmCall, TokenUsage, UsageReading, read_usage
@@ -107,7 +107,6 @@ __all__ = [
     "Retry",
     "ServeConfig",
     "ServeWorker",
-    "SpendRecorder",
     "SqliteLedger",
     "TokenUsage",
     "UsageReading",

@@ -16,6 +16,7 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -161,10 +162,13 @@ def test_traces_exporter_none_exports_nothing_but_still_prices(monkeypatch: pyte
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     assert otel_costs.default_exporter() is None
     seen: list[int] = []
+
+    class Listener:
+        def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> None:
+            seen.append(cost_nanos)
+
     provider = otel_costs.configure(
-        set_global=False,
-        prices={"gpt-5.2": {"input": 3, "output": 15}},
-        cost_listeners=[lambda span, nanos: seen.append(nanos)],
+        set_global=False, prices={"gpt-5.2": {"input": 3, "output": 15}}, listeners=[Listener()]
     )
     tracer = provider.get_tracer("t")
     attributes = {
@@ -328,7 +332,6 @@ def grpc_receiver() -> Iterator[tuple[str, Received]]:
     server.stop(grace=None)
 
 
-@pytest.mark.slow
 def test_http_endpoint_receives_costed_spans(
     http_receiver: tuple[str, Received], hierarchical_book: otel_costs.PriceBook, run_hierarchical: RunFn
 ) -> None:
@@ -342,7 +345,6 @@ def test_http_endpoint_receives_costed_spans(
     assert root_of(received.records()).attributes[conv.COST_TOTAL_NANOS] == 33_250_000
 
 
-@pytest.mark.slow
 def test_grpc_endpoint_from_env_receives_costed_spans(
     grpc_receiver: tuple[str, Received],
     monkeypatch: pytest.MonkeyPatch,

@@ -6,7 +6,6 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, cast
 
 import pytest
@@ -18,9 +17,10 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import StatusCode
 
 import otel_costs
+from otel_costs import _sdk
 from otel_costs import conventions as conv
-from otel_costs.pipeline import _spans
-from otel_costs.pricing._usage import LlmCall
+from otel_costs.pipeline import CostListener
+from otel_costs.pipeline._spans import with_attributes
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
 
 
@@ -40,14 +40,25 @@ class Harness:
         return span.attributes or {}
 
 
+class Recorder:
+    """A cost listener that records (span name, cost in nano-USD) and keeps the span."""
+
+    def __init__(self, costs: list[tuple[str, int]] | None = None) -> None:
+        self.costs: list[tuple[str, int]] = [] if costs is None else costs
+
+    def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> ReadableSpan | None:
+        self.costs.append((span.name, cost_nanos))
+        return None
+
+
 def make_harness(price_book: otel_costs.PriceBook | None = None, **kwargs: Any) -> Harness:
     exporter = InMemorySpanExporter()
     costs: list[tuple[str, int]] = []
-    listeners = kwargs.pop("cost_listeners", ())
+    listeners = kwargs.pop("listeners", ())
     processor = otel_costs.CostSpanProcessor(
         SimpleSpanProcessor(exporter),
         price_book=price_book or fixed_price_book(),
-        cost_listeners=[lambda span, nanos: costs.append((span.name, nanos)), *listeners],
+        listeners=[Recorder(costs), *listeners],
         **kwargs,
     )
     provider = TracerProvider()
@@ -362,31 +373,76 @@ def test_span_without_usage_passes_through_untouched(harness: Harness) -> None:
     assert harness.costs == []
 
 
-def test_raising_cost_listener_does_not_break_the_pipeline(caplog: pytest.LogCaptureFixture) -> None:
-    """A listener that raises is logged; the span is exported and later listeners still run."""
-    after: list[int] = []
+class Broken:
+    """A cost listener with a bug."""
 
-    def broken(span: ReadableSpan, nanos: int) -> None:
+    def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> ReadableSpan | None:
         raise RuntimeError("listener bug")
 
-    h = make_harness(cost_listeners=[broken, lambda span, nanos: after.append(nanos)])
+
+def test_raising_cost_listener_does_not_break_the_pipeline(caplog: pytest.LogCaptureFixture) -> None:
+    """A listener that raises is logged; the span is exported and later listeners still run."""
+    after = Recorder()
+    h = make_harness(listeners=[Broken(), after])
     with caplog.at_level(logging.ERROR, logger="otel_costs"):
         attrs = h.run("chat", chat("gpt-5.2", 1500, 500))
     assert attrs[conv.COST_DIRECT_NANOS] == 12_000_000
-    assert after == [12_000_000]
+    assert [nanos for _, nanos in after.costs] == [12_000_000]
     assert "listener" in caplog.text
     h.provider.shutdown()
 
 
-class RaisingPriceBook(otel_costs.PriceBook):
-    """A price book whose price() raises, as a buggy subclass or a broken data snapshot would."""
+class Stamp:
+    """A cost listener that hands on a replacement span (as budgets add threshold events)."""
 
-    def price(self, call: LlmCall, *, at: datetime | None = None) -> otel_costs.CostBreakdown:
+    def __init__(self, mark: str) -> None:
+        self.mark = mark
+        self.seen: list[object] = []
+
+    def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> ReadableSpan | None:
+        self.seen.append((span.attributes or {}).get("stamp"))
+        return with_attributes(span, {"stamp": self.mark})
+
+
+def test_listeners_run_in_order_and_may_replace_the_span() -> None:
+    """Each listener gets the span the one before returned; the last replacement is exported."""
+    first, second = Stamp("first"), Stamp("second")
+    h = make_harness(listeners=[first, second])
+    attrs = h.run("chat", chat("gpt-5.2", 1500, 500))
+    assert (first.seen, second.seen) == ([None], ["first"])
+    assert attrs["stamp"] == "second"
+    assert attrs[conv.COST_DIRECT_NANOS] == 12_000_000
+    assert h.costs == [("chat", 12_000_000)]
+    h.provider.shutdown()
+
+
+def test_a_listener_without_on_span_cost_is_refused() -> None:
+    """A plain callable (the removed cost_listeners= style) is a TypeError naming the protocol."""
+    with pytest.raises(TypeError, match="on_span_cost"):
+        otel_costs.CostSpanProcessor(
+            SimpleSpanProcessor(InMemorySpanExporter()),
+            listeners=[lambda span, nanos: None],  # type: ignore[list-item]
+        )
+
+
+def test_budget_manager_and_cost_metrics_are_cost_listeners() -> None:
+    """The library's own listeners satisfy the CostListener protocol."""
+    assert isinstance(otel_costs.BudgetManager([]), CostListener)
+    assert isinstance(otel_costs.CostMetrics(), CostListener)
+
+
+class RaisingPriceBook(otel_costs.PriceBook):
+    """A price book whose span pricing raises, as a buggy subclass or a broken data snapshot would."""
+
+    def _cost_attributes(self, attributes: dict[str, object], start_ns: int | None) -> dict[str, Any] | None:
         raise RuntimeError("price book bug")
 
 
 def test_raising_price_book_does_not_break_the_host(caplog: pytest.LogCaptureFixture) -> None:
-    """A price book that raises leaves the span exported and flagged unpriced, never an exception."""
+    """A price book that raises leaves the span exported and flagged unpriced, never an exception.
+
+    Internals: it overrides ``PriceBook._cost_attributes``, the processor's one call to the book.
+    """
     h = make_harness(price_book=RaisingPriceBook(use_genai_prices=False))
     with caplog.at_level(logging.ERROR, logger="otel_costs"):
         attrs = h.run("chat", chat("gpt-5.2", 1500, 500))
@@ -399,8 +455,11 @@ def test_raising_price_book_does_not_break_the_host(caplog: pytest.LogCaptureFix
 
 @pytest.mark.parametrize("fast_copy", [True, False], ids=["field copy", "constructor"])
 def test_costed_copy_keeps_the_span(monkeypatch: pytest.MonkeyPatch, fast_copy: bool) -> None:
-    """The costed copy of a span keeps everything but its attributes, whichever way it is copied."""
-    monkeypatch.setattr(_spans, "_FAST_COPY", fast_copy)
+    """The costed copy of a span keeps everything but its attributes, whichever way it is copied.
+
+    Internals: it turns ``_sdk.HAS_SPAN_LAYOUT`` off to test the public constructor path too.
+    """
+    monkeypatch.setattr(_sdk, "HAS_SPAN_LAYOUT", fast_copy)
     exporter = InMemorySpanExporter()
     provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=5, max_events=1))
     provider.add_span_processor(
@@ -425,8 +484,7 @@ def test_costed_copy_keeps_the_span(monkeypatch: pytest.MonkeyPatch, fast_copy: 
     assert costed.status.status_code is StatusCode.ERROR
     assert costed.resource is provider.resource
     assert costed.instrumentation_scope == InstrumentationScope("tests", "1.0", None, None)
-    if fast_copy:
-        assert costed.dropped_events == 1  # the constructor path cannot carry this count
+    assert costed.dropped_events == 1
     provider.shutdown()
 
 
@@ -501,81 +559,3 @@ def test_aggregate_operations_without_usage_get_no_cost_status(
     tracer = pipeline.tracer_provider.get_tracer("t")
     tracer.start_span("op", attributes={"gen_ai.operation.name": operation}).end()
     assert conv.COST_STATUS not in pipeline.attributes("op")
-
-
-# --- fast path -----------------------------------------------------------------------------
-
-
-class PassThroughPriceBook(otel_costs.PriceBook):
-    """A subclass that overrides price() (unchanged): the processor then never takes its fast path."""
-
-    def price(self, call: LlmCall, *, at: datetime | None = None) -> otel_costs.CostBreakdown:
-        return super().price(call, at=at)
-
-
-FAST_PATH_CASES: list[dict[str, Any]] = [
-    chat("gpt-5.2", 1500, 500),
-    chat("gpt-5.2", 1500, 500, **{"gen_ai.usage.cache_read.input_tokens": 1000}),
-    chat(
-        "claude-sonnet-4-5",
-        40_000,
-        1_200,
-        **{"gen_ai.usage.cache_read.input_tokens": 30_000, "gen_ai.usage.cache_creation.input_tokens": 5_000},
-    ),
-    chat("gpt-4o", 123_457, 9_876, **{"gen_ai.usage.reasoning.output_tokens": 5_000}),  # genai-prices
-    chat("gemini-2.5-pro", 250_000, 2_000),  # tiered in genai-prices
-    chat("gpt-5.2", 1500, 500, **{conv.COST_STATUS: conv.STATUS_PARTIAL}),
-    chat("gpt-5.2", 1500, 500, **{conv.GEN_AI_RESPONSE_ID: "r-1"}),
-    chat("gpt-5.2", 1500, 500, **{conv.GEN_AI_RESPONSE_ID: "r-1"}),  # the duplicate
-    chat("no-such-model-xyz", 10, 10),
-    chat("gpt-5.2", 1500.0, 500),
-    chat("gpt-5.2", 10, 500, **{"gen_ai.usage.cache_read.input_tokens": 11}),
-    chat("gpt-5.2", 1500, 500, **{conv.GEN_AI_OPERATION_NAME: "invoke_agent"}),
-    {conv.GEN_AI_OPERATION_NAME: "chat", conv.GEN_AI_REQUEST_MODEL: "gpt-5.2"},
-    {"http.method": "GET"},
-]
-
-
-def _exported(price_book: otel_costs.PriceBook) -> tuple[list[list[tuple[str, Any]]], list[tuple[str, int]]]:
-    """The attributes (in order) of FAST_PATH_CASES exported through a processor, and the listened costs."""
-    h = make_harness(price_book=price_book)
-    tracer = h.provider.get_tracer("t")
-    with tracer.start_as_current_span("root"):
-        for index, attributes in enumerate(FAST_PATH_CASES):
-            tracer.start_span(f"call {index}", attributes=attributes, start_time=1_780_000_000 * 10**9).end()
-    spans = sorted(h.exporter.get_finished_spans(), key=lambda span: span.name)
-    h.provider.shutdown()
-    return [list((span.attributes or {}).items()) for span in spans], sorted(h.costs)
-
-
-def test_fast_path_exports_exactly_what_the_price_book_path_does() -> None:
-    """Spans priced on the fast path carry the same attributes, in the same order, as through price()."""
-    overrides: dict[str, dict[str, object]] = {
-        "gpt-5.2": {"input": 3, "output": 15, "cached_input": 0.3},
-        "claude-sonnet-4-5": {"input": 3, "output": 15, "cached_input": 0.3, "cache_write": 3.75},
-    }
-    fast = _exported(otel_costs.PriceBook(overrides))
-    slow = _exported(PassThroughPriceBook(overrides))
-    assert fast == slow
-    assert sum(1 for _, nanos in fast[1] if nanos > 0) >= 6  # really priced, not all skipped
-    inner = SimpleSpanProcessor(InMemorySpanExporter())
-    assert otel_costs.CostSpanProcessor(inner, price_book=otel_costs.PriceBook(overrides))._quote is not None
-    assert otel_costs.CostSpanProcessor(inner, price_book=PassThroughPriceBook(overrides))._quote is None
-
-
-def test_fast_path_failure_falls_back_to_the_price_book(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """If the fast quote raises, the span is priced through price() and the error is logged."""
-    book = fixed_price_book()
-
-    def broken(*args: object) -> None:
-        raise RuntimeError("quote bug")
-
-    monkeypatch.setattr(book, "_quote", broken)
-    h = make_harness(price_book=book)
-    with caplog.at_level(logging.ERROR, logger="otel_costs"):
-        attrs = h.run("chat", chat("gpt-5.2", 1500, 500))
-    assert attrs[conv.COST_DIRECT_NANOS] == 12_000_000
-    assert "fast pricing failed" in caplog.text
-    h.provider.shutdown()

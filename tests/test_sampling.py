@@ -59,9 +59,7 @@ def test_dropped_llm_spans_are_recorded_priced_and_budgeted_but_not_exported() -
     provider = TracerProvider(sampler=RecordLlmSpans(ParentBased(TraceIdRatioBased(0.0))))
     prices = otel_costs.PriceBook({"gpt-test": {"input": 3, "output": 15}}, use_genai_prices=False)
     provider.add_span_processor(
-        otel_costs.CostSpanProcessor(
-            SimpleSpanProcessor(exported), price_book=prices, cost_listeners=[manager.on_span_cost]
-        )
+        otel_costs.CostSpanProcessor(SimpleSpanProcessor(exported), price_book=prices, listeners=[manager])
     )
     provider.add_span_processor(seen)
     tracer = provider.get_tracer("t")

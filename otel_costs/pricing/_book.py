@@ -860,18 +860,13 @@ class PriceBook:
         )
 
     def _cost_attributes(self, attributes: dict[str, object], start_ns: int | None) -> dict[str, Any] | None:
-        """A copy of an LLM span's ``attributes`` with its cost attributes, in one C call.
+        """A copy of a span's ``attributes`` with its cost attributes; ``None``: nothing to price.
 
-        What the processor's Python fast path writes (``billable_counts``, ``_quote`` and
-        ``_publish_quote``), for the common case; ``None`` wherever the C speedups do not answer
-        (not built, another attribute layout, a model not yet seen by ``_quote`` or not priced
-        by one plain plan): then that Python path prices the span, with the same result.
+        The processor's one call to the price book (``CostSpanProcessor.on_end``), in pure Python.
+        BRIDGE on the pipeline branch (the processor's former Python path moved here, the C
+        speedups no longer called) until the pricing branch replaces this with its one route.
         """
-        state = self._state
-        if _NATIVE is None or not state.native or state.snapshot is not data_snapshot.get_snapshot():
-            return None
-        own: dict[str, Any] | None = _NATIVE.cost_attributes(state.native, attributes, start_ns)
-        return own
+        return _span_cost_attributes(self, attributes, start_ns)
 
     def _new_quick(self, state: _State, key: tuple[str | None, str | None, str | None]) -> _Quick | None:
         provider, server, model = key
@@ -1422,3 +1417,86 @@ def _check_keys(where: str, block: Mapping[str, object], allowed: frozenset[str]
             f"{where}: unknown key(s) {', '.join(repr(key) for key in unknown)}; "
             f"allowed: {', '.join(sorted(allowed))}"
         )
+
+
+# --- BRIDGE (pipeline branch): the processor's former Python pricing path, until pricing's own --------
+
+from otel_costs._money import nanos_to_usd  # noqa: E402
+from otel_costs.conventions import COST_STATUS_REASON, STATUS_AGGREGATE  # noqa: E402
+from otel_costs.pricing._usage import billable_counts, read_usage  # noqa: E402
+
+
+def _span_cost_attributes(
+    book: PriceBook, attributes: dict[str, object], start_ns: int | None
+) -> dict[str, Any] | None:
+    own: dict[str, Any] = dict(attributes)
+    partial = own.get(COST_STATUS) == STATUS_PARTIAL
+    fields = billable_counts(own)
+    if fields is not None:
+        model, provider, server, counts = fields
+        quote = None
+        if type(book).price is PriceBook.price and type(book)._price is PriceBook._price:
+            quote = book._quote(model, provider, server, counts, start_ns)
+        if quote is not None:
+            nanos, input_usd, cache_read_usd, cache_write_usd, output_usd, q_provider, q_model, source = quote
+            usd = nanos / NANOS_PER_USD
+            own[COST_CURRENCY] = CURRENCY_USD
+            own[COST_STATUS] = STATUS_PARTIAL if partial else STATUS_PRICED
+            if q_provider:
+                own[COST_PROVIDER] = q_provider
+            if q_model:
+                own[COST_MODEL] = q_model
+            if source:
+                own[COST_PRICE_SOURCE] = source
+            own[COST_DIRECT] = usd
+            own[GEN_AI_USAGE_COST] = usd
+            own[COST_DIRECT_NANOS] = nanos
+            own[COST_INPUT] = input_usd
+            own[COST_CACHE_READ] = cache_read_usd
+            own[COST_CACHE_WRITE] = cache_write_usd
+            own[COST_OUTPUT] = output_usd
+            return own
+        call: LlmCall | None = LlmCall(model, provider, server, TokenUsage(*counts))
+        kind = "call"
+        reason = None
+    else:
+        reading = read_usage(own)
+        if reading is None:
+            return None
+        call, kind, reason = reading.call, reading.kind, reading.reason
+    extra: dict[str, Any] = {COST_CURRENCY: CURRENCY_USD}
+    if kind == "aggregate":
+        extra[COST_STATUS] = STATUS_AGGREGATE
+        extra[COST_STATUS_REASON] = reason or "aggregate usage of child calls"
+    elif kind == "missing":
+        extra[COST_STATUS] = STATUS_UNPRICED
+        extra[COST_STATUS_REASON] = reason or "no token usage reported"
+    elif kind == "invalid" or call is None:
+        extra[COST_STATUS] = STATUS_INVALID_USAGE
+        extra[COST_STATUS_REASON] = reason or "unreadable usage"
+    else:
+        at = datetime.fromtimestamp(start_ns / 1e9, tz=UTC) if start_ns else None
+        cost = book.price(call, at=at)
+        extra[COST_STATUS] = cost.status
+        if cost.reason:
+            extra[COST_STATUS_REASON] = cost.reason
+        if cost.provider:
+            extra[COST_PROVIDER] = cost.provider
+        if cost.model:
+            extra[COST_MODEL] = cost.model
+        if cost.source:
+            extra[COST_PRICE_SOURCE] = cost.source
+        if cost.status == STATUS_PRICED:
+            nanos = to_nanos(cost.total)
+            usd = nanos_to_usd(nanos)
+            extra[COST_DIRECT] = usd
+            extra[GEN_AI_USAGE_COST] = usd
+            extra[COST_DIRECT_NANOS] = nanos
+            extra[COST_INPUT] = float(cost.input)
+            extra[COST_CACHE_READ] = float(cost.cache_read)
+            extra[COST_CACHE_WRITE] = float(cost.cache_write)
+            extra[COST_OUTPUT] = float(cost.output)
+        if partial:
+            extra[COST_STATUS] = STATUS_PARTIAL
+    own.update(extra)
+    return own

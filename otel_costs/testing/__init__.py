@@ -30,7 +30,7 @@ from otel_costs._money import nanos_to_decimal
 from otel_costs.budgets._windows import ManualClock
 from otel_costs.cli._report import cost_trees, format_tree
 from otel_costs.pipeline._otlp import SpanRecord
-from otel_costs.pipeline._processor import CostListener, CostSpanProcessor, SpendRecorder
+from otel_costs.pipeline._processor import CostListener, CostSpanProcessor
 from otel_costs.pricing._book import PriceBook
 from otel_costs.rollup._exporter import CostRollupExporter
 from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage, Misbehaviour, RecordedRequest
@@ -72,8 +72,7 @@ class InMemoryPipeline:
         self,
         *,
         price_book: PriceBook | None = None,
-        cost_listeners: Sequence[CostListener] = (),
-        budgets: SpendRecorder | None = None,
+        listeners: Sequence[CostListener] = (),
         service_name: str = "test",
     ) -> None:
         self.exporter = InMemorySpanExporter()
@@ -81,8 +80,7 @@ class InMemoryPipeline:
         self.processor = CostSpanProcessor(
             SimpleSpanProcessor(self.rollup),
             price_book=price_book if price_book is not None else fixed_price_book(),
-            cost_listeners=cost_listeners,
-            budgets=budgets,
+            listeners=listeners,
         )
         self.tracer_provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         self.tracer_provider.add_span_processor(self.processor)
