@@ -273,6 +273,7 @@ class Received:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, trace_service_pb2.ExportTraceServiceRequest]] = []
+        self.headers: list[dict[str, str]] = []
         self.event = threading.Event()
 
     def add(self, where: str, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
@@ -293,6 +294,7 @@ def http_receiver() -> Iterator[tuple[str, Received]]:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             request = trace_service_pb2.ExportTraceServiceRequest()
             request.ParseFromString(body)
+            received.headers.append({key.lower(): value for key, value in self.headers.items()})
             received.add(self.path, request)
             reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
             self.send_response(200)
@@ -363,3 +365,70 @@ def test_grpc_endpoint_from_env_receives_costed_spans(
     records = received.records()
     assert {r.service_name for r in records} == {"grpc-test"}
     assert root_of(records).attributes[conv.COST_TOTAL_NANOS] == 33_250_000
+
+
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"])
+def test_endpoint_env_with_file_path_sends_and_writes(
+    http_receiver: tuple[str, Received],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    hierarchical_book: otel_costs.PriceBook,
+    run_hierarchical: RunFn,
+    variable: str,
+) -> None:
+    """With an OTLP endpoint in the env, configure(file_path=...) (the demo) sends there and writes it."""
+    url, received = http_receiver
+    monkeypatch.setenv(variable, url if variable == "OTEL_EXPORTER_OTLP_ENDPOINT" else url + "/v1/traces")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-team=billing,authorization=Bearer%20t")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
+    path = tmp_path / "demo.jsonl"
+    provider = otel_costs.configure(
+        service_name="demo", file_path=path, price_book=hierarchical_book, set_global=False
+    )
+    run_hierarchical(provider)
+    provider.shutdown()
+    assert received.event.wait(WAIT)
+    assert {where for where, _ in received.requests} == {"/v1/traces"}
+    assert root_of(received.records()).attributes[conv.COST_TOTAL_NANOS] == 33_250_000
+    assert received.headers[0]["x-team"] == "billing"
+    assert received.headers[0]["authorization"] == "Bearer t"
+    records, problems = read_json_file(path)
+    assert problems == []
+    assert root_of(records).attributes[conv.COST_TOTAL_NANOS] == 33_250_000
+
+
+def test_traces_exporter_otlp_without_endpoint_uses_the_sdk_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_TRACES_EXPORTER=otlp with no endpoint is OTLP to the exporter's default, as with the SDK alone."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    exporter = otel_costs.default_exporter()
+    assert type(exporter) is HttpExporter
+    exporter.shutdown()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    exporter = otel_costs.default_exporter()
+    assert type(exporter) is GrpcExporter
+    exporter.shutdown()
+
+
+@pytest.mark.parametrize("value", ["zipkin", "jaeger", "otlp,prometheus"])
+def test_unknown_traces_exporter_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """An OTEL_TRACES_EXPORTER this library cannot honour is refused with the values it can."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", value)
+    with pytest.raises(otel_costs.ConfigurationError, match="'otlp', 'console' or 'none'"):
+        otel_costs.configure(set_global=False)
+
+
+def test_explicit_exporter_wins_over_the_endpoint_env(
+    monkeypatch: pytest.MonkeyPatch, run_hierarchical: RunFn
+) -> None:
+    """exporter= gets the spans even when OTEL_EXPORTER_OTLP_ENDPOINT is set (nothing else is built)."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    memory = InMemorySpanExporter()
+    provider = otel_costs.configure(
+        exporter=memory, prices={"gpt-5.2": {"input": 3, "output": 15}}, set_global=False
+    )
+    run_hierarchical(provider)
+    assert provider.force_flush() is True
+    assert any(s.name == ROOT for s in memory.get_finished_spans())
+    provider.shutdown()
