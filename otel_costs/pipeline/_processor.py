@@ -215,21 +215,20 @@ class CostSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            span = self._costed(span)
+            # The plain dict under an SDK span's attributes (only read), else a copy of them.
+            attributes = ended_attributes(span)
+            if attributes is None:
+                attributes = attributes_dict(span.attributes)
+            # Most spans carry no LLM usage: one set test over their keys says so.
+            if not USAGE_OR_CALL_KEYS.isdisjoint(attributes):
+                span = self._costed(span, attributes)
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
 
-    def _costed(self, span: ReadableSpan) -> ReadableSpan:
-        """The span to hand on: ``span`` itself, or its copy with cost attributes (and whatever
-        the listeners added)."""
-        # The plain dict under an SDK span's attributes (only read), else a copy of them.
-        attributes = ended_attributes(span)
-        if attributes is None:
-            attributes = attributes_dict(span.attributes)
-        # Most spans carry no LLM usage: one set test over their keys says so.
-        if USAGE_OR_CALL_KEYS.isdisjoint(attributes):
-            return span
+    def _costed(self, span: ReadableSpan, attributes: Mapping[str, Any]) -> ReadableSpan:
+        """The copy of ``span`` (which carries usage; ``attributes`` are its own, only read) to
+        hand on: with its cost attributes and whatever the listeners added; or ``span`` itself."""
         try:
             costed = self._price_book._cost_attributes(attributes, span.start_time)
         except Exception as exc:
