@@ -27,7 +27,6 @@ from otel_costs.pipeline._otlp import OtlpJsonFileExporter
 from otel_costs.pipeline._processor import CostListener, CostSpanProcessor
 from otel_costs.pipeline._sampling import RecordLlmSpans
 from otel_costs.pricing._book import PriceBook
-from otel_costs.rollup._exporter import CostRollupExporter
 
 logger = logging.getLogger("otel_costs")
 
@@ -173,6 +172,10 @@ def build_pipeline(
 
     With no ``exporter`` spans are priced (for the listeners) and then dropped.
     """
+    # Imported here: otel_costs.rollup copies spans with otel_costs.pipeline._spans, so a
+    # module-level import would make the two packages import each other.
+    from otel_costs.rollup._exporter import CostRollupExporter
+
     if exporter is None:
         return CostSpanProcessor(SpanProcessor(), price_book=price_book, listeners=listeners)
     rollup = CostRollupExporter(exporter, linger=linger)
