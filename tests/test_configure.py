@@ -22,7 +22,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import otel_costs
 from otel_costs import conventions as conv
-from otel_costs.pipeline._otlp import OtlpJsonFileExporter, SpanRecord, iter_records, read_json_file
+from otel_costs.pipeline import ConfigurationError, OtlpJsonFileExporter, default_exporter
+from otel_costs.pipeline._otlp import SpanRecord, iter_records, read_json_file
 
 RunFn = Callable[[trace.TracerProvider], None]
 ROOT = "invoke_agent coordinator"
@@ -149,7 +150,7 @@ def test_default_exporter_picks_the_exporter(
     """An OTLP endpoint selects OTLP over the set protocol (default http/protobuf), else the file."""
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    exporter = otel_costs.default_exporter(endpoint=endpoint)
+    exporter = default_exporter(endpoint=endpoint)
     try:
         assert type(exporter) is expected
     finally:
@@ -160,7 +161,7 @@ def test_default_exporter_picks_the_exporter(
 def test_traces_exporter_none_exports_nothing_but_still_prices(monkeypatch: pytest.MonkeyPatch) -> None:
     """OTEL_TRACES_EXPORTER=none picks no exporter; configure() still prices spans for cost listeners."""
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-    assert otel_costs.default_exporter() is None
+    assert default_exporter() is None
     seen: list[int] = []
 
     class Listener:
@@ -184,7 +185,7 @@ def test_traces_exporter_none_exports_nothing_but_still_prices(monkeypatch: pyte
 def test_explicit_file_path_wins_over_console_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """An explicit file_path= is used even when OTEL_TRACES_EXPORTER says console."""
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
-    exporter = otel_costs.default_exporter(file_path=tmp_path / "t.jsonl")
+    exporter = default_exporter(file_path=tmp_path / "t.jsonl")
     assert isinstance(exporter, OtlpJsonFileExporter)
     exporter.shutdown()
 
@@ -193,7 +194,7 @@ def test_http_json_protocol_is_refused_with_advice(monkeypatch: pytest.MonkeyPat
     """http/json is not silently sent as protobuf: configure() says which protocols work."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-    with pytest.raises(otel_costs.ConfigurationError, match="http/protobuf"):
+    with pytest.raises(ConfigurationError, match="http/protobuf"):
         otel_costs.configure(set_global=False)
 
 
@@ -202,7 +203,7 @@ def test_bad_protocol_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch, 
     """An unknown OTEL_EXPORTER_OTLP_PROTOCOL is refused with a message naming the valid values."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-    with pytest.raises(otel_costs.ConfigurationError, match="grpc"):
+    with pytest.raises(ConfigurationError, match="grpc"):
         otel_costs.configure(set_global=False)
 
 
@@ -221,7 +222,7 @@ def test_bad_protocol_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch, 
 )
 def test_conflicting_arguments(kwargs: dict[str, Any]) -> None:
     """Arguments that cannot both apply are a ConfigurationError, not a silent choice."""
-    with pytest.raises(otel_costs.ConfigurationError, match="not both"):
+    with pytest.raises(ConfigurationError, match="not both"):
         otel_costs.configure(set_global=False, **kwargs)
 
 
@@ -400,11 +401,11 @@ def test_endpoint_env_with_file_path_sends_and_writes(
 def test_traces_exporter_otlp_without_endpoint_uses_the_sdk_default(monkeypatch: pytest.MonkeyPatch) -> None:
     """OTEL_TRACES_EXPORTER=otlp with no endpoint is OTLP to the exporter's default, as with the SDK alone."""
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
-    exporter = otel_costs.default_exporter()
+    exporter = default_exporter()
     assert type(exporter) is HttpExporter
     exporter.shutdown()
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    exporter = otel_costs.default_exporter()
+    exporter = default_exporter()
     assert type(exporter) is GrpcExporter
     exporter.shutdown()
 
@@ -415,7 +416,7 @@ def test_unknown_traces_exporter_is_a_configuration_error(
 ) -> None:
     """An OTEL_TRACES_EXPORTER this library cannot honour is refused with the values it can."""
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", value)
-    with pytest.raises(otel_costs.ConfigurationError, match="'otlp', 'console' or 'none'"):
+    with pytest.raises(ConfigurationError, match="'otlp', 'console' or 'none'"):
         otel_costs.configure(set_global=False)
 
 

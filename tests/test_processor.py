@@ -19,6 +19,7 @@ from opentelemetry.trace import StatusCode
 import otel_costs
 from otel_costs import _sdk
 from otel_costs import conventions as conv
+from otel_costs.metrics import CostMetrics
 from otel_costs.pipeline import CostListener
 from otel_costs.pipeline._spans import with_attributes
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
@@ -428,7 +429,7 @@ def test_a_listener_without_on_span_cost_is_refused() -> None:
 def test_budget_manager_and_cost_metrics_are_cost_listeners() -> None:
     """The library's own listeners satisfy the CostListener protocol."""
     assert isinstance(otel_costs.BudgetManager([]), CostListener)
-    assert isinstance(otel_costs.CostMetrics(), CostListener)
+    assert isinstance(CostMetrics(), CostListener)
 
 
 class RaisingPriceBook(otel_costs.PriceBook):

@@ -13,8 +13,9 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, Pa
 
 import otel_costs
 from otel_costs import conventions as conv
-from otel_costs.budgets._manager import Budget, BudgetManager
-from otel_costs.pipeline._sampling import RecordLlmSpans, is_llm_call
+from otel_costs.budgets import Budget, BudgetManager
+from otel_costs.pipeline import RecordLlmSpans
+from otel_costs.pipeline._sampling import is_llm_call
 
 CHAT = {
     conv.GEN_AI_OPERATION_NAME: "chat",

@@ -8,6 +8,7 @@ Example::
     provider = configure(service_name="agents")
 """
 
+from otel_costs._public import publish as _publish
 from otel_costs.pipeline._configure import ConfigurationError, configure, default_exporter
 from otel_costs.pipeline._otlp import OtlpFormatError, OtlpJsonFileExporter
 from otel_costs.pipeline._processor import CostListener, CostSpanProcessor
@@ -24,6 +25,4 @@ __all__ = [
     "default_exporter",
 ]
 
-from otel_costs._public import publish
-
-publish(globals(), __all__, __name__)
+_publish(globals(), __all__, __name__)

@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -26,7 +27,9 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from otel_costs.pipeline._otlp import OtlpJsonFileExporter
 from otel_costs.pipeline._processor import CostListener, CostSpanProcessor
 from otel_costs.pipeline._sampling import RecordLlmSpans
-from otel_costs.pricing._book import PriceBook
+
+if TYPE_CHECKING:
+    from otel_costs.pricing._book import PriceBook
 
 logger = logging.getLogger("otel_costs")
 
@@ -225,6 +228,8 @@ def configure(
     if exporter is not None and (endpoint is not None or file_path is not None):
         raise ConfigurationError("pass either exporter= or endpoint=/file_path=, not both")
     if price_book is None:
+        from otel_costs.pricing._book import PriceBook  # the price data loads when it is used
+
         if isinstance(prices, Mapping):
             price_book = PriceBook(prices)
         elif prices is not None:

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -22,8 +22,10 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from otel_costs import conventions as conv
 from otel_costs._sdk import baggage_entries, ended_attributes, forward_on_ending, set_validated_attributes
 from otel_costs.pipeline._spans import annotated, attributes_dict
-from otel_costs.pricing._book import PriceBook
 from otel_costs.pricing._usage import USAGE_OR_CALL_KEYS
+
+if TYPE_CHECKING:
+    from otel_costs.pricing._book import PriceBook
 
 logger = logging.getLogger("otel_costs")
 
@@ -106,7 +108,12 @@ class CostSpanProcessor(SpanProcessor):
                     f"e.g. a BudgetManager or CostMetrics), got {listener!r}"
                 )
         self._next = next_processor
-        self._price_book = price_book if price_book is not None else PriceBook()
+        if price_book is None:
+            # Imported here: importing otel_costs.pipeline loads no price data.
+            from otel_costs.pricing._book import PriceBook
+
+            price_book = PriceBook()
+        self._price_book = price_book
         #: The bound ``on_span_cost`` of each listener, looked up once.
         self._listeners = tuple(listener.on_span_cost for listener in listeners)
         self._baggage_keys = dict(conv.BAGGAGE_TO_ATTRIBUTE if baggage_keys is None else baggage_keys)
@@ -226,7 +233,7 @@ class CostSpanProcessor(SpanProcessor):
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
 
-    def _costed(self, span: ReadableSpan, attributes: Mapping[str, Any]) -> ReadableSpan:
+    def _costed(self, span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
         """The copy of ``span`` (which carries usage; ``attributes`` are its own, only read) to
         hand on: with its cost attributes and whatever the listeners added; or ``span`` itself."""
         try:

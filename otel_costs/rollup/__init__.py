@@ -9,6 +9,7 @@ Example::
     totals = [r.total_nanos for r in rollup(nodes)]  # [12, 12]
 """
 
+from otel_costs._public import publish as _publish
 from otel_costs.rollup._exporter import CostRollupExporter
 from otel_costs.rollup._tree import CostNode, NodeRollup, cost_node, rollup
 
@@ -20,6 +21,4 @@ __all__ = [
     "rollup",
 ]
 
-from otel_costs._public import publish
-
-publish(globals(), __all__, __name__)
+_publish(globals(), __all__, __name__)
