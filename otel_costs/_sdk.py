@@ -74,17 +74,25 @@ current_context: Callable[[], Context] = (
 )
 
 
-def baggage_entries(parent_context: Context | None) -> Mapping[str, object] | None:
-    """The baggage of ``parent_context`` (default: the current context); ``None`` or empty: none.
+def _baggage_entries_public(parent_context: Context | None) -> Mapping[str, object] | None:
+    return _baggage.get_all(parent_context)
 
-    What ``baggage.get_all(parent_context)`` returns, without its copy, when ``HAS_BAGGAGE_DICT``.
-    The mapping is only read.
-    """
-    if _BAGGAGE_KEY is None:
-        return _baggage.get_all(parent_context)
-    ctx = parent_context if parent_context is not None else current_context()
-    entries = ctx.get(_BAGGAGE_KEY)
+
+def _baggage_entries_fast(
+    parent_context: Context | None,
+    _key: str = _BAGGAGE_KEY or "",
+    _current: Callable[[], Context] = current_context,
+) -> Mapping[str, object] | None:
+    entries = (parent_context if parent_context is not None else _current()).get(_key)
     return entries if type(entries) is dict else None  # what get_all() reads as no baggage
+
+
+#: ``baggage_entries(parent_context)``: the baggage of ``parent_context`` (default: the current
+#: context), ``None`` or empty for none; what ``baggage.get_all(parent_context)`` returns, without
+#: its copy, when ``HAS_BAGGAGE_DICT``. The mapping is only read. It runs on every span start.
+baggage_entries: Callable[[Context | None], Mapping[str, object] | None] = (
+    _baggage_entries_fast if HAS_BAGGAGE_DICT else _baggage_entries_public
+)
 
 
 _SUPPRESS_KEY = getattr(_context, "_SUPPRESS_INSTRUMENTATION_KEY", None)
@@ -166,20 +174,30 @@ def _probe_sdk_span() -> bool:
 HAS_SDK_SPAN_FIELDS = _probe_sdk_span()
 
 
-def ended_attributes(span: ReadableSpan) -> dict[str, Any] | None:
-    """The plain dict under the attributes of a span the SDK ended, to be only read; else ``None``.
+def _ended_attributes_public(span: ReadableSpan) -> dict[str, Any] | None:
+    return None
 
-    ``span.attributes`` is a read-only proxy over its ``BoundedAttributes``, whose iteration is
-    Python code: testing and copying the dict inside costs a fifth as much. The span has ended,
-    so nothing writes to it. ``None`` for any other span type or layout (read ``attributes``).
-    """
-    if not HAS_SDK_SPAN_FIELDS or type(span) is not ReadableSpan:
+
+def _ended_attributes_fast(
+    span: ReadableSpan, _readable: type = ReadableSpan, _bounded: type = BoundedAttributes
+) -> dict[str, Any] | None:
+    if type(span) is not _readable:
         return None
-    bounded = span.__dict__.get("_attributes")
-    if type(bounded) is not BoundedAttributes:
+    bounded = getattr(span, "_attributes", None)
+    if type(bounded) is not _bounded:
         return None
-    raw = bounded.__dict__.get("_dict")
+    raw = getattr(bounded, "_dict", None)
     return raw if type(raw) is dict else None
+
+
+#: ``ended_attributes(span)``: the plain dict under the attributes of a span the SDK ended, to be
+#: only read; else ``None`` (then read ``span.attributes``). ``span.attributes`` is a read-only
+#: proxy over its ``BoundedAttributes``, whose iteration is Python code: testing and copying the
+#: dict inside costs a fifth as much. The span has ended, so nothing writes to it. It runs on
+#: every span end.
+ended_attributes: Callable[[ReadableSpan], dict[str, Any] | None] = (
+    _ended_attributes_fast if HAS_SDK_SPAN_FIELDS else _ended_attributes_public
+)
 
 
 def set_validated_attributes(
@@ -197,7 +215,7 @@ def set_validated_attributes(
     through ``set_attributes``, which then warns or drops exactly as it always does.
     """
     if HAS_SDK_SPAN_FIELDS and longest >= 0 and type(span) in SDK_SPAN_TYPES:
-        bounded = span.__dict__.get("_attributes")
+        bounded = getattr(span, "_attributes", None)
         if type(bounded) is BoundedAttributes:
             stored = bounded._dict
             maxlen = bounded.maxlen
@@ -209,7 +227,10 @@ def set_validated_attributes(
             ):
                 if starting:
                     if span._end_time is None:
-                        _merge(stored, attributes)
+                        if stored and not stored.keys().isdisjoint(attributes):
+                            _merge(stored, attributes)  # an instrumentation's start attribute set again
+                        else:
+                            stored.update(attributes)
                         return
                 else:
                     with span._lock, bounded._lock:
