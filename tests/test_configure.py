@@ -433,3 +433,34 @@ def test_explicit_exporter_wins_over_the_endpoint_env(
     assert provider.force_flush() is True
     assert any(s.name == ROOT for s in memory.get_finished_spans())
     provider.shutdown()
+
+
+def test_listeners_hear_llm_calls_the_sampler_drops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With listeners, an LLM call in a trace the sampler drops is still priced for them, not exported."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    seen: list[tuple[str, int]] = []
+
+    class Listener:
+        def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> None:
+            seen.append((span.name, cost_nanos))
+
+    memory = InMemorySpanExporter()
+    provider = otel_costs.configure(
+        exporter=memory,
+        prices={"gpt-5.2": {"input": 3, "output": 15}},
+        listeners=[Listener()],
+        set_global=False,
+    )
+    tracer = provider.get_tracer("t")
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-5.2",
+        "gen_ai.usage.input_tokens": 1500,
+        "gen_ai.usage.output_tokens": 500,
+    }
+    with tracer.start_as_current_span("handler"):
+        tracer.start_span("chat gpt-5.2", attributes=attributes).end()
+    provider.force_flush()
+    provider.shutdown()
+    assert seen == [("chat gpt-5.2", 12_000_000)]
+    assert memory.get_finished_spans() == ()

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 from opentelemetry import baggage, context
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -21,7 +21,7 @@ from otel_costs import _sdk
 from otel_costs import conventions as conv
 from otel_costs.metrics import CostMetrics
 from otel_costs.pipeline import CostListener
-from otel_costs.pipeline._spans import with_attributes
+from otel_costs.pipeline._spans import with_attributes, with_events
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
 
 
@@ -486,6 +486,27 @@ def test_costed_copy_keeps_the_span(monkeypatch: pytest.MonkeyPatch, fast_copy: 
     assert costed.resource is provider.resource
     assert costed.instrumentation_scope == InstrumentationScope("tests", "1.0", None, None)
     assert costed.dropped_events == 1
+    provider.shutdown()
+
+
+def test_copy_with_events_keeps_the_span_and_adds_after_its_own() -> None:
+    """A copy with more events (budget alerts) keeps the span's own events first, attributes, dropped counts.
+
+    Internals: ``pipeline._spans.with_events`` is the span-copy helper budgets use for their events.
+    """
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_events=1))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    span = provider.get_tracer("t").start_span("chat", attributes={"a": 1})
+    span.add_event("dropped")
+    span.add_event("own")
+    span.end()
+    (ended,) = exporter.get_finished_spans()
+    copy = with_events(ended, [Event("budget.threshold_crossed", {"budget": "team"}, ended.end_time)])
+    assert [event.name for event in copy.events] == ["own", "budget.threshold_crossed"]
+    assert copy.dropped_events == 1
+    assert dict(copy.attributes or {}) == {"a": 1}
+    assert (copy.context, copy.start_time, copy.end_time) == (ended.context, ended.start_time, ended.end_time)
     provider.shutdown()
 
 
