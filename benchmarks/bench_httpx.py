@@ -42,7 +42,7 @@ from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXC
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from otel_costs.capture._httpx import instrument_httpx, uninstrument_httpx
+from otel_costs.capture import instrument_httpx, uninstrument_httpx
 
 TARGETS = {"stream": 1.05, "plain": 1.15}
 MESSAGES: list[Any] = [{"role": "user", "content": "Summarise the quarterly report in one line, please."}]

@@ -42,9 +42,8 @@ from otel_costs.budgets.ledger._ledgers import (
     RedisLedger,
     SqliteLedger,
 )
-from otel_costs.capture._httpx import (
+from otel_costs.capture import (
     DEFAULT_LLM_HOSTS,
-    HEADER_ATTRIBUTION_SIGNATURE,
     AttributionTrust,
     accept_attribution,
     attribution_headers,
@@ -52,7 +51,7 @@ from otel_costs.capture._httpx import (
     instrument_httpx,
     uninstrument_httpx,
 )
-from otel_costs.conventions import RESERVATION_ID_ATTRIBUTE
+from otel_costs.conventions import HEADER_ATTRIBUTION_SIGNATURE, RESERVATION_ID_ATTRIBUTE
 from otel_costs.metrics._cost_metrics import CostMetrics
 from otel_costs.pipeline._configure import ConfigurationError, configure, default_exporter
 from otel_costs.pipeline._otlp import OtlpFormatError, OtlpJsonFileExporter

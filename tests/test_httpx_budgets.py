@@ -14,8 +14,6 @@ import otel_costs
 from otel_costs import conventions as conv
 from otel_costs.testing import FakeLLMProvider, FakeUsage, InMemoryPipeline, fixed_price_book
 
-pytestmark = pytest.mark.slow
-
 #: gpt-5.2 at $3 / $15 per 1M tokens: each call below costs exactly $0.012.
 USAGE = FakeUsage(input_tokens=1500, output_tokens=500)
 #: An LLM host where nothing listens: requests to it fail before a response.

@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_costs.attribution._scopes import agent, retry, workflow
-from otel_costs.capture._httpx import instrument_httpx, uninstrument_httpx
+from otel_costs.capture._instrument import instrument_httpx, uninstrument_httpx
 from otel_costs.cli._report import by_agent, cost_trees, format_by_agent, format_tree, trace_title
 from otel_costs.pipeline._configure import FILE_ENV, configure
 from otel_costs.pipeline._otlp import read_json_file
