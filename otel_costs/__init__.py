@@ -10,121 +10,70 @@ Example::
     otel_costs.configure(service_name="agents")
     with otel_costs.workflow("support", team_id="billing"), otel_costs.agent("triage"):
         ...  # LLM calls made here are priced and attributed
+
+The root holds what an application needs; everything else lives under its stage's public
+subpackage (``otel_costs.attribution``, ``.pricing``, ``.pipeline``, ``.rollup``, ``.capture``,
+``.budgets``, ``.budgets.ledger``, ``.metrics``, ``.conventions``, ``.testing``). Names are
+imported on first use, so ``import otel_costs`` loads no exporter, no price data, no Redis
+client and no gRPC (``tests/test_import.py``; ``benchmarks/bench_import.py``).
 """
 
-from otel_costs._serve import ForwardConfig, ServeConfig, ServeWorker
-from otel_costs.attribution._scopes import Attempt, Retry, agent, current_attribution, retry, workflow
-from otel_costs.budgets._alerts import (
-    AlertSink,
-    BudgetAlert,
-    BudgetMonitor,
-    LoggingAlertSink,
-    WebhookAlertSink,
-)
-from otel_costs.budgets._manager import (
-    Budget,
-    BudgetConfig,
-    BudgetConfigError,
-    BudgetDecision,
-    BudgetDenied,
-    BudgetExceeded,
-    BudgetManager,
-    BudgetStatus,
-    BudgetUnavailable,
-    FailPolicy,
-    Verdict,
-    current_reservation_id,
-)
-from otel_costs.budgets.ledger._ledgers import (
-    Ledger,
-    LedgerUnavailable,
-    MemoryLedger,
-    RedisLedger,
-    SqliteLedger,
-)
-from otel_costs.capture import (
-    DEFAULT_LLM_HOSTS,
-    AttributionTrust,
-    accept_attribution,
-    attribution_headers,
-    attribution_rejection,
-    instrument_httpx,
-    uninstrument_httpx,
-)
-from otel_costs.conventions import HEADER_ATTRIBUTION_SIGNATURE, RESERVATION_ID_ATTRIBUTE
-from otel_costs.metrics._cost_metrics import CostMetrics
-from otel_costs.pipeline._configure import ConfigurationError, configure, default_exporter
-from otel_costs.pipeline._otlp import OtlpFormatError, OtlpJsonFileExporter
-from otel_costs.pipeline._processor import CostListener, CostSpanProcessor, SpendRecorder
-from otel_costs.pipeline._sampling import RecordLlmSpans
-from otel_costs.pricing._book import CostBreakdown, ModelRates, PriceBook, PriceConfigError, RateTier
-from otel_costs.pricing._usage import LlmCall, TokenUsage, UsageReading, read_usage
-from otel_costs.rollup._exporter import CostRollupExporter
-from otel_costs.rollup._tree import CostNode, NodeRollup, cost_node, rollup
+
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from otel_costs.attribution import agent, current_attribution, retry, workflow
+    from otel_costs.budgets import Budget, BudgetExceeded, BudgetManager
+    from otel_costs.capture import accept_attribution, instrument_httpx, uninstrument_httpx
+    from otel_costs.pipeline import CostSpanProcessor, configure
+    from otel_costs.pricing import PriceBook
+    from otel_costs.rollup import CostRollupExporter
+
+#: Where each root name lives: its public subpackage.
+_HOMES: dict[str, str] = {
+    "Budget": "otel_costs.budgets",
+    "BudgetExceeded": "otel_costs.budgets",
+    "BudgetManager": "otel_costs.budgets",
+    "CostRollupExporter": "otel_costs.rollup",
+    "CostSpanProcessor": "otel_costs.pipeline",
+    "PriceBook": "otel_costs.pricing",
+    "accept_attribution": "otel_costs.capture",
+    "agent": "otel_costs.attribution",
+    "configure": "otel_costs.pipeline",
+    "current_attribution": "otel_costs.attribution",
+    "instrument_httpx": "otel_costs.capture",
+    "retry": "otel_costs.attribution",
+    "uninstrument_httpx": "otel_costs.capture",
+    "workflow": "otel_costs.attribution",
+}
 
 __all__ = [
-    "AlertSink",
-    "Attempt",
-    "AttributionTrust",
     "Budget",
-    "BudgetAlert",
-    "BudgetConfig",
-    "BudgetConfigError",
-    "BudgetDecision",
-    "BudgetDenied",
     "BudgetExceeded",
     "BudgetManager",
-    "BudgetMonitor",
-    "BudgetStatus",
-    "BudgetUnavailable",
-    "ConfigurationError",
-    "CostBreakdown",
-    "CostListener",
-    "CostMetrics",
-    "CostNode",
     "CostRollupExporter",
     "CostSpanProcessor",
-    "DEFAULT_LLM_HOSTS",
-    "FailPolicy",
-    "ForwardConfig",
-    "HEADER_ATTRIBUTION_SIGNATURE",
-    "Ledger",
-    "LedgerUnavailable",
-    "LlmCall",
-    "LoggingAlertSink",
-    "MemoryLedger",
-    "ModelRates",
-    "NodeRollup",
-    "OtlpFormatError",
-    "OtlpJsonFileExporter",
     "PriceBook",
-    "PriceConfigError",
-    "RESERVATION_ID_ATTRIBUTE",
-    "RateTier",
-    "RecordLlmSpans",
-    "RedisLedger",
-    "Retry",
-    "ServeConfig",
-    "ServeWorker",
-    "SpendRecorder",
-    "SqliteLedger",
-    "TokenUsage",
-    "UsageReading",
-    "Verdict",
-    "WebhookAlertSink",
     "accept_attribution",
     "agent",
-    "attribution_headers",
-    "attribution_rejection",
     "configure",
-    "cost_node",
     "current_attribution",
-    "current_reservation_id",
-    "default_exporter",
     "instrument_httpx",
-    "read_usage",
     "retry",
-    "rollup",
     "uninstrument_httpx",
     "workflow",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'otel_costs' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

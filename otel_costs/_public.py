@@ -8,6 +8,7 @@ path (``otel_costs.pricing.PriceBook``), not the private module that happens to 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 
 
@@ -16,13 +17,13 @@ def publish(namespace: Mapping[str, object], names: Iterable[str], module: str) 
 
     Example::
 
+        from otel_costs._public import publish as _publish
+
         __all__ = ["PriceBook"]
-        publish(globals(), __all__, __name__)
+        _publish(globals(), __all__, __name__)
     """
     for name in names:
         obj = namespace[name]
-        if isinstance(obj, type) or callable(obj) and hasattr(obj, "__code__"):
-            try:
+        if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__code__")):
+            with contextlib.suppress(AttributeError, TypeError):  # builtins and C types keep their own
                 obj.__module__ = module
-            except (AttributeError, TypeError):  # builtins and C types keep their own
-                pass

@@ -799,7 +799,9 @@ def test_window_wakes_a_waiting_flusher_only_for_an_earlier_trace() -> None:
     thread = threading.Thread(target=flusher, daemon=True)
     thread.start()
     asleep = threading.Event()
+    deadline = time.monotonic() + 10.0
     while not asleep.wait(0.001):  # until the flusher waits (its wake-up time is set under the lock)
+        assert time.monotonic() < deadline, "the flusher never went to sleep"
         with window.lock:
             if window._wake_at > 0:
                 asleep.set()

@@ -68,7 +68,7 @@ def current_attribution(ctx: context.Context | None = None) -> dict[str, str]:
     return {k: str(v) for k, v in entries.items() if k in conv.BAGGAGE_TO_ATTRIBUTE}
 
 
-class _Scope(AbstractContextManager["_Scope"]):
+class Scope(AbstractContextManager["Scope"]):
     """A span plus baggage entries, entered as a context manager or applied as a decorator.
 
     Subclasses fill in ``_prepare``, which runs at entry and returns the span name, its
@@ -88,10 +88,10 @@ class _Scope(AbstractContextManager["_Scope"]):
         """Span name, span attributes, and baggage entries to set (``None``: remove the key)."""
         raise NotImplementedError
 
-    def _copy(self) -> _Scope:
+    def _copy(self) -> Scope:
         raise NotImplementedError
 
-    def __enter__(self) -> _Scope:
+    def __enter__(self) -> Scope:
         name, attributes, entries = self._prepare()
         ctx = context.get_current()
         for key, value in entries.items():
@@ -124,7 +124,7 @@ class _Scope(AbstractContextManager["_Scope"]):
         finally:
             context.detach(cast(Any, entry.token))
 
-    async def __aenter__(self) -> _Scope:
+    async def __aenter__(self) -> Scope:
         return self.__enter__()
 
     async def __aexit__(
@@ -160,7 +160,13 @@ class _Scope(AbstractContextManager["_Scope"]):
         return wrapper
 
 
-class _Workflow(_Scope):
+class WorkflowScope(Scope):
+    """What :func:`workflow` returns: an ``invoke_workflow {name}`` span plus the workflow's baggage.
+
+    ``workflow_id`` is the id of the innermost entry (a new ULID per entry unless one was given);
+    ``name``, ``user_id``, ``team_id`` and ``attributes`` are as passed to :func:`workflow`.
+    """
+
     def __init__(
         self,
         name: str,
@@ -178,8 +184,8 @@ class _Workflow(_Scope):
         self.attributes = attributes
         self.workflow_id: str | None = workflow_id
 
-    def _copy(self) -> _Workflow:
-        return _Workflow(
+    def _copy(self) -> WorkflowScope:
+        return WorkflowScope(
             self.name, self._fixed_id, self.user_id, self.team_id, self.attributes, self._tracer_provider
         )
 
@@ -202,14 +208,16 @@ class _Workflow(_Scope):
         return f"{conv.OPERATION_INVOKE_WORKFLOW} {self.name}", span_attributes, baggage_entries
 
 
-class _Agent(_Scope):
+class AgentScope(Scope):
+    """What :func:`agent` returns: an ``invoke_agent {name}`` span, child of the agent current on entry."""
+
     def __init__(self, name: str, agent_id: str | None, tracer_provider: trace.TracerProvider | None) -> None:
         super().__init__(tracer_provider)
         self.name = name
         self.agent_id = agent_id or name
 
-    def _copy(self) -> _Agent:
-        return _Agent(self.name, self.agent_id, self._tracer_provider)
+    def _copy(self) -> AgentScope:
+        return AgentScope(self.name, self.agent_id, self._tracer_provider)
 
     def _prepare(self) -> tuple[str, dict[str, Any], dict[str, str | None]]:
         current = baggage.get_all()
@@ -238,7 +246,7 @@ def workflow(
     team_id: str | None = None,
     tracer_provider: trace.TracerProvider | None = None,
     **attributes: str,
-) -> _Workflow:
+) -> WorkflowScope:
     """Start an ``invoke_workflow {name}`` span and put the workflow's attribution in baggage.
 
     ``workflow_id`` defaults to a new ULID per entry (per call when used as a decorator).
@@ -249,14 +257,14 @@ def workflow(
         @otel_costs.workflow("nightly-report", team_id="analytics")
         async def run() -> None: ...
     """
-    return _Workflow(
+    return WorkflowScope(
         name, workflow_id, user_id, team_id, {k: str(v) for k, v in attributes.items()}, tracer_provider
     )
 
 
 def agent(
     name: str, *, agent_id: str | None = None, tracer_provider: trace.TracerProvider | None = None
-) -> _Agent:
+) -> AgentScope:
     """Start an ``invoke_agent {name}`` span; the agent current on entry becomes its parent.
 
     ``agent_id`` defaults to ``name``. Example::
@@ -264,7 +272,7 @@ def agent(
         with otel_costs.agent("code_agent"):
             ...
     """
-    return _Agent(name, agent_id, tracer_provider)
+    return AgentScope(name, agent_id, tracer_provider)
 
 
 class Attempt(AbstractContextManager["Attempt"]):
@@ -274,14 +282,14 @@ class Attempt(AbstractContextManager["Attempt"]):
     ``for attempt in retry(...): with attempt: ...`` loop goes on to the next attempt.
     """
 
-    def __init__(self, owner: Retry, depth: int) -> None:
+    def __init__(self, owner: RetryScope, depth: int) -> None:
         self.depth = depth
         self._owner = owner
-        self._scope: _Scope | None = None
+        self._scope: Scope | None = None
         self.failed: BaseException | None = None
 
     def __enter__(self) -> Attempt:
-        self._scope = _RetryScope(self._owner.step, self.depth, self._owner._tracer_provider)
+        self._scope = _AttemptScope(self._owner.step, self.depth, self._owner._tracer_provider)
         self._scope.__enter__()
         return self
 
@@ -303,22 +311,22 @@ class Attempt(AbstractContextManager["Attempt"]):
         return False
 
 
-class _RetryScope(_Scope):
+class _AttemptScope(Scope):
     def __init__(self, step: str, depth: int, tracer_provider: trace.TracerProvider | None) -> None:
         super().__init__(tracer_provider)
         self.step = step
         self.depth = depth
 
-    def _copy(self) -> _RetryScope:
-        return _RetryScope(self.step, self.depth, self._tracer_provider)
+    def _copy(self) -> _AttemptScope:
+        return _AttemptScope(self.step, self.depth, self._tracer_provider)
 
     def _prepare(self) -> tuple[str, dict[str, Any], dict[str, str | None]]:
         attributes: dict[str, Any] = {conv.RETRY_DEPTH: self.depth, conv.RETRY_STEP: self.step}
         return f"retry {self.step}", attributes, {conv.BAGGAGE_RETRY_DEPTH: str(self.depth)}
 
 
-class Retry:
-    """Attempts of one logical step: ``retry.depth`` is 0 on the first attempt, +1 per re-attempt.
+class RetryScope:
+    """What :func:`retry` returns: attempts of one step, ``retry.depth`` 0 on the first, +1 per re-attempt.
 
     Use it as a decorator (sync or async: the function is called again on a retryable
     exception, after ``backoff(depth)`` seconds) or as an iterator of ``Attempt`` context managers::
@@ -349,8 +357,8 @@ class Retry:
         self._tracer_provider = tracer_provider
         self._done = False
 
-    def _fresh(self) -> Retry:
-        return Retry(
+    def _fresh(self) -> RetryScope:
+        return RetryScope(
             self.step,
             max_attempts=self.max_attempts,
             retry_on=self.retry_on,
@@ -403,8 +411,8 @@ def retry(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
     backoff: Callable[[int], float] | None = None,
     tracer_provider: trace.TracerProvider | None = None,
-) -> Retry:
-    """Attempts of one logical step, each attributed with ``retry.depth`` (see ``Retry``)."""
-    return Retry(
+) -> RetryScope:
+    """Attempts of one logical step, each attributed with ``retry.depth`` (see ``RetryScope``)."""
+    return RetryScope(
         step, max_attempts=max_attempts, retry_on=retry_on, backoff=backoff, tracer_provider=tracer_provider
     )

@@ -31,6 +31,6 @@ __all__ = [
     "uninstrument_httpx",
 ]
 
-from otel_costs._public import publish
+from otel_costs._public import publish as _publish
 
-publish(globals(), __all__, __name__)
+_publish(globals(), __all__, __name__)
