@@ -148,7 +148,7 @@ def test_the_reservation_is_on_the_span_and_released_when_the_request_fails(
             client.post(f"http://{NOTHING_LISTENS}/v1/chat/completions", json=BODY)
     spans = [s for s in pipeline.spans() if s.name == "chat gpt-5.2"]
     assert len(spans) == 2
-    assert all(otel_costs.RESERVATION_ID_ATTRIBUTE in (s.attributes or {}) for s in spans)
+    assert all(conv.RESERVATION_ID_ATTRIBUTE in (s.attributes or {}) for s in spans)
     assert (spans[1].attributes or {})[conv.COST_STATUS] == conv.STATUS_UNPRICED
     (status,) = manager.usage({conv.TEAM_ID: "t1"})
     assert status.reserved_nanos == 0
