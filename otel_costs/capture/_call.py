@@ -33,7 +33,8 @@ from otel_costs.pipeline._processor import _add_attributes
 logger = logging.getLogger("otel_costs")
 
 _MAX_REQUEST_PARSE_BYTES: Final = 4 * 1024 * 1024
-_BATCH_BYTES: Final = 64 * 1024
+#: The streams hand the queued chunks to the parser every this many bytes (and at the end).
+BATCH_BYTES: Final = 64 * 1024
 
 
 def inside_llm_span(ctx: Context) -> bool:
@@ -146,7 +147,6 @@ class Call:
         "estimate",
         "no_usage_reason",
         "pending",
-        "size",
         "span",
         "status",
     )
@@ -162,10 +162,9 @@ class Call:
         self.no_usage_reason = no_usage_reason
         self.capture: ResponseCapture | None = None
         self.status = 0
-        # Chunks read but not parsed yet (at most _BATCH_BYTES): parsing in batches keeps the
+        # Chunks read but not parsed yet (at most BATCH_BYTES): parsing in batches keeps the
         # per-chunk cost to a list append, which matters for streams of many tiny events.
         self.pending: list[bytes] = []
-        self.size = 0
         # finish() runs once: whoever pops this item. list.pop() is atomic, so of two threads, or
         # of finish() and another finish() run by a garbage collection inside it (a stream's
         # __del__), exactly one gets it; cheaper than a re-entrant lock per call.
@@ -188,15 +187,8 @@ class Call:
             max_event_bytes=self.config.max_event_bytes,
         )
 
-    def feed(self, chunk: bytes) -> None:
-        """The application read ``chunk`` of the body: queue it, parse the queue every 64 KiB."""
-        self.pending.append(chunk)
-        self.size += len(chunk)
-        if self.size >= _BATCH_BYTES:
-            self.flush()
-
     def __enter__(self) -> Call:
-        """Reading the body starts: ``with call: for chunk in body: call.feed(chunk)``."""
+        """Reading the body starts (``with call:`` around the loop over the body's chunks)."""
         return self
 
     def __exit__(
@@ -214,7 +206,6 @@ class Call:
         pending = self.pending
         if not pending:
             return
-        self.size = 0
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
         capture = self.capture

@@ -20,7 +20,7 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from otel_costs._sdk import suppress_http
-from otel_costs.capture._call import Call, inside_llm_span, start_call
+from otel_costs.capture._call import BATCH_BYTES, Call, inside_llm_span, start_call
 from otel_costs.capture._config import Config
 from otel_costs.capture._dialects import api_for_path
 from otel_costs.capture._hosts import NO_MATCH
@@ -156,7 +156,8 @@ def _prepare(config: Config, request: Any, direct: bool) -> tuple[Call | None, C
 
 
 class _Stream:
-    """Passes the response bytes through unchanged, feeding them to the call (see ``Call.feed``)."""
+    """Passes the response bytes through unchanged, queueing them for the call's parser, which
+    parses the queue every ``BATCH_BYTES`` and at the end (``Call.flush``)."""
 
     def __init__(self, inner: Any, call: Call) -> None:
         self._inner = inner
@@ -172,9 +173,14 @@ class _Stream:
 class _SyncStream(_Stream):
     def __iter__(self) -> Iterator[bytes]:
         call = self._call
+        append, size = call.pending.append, 0
         with call:  # ends the span at eof or on an error
             for chunk in self._inner:
-                call.feed(chunk)
+                append(chunk)  # inline, not a method call: a stream has ~1,000 chunks
+                size += len(chunk)
+                if size >= BATCH_BYTES:
+                    call.flush()
+                    size = 0
                 yield chunk
 
     def close(self) -> None:
@@ -187,9 +193,14 @@ class _SyncStream(_Stream):
 class _AsyncStream(_Stream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         call = self._call
-        with call:  # ends the span at eof or on an error
+        append, size = call.pending.append, 0
+        with call:
             async for chunk in self._inner:
-                call.feed(chunk)
+                append(chunk)
+                size += len(chunk)
+                if size >= BATCH_BYTES:
+                    call.flush()
+                    size = 0
                 yield chunk
 
     async def aclose(self) -> None:
