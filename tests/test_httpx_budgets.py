@@ -43,7 +43,7 @@ def setup(
         rates=book,
         sleep=(sleeps.append if sleeps is not None else lambda _s: None),
     )
-    pipeline = InMemoryPipeline(price_book=book, budgets=manager)
+    pipeline = InMemoryPipeline(price_book=book, listeners=[manager])
     otel_costs.instrument_httpx(
         tracer_provider=pipeline.tracer_provider,
         llm_hosts={fake.host: "openai", NOTHING_LISTENS: "openai"},
