@@ -20,6 +20,7 @@ from opentelemetry.trace import StatusCode
 import otel_costs
 from otel_costs import conventions as conv
 from otel_costs.pipeline import _spans
+from otel_costs.pricing._plans import Plan
 from otel_costs.pricing._usage import LlmCall
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
 
@@ -558,9 +559,9 @@ def test_fast_path_exports_exactly_what_the_price_book_path_does() -> None:
     slow = _exported(PassThroughPriceBook(overrides))
     assert fast == slow
     assert sum(1 for _, nanos in fast[1] if nanos > 0) >= 6  # really priced, not all skipped
-    inner = SimpleSpanProcessor(InMemorySpanExporter())
-    assert otel_costs.CostSpanProcessor(inner, price_book=otel_costs.PriceBook(overrides))._quote is not None
-    assert otel_costs.CostSpanProcessor(inner, price_book=PassThroughPriceBook(overrides))._quote is None
+    # The book's own route prices a PriceBook's spans; a subclass's price() is asked for its own.
+    assert otel_costs.PriceBook(overrides)._own_route is True
+    assert PassThroughPriceBook(overrides)._own_route is False
 
 
 def test_fast_path_failure_falls_back_to_the_price_book(
@@ -572,7 +573,7 @@ def test_fast_path_failure_falls_back_to_the_price_book(
     def broken(*args: object) -> None:
         raise RuntimeError("quote bug")
 
-    monkeypatch.setattr(book, "_quote", broken)
+    monkeypatch.setattr(Plan, "span_costs", broken)
     h = make_harness(price_book=book)
     with caplog.at_level(logging.ERROR, logger="otel_costs"):
         attrs = h.run("chat", chat("gpt-5.2", 1500, 500))

@@ -20,9 +20,9 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from otel_costs import conventions as conv
-from otel_costs._money import NANOS_PER_USD, nanos_to_usd, to_nanos
 from otel_costs.pipeline._spans import annotated, attributes_dict, with_attributes
-from otel_costs.pricing._book import CostBreakdown, PriceBook, _Quote
+from otel_costs.pricing._book import PriceBook
+from otel_costs.pricing._results import CostBreakdown, write_breakdown
 from otel_costs.pricing._usage import (
     USAGE_OR_CALL_KEYS,
     Counts,
@@ -108,21 +108,11 @@ class CostSpanProcessor(SpanProcessor):
         #: The baggage content seen last and its additions, recognised by one dict comparison.
         self._last_attribution: tuple[dict[str, object], _Additions] = ({}, _NOTHING)
         book = self._price_book
-        # The fast path prices exactly as PriceBook.price does; a subclass that prices its own
-        # way is always asked through price().
-        self._quote = (
-            book._quote
-            if isinstance(book, PriceBook)
-            and type(book).price is PriceBook.price
-            and type(book)._price is PriceBook._price
-            and type(book)._entry_for is PriceBook._entry_for
-            else None
-        )
         # The SDK calls ``_on_ending`` (its experimental "OnEnding" hook) on every span: hand it
         # straight to the next processor, at no cost of ours per span.
         self._on_ending = next_processor._on_ending  # type: ignore[method-assign]
-        #: The fast path in one C call where built (``PriceBook._cost_attributes``).
-        self._cost_attributes = book._cost_attributes if self._quote is not None else None
+        #: The one pricing entry of a PriceBook (which asks a subclass's own price()).
+        self._cost_attributes = book._cost_attributes if isinstance(book, PriceBook) else None
 
     @property
     def price_book(self) -> PriceBook:
@@ -259,20 +249,18 @@ class CostSpanProcessor(SpanProcessor):
         ``span`` itself when its usage needs no attributes. ``attributes``: the span's, as a
         plain dict that is only read."""
         if self._cost_attributes is not None:
-            # The common case in one C call (otel_costs/_cost_native.c); None: Python decides.
-            try:
-                costed = self._cost_attributes(attributes, span.start_time)
-            except Exception:
-                logger.exception("otel_costs: native pricing failed; pricing in Python")
-                costed = None
-            if costed is not None:
-                response_id = attributes.get(conv.GEN_AI_RESPONSE_ID)
-                if response_id is not None and self._already_counted(span, response_id):
-                    return annotated(span, _mark_duplicate(dict(attributes)))
-                span = annotated(span, costed)
-                if self._budgets is None and not self._listeners:
-                    return span
-                return self._notify(span, costed[conv.COST_DIRECT_NANOS])
+            costed = self._cost_attributes(attributes, span.start_time)  # never raises
+            if costed is None:
+                return span  # no usage, no model call
+            if costed.get(conv.COST_STATUS) == conv.STATUS_AGGREGATE:
+                return annotated(span, costed)
+            response_id = attributes.get(conv.GEN_AI_RESPONSE_ID)
+            if response_id is not None and self._already_counted(span, response_id):
+                return annotated(span, _mark_duplicate(dict(attributes)))
+            span = annotated(span, costed)
+            if self._budgets is None and not self._listeners:
+                return span
+            return self._notify(span, costed.get(conv.COST_DIRECT_NANOS, 0))
         own = dict(attributes)  # read from, and then the costed copy's own attributes
         fields = billable_counts(own)
         if fields is not None:
@@ -282,15 +270,6 @@ class CostSpanProcessor(SpanProcessor):
             return span
         span, cost, counted = self._costed(span, reading, own)
         return self._notify(span, cost) if counted else span
-
-    def _costed_quote(self, span: ReadableSpan, own: dict[str, Any], quote: _Quote) -> ReadableSpan:
-        """The costed copy of a billable span that ``PriceBook._quote`` priced (``quote``)."""
-        response_id = own.get(conv.GEN_AI_RESPONSE_ID)
-        if response_id is not None and self._already_counted(span, response_id):
-            return annotated(span, _mark_duplicate(own))
-        nanos = _publish_quote(own, quote, own.get(conv.COST_STATUS) == conv.STATUS_PARTIAL)
-        span = annotated(span, own)
-        return span if self._budgets is None and not self._listeners else self._notify(span, nanos)
 
     def _costed_call(
         self,
@@ -303,14 +282,6 @@ class CostSpanProcessor(SpanProcessor):
     ) -> ReadableSpan:
         """``_costed`` of a span that ``read_usage`` reads as billable, from ``billable_counts``:
         the costed copy, handed to budgets and listeners unless it is a duplicate."""
-        quote = None
-        if self._quote is not None:
-            try:
-                quote = self._quote(model, provider, server, counts, span.start_time)
-            except Exception:
-                logger.exception("otel_costs: fast pricing failed; pricing through the price book")
-        if quote is not None:
-            return self._costed_quote(span, own, quote)
         response_id = own.get(conv.GEN_AI_RESPONSE_ID)
         if response_id is not None and self._already_counted(span, response_id):
             return annotated(span, _mark_duplicate(own))
@@ -421,53 +392,7 @@ class CostSpanProcessor(SpanProcessor):
 
 def _publish(cost: CostBreakdown, extra: dict[str, Any]) -> int:
     """Fill ``extra`` with the attributes of ``cost``; return the direct cost in nano-USD."""
-    extra[conv.COST_STATUS] = cost.status
-    if cost.reason:
-        extra[conv.COST_STATUS_REASON] = cost.reason
-    if cost.provider:
-        extra[conv.COST_PROVIDER] = cost.provider
-    if cost.model:
-        extra[conv.COST_MODEL] = cost.model
-    if cost.source:
-        extra[conv.COST_PRICE_SOURCE] = cost.source
-    if cost.status != conv.STATUS_PRICED:
-        return 0
-    nanos = to_nanos(cost.total)
-    usd = nanos_to_usd(nanos)
-    extra[conv.COST_DIRECT] = usd
-    extra[conv.GEN_AI_USAGE_COST] = usd
-    extra[conv.COST_DIRECT_NANOS] = nanos
-    extra[conv.COST_INPUT] = float(cost.input)
-    extra[conv.COST_CACHE_READ] = float(cost.cache_read)
-    extra[conv.COST_CACHE_WRITE] = float(cost.cache_write)
-    extra[conv.COST_OUTPUT] = float(cost.output)
-    return nanos
-
-
-def _publish_quote(attributes: dict[str, Any], quote: _Quote, partial: bool) -> int:
-    """Add a priced call's cost attributes from ``PriceBook._quote`` to ``attributes``; the nano-USD.
-
-    The same keys, values and order as ``attributes.update(extra)`` after ``_publish`` (and the
-    partial flag) in ``_costed``, written in place.
-    """
-    nanos, input_usd, cache_read_usd, cache_write_usd, output_usd, provider, model, source = quote
-    usd = nanos / NANOS_PER_USD
-    attributes[conv.COST_CURRENCY] = conv.CURRENCY_USD
-    attributes[conv.COST_STATUS] = conv.STATUS_PARTIAL if partial else conv.STATUS_PRICED
-    if provider:
-        attributes[conv.COST_PROVIDER] = provider
-    if model:
-        attributes[conv.COST_MODEL] = model
-    if source:
-        attributes[conv.COST_PRICE_SOURCE] = source
-    attributes[conv.COST_DIRECT] = usd
-    attributes[conv.GEN_AI_USAGE_COST] = usd
-    attributes[conv.COST_DIRECT_NANOS] = nanos
-    attributes[conv.COST_INPUT] = input_usd
-    attributes[conv.COST_CACHE_READ] = cache_read_usd
-    attributes[conv.COST_CACHE_WRITE] = cache_write_usd
-    attributes[conv.COST_OUTPUT] = output_usd
-    return nanos
+    return write_breakdown(extra, cost)
 
 
 def _mark_duplicate(extra: dict[str, Any]) -> dict[str, Any]:
