@@ -23,12 +23,12 @@ from opentelemetry.semconv.attributes.url_attributes import URL_FULL
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_costs import conventions as conv
+from otel_costs._sdk import set_validated_attributes as _add_attributes
 from otel_costs.capture._config import Config, PreCallBudgets
 from otel_costs.capture._dialects import OPENAI_CHAT, OPENAI_COMPLETIONS, ApiCall, loads_json
 from otel_costs.capture._responses import CaptureResult, ResponseCapture
 from otel_costs.capture._trust import MAX_VALUE_LENGTH
 from otel_costs.conventions import RESERVATION_ID_ATTRIBUTE
-from otel_costs.pipeline._processor import _add_attributes
 
 logger = logging.getLogger("otel_costs")
 
