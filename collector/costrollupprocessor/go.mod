@@ -3,6 +3,7 @@ module github.com/otel-costs/otel-costs/collector/costrollupprocessor
 go 1.26.0
 
 require (
+	github.com/dlclark/regexp2 v1.12.0
 	go.opentelemetry.io/collector/component v1.67.0
 	go.opentelemetry.io/collector/consumer v1.67.0
 	go.opentelemetry.io/collector/pdata v1.67.0

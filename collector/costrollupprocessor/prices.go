@@ -12,7 +12,20 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dlclark/regexp2"
 )
+
+// compilePyRegex compiles a Python-style regex (genai-prices' patterns use look-arounds, which
+// Go's RE2 lacks), bounded in time so a hostile pattern cannot stall the pipeline.
+func compilePyRegex(s string) (*regexp2.Regexp, error) {
+	re, err := regexp2.Compile(s, regexp2.None)
+	if err != nil {
+		return nil, err
+	}
+	re.MatchTimeout = 50 * time.Millisecond
+	return re, nil
+}
 
 // The price file: see README.md ("Price file") for the exact format.
 
@@ -23,11 +36,12 @@ const (
 
 // Price keys this format knows, with their divisor (units per price).
 var priceKeyPer = map[string]int64{
-	"input_mtok":       1_000_000,
-	"cache_read_mtok":  1_000_000,
-	"cache_write_mtok": 1_000_000,
-	"output_mtok":      1_000_000,
-	"requests_kcount":  1_000,
+	"input_mtok":            1_000_000,
+	"cache_read_mtok":       1_000_000,
+	"cache_write_mtok":      1_000_000,
+	"output_mtok":           1_000_000,
+	"output_reasoning_mtok": 1_000_000,
+	"requests_kcount":       1_000,
 }
 
 type rawPriceFile struct {
@@ -70,7 +84,7 @@ type mEquals string
 type mStartsWith string
 type mEndsWith string
 type mContains string
-type mRegex struct{ re *regexp.Regexp }
+type mRegex struct{ re *regexp2.Regexp }
 type mOr []matcher
 type mAnd []matcher
 
@@ -78,7 +92,10 @@ func (m mEquals) match(s string) bool     { return s == string(m) }
 func (m mStartsWith) match(s string) bool { return strings.HasPrefix(s, string(m)) }
 func (m mEndsWith) match(s string) bool   { return strings.HasSuffix(s, string(m)) }
 func (m mContains) match(s string) bool   { return strings.Contains(s, string(m)) }
-func (m mRegex) match(s string) bool      { return m.re.MatchString(s) }
+func (m mRegex) match(s string) bool {
+	ok, err := m.re.MatchString(s)
+	return err == nil && ok
+}
 func (m mOr) match(s string) bool {
 	for _, c := range m {
 		if c.match(s) {
@@ -121,7 +138,7 @@ func parseMatch(where string, raw json.RawMessage, depth int) (matcher, error) {
 			case "contains":
 				return mContains(strings.ToLower(s)), nil
 			default:
-				re, err := regexp.Compile(s)
+				re, err := compilePyRegex(s)
 				if err != nil {
 					return nil, fmt.Errorf("%s: regex %q: %w", where, s, err)
 				}
@@ -285,7 +302,7 @@ func parsePriceSet(where string, raw json.RawMessage) (*priceSet, error) {
 	ps := &priceSet{rates: map[string]*rate{}}
 	for key, value := range obj {
 		if _, ok := priceKeyPer[key]; !ok {
-			return nil, fmt.Errorf("%s: unknown price key %q (known: input_mtok, cache_read_mtok, cache_write_mtok, output_mtok, requests_kcount)", where, key)
+			return nil, fmt.Errorf("%s: unknown price key %q (known: input_mtok, cache_read_mtok, cache_write_mtok, output_mtok, output_reasoning_mtok, requests_kcount)", where, key)
 		}
 		if string(bytes.TrimSpace(value)) == "null" {
 			continue
@@ -381,7 +398,7 @@ type model struct {
 
 type provider struct {
 	id            string
-	apiPattern    *regexp.Regexp
+	apiPattern    *regexp2.Regexp
 	providerMatch matcher
 	modelMatch    matcher
 	fallback      []string
@@ -457,7 +474,7 @@ func ParsePriceFile(data []byte) (*PriceBook, error) {
 		seen[p.ID] = true
 		prov := &provider{id: p.ID, fallback: p.FallbackModelProviders}
 		if p.APIPattern != "" {
-			re, err := regexp.Compile(`^(?:` + p.APIPattern + `)`)
+			re, err := compilePyRegex(`\A(?:` + p.APIPattern + `)`)
 			if err != nil {
 				return nil, fmt.Errorf("%s.api_pattern: %w", where, err)
 			}
@@ -532,7 +549,10 @@ func (b *PriceBook) providerForServer(server string) *provider {
 		url = "https://" + server + "/"
 	}
 	for _, p := range b.providers {
-		if p.apiPattern != nil && p.apiPattern.MatchString(url) {
+		if p.apiPattern == nil {
+			continue
+		}
+		if ok, err := p.apiPattern.MatchString(url); err == nil && ok {
 			return p
 		}
 	}
@@ -711,14 +731,14 @@ func (b *PriceBook) resolveUncached(providerName, server, modelName string) reso
 		}
 	}
 	if name == "" {
-		return resolved{reason: "the span has no name name"}
+		return resolved{reason: "the span has no model name"}
 	}
 	var candidates []*provider
 	if strings.TrimSpace(providerName) != "" {
 		norm := strings.ToLower(strings.TrimSpace(providerName))
 		if alias, ok := b.aliases[norm]; ok {
 			if alias == nil {
-				return resolved{reason: fmt.Sprintf("genai-prices has no prices for provider %s; add a price override for name %s", pyRepr(providerName), pyRepr(name))}
+				return resolved{reason: fmt.Sprintf("genai-prices has no prices for provider %s; add a price override for model %s", pyRepr(providerName), pyRepr(name))}
 			}
 			norm = *alias
 		}
@@ -783,7 +803,7 @@ func (b *PriceBook) resolveUncached(providerName, server, modelName string) reso
 	if server != "" {
 		where += ", server " + pyRepr(server)
 	}
-	return resolved{reason: fmt.Sprintf("no price for name %s (%s) in genai-prices; add a price override", pyRepr(name), where)}
+	return resolved{reason: fmt.Sprintf("no price for model %s (%s) in genai-prices; add a price override", pyRepr(name), where)}
 }
 
 // Usage is the token counts of one call, OpenTelemetry semantics (parts included in totals).
@@ -842,7 +862,15 @@ func (ps *priceSet) price(u Usage) (Cost, bool) {
 	in := part("input_mtok", inputLeaf)
 	cr := part("cache_read_mtok", u.CacheRead)
 	cw := part("cache_write_mtok", u.CacheWrite)
-	out := part("output_mtok", u.Output)
+	outputLeaf := u.Output
+	if _, ok := ps.rates["output_reasoning_mtok"]; ok {
+		outputLeaf -= u.Reasoning
+	}
+	if outputLeaf < 0 {
+		return Cost{}, false
+	}
+	out := part("output_mtok", outputLeaf)
+	out.Add(out, part("output_reasoning_mtok", u.Reasoning))
 	req := part("requests_kcount", 1)
 	total := new(big.Rat).Add(in, cr)
 	total.Add(total, cw).Add(total, out).Add(total, req)
@@ -882,4 +910,3 @@ func (b *PriceBook) ProviderIDs() []string {
 func (b *PriceBook) IsProviderAPI(peer string) bool {
 	return b != nil && peer != "" && b.providerForServer(peer) != nil
 }
-
