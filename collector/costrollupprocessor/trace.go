@@ -186,16 +186,32 @@ func processTrace(td ptrace.Traces, opts traceOptions) traceStats {
 	return st
 }
 
-func putNew(attrs pcommon.Map, k string) {
-	// Drop every earlier value of k (a hostile span may carry a key twice) before writing it.
-	if _, ok := attrs.Get(k); ok {
-		attrs.RemoveIf(func(key string, _ pcommon.Value) bool { return key == k })
-	}
+var pricedKeys = map[string]bool{
+	"cost.currency": true, "cost.status": true, "cost.status_reason": true, "cost.provider": true, "cost.model": true,
+	"cost.price_source": true, "cost.direct": true, "gen_ai.usage.cost": true, "cost.direct_nanos": true,
+	"cost.input": true, "cost.cache_read": true, "cost.cache_write": true, "cost.output": true,
 }
 
-var pricedKeys = []string{
-	"cost.currency", "cost.status", "cost.status_reason", "cost.provider", "cost.model", "cost.price_source",
-	"cost.direct", "gen_ai.usage.cost", "cost.direct_nanos", "cost.input", "cost.cache_read", "cost.cache_write", "cost.output",
+type dedupMap struct{ m pcommon.Map }
+
+// clean keeps only the last value of each key the pricing writes, so a Put replaces it fully.
+func (d dedupMap) clean() pcommon.Map {
+	last := map[string]int{}
+	i := 0
+	d.m.Range(func(k string, _ pcommon.Value) bool {
+		if pricedKeys[k] {
+			last[k] = i
+		}
+		i++
+		return true
+	})
+	i = 0
+	d.m.RemoveIf(func(k string, _ pcommon.Value) bool {
+		drop := pricedKeys[k] && last[k] != i
+		i++
+		return drop
+	})
+	return d.m
 }
 
 // priceSpan writes the cost attributes of a span that carries usage but was not priced
@@ -207,9 +223,9 @@ func priceSpan(sp ptrace.Span, v *spanCostView, book *PriceBook, seen map[string
 	}
 	attrs := sp.Attributes()
 	if v.hasCost {
-		for _, k := range pricedKeys {
-			putNew(attrs, k)
-		}
+		// The span already carries cost.* keys (maybe repeated): each key written here
+		// replaces all of its earlier values, the others stay as they are.
+		attrs = dedupMap{attrs}.clean()
 	}
 	if r.kind != readAggregate {
 		if id, ok := v.usage.str("gen_ai.response.id"); ok && id != "" {

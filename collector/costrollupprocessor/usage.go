@@ -14,8 +14,8 @@ import (
 // priority, same checks, same reasons).
 
 var (
-	inputKeys  = []string{"gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"}
-	outputKeys = []string{"gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion"}
+	inputKeys     = []string{"gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"}
+	outputKeys    = []string{"gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion"}
 	cacheReadKeys = []string{
 		"gen_ai.usage.cache_read.input_tokens",
 		"gen_ai.usage.cache_read_input_tokens",
