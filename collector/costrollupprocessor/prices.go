@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/big"
+	"math/bits"
 	"net"
 	"os"
 	"regexp"
@@ -173,6 +175,37 @@ type rate struct {
 	base   *big.Rat
 	starts []int64 // ascending
 	prices []*big.Rat
+	// The same prices as num / 10^exp (fixed[0] base, then the tiers), for the integer fast path.
+	fixed []fixedPrice
+}
+
+type fixedPrice struct {
+	num uint64
+	exp int
+	ok  bool
+}
+
+// parseFixed reads a plain decimal ("2.5", "0.075", "10") as num / 10^exp.
+func parseFixed(s string) fixedPrice {
+	if strings.ContainsAny(s, "eE") || len(s) > 19 {
+		return fixedPrice{}
+	}
+	whole, frac, _ := strings.Cut(s, ".")
+	frac = strings.TrimRight(frac, "0")
+	var num uint64
+	for _, c := range whole + frac {
+		num = num*10 + uint64(c-'0')
+	}
+	return fixedPrice{num: num, exp: len(frac), ok: len(frac) <= 12}
+}
+
+func (r *rate) fixedAt(totalInput int64) fixedPrice {
+	for i := len(r.starts) - 1; i >= 0; i-- {
+		if totalInput > r.starts[i] {
+			return r.fixed[i+1]
+		}
+	}
+	return r.fixed[0]
 }
 
 // at is the price for a call with totalInput input tokens (cliff tiers: a tier applies to all
@@ -249,6 +282,12 @@ func parseDecimal(where string, raw json.RawMessage) (*big.Rat, error) {
 	return r, nil
 }
 
+func decimalString(raw json.RawMessage) string {
+	var s string
+	_ = json.Unmarshal(raw, &s)
+	return s
+}
+
 var decimalRe = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?$`)
 
 func parseRate(where string, raw json.RawMessage) (*rate, error) {
@@ -258,7 +297,7 @@ func parseRate(where string, raw json.RawMessage) (*rate, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &rate{base: d}, nil
+		return &rate{base: d, fixed: []fixedPrice{parseFixed(decimalString(raw))}}, nil
 	}
 	var tiered struct {
 		Base  json.RawMessage `json:"base"`
@@ -276,7 +315,7 @@ func parseRate(where string, raw json.RawMessage) (*rate, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &rate{base: base}
+	r := &rate{base: base, fixed: []fixedPrice{parseFixed(decimalString(tiered.Base))}}
 	prev := int64(-1)
 	for i, t := range tiered.Tiers {
 		w := fmt.Sprintf("%s.tiers[%d]", where, i)
@@ -290,6 +329,7 @@ func parseRate(where string, raw json.RawMessage) (*rate, error) {
 		prev = *t.Start
 		r.starts = append(r.starts, *t.Start)
 		r.prices = append(r.prices, p)
+		r.fixed = append(r.fixed, parseFixed(decimalString(t.Price)))
 	}
 	return r, nil
 }
@@ -851,6 +891,9 @@ func (ps *priceSet) price(u Usage) (Cost, bool) {
 	if inputLeaf < 0 {
 		return Cost{}, false
 	}
+	if c, ok := ps.priceFixed(u, inputLeaf); ok {
+		return c, true
+	}
 	part := func(key string, count int64) *big.Rat {
 		r, ok := ps.rates[key]
 		if !ok {
@@ -880,6 +923,123 @@ func (ps *priceSet) price(u Usage) (Cost, bool) {
 	}
 	f := func(r *big.Rat) float64 { v, _ := r.Float64(); return v }
 	return Cost{Nanos: nanos.Int64(), Input: f(in), CacheRead: f(cr), CacheWrite: f(cw), Output: f(out)}, true
+}
+
+var pow10 = func() [20]uint64 {
+	var p [20]uint64
+	p[0] = 1
+	for i := 1; i < 20; i++ {
+		p[i] = p[i-1] * 10
+	}
+	return p
+}()
+
+// priceFixed is price() on integers: the same exact total and correctly rounded parts, without
+// big.Rat, when every number fits (ok=false: use the exact big.Rat path).
+func (ps *priceSet) priceFixed(u Usage, inputLeaf int64) (Cost, bool) {
+	type term struct {
+		p     fixedPrice
+		count uint64
+		shift int // exp - log10(per / 1e9 nanos)
+		perE  int // log10(per)
+	}
+	var terms [6]term
+	var slot [6]int // terms index per part: input, cache read, cache write, output, reasoning, requests
+	n := 0
+	outputLeaf := u.Output
+	if _, ok := ps.rates["output_reasoning_mtok"]; ok {
+		outputLeaf -= u.Reasoning
+	}
+	for i, k := range [...]struct {
+		key   string
+		count int64
+	}{{"input_mtok", inputLeaf}, {"cache_read_mtok", u.CacheRead}, {"cache_write_mtok", u.CacheWrite},
+		{"output_mtok", outputLeaf}, {"output_reasoning_mtok", u.Reasoning}, {"requests_kcount", 1}} {
+		slot[i] = -1
+		r, ok := ps.rates[k.key]
+		if !ok {
+			continue
+		}
+		fp := r.fixedAt(u.Input)
+		if !fp.ok || k.count < 0 {
+			return Cost{}, false
+		}
+		perE := 6
+		if k.key == "requests_kcount" {
+			perE = 3
+		}
+		terms[n] = term{p: fp, count: uint64(k.count), shift: fp.exp + perE - 9, perE: perE}
+		slot[i] = n
+		n++
+	}
+	e := 0
+	for _, t := range terms[:n] {
+		if t.shift > e {
+			e = t.shift
+		}
+	}
+	if e > 18 {
+		return Cost{}, false
+	}
+	// nanos * 10^e = sum(num * count * 10^(e - shift)), all in uint64 or give up.
+	var sum uint64
+	for _, t := range terms[:n] {
+		hi, v := bits.Mul64(t.p.num, t.count)
+		if hi != 0 {
+			return Cost{}, false
+		}
+		k := e - t.shift
+		if k > 19 {
+			return Cost{}, false
+		}
+		hi, v = bits.Mul64(v, pow10[k])
+		if hi != 0 {
+			return Cost{}, false
+		}
+		var carry uint64
+		sum, carry = bits.Add64(sum, v, 0)
+		if carry != 0 {
+			return Cost{}, false
+		}
+	}
+	den := pow10[e]
+	nanos, rem := sum/den, sum%den
+	if twice := 2 * rem; rem > den/2 || (twice == den && nanos&1 == 1) {
+		nanos++
+	}
+	if nanos > math.MaxInt64 {
+		return Cost{}, false
+	}
+	part := func(i int) (float64, bool) {
+		if slot[i] < 0 {
+			return 0, true
+		}
+		t := terms[slot[i]]
+		hi, num := bits.Mul64(t.p.num, t.count)
+		d := t.p.exp + t.perE
+		if hi != 0 || num >= 1<<53 || d > 15 {
+			return 0, false
+		}
+		return float64(num) / float64(pow10[d]), true
+	}
+	var c Cost
+	c.Nanos = int64(nanos)
+	var ok1, ok2, ok3, ok4, ok5 bool
+	c.Input, ok1 = part(0)
+	c.CacheRead, ok2 = part(1)
+	c.CacheWrite, ok3 = part(2)
+	c.Output, ok4 = part(3)
+	var reasoning float64
+	reasoning, ok5 = part(4)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5) {
+		return Cost{}, false
+	}
+	if slot[4] >= 0 {
+		// Output is the sum of two parts: exact only through the rational.
+		return Cost{}, false
+	}
+	_ = reasoning
+	return c, true
 }
 
 // Price prices a call made at `at`; ok=false gives the reason it is unpriced.
