@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,16 +29,72 @@ const (
 	releaseNoTraceID  = "no_trace_id"
 )
 
+// group is a resource and scope spans arrived under; equal ones (same key) are sent out under one
+// ResourceSpans / ScopeSpans, whichever request and trace their spans came in.
+type group struct {
+	key      string
+	resource pcommon.Resource
+	rsSchema string
+	scope    pcommon.InstrumentationScope
+	ssSchema string
+}
+
+// chunk is spans of one trace that arrived together under one group.
+type chunk struct {
+	g     *group
+	spans ptrace.SpanSlice
+}
+
 type traceState struct {
 	id        pcommon.TraceID
-	td        ptrace.Traces
+	chunks    []chunk
 	spans     int
+	clients   int // CLIENT spans: only then can a child be missing
 	firstSeen time.Time
 	hasRoot   bool
 	deadline  time.Time // root_wait deadline; zero: none (no root yet, or waiting for a child)
 	waiting   bool      // a CLIENT span had no child at the deadline
 	late      bool
 	elem      *list.Element // in arrival order, for eviction
+}
+
+func (t *traceState) spanList() []ptrace.Span {
+	out := make([]ptrace.Span, 0, t.spans)
+	for _, c := range t.chunks {
+		for i := 0; i < c.spans.Len(); i++ {
+			out = append(out, c.spans.At(i))
+		}
+	}
+	return out
+}
+
+// groupKey identifies a resource and scope by their content.
+func groupKey(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans) string {
+	var b strings.Builder
+	writeMap := func(m pcommon.Map) {
+		m.Range(func(k string, v pcommon.Value) bool {
+			b.WriteString(k)
+			b.WriteByte(0)
+			b.WriteString(v.Type().String())
+			b.WriteByte(0)
+			b.WriteString(v.AsString())
+			b.WriteByte(0)
+			return true
+		})
+	}
+	writeMap(rs.Resource().Attributes())
+	b.WriteByte(1)
+	b.WriteString(rs.SchemaUrl())
+	b.WriteByte(1)
+	b.WriteString(ss.Scope().Name())
+	b.WriteByte(0)
+	b.WriteString(ss.Scope().Version())
+	b.WriteByte(1)
+	writeMap(ss.Scope().Attributes())
+	b.WriteByte(1)
+	b.WriteString(ss.SchemaUrl())
+	fmt.Fprintf(&b, "\x01%d\x01%d", rs.Resource().DroppedAttributesCount(), ss.Scope().DroppedAttributesCount())
+	return b.String()
 }
 
 func (t *traceState) due(maxWait time.Duration) time.Time {
@@ -182,78 +239,90 @@ func (p *costRollupProcessor) loop() {
 func (p *costRollupProcessor) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	incoming := td.SpanCount()
 	p.metrics.received(ctx, incoming)
-	byTrace := map[pcommon.TraceID]ptrace.Traces{}
-	roots := map[pcommon.TraceID]bool{}
-	var orphaned ptrace.Traces
-	hasOrphaned := false
+	type arriving struct {
+		chunks  []chunk
+		spans   int
+		clients int
+		root    bool
+	}
+	byTrace := map[pcommon.TraceID]*arriving{}
+	var orphaned *arriving
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
 		sss := rs.ScopeSpans()
 		for j := 0; j < sss.Len(); j++ {
 			ss := sss.At(j)
-			dest := map[pcommon.TraceID]ptrace.SpanSlice{}
 			spans := ss.Spans()
+			if spans.Len() == 0 {
+				continue
+			}
+			g := &group{key: groupKey(rs, ss), resource: pcommon.NewResource(), rsSchema: rs.SchemaUrl(),
+				scope: pcommon.NewInstrumentationScope(), ssSchema: ss.SchemaUrl()}
+			rs.Resource().CopyTo(g.resource)
+			ss.Scope().CopyTo(g.scope)
+			dest := map[pcommon.TraceID]ptrace.SpanSlice{}
 			for k := 0; k < spans.Len(); k++ {
 				sp := spans.At(k)
-				tid := sp.TraceID()
-				out, ok := dest[tid]
-				if !ok {
-					var t ptrace.Traces
-					if tid.IsEmpty() {
-						if !hasOrphaned {
-							orphaned, hasOrphaned = ptrace.NewTraces(), true
-						}
-						t = orphaned
-					} else if t, ok = byTrace[tid]; !ok {
-						t = ptrace.NewTraces()
-						byTrace[tid] = t
+				id := sp.TraceID()
+				a := orphaned
+				if !id.IsEmpty() {
+					a = byTrace[id]
+				}
+				if a == nil {
+					a = &arriving{}
+					if id.IsEmpty() {
+						orphaned = a
+					} else {
+						byTrace[id] = a
 					}
-					nrs := t.ResourceSpans().AppendEmpty()
-					rs.Resource().CopyTo(nrs.Resource())
-					nrs.SetSchemaUrl(rs.SchemaUrl())
-					nss := nrs.ScopeSpans().AppendEmpty()
-					ss.Scope().CopyTo(nss.Scope())
-					nss.SetSchemaUrl(ss.SchemaUrl())
-					out = nss.Spans()
-					dest[tid] = out
+				}
+				out, ok := dest[id]
+				if !ok {
+					out = ptrace.NewSpanSlice()
+					dest[id] = out
+					a.chunks = append(a.chunks, chunk{g: g, spans: out})
 				}
 				if sp.ParentSpanID().IsEmpty() {
-					roots[tid] = true
+					a.root = true
 				}
+				if sp.Kind() == ptrace.SpanKindClient {
+					a.clients++
+				}
+				a.spans++
 				sp.MoveTo(out.AppendEmpty())
 			}
 		}
 	}
-	if hasOrphaned {
+	if orphaned != nil {
 		// No trace id: nothing to group by. Rolled up alone and passed on now.
-		p.emit(ctx, []released{{t: &traceState{td: orphaned, spans: orphaned.SpanCount()}, reason: releaseNoTraceID}})
+		p.emit(ctx, []released{{t: &traceState{chunks: orphaned.chunks, spans: orphaned.spans}, reason: releaseNoTraceID}})
 	}
 	now := p.now()
 	var evicted []released
 	p.mu.Lock()
-	for tid, t := range byTrace {
-		count := t.SpanCount()
-		for p.spans+count > p.cfg.MaxBufferedSpans && p.order.Len() > 0 {
+	for id, a := range byTrace {
+		for p.spans+a.spans > p.cfg.MaxBufferedSpans && p.order.Len() > 0 {
 			oldest := p.order.Front().Value.(*traceState)
 			p.removeLocked(oldest)
 			evicted = append(evicted, released{t: oldest, reason: releaseBufferFull})
 		}
-		st, ok := p.traces[tid]
+		st, ok := p.traces[id]
 		if !ok {
-			st = &traceState{id: tid, td: t, spans: count, firstSeen: now}
-			if _, wasReleased := p.released[tid]; wasReleased {
+			st = &traceState{id: id, chunks: a.chunks, spans: a.spans, clients: a.clients, firstSeen: now}
+			if _, wasReleased := p.released[id]; wasReleased {
 				st.late = true
 				st.deadline = now.Add(p.cfg.RootWait)
 			}
 			st.elem = p.order.PushBack(st)
-			p.traces[tid] = st
+			p.traces[id] = st
 		} else {
-			t.ResourceSpans().MoveAndAppendTo(st.td.ResourceSpans())
-			st.spans += count
+			st.chunks = append(st.chunks, a.chunks...)
+			st.spans += a.spans
+			st.clients += a.clients
 		}
-		p.spans += count
-		if roots[tid] && !st.hasRoot {
+		p.spans += a.spans
+		if a.root && !st.hasRoot {
 			st.hasRoot = true
 			if !st.late {
 				st.deadline = now.Add(p.cfg.RootWait)
@@ -263,7 +332,7 @@ func (p *costRollupProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trace
 			st.waiting = false
 			st.deadline = now.Add(p.cfg.RootWait)
 		}
-		heap.Push(&p.heap, heapItem{due: st.due(p.cfg.MaxWait), id: tid})
+		heap.Push(&p.heap, heapItem{due: st.due(p.cfg.MaxWait), id: id})
 	}
 	p.mu.Unlock()
 	if len(evicted) > 0 {
@@ -313,7 +382,7 @@ func (p *costRollupProcessor) releaseDue() {
 			reason = releaseLate
 		case t.hasRoot && !hard:
 			if p.cfg.AwaitChildren {
-				if _, pending := p.filter.pendingClients(t.td); pending > 0 {
+				if _, pending := p.filter.pendingClients(t); pending > 0 {
 					t.waiting = true
 					t.deadline = time.Time{}
 					heap.Push(&p.heap, heapItem{due: t.due(p.cfg.MaxWait), id: t.id})
@@ -356,9 +425,23 @@ func (p *costRollupProcessor) releaseAll(reason string) {
 // emit rolls each trace up and passes them on in one ptrace.Traces.
 func (p *costRollupProcessor) emit(ctx context.Context, traces []released) {
 	out := ptrace.NewTraces()
+	dests := map[string]ptrace.SpanSlice{}
 	for _, r := range traces {
 		p.rollupOne(ctx, r)
-		r.t.td.ResourceSpans().MoveAndAppendTo(out.ResourceSpans())
+		for _, c := range r.t.chunks {
+			d, ok := dests[c.g.key]
+			if !ok {
+				rs := out.ResourceSpans().AppendEmpty()
+				c.g.resource.CopyTo(rs.Resource())
+				rs.SetSchemaUrl(c.g.rsSchema)
+				ss := rs.ScopeSpans().AppendEmpty()
+				c.g.scope.CopyTo(ss.Scope())
+				ss.SetSchemaUrl(c.g.ssSchema)
+				d = ss.Spans()
+				dests[c.g.key] = d
+			}
+			c.spans.MoveAndAppendTo(d)
+		}
 	}
 	n := out.SpanCount()
 	if n == 0 {
@@ -378,7 +461,7 @@ func (p *costRollupProcessor) rollupOne(ctx context.Context, r released) {
 	defer func() {
 		if rec := recover(); rec != nil {
 			p.logger.Error("costrollup: rollup failed; the trace goes out flagged", zap.Any("panic", rec))
-			for _, sp := range collectSpans(r.t.td) {
+			for _, sp := range r.t.spanList() {
 				sp.Attributes().PutBool(attrPartial, true)
 				sp.Attributes().PutStr(attrPartialReason, "internal_error")
 			}
@@ -392,9 +475,9 @@ func (p *costRollupProcessor) rollupOne(ctx context.Context, r released) {
 		opts.partialReason = reasonBufferFull
 	}
 	if p.cfg.AwaitChildren && opts.partialReason == "" && r.reason != releaseNoTraceID {
-		opts.missing, _ = p.filter.pendingClients(r.t.td)
+		opts.missing, _ = p.filter.pendingClients(r.t)
 	}
-	st := processTrace(r.t.td, opts)
+	st := processSpans(r.t.spanList(), opts)
 	p.metrics.trace(ctx, r.reason, st, len(opts.missing) > 0)
 }
 

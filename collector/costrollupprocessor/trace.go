@@ -66,9 +66,16 @@ type spanCostView struct {
 	usage     found // usage-related keys, nil when none
 }
 
+// interesting[c]: some key read here starts with byte c (most attributes are skipped on it).
+// Filled in usage.go's init, after readKeys.
+var interesting [256]bool
+
 func viewSpan(attrs pcommon.Map) spanCostView {
 	var v spanCostView
 	attrs.Range(func(k string, val pcommon.Value) bool {
+		if k == "" || !interesting[k[0]] {
+			return true
+		}
 		if isCostKey(k) {
 			v.hasCost = true
 			switch k {
@@ -101,7 +108,10 @@ func viewSpan(attrs pcommon.Map) spanCostView {
 // processTrace prices the spans of one trace that carry usage but no cost.status, rolls costs up
 // over all of them and writes the trace-scope figures. It never panics on span content.
 func processTrace(td ptrace.Traces, opts traceOptions) traceStats {
-	spans := collectSpans(td)
+	return processSpans(collectSpans(td), opts)
+}
+
+func processSpans(spans []ptrace.Span, opts traceOptions) traceStats {
 	st := traceStats{spans: len(spans)}
 	nodes := make([]node, len(spans))
 	views := make([]spanCostView, len(spans))
@@ -155,6 +165,7 @@ func processTrace(td ptrace.Traces, opts traceOptions) traceStats {
 			continue // nothing to write or remove: the common span
 		}
 		attrs := sp.Attributes()
+		attrs.EnsureCapacity(attrs.Len() + 8)
 		if v.hasDrop {
 			attrs.RemoveIf(func(k string, _ pcommon.Value) bool { return replacedKeys[k] })
 		}
@@ -239,6 +250,7 @@ func priceSpan(sp ptrace.Span, v *spanCostView, book *PriceBook, seen map[string
 			seen[id] = true
 		}
 	}
+	attrs.EnsureCapacity(attrs.Len() + 14)
 	attrs.PutStr("cost.currency", "USD")
 	switch r.kind {
 	case readAggregate:
@@ -374,8 +386,11 @@ func (f *peerFilter) awaitable(sp ptrace.Span, parent *ptrace.Span) bool {
 
 // pendingClients returns the indexes (in collectSpans order) of CLIENT spans still waiting for a
 // child, and of every span on their way up to their root (whose totals may therefore be low).
-func (f *peerFilter) pendingClients(td ptrace.Traces) (map[int]bool, int) {
-	spans := collectSpans(td)
+func (f *peerFilter) pendingClients(t *traceState) (map[int]bool, int) {
+	if t.clients == 0 {
+		return nil, 0
+	}
+	spans := t.spanList()
 	byID := make(map[pcommon.SpanID]int, len(spans))
 	hasChild := make(map[pcommon.SpanID]bool, len(spans))
 	for i, sp := range spans {

@@ -73,6 +73,10 @@ func init() {
 	for _, k := range []string{"gen_ai.operation.name", "openinference.span.kind", "traceloop.span.kind", "gen_ai.response.id"} {
 		readKeys[k] = true
 	}
+	interesting['c'] = true
+	for k := range readKeys {
+		interesting[k[0]] = true
+	}
 }
 
 type readingKind int

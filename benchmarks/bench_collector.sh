@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Worker Collector throughput with and without the costrollup processor, side by side, one core.
+#
+#   benchmarks/bench_collector.sh                # 20 s per run
+#   DURATION=60s RUNS=3 benchmarks/bench_collector.sh
+#
+# Builds the distribution (collector/build.sh, cached) and the load generator
+# (collector/costrollupprocessor/internal/loadgen), then for each pipeline runs collector/worker.yaml
+# pinned to CPU ${WORKER_CPU:-0} (taskset) while the load generator and the OTLP sink the worker
+# exports to run on CPU ${LOAD_CPU:-1}:
+#   with:     memory_limiter, costrollup (defaults, prices from tests/golden/prices.json), batch
+#   without:  memory_limiter, batch (the same file with costrollup taken out)
+# Load: traces of 10 spans (2 of them LLM calls with token usage that the worker prices), 100
+# traces per request, 4 concurrent senders, as fast as the worker accepts them. Reported: spans/s
+# arriving at the sink (spans out of the worker per second), their ratio, the worker's peak RSS,
+# and memory per buffered span ((RSS with - RSS without) / mean spans held by costrollup).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DURATION=${DURATION:-20s}
+RUNS=${RUNS:-1}
+WORKER_CPU=${WORKER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+PORT=${BENCH_PORT:-14327}
+SINK_PORT=${BENCH_SINK_PORT:-14347}
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+
+BIN=$(bash "$HERE/collector/build.sh" 2>/dev/null | head -1)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-collector.XXXXXX")
+trap '[[ -n "${KEEP:-}" ]] || rm -rf "$WORK"' EXIT
+(cd "$HERE/collector/costrollupprocessor" && "$GO" build -o "$WORK/loadgen" ./internal/loadgen)
+
+cp "$HERE/collector/worker.yaml" "$WORK/with.yaml"
+sed 's/processors: \[memory_limiter, costrollup, batch\]/processors: [memory_limiter, batch]/' \
+    "$HERE/collector/worker.yaml" >"$WORK/without.yaml"
+grep -q 'processors: \[memory_limiter, batch\]' "$WORK/without.yaml"
+
+metric() { # metric PORT NAME: a gauge from the worker's Prometheus endpoint (0 when absent)
+    curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 ~ "^"n"({|$)" {v=$2} END {print v+0}'
+}
+
+run() { # run NAME CONFIG: prints "spans_per_s peak_rss_kib mean_spans_buffered"
+    local name=$1 config=$2 metrics_port=$((PORT + 2)) health_port=$((PORT + 3))
+    EXPORT_OTLP_ENDPOINT=127.0.0.1:$SINK_PORT OTELCOL_OTLP_GRPC_PORT=$PORT OTELCOL_OTLP_HTTP_PORT=$((PORT + 1)) \
+        OTELCOL_METRICS_PORT=$metrics_port OTELCOL_HEALTH_PORT=$health_port OTELCOL_LOG_LEVEL=warn \
+        COSTROLLUP_PRICES_FILE="$HERE/tests/golden/prices.json" \
+        taskset -c "$WORKER_CPU" "$BIN" --config "$config" >"$WORK/$name.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$health_port/" >/dev/null && break
+        sleep 0.1
+    done
+    : >"$WORK/$name.samples"
+    (
+        while kill -0 "$pid" 2>/dev/null; do
+            rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+            buffered=$(metric "$metrics_port" otelcol_processor_costrollup_spans_buffered)
+            echo "$rss $buffered" >>"$WORK/$name.samples"
+            sleep 0.5
+        done
+    ) &
+    local sampler=$!
+    taskset -c "$LOAD_CPU" "$WORK/loadgen" -target "127.0.0.1:$PORT" -sink "127.0.0.1:$SINK_PORT" \
+        -duration "$DURATION" >"$WORK/$name.json"
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    local rate
+    rate=$(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['spans_per_s']))" "$WORK/$name.json")
+    # Steady state: samples from the middle half of the run.
+    python3 - "$WORK/$name.samples" "$rate" <<'PY'
+import sys
+rows = [tuple(map(float, line.split())) for line in open(sys.argv[1]) if line.strip()]
+mid = rows[len(rows) // 4 : max(len(rows) * 3 // 4, len(rows) // 4 + 1)] or rows
+peak = max(r[0] for r in rows) if rows else 0
+mean_rss = sum(r[0] for r in mid) / len(mid) if mid else 0
+mean_buf = sum(r[1] for r in mid) / len(mid) if mid else 0
+print(sys.argv[2], int(peak), int(mean_rss), int(mean_buf))
+PY
+}
+
+printf 'worker Collector, one core (CPU %s), %s per run, traces of 10 spans (20%% LLM calls)\n' "$WORKER_CPU" "$DURATION"
+printf '%-5s %-26s %12s %14s %14s %16s\n' run pipeline spans/s peak_rss_MiB mean_rss_MiB spans_buffered
+for r in $(seq "$RUNS"); do
+    read -r w_rate w_peak w_rss w_buf < <(run with "$WORK/with.yaml")
+    read -r o_rate o_peak o_rss o_buf < <(run without "$WORK/without.yaml")
+    printf '%-5s %-26s %12s %14s %14s %16s\n' "$r" "with costrollup" "$w_rate" $((w_peak / 1024)) $((w_rss / 1024)) "$w_buf"
+    printf '%-5s %-26s %12s %14s %14s %16s\n' "$r" "without (memory_limiter+batch)" "$o_rate" $((o_peak / 1024)) $((o_rss / 1024)) "$o_buf"
+    python3 -c "
+import sys
+w, o, wr, orr, buf = map(float, sys.argv[1:])
+print(f'      ratio {w / o:.2f}x (target >= 0.8x)', end='')
+print(f'; memory per buffered span {(wr - orr) * 1024 / buf:.0f} bytes' if buf > 0 else '')
+" "$w_rate" "$o_rate" "$w_rss" "$o_rss" "$w_buf"
+done
