@@ -39,10 +39,20 @@ type group struct {
 	ssSchema string
 }
 
-// chunk is spans of one trace that arrived together under one group.
+// block is the spans of one incoming ScopeSpans, kept where they arrived (no copy): the traces
+// in it point at their spans by index. When the last of its traces goes out, the block goes out
+// whole; a trace released while others of its block are still held has its spans moved out.
+type block struct {
+	g       *group
+	spans   ptrace.SpanSlice
+	pending int    // traces of the block not yet released
+	moved   []bool // spans already moved out (nil: none)
+}
+
+// chunk is the spans of one trace in one block.
 type chunk struct {
-	g     *group
-	spans ptrace.SpanSlice
+	b   *block
+	idx []int32
 }
 
 type traceState struct {
@@ -61,8 +71,8 @@ type traceState struct {
 func (t *traceState) spanList() []ptrace.Span {
 	out := make([]ptrace.Span, 0, t.spans)
 	for _, c := range t.chunks {
-		for i := 0; i < c.spans.Len(); i++ {
-			out = append(out, c.spans.At(i))
+		for _, i := range c.idx {
+			out = append(out, c.b.spans.At(int(i)))
 		}
 	}
 	return out
@@ -261,7 +271,10 @@ func (p *costRollupProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trace
 				scope: pcommon.NewInstrumentationScope(), ssSchema: ss.SchemaUrl()}
 			rs.Resource().CopyTo(g.resource)
 			ss.Scope().CopyTo(g.scope)
-			dest := map[pcommon.TraceID]ptrace.SpanSlice{}
+			b := &block{g: g, spans: ptrace.NewSpanSlice()}
+			spans.MoveAndAppendTo(b.spans) // moves the span pointers, no copy
+			spans = b.spans
+			dest := map[pcommon.TraceID]int{} // trace -> its chunk in a.chunks
 			for k := 0; k < spans.Len(); k++ {
 				sp := spans.At(k)
 				id := sp.TraceID()
@@ -277,12 +290,14 @@ func (p *costRollupProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trace
 						byTrace[id] = a
 					}
 				}
-				out, ok := dest[id]
+				ci, ok := dest[id]
 				if !ok {
-					out = ptrace.NewSpanSlice()
-					dest[id] = out
-					a.chunks = append(a.chunks, chunk{g: g, spans: out})
+					ci = len(a.chunks)
+					dest[id] = ci
+					a.chunks = append(a.chunks, chunk{b: b})
+					b.pending++
 				}
+				a.chunks[ci].idx = append(a.chunks[ci].idx, int32(k))
 				if sp.ParentSpanID().IsEmpty() {
 					a.root = true
 				}
@@ -290,7 +305,6 @@ func (p *costRollupProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trace
 					a.clients++
 				}
 				a.spans++
-				sp.MoveTo(out.AppendEmpty())
 			}
 		}
 	}
@@ -338,6 +352,9 @@ func (p *costRollupProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trace
 	if len(evicted) > 0 {
 		p.emit(ctx, evicted)
 	}
+	// The caller rolls up about as many due spans as it brought in: the release work is shared by
+	// the receivers' goroutines, so intake cannot outrun it (backpressure instead of a growing window).
+	p.releaseSome(2*incoming + 64)
 	return nil
 }
 
@@ -359,12 +376,28 @@ func (p *costRollupProcessor) removeLocked(t *traceState) {
 	}
 }
 
-// releaseDue releases the traces that are due.
+// releaseDue releases every trace that is due, in batches of at most maxReleaseSpans.
 func (p *costRollupProcessor) releaseDue() {
+	for p.releaseSome(maxReleaseSpans) {
+	}
+}
+
+// maxReleaseSpans bounds the spans handed on in one ConsumeTraces call (and rolled up by one
+// caller at a time).
+const maxReleaseSpans = 8192
+
+// releaseSome releases due traces up to about budget spans; true if more may be due.
+func (p *costRollupProcessor) releaseSome(budget int) bool {
 	now := p.now()
 	var out []released
+	taken := 0
+	more := false
 	p.mu.Lock()
 	for len(p.heap) > 0 {
+		if taken >= budget {
+			more = true
+			break
+		}
 		top := p.heap[0]
 		t, ok := p.traces[top.id]
 		if !ok || !t.due(p.cfg.MaxWait).Equal(top.due) {
@@ -395,11 +428,13 @@ func (p *costRollupProcessor) releaseDue() {
 		}
 		p.removeLocked(t)
 		out = append(out, released{t: t, reason: reason})
+		taken += t.spans
 	}
 	p.mu.Unlock()
 	if len(out) > 0 {
 		p.emit(context.Background(), out)
 	}
+	return more
 }
 
 func (p *costRollupProcessor) releaseAll(reason string) {
@@ -426,23 +461,68 @@ func (p *costRollupProcessor) releaseAll(reason string) {
 func (p *costRollupProcessor) emit(ctx context.Context, traces []released) {
 	out := ptrace.NewTraces()
 	dests := map[string]ptrace.SpanSlice{}
+	dest := func(g *group) ptrace.SpanSlice {
+		d, ok := dests[g.key]
+		if !ok {
+			rs := out.ResourceSpans().AppendEmpty()
+			g.resource.CopyTo(rs.Resource())
+			rs.SetSchemaUrl(g.rsSchema)
+			ss := rs.ScopeSpans().AppendEmpty()
+			g.scope.CopyTo(ss.Scope())
+			ss.SetSchemaUrl(g.ssSchema)
+			d = ss.Spans()
+			dests[g.key] = d
+		}
+		return d
+	}
+	// How many of each block's held traces go out now: a block all of whose traces go goes whole.
+	going := map[*block]int{}
 	for _, r := range traces {
-		p.rollupOne(ctx, r)
 		for _, c := range r.t.chunks {
-			d, ok := dests[c.g.key]
-			if !ok {
-				rs := out.ResourceSpans().AppendEmpty()
-				c.g.resource.CopyTo(rs.Resource())
-				rs.SetSchemaUrl(c.g.rsSchema)
-				ss := rs.ScopeSpans().AppendEmpty()
-				c.g.scope.CopyTo(ss.Scope())
-				ss.SetSchemaUrl(c.g.ssSchema)
-				d = ss.Spans()
-				dests[c.g.key] = d
-			}
-			c.spans.MoveAndAppendTo(d)
+			going[c.b]++
 		}
 	}
+	pending := 0
+	for _, r := range traces {
+		if pending > 0 && pending+r.t.spans > maxReleaseSpans {
+			p.send(ctx, out)
+			out, dests, pending = ptrace.NewTraces(), map[string]ptrace.SpanSlice{}, 0
+		}
+		pending += r.t.spans
+		p.rollupOne(ctx, r)
+		for _, c := range r.t.chunks {
+			b := c.b
+			if going[b] >= b.pending {
+				// The block's last trace: it goes whole (its spans moved out before are removed).
+				going[b]--
+				b.pending--
+				if b.pending > 0 {
+					continue // another trace of this release set finishes it
+				}
+				if b.moved != nil {
+					i := 0
+					b.spans.RemoveIf(func(ptrace.Span) bool { m := b.moved[i]; i++; return m })
+				}
+				b.spans.MoveAndAppendTo(dest(b.g))
+				continue
+			}
+			// Others in the block are still held: move this trace's spans out.
+			d := dest(b.g)
+			if b.moved == nil {
+				b.moved = make([]bool, b.spans.Len())
+			}
+			for _, i := range c.idx {
+				b.spans.At(int(i)).MoveTo(d.AppendEmpty())
+				b.moved[i] = true
+			}
+			going[b]--
+			b.pending--
+		}
+	}
+	p.send(ctx, out)
+}
+
+func (p *costRollupProcessor) send(ctx context.Context, out ptrace.Traces) {
 	n := out.SpanCount()
 	if n == 0 {
 		return

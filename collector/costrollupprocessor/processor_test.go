@@ -345,3 +345,24 @@ func TestNextConsumerErrorCounted(t *testing.T) {
 	_ = p.ConsumeTraces(context.Background(), build("a", sp{trace: 1, id: 1}))
 	p.releaseAll(releaseShutdown) // must not panic
 }
+
+// Traces that arrived in one request but go out at different times: each span goes out once.
+func TestBlockSharedByTracesReleasedApart(t *testing.T) {
+	p, sink, c := testProcessor(t, nil)
+	_ = p.ConsumeTraces(context.Background(), build("a",
+		sp{trace: 1, id: 1}, sp{trace: 2, id: 5, parent: 4}, sp{trace: 1, id: 2, parent: 1, attrs: gpt4o(1000, 100)},
+		sp{trace: 3, id: 1}, sp{trace: 2, id: 6, parent: 5, attrs: gpt4o(1000, 100)}))
+	c.Advance(defaultRootWait + time.Millisecond)
+	p.releaseDue()
+	if sink.SpanCount() != 3 || len(spansByID(sink, 2)) != 0 {
+		t.Fatalf("%d spans out after root_wait", sink.SpanCount())
+	}
+	c.Advance(defaultMaxWait)
+	p.releaseDue()
+	if sink.SpanCount() != 5 || len(spansByID(sink, 2)) != 2 || intAttr(t, spansByID(sink, 2)[5], attrCostTotalNanos) != gpt4o1000x100 {
+		t.Fatalf("%d spans out", sink.SpanCount())
+	}
+	if intAttr(t, spansByID(sink, 1)[1], attrCostTotalNanos) != gpt4o1000x100 {
+		t.Fatal("trace 1")
+	}
+}

@@ -38,6 +38,10 @@ func (s *sink) Export(_ context.Context, req ptraceotlp.ExportRequest) (ptraceot
 	return ptraceotlp.NewExportResponse(), nil
 }
 
+// mix: "usage" (LLM spans carry token usage only: the worker prices them), "priced" (priced
+// in-process: cost.* already there, the worker only rolls up), "none" (no LLM spans).
+var mix = flag.String("mix", "usage", "LLM spans: usage | priced | none")
+
 func request(seq uint64, traces, spansPerTrace int) ptraceotlp.ExportRequest {
 	td := ptrace.NewTraces()
 	rs := td.ResourceSpans().AppendEmpty()
@@ -66,12 +70,24 @@ func request(seq uint64, traces, spansPerTrace int) ptraceotlp.ExportRequest {
 			s.SetStartTimestamp(now)
 			s.SetEndTimestamp(now + 1_000_000)
 			a := s.Attributes()
-			if i%5 == 4 { // 2 of 10 spans are LLM calls the worker prices
+			if i%5 == 4 && *mix != "none" { // 2 of 10 spans are LLM calls
 				a.PutStr("gen_ai.operation.name", "chat")
 				a.PutStr("gen_ai.provider.name", "openai")
 				a.PutStr("gen_ai.request.model", "gpt-4o")
 				a.PutInt("gen_ai.usage.input_tokens", int64(1000+i))
 				a.PutInt("gen_ai.usage.output_tokens", 300)
+				if *mix == "priced" {
+					// As otel-costs' CostSpanProcessor + CostRollupExporter left the span in-process.
+					nanos := int64(1000+i)*2500 + 300*10000
+					for k, v := range map[string]any{"cost.currency": "USD", "cost.status": "priced", "cost.provider": "openai",
+						"cost.model": "gpt-4o", "cost.price_source": "genai-prices", "cost.direct": float64(nanos) / 1e9,
+						"gen_ai.usage.cost": float64(nanos) / 1e9, "cost.direct_nanos": nanos, "cost.input": float64(1000+i) * 2.5e-6,
+						"cost.cache_read": 0.0, "cost.cache_write": 0.0, "cost.output": 0.003, "cost.children": 0.0,
+						"cost.children_nanos": int64(0), "cost.total": float64(nanos) / 1e9, "cost.total_nanos": nanos,
+						"cost.rollup.scope": "process"} {
+						_ = a.PutEmpty(k).FromRaw(v)
+					}
+				}
 			} else {
 				a.PutStr("http.request.method", "GET")
 				a.PutStr("url.path", "/api/items")
