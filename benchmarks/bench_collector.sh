@@ -10,8 +10,11 @@
 # exports to run on CPU ${LOAD_CPU:-1}:
 #   with:     memory_limiter, costrollup (defaults, prices from tests/golden/prices.json), batch
 #   without:  memory_limiter, batch (the same file with costrollup taken out)
-# Load: traces of 10 spans (2 of them LLM calls with token usage that the worker prices), 100
-# traces per request, 4 concurrent senders, as fast as the worker accepts them. Reported: spans/s
+# Load: traces of 16 spans, 3 of them LLM calls (the realistic mix of benchmarks/bench_serve.py), 100
+# traces per request, 4 concurrent senders, as fast as the worker accepts them, in two mixes:
+#   priced   the LLM spans were priced in-process (cost.* on them): the worker rolls up only
+#   usage    the LLM spans carry token usage only: the worker prices them too (no otel-costs in the app)
+# MIXES="priced usage none" picks them ("none": no LLM spans). Reported: spans/s
 # arriving at the sink (spans out of the worker per second), their ratio, the worker's peak RSS,
 # and memory per buffered span ((RSS with - RSS without) / mean spans held by costrollup).
 set -euo pipefail
@@ -19,6 +22,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-20s}
 RUNS=${RUNS:-1}
+MIXES=${MIXES:-priced usage}
 WORKER_CPU=${WORKER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PORT=${BENCH_PORT:-14327}
@@ -39,8 +43,8 @@ metric() { # metric PORT NAME: a gauge from the worker's Prometheus endpoint (0 
     curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1 ~ "^"n"({|$)" {v=$2} END {print v+0}'
 }
 
-run() { # run NAME CONFIG: prints "spans_per_s peak_rss_kib mean_spans_buffered"
-    local name=$1 config=$2 metrics_port=$((PORT + 2)) health_port=$((PORT + 3))
+run() { # run NAME CONFIG MIX: prints "spans_per_s peak_rss_kib mean_rss_kib mean_spans_buffered"
+    local name=$1 config=$2 mix=$3 metrics_port=$((PORT + 2)) health_port=$((PORT + 3))
     EXPORT_OTLP_ENDPOINT=127.0.0.1:$SINK_PORT OTELCOL_OTLP_GRPC_PORT=$PORT OTELCOL_OTLP_HTTP_PORT=$((PORT + 1)) \
         OTELCOL_METRICS_PORT=$metrics_port OTELCOL_HEALTH_PORT=$health_port OTELCOL_LOG_LEVEL=warn \
         COSTROLLUP_PRICES_FILE="$HERE/tests/golden/prices.json" \
@@ -61,7 +65,7 @@ run() { # run NAME CONFIG: prints "spans_per_s peak_rss_kib mean_spans_buffered"
     ) &
     local sampler=$!
     taskset -c "$LOAD_CPU" "$WORK/loadgen" -target "127.0.0.1:$PORT" -sink "127.0.0.1:$SINK_PORT" \
-        -duration "$DURATION" >"$WORK/$name.json"
+        -duration "$DURATION" -spans 16 -mix "$mix" >"$WORK/$name.json"
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     kill "$sampler" 2>/dev/null || true
@@ -80,17 +84,19 @@ print(sys.argv[2], int(peak), int(mean_rss), int(mean_buf))
 PY
 }
 
-printf 'worker Collector, one core (CPU %s), %s per run, traces of 10 spans (20%% LLM calls)\n' "$WORKER_CPU" "$DURATION"
-printf '%-5s %-26s %12s %14s %14s %16s\n' run pipeline spans/s peak_rss_MiB mean_rss_MiB spans_buffered
+printf 'worker Collector, one core (CPU %s), %s per run, traces of 16 spans (3 LLM calls)\n' "$WORKER_CPU" "$DURATION"
+printf '%-4s %-7s %-31s %10s %13s %13s %15s\n' run mix pipeline spans/s peak_rss_MiB mean_rss_MiB spans_buffered
 for r in $(seq "$RUNS"); do
-    read -r w_rate w_peak w_rss w_buf < <(run with "$WORK/with.yaml")
-    read -r o_rate o_peak o_rss o_buf < <(run without "$WORK/without.yaml")
-    printf '%-5s %-26s %12s %14s %14s %16s\n' "$r" "with costrollup" "$w_rate" $((w_peak / 1024)) $((w_rss / 1024)) "$w_buf"
-    printf '%-5s %-26s %12s %14s %14s %16s\n' "$r" "without (memory_limiter+batch)" "$o_rate" $((o_peak / 1024)) $((o_rss / 1024)) "$o_buf"
+  for mix in $MIXES; do
+    read -r w_rate w_peak w_rss w_buf < <(run with "$WORK/with.yaml" "$mix")
+    read -r o_rate o_peak o_rss o_buf < <(run without "$WORK/without.yaml" "$mix")
+    printf '%-4s %-7s %-31s %10s %13s %13s %15s\n' "$r" "$mix" "with costrollup" "$w_rate" $((w_peak / 1024)) $((w_rss / 1024)) "$w_buf"
+    printf '%-4s %-7s %-31s %10s %13s %13s %15s\n' "$r" "$mix" "without (memory_limiter, batch)" "$o_rate" $((o_peak / 1024)) $((o_rss / 1024)) "$o_buf"
     python3 -c "
 import sys
 w, o, wr, orr, buf = map(float, sys.argv[1:])
-print(f'      ratio {w / o:.2f}x (target >= 0.8x)', end='')
+print(f'             ratio {w / o:.2f}x (target >= 0.8x)', end='')
 print(f'; memory per buffered span {(wr - orr) * 1024 / buf:.0f} bytes' if buf > 0 else '')
 " "$w_rate" "$o_rate" "$w_rss" "$o_rss" "$w_buf"
+  done
 done
