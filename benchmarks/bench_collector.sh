@@ -14,7 +14,10 @@
 # traces per request, 4 concurrent senders, as fast as the worker accepts them, in two mixes:
 #   priced   the LLM spans were priced in-process (cost.* on them): the worker rolls up only
 #   usage    the LLM spans carry token usage only: the worker prices them too (no otel-costs in the app)
-# MIXES="priced usage none" picks them ("none": no LLM spans). Reported: spans/s
+# MIXES="priced usage none" picks them ("none": no LLM spans). WORKER_GOGC / WORKER_GOMEMLIMIT set
+# GOGC / GOMEMLIMIT for both pipelines' worker (e.g. WORKER_GOGC=off WORKER_GOMEMLIMIT=2GiB: a worker
+# holds rate x root_wait spans, and with the default GOGC=100 every allocation pays for marking
+# that window again). Reported: spans/s
 # arriving at the sink (spans out of the worker per second), their ratio, the worker's peak RSS,
 # and memory per buffered span ((RSS with - RSS without) / mean spans held by costrollup).
 set -euo pipefail
@@ -48,6 +51,7 @@ run() { # run NAME CONFIG MIX: prints "spans_per_s peak_rss_kib mean_rss_kib mea
     EXPORT_OTLP_ENDPOINT=127.0.0.1:$SINK_PORT OTELCOL_OTLP_GRPC_PORT=$PORT OTELCOL_OTLP_HTTP_PORT=$((PORT + 1)) \
         OTELCOL_METRICS_PORT=$metrics_port OTELCOL_HEALTH_PORT=$health_port OTELCOL_LOG_LEVEL=warn \
         COSTROLLUP_PRICES_FILE="$HERE/tests/golden/prices.json" \
+        env ${WORKER_GOGC:+GOGC=$WORKER_GOGC} ${WORKER_GOMEMLIMIT:+GOMEMLIMIT=$WORKER_GOMEMLIMIT} \
         taskset -c "$WORKER_CPU" "$BIN" --config "$config" >"$WORK/$name.log" 2>&1 &
     local pid=$!
     for _ in $(seq 100); do
@@ -84,7 +88,8 @@ print(sys.argv[2], int(peak), int(mean_rss), int(mean_buf))
 PY
 }
 
-printf 'worker Collector, one core (CPU %s), %s per run, traces of 16 spans (3 LLM calls)\n' "$WORKER_CPU" "$DURATION"
+printf 'worker Collector, one core (CPU %s), %s per run, traces of 16 spans (3 LLM calls), GOGC=%s GOMEMLIMIT=%s\n' \
+    "$WORKER_CPU" "$DURATION" "${WORKER_GOGC:-default}" "${WORKER_GOMEMLIMIT:-unset}"
 printf '%-4s %-7s %-31s %10s %13s %13s %15s\n' run mix pipeline spans/s peak_rss_MiB mean_rss_MiB spans_buffered
 for r in $(seq "$RUNS"); do
   for mix in $MIXES; do

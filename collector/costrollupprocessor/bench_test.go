@@ -13,6 +13,9 @@ import (
 	"go.opentelemetry.io/collector/processor/processortest"
 )
 
+// benchMix: "usage" (LLM spans to price), "priced" (priced in-process), "none" (no LLM spans).
+var benchMix = "usage"
+
 // benchBatch builds `traces` traces of 10 spans: a root, 7 plain spans with a few attributes and 2
 // LLM calls with usage (priced by the processor), as a gateway would forward them.
 func benchBatch(first, traces int) ptrace.Traces {
@@ -36,13 +39,18 @@ func benchBatch(first, traces int) ptrace.Traces {
 			if i > 1 {
 				s.SetParentSpanID(spid(uint64(1 + (i-2)/3)))
 			}
-			switch i {
-			case 4, 8:
+			switch {
+			case (i == 4 || i == 8) && benchMix != "none":
 				a.PutStr("gen_ai.operation.name", "chat")
 				a.PutStr("gen_ai.provider.name", "openai")
 				a.PutStr("gen_ai.request.model", "gpt-4o")
 				a.PutInt("gen_ai.usage.input_tokens", 1200)
 				a.PutInt("gen_ai.usage.output_tokens", 300)
+				if benchMix == "priced" {
+					a.PutStr("cost.status", "priced")
+					a.PutInt("cost.direct_nanos", 6_000_000)
+					a.PutDouble("cost.direct", 0.006)
+				}
 			default:
 				a.PutStr("http.request.method", "GET")
 				a.PutStr("url.path", "/api/items")
@@ -143,12 +151,18 @@ func (m *marshalSink) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
 // BenchmarkPipeline: OTLP decode -> costrollup (1 s of virtual root_wait at 200 requests/s,
 // so ~200k spans held) -> OTLP encode, against decode -> encode. Reports both spans/s.
 func BenchmarkPipeline(b *testing.B) {
-	for _, with := range []bool{false, true} {
-		name := "without"
-		if with {
-			name = "with"
+	for _, run := range []struct {
+		mix  string
+		with bool
+	}{{"none", false}, {"none", true}, {"priced", false}, {"priced", true}, {"usage", false}, {"usage", true}} {
+		name := run.mix + "/without"
+		if run.with {
+			name = run.mix + "/with"
 		}
+		with := run.with
 		b.Run(name, func(b *testing.B) {
+			benchMix = run.mix
+			defer func() { benchMix = "usage" }()
 			cfg := createDefaultConfig().(*Config)
 			cfg.PricesFile = goldenDir + "/prices.json"
 			cfg.RootWait = time.Second
