@@ -69,7 +69,10 @@ type traceState struct {
 }
 
 func (t *traceState) spanList() []ptrace.Span {
-	out := make([]ptrace.Span, 0, t.spans)
+	return t.appendSpans(make([]ptrace.Span, 0, t.spans))
+}
+
+func (t *traceState) appendSpans(out []ptrace.Span) []ptrace.Span {
 	for _, c := range t.chunks {
 		for _, i := range c.idx {
 			out = append(out, c.b.spans.At(int(i)))
@@ -557,7 +560,10 @@ func (p *costRollupProcessor) rollupOne(ctx context.Context, r released) {
 	if p.cfg.AwaitChildren && opts.partialReason == "" && r.reason != releaseNoTraceID {
 		opts.missing, _ = p.filter.pendingClients(r.t)
 	}
-	st := processSpans(r.t.spanList(), opts)
+	sc := getScratch()
+	sc.spans = r.t.appendSpans(sc.spans[:0])
+	st := processSpans(sc.spans, opts, sc)
+	putScratch(sc)
 	p.metrics.trace(ctx, r.reason, st, len(opts.missing) > 0)
 }
 

@@ -49,10 +49,17 @@ func addChecked(a, b int64) (int64, bool) {
 	return math.MaxInt64, true
 }
 
-// rollupNodes fills the rollup fields of nodes.
-func rollupNodes(nodes []node) {
+// rollupNodes fills the rollup fields of nodes (sc: reusable buffers, may be nil).
+func rollupNodes(nodes []node, sc *scratch) {
 	n := len(nodes)
-	index := make(map[pcommon.SpanID]int32, n)
+	if sc == nil {
+		sc = &scratch{}
+	}
+	if sc.index == nil {
+		sc.index = make(map[pcommon.SpanID]int32, n)
+	}
+	index := sc.index
+	clear(index)
 	for i := range nodes {
 		nodes[i].parentIdx = -1
 		nodes[i].firstChild = -1
@@ -63,7 +70,7 @@ func rollupNodes(nodes []node) {
 			index[nodes[i].id] = int32(i)
 		}
 	}
-	roots := make([]int32, 0, 16)
+	roots := sc.roots[:0]
 	for i := range nodes {
 		nd := &nodes[i]
 		if !nd.hasParent || nd.rootKind == kindDuplicate {
@@ -88,15 +95,15 @@ func rollupNodes(nodes []node) {
 			nodes[p].firstChild = int32(i)
 		}
 	}
-	done := make([]bool, n)
+	done := growBools(sc.done, n)
 	for i := range nodes {
 		nodes[i].billableSubtree = nodes[i].billable
 		if nodes[i].unpriced {
 			nodes[i].unpricedSubtree = 1
 		}
 	}
-	order := make([]int32, 0, n)
-	stack := make([]int32, 0, 64)
+	order := sc.order[:0]
+	stack := sc.stack[:0]
 	walk := func(start []int32) {
 		order = order[:0]
 		stack = append(stack[:0], start...)
@@ -156,6 +163,16 @@ func rollupNodes(nodes []node) {
 			walk([]int32{j})
 		}
 	}
+	sc.roots, sc.done, sc.order, sc.stack = roots, done, order, stack
+}
+
+func growBools(b []bool, n int) []bool {
+	if cap(b) < n {
+		return make([]bool, n)
+	}
+	b = b[:n]
+	clear(b)
+	return b
 }
 
 // nanosToUSD is the double nearest nanos/1e9 (as Python's int / int).

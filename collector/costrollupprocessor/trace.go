@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -108,20 +109,56 @@ func viewSpan(attrs pcommon.Map) spanCostView {
 // processTrace prices the spans of one trace that carry usage but no cost.status, rolls costs up
 // over all of them and writes the trace-scope figures. It never panics on span content.
 func processTrace(td ptrace.Traces, opts traceOptions) traceStats {
-	return processSpans(collectSpans(td), opts)
+	return processSpans(collectSpans(td), opts, nil)
 }
 
-func processSpans(spans []ptrace.Span, opts traceOptions) traceStats {
+// scratch holds buffers reused from trace to trace (processSpans, rollupNodes).
+type scratch struct {
+	spans               []ptrace.Span
+	nodes               []node
+	views               []spanCostView
+	index               map[pcommon.SpanID]int32
+	roots, order, stack []int32
+	done                []bool
+}
+
+var scratchPool = sync.Pool{New: func() any { return &scratch{} }}
+
+func getScratch() *scratch { return scratchPool.Get().(*scratch) }
+
+func putScratch(sc *scratch) {
+	if cap(sc.nodes) > 1<<16 {
+		*sc = scratch{} // do not keep a huge trace's buffers
+	}
+	clear(sc.views[:cap(sc.views)])
+	clear(sc.spans[:cap(sc.spans)])
+	scratchPool.Put(sc)
+}
+
+func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStats {
 	st := traceStats{spans: len(spans)}
-	nodes := make([]node, len(spans))
-	views := make([]spanCostView, len(spans))
-	seenResponses := map[string]bool{}
+	if sc == nil {
+		sc = &scratch{}
+	}
+	n := len(spans)
+	if cap(sc.nodes) < n {
+		sc.nodes = make([]node, n)
+		sc.views = make([]spanCostView, n)
+	}
+	nodes := sc.nodes[:n]
+	clear(nodes)
+	views := sc.views[:n]
+	clear(views)
+	var seenResponses map[string]bool
 	for i, sp := range spans {
 		views[i] = viewSpan(sp.Attributes())
 		if views[i].hasStatus && views[i].usage != nil {
 			// Priced in-process: its response id counts as seen (unless it is itself a duplicate or an aggregate).
 			if s := views[i].status; s.Type() == pcommon.ValueTypeStr && s.Str() != "duplicate" && s.Str() != "aggregate" {
 				if id, ok := views[i].usage.str("gen_ai.response.id"); ok && id != "" {
+					if seenResponses == nil {
+						seenResponses = map[string]bool{}
+					}
 					seenResponses[id] = true
 				}
 			}
@@ -130,6 +167,9 @@ func processSpans(spans []ptrace.Span, opts traceOptions) traceStats {
 	for i, sp := range spans {
 		v := &views[i]
 		if !v.hasStatus && v.usage != nil {
+			if seenResponses == nil {
+				seenResponses = map[string]bool{}
+			}
 			priceSpan(sp, v, opts.book, seenResponses, &st)
 			*v = viewSpan(sp.Attributes())
 		}
@@ -144,7 +184,7 @@ func processSpans(spans []ptrace.Span, opts traceOptions) traceStats {
 			nd.direct, nd.billable, nd.unpriced = ownCost(v.status, v.hasStatus, v.nanos, v.hasNanos, v.usd, v.hasUSD)
 		}
 	}
-	rollupNodes(nodes)
+	rollupNodes(nodes, sc)
 	for i, sp := range spans {
 		nd := &nodes[i]
 		v := &views[i]

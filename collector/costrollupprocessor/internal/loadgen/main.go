@@ -21,21 +21,71 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/encoding/gzip" // the Collector's OTLP exporter compresses by default
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
+// sink is the OTLP/gRPC server the worker exports to. It does not decode what it gets (that would
+// cost the load generator's core more than the worker's work): it counts the spans by walking the
+// protobuf framing (ExportTraceServiceRequest.resource_spans(1).scope_spans(2).spans(2)).
 type sink struct {
-	ptraceotlp.UnimplementedGRPCServer
 	spans       atomic.Int64
 	first, last atomic.Int64 // unix nanos
 }
 
-func (s *sink) Export(_ context.Context, req ptraceotlp.ExportRequest) (ptraceotlp.ExportResponse, error) {
-	n := int64(req.Traces().SpanCount())
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*(v.(*[]byte)) = data
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// countSpans counts field `path[len-1]` messages nested under fields path[:len-1].
+func countSpans(b []byte, path []protowire.Number) int64 {
+	var n int64
+	for len(b) > 0 {
+		num, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return n
+		}
+		b = b[l:]
+		if typ != protowire.BytesType {
+			l = protowire.ConsumeFieldValue(num, typ, b)
+			if l < 0 {
+				return n
+			}
+			b = b[l:]
+			continue
+		}
+		v, l := protowire.ConsumeBytes(b)
+		if l < 0 {
+			return n
+		}
+		b = b[l:]
+		if num == path[0] {
+			if len(path) == 1 {
+				n++
+			} else {
+				n += countSpans(v, path[1:])
+			}
+		}
+	}
+	return n
+}
+
+func (s *sink) export(_ any, stream grpc.ServerStream) error {
+	var msg []byte
+	if err := stream.RecvMsg(&msg); err != nil {
+		return err
+	}
+	n := countSpans(msg, []protowire.Number{1, 2, 2})
 	now := time.Now().UnixNano()
 	s.first.CompareAndSwap(0, now)
 	s.last.Store(now)
 	s.spans.Add(n)
-	return ptraceotlp.NewExportResponse(), nil
+	empty := []byte{}
+	return stream.SendMsg(&empty)
 }
 
 // mix: "usage" (LLM spans carry token usage only: the worker prices them), "priced" (priced
@@ -98,6 +148,17 @@ func request(seq uint64, traces, spansPerTrace int) ptraceotlp.ExportRequest {
 	return ptraceotlp.NewExportRequestFromTraces(td)
 }
 
+// renumber gives the request's traces new trace ids (cheaper than building a new request).
+func renumber(req ptraceotlp.ExportRequest, seq uint64, spansPerTrace int) {
+	spans := req.Traces().ResourceSpans().At(0).ScopeSpans().At(0).Spans()
+	var tid pcommon.TraceID
+	binary.BigEndian.PutUint64(tid[:8], uint64(os.Getpid()))
+	for i := 0; i < spans.Len(); i++ {
+		binary.BigEndian.PutUint64(tid[8:], seq<<20|uint64(i/spansPerTrace))
+		spans.At(i).SetTraceID(tid)
+	}
+}
+
 func main() {
 	target := flag.String("target", "127.0.0.1:4327", "worker OTLP/gRPC endpoint")
 	sinkAddr := flag.String("sink", "127.0.0.1:4347", "address the sink listens on (the worker's EXPORT_OTLP_ENDPOINT)")
@@ -113,9 +174,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.ForceServerCodec(rawCodec{}))
 	sk := &sink{}
-	ptraceotlp.RegisterGRPCServer(srv, sk)
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
+		HandlerType: (*any)(nil),
+		Streams:     []grpc.StreamDesc{{StreamName: "Export", Handler: sk.export, ServerStreams: false, ClientStreams: false}},
+	}, sk)
 	go func() { _ = srv.Serve(lis) }()
 	defer srv.Stop()
 
@@ -134,8 +199,9 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			req := request(seq.Add(1), *traces, *spansPerTrace)
 			for time.Now().Before(deadline) {
-				req := request(seq.Add(1), *traces, *spansPerTrace)
+				renumber(req, seq.Add(1), *spansPerTrace)
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				_, err := client.Export(ctx, req)
 				cancel()
