@@ -158,6 +158,9 @@ type costRollupProcessor struct {
 	released map[pcommon.TraceID]*list.Element
 	relOrder *list.List
 
+	// emitMu serializes emit: traces released by different goroutines may share a block.
+	emitMu sync.Mutex
+
 	stop    chan struct{}
 	stopped chan struct{}
 	once    sync.Once
@@ -462,6 +465,8 @@ func (p *costRollupProcessor) releaseAll(reason string) {
 
 // emit rolls each trace up and passes them on in one ptrace.Traces.
 func (p *costRollupProcessor) emit(ctx context.Context, traces []released) {
+	p.emitMu.Lock()
+	defer p.emitMu.Unlock()
 	out := ptrace.NewTraces()
 	dests := map[string]ptrace.SpanSlice{}
 	dest := func(g *group) ptrace.SpanSlice {

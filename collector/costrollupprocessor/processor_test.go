@@ -366,3 +366,28 @@ func TestBlockSharedByTracesReleasedApart(t *testing.T) {
 		t.Fatal("trace 1")
 	}
 }
+
+// Many goroutines hand data in and release traces at once (run with -race).
+func TestConcurrentConsumeAndRelease(t *testing.T) {
+	p, sink, c := testProcessor(t, func(cfg *Config) { cfg.RootWait = 0 })
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				base := uint64(g*1000 + i*10)
+				_ = p.ConsumeTraces(context.Background(), build("a",
+					sp{trace: base + 1, id: 1}, sp{trace: base + 2, id: 1}, sp{trace: base + 1, id: 2, parent: 1, attrs: gpt4o(10, 1)},
+					sp{trace: base + 3, id: 5, parent: 4}, sp{trace: base + 2, id: 2, parent: 1}))
+				c.Advance(time.Millisecond)
+				p.releaseDue()
+			}
+		}(g)
+	}
+	wg.Wait()
+	p.releaseAll(releaseShutdown)
+	if sink.SpanCount() != 4*50*5 {
+		t.Fatalf("%d spans out", sink.SpanCount())
+	}
+}

@@ -74,8 +74,21 @@ func (t *telemetry) received(ctx context.Context, n int)      { t.spansReceived.
 func (t *telemetry) releasedSpans(ctx context.Context, n int) { t.spansReleased.Add(ctx, int64(n)) }
 func (t *telemetry) dropped(ctx context.Context, n int)       { t.spansDropped.Add(ctx, int64(n)) }
 
+// reasonAttrs: one attribute set per release reason, built once.
+var reasonAttrs = map[string]metric.AddOption{}
+
+func init() {
+	for _, r := range []string{releaseRoot, releaseMaxWait, releaseLate, releaseBufferFull, releaseShutdown, releaseNoTraceID} {
+		reasonAttrs[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
+	}
+}
+
 func (t *telemetry) trace(ctx context.Context, reason string, st traceStats, missing bool) {
-	t.tracesReleased.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
+	opt, ok := reasonAttrs[reason]
+	if !ok {
+		opt = metric.WithAttributes(attribute.String("reason", reason))
+	}
+	t.tracesReleased.Add(ctx, 1, opt)
 	if missing {
 		t.tracesPartial.Add(ctx, 1)
 	}
