@@ -64,7 +64,10 @@ type spanCostView struct {
 	hasNanos  bool
 	usd       pcommon.Value
 	hasUSD    bool
-	usage     found // usage-related keys, nil when none
+	hasUsage  bool  // some usage-related key
+	respID    pcommon.Value
+	hasRespID bool
+	usage     found // usage-related keys of a span to price (no cost.status), else nil
 }
 
 // interesting[c]: some key read here starts with byte c (most attributes are skipped on it).
@@ -96,14 +99,32 @@ func viewSpan(attrs pcommon.Map) spanCostView {
 			return true
 		}
 		if readKeys[k] {
-			if v.usage == nil {
-				v.usage = found{}
+			v.hasUsage = true
+			if k == "gen_ai.response.id" {
+				v.respID, v.hasRespID = val, true
 			}
-			v.usage[k] = val
 		}
 		return true
 	})
+	if v.hasUsage && !v.hasStatus {
+		// To be priced: collect what the pricing reads (a second pass, only for these spans).
+		v.usage = found{}
+		attrs.Range(func(k string, val pcommon.Value) bool {
+			if k != "" && interesting[k[0]] && readKeys[k] {
+				v.usage[k] = val
+			}
+			return true
+		})
+	}
 	return v
+}
+
+// responseID is the span's gen_ai.response.id ("" when none or not a string).
+func (v *spanCostView) responseID() string {
+	if !v.hasRespID || v.respID.Type() != pcommon.ValueTypeStr {
+		return ""
+	}
+	return v.respID.Str()
 }
 
 // processTrace prices the spans of one trace that carry usage but no cost.status, rolls costs up
@@ -152,10 +173,10 @@ func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStat
 	var seenResponses map[string]bool
 	for i, sp := range spans {
 		views[i] = viewSpan(sp.Attributes())
-		if views[i].hasStatus && views[i].usage != nil {
+		if views[i].hasStatus && views[i].hasRespID {
 			// Priced in-process: its response id counts as seen (unless it is itself a duplicate or an aggregate).
 			if s := views[i].status; s.Type() == pcommon.ValueTypeStr && s.Str() != "duplicate" && s.Str() != "aggregate" {
-				if id, ok := views[i].usage.str("gen_ai.response.id"); ok && id != "" {
+				if id := views[i].responseID(); id != "" {
 					if seenResponses == nil {
 						seenResponses = map[string]bool{}
 					}
