@@ -35,7 +35,7 @@ PORT=${BENCH_PORT:-14327}
 SINK_PORT=${BENCH_SINK_PORT:-14347}
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 
-BIN=$(bash "$HERE/collector/build.sh" 2>/dev/null | head -1)
+BIN=$(bash "$HERE/collector/build.sh" 2>/dev/null | sed -n 1p)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-collector.XXXXXX")
 trap '[[ -n "${KEEP:-}" ]] || rm -rf "$WORK"' EXIT
 (cd "$HERE/collector/costrollupprocessor" && "$GO" build -o "$WORK/loadgen" ./internal/loadgen)
