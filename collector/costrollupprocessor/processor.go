@@ -354,13 +354,16 @@ func (p *costRollupProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trace
 		}
 		heap.Push(&p.heap, heapItem{due: st.due(p.cfg.MaxWait), id: id})
 	}
+	// Releasing lags by more than a second: this caller waits its turn to help (backpressure).
+	lagging := len(p.heap) > 0 && p.heap[0].due.Before(now.Add(-time.Second))
 	p.mu.Unlock()
 	if len(evicted) > 0 {
 		p.emit(ctx, evicted)
 	}
 	// The caller rolls up about as many due spans as it brought in: the release work is shared by
-	// the receivers' goroutines, so intake cannot outrun it (backpressure instead of a growing window).
-	p.releaseSome(2*incoming + 64)
+	// the receivers' goroutines. When another one is at it the caller goes on, unless releasing
+	// lags: then it waits, so intake cannot outrun the rollup (backpressure, not a growing window).
+	p.releaseSome(2*incoming+64, lagging)
 	return nil
 }
 
@@ -384,7 +387,7 @@ func (p *costRollupProcessor) removeLocked(t *traceState) {
 
 // releaseDue releases every trace that is due, in batches of at most maxReleaseSpans.
 func (p *costRollupProcessor) releaseDue() {
-	for p.releaseSome(maxReleaseSpans) {
+	for p.releaseSome(maxReleaseSpans, true) {
 	}
 }
 
@@ -392,8 +395,15 @@ func (p *costRollupProcessor) releaseDue() {
 // caller at a time).
 const maxReleaseSpans = 8192
 
-// releaseSome releases due traces up to about budget spans; true if more may be due.
-func (p *costRollupProcessor) releaseSome(budget int) bool {
+// releaseSome releases due traces up to about budget spans; true if more may be due. Without
+// wait it gives up at once when another goroutine is releasing.
+func (p *costRollupProcessor) releaseSome(budget int, wait bool) bool {
+	if wait {
+		p.emitMu.Lock()
+	} else if !p.emitMu.TryLock() {
+		return false
+	}
+	defer p.emitMu.Unlock()
 	now := p.now()
 	var out []released
 	taken := 0
@@ -438,7 +448,7 @@ func (p *costRollupProcessor) releaseSome(budget int) bool {
 	}
 	p.mu.Unlock()
 	if len(out) > 0 {
-		p.emit(context.Background(), out)
+		p.emitLocked(context.Background(), out)
 	}
 	return more
 }
@@ -463,10 +473,15 @@ func (p *costRollupProcessor) releaseAll(reason string) {
 	}
 }
 
-// emit rolls each trace up and passes them on in one ptrace.Traces.
+// emit rolls each trace up and passes them on.
 func (p *costRollupProcessor) emit(ctx context.Context, traces []released) {
 	p.emitMu.Lock()
 	defer p.emitMu.Unlock()
+	p.emitLocked(ctx, traces)
+}
+
+// emitLocked is emit with emitMu held.
+func (p *costRollupProcessor) emitLocked(ctx context.Context, traces []released) {
 	out := ptrace.NewTraces()
 	dests := map[string]ptrace.SpanSlice{}
 	dest := func(g *group) ptrace.SpanSlice {

@@ -64,7 +64,7 @@ type spanCostView struct {
 	hasNanos  bool
 	usd       pcommon.Value
 	hasUSD    bool
-	hasUsage  bool  // some usage-related key
+	hasUsage  bool // some usage-related key
 	respID    pcommon.Value
 	hasRespID bool
 	usage     found // usage-related keys of a span to price (no cost.status), else nil
