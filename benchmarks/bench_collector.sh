@@ -8,7 +8,9 @@
 # (collector/costrollupprocessor/internal/loadgen), then for each pipeline runs collector/worker.yaml
 # pinned to CPU ${WORKER_CPU:-0} (taskset) while the load generator and the OTLP sink the worker
 # exports to run on CPU ${LOAD_CPU:-1}:
-#   with:     memory_limiter, costrollup (defaults, prices from tests/golden/prices.json), batch
+#   with:     memory_limiter, costrollup (defaults, prices from tests/golden/prices.json, and
+#             max_buffered_spans 3M: at 100k+ spans/s x root_wait 5 s the default 1M would make the
+#             run measure early, buffer_full releases instead of the steady state), batch
 #   without:  memory_limiter, batch (the same file with costrollup taken out)
 # Load: traces of 16 spans, 3 of them LLM calls (the realistic mix of benchmarks/bench_serve.py), 100
 # traces per request, 4 concurrent senders, as fast as the worker accepts them, in two mixes:
@@ -58,7 +60,7 @@ run() { # run NAME CONFIG MIX: prints "spans_per_s peak_rss_kib mean_rss_kib mea
     local name=$1 config=$2 mix=$3 metrics_port=$((PORT + 2)) health_port=$((PORT + 3))
     EXPORT_OTLP_ENDPOINT=127.0.0.1:$SINK_PORT OTELCOL_OTLP_GRPC_PORT=$PORT OTELCOL_OTLP_HTTP_PORT=$((PORT + 1)) \
         OTELCOL_METRICS_PORT=$metrics_port OTELCOL_HEALTH_PORT=$health_port OTELCOL_LOG_LEVEL=warn \
-        COSTROLLUP_PRICES_FILE="$HERE/tests/golden/prices.json" \
+        COSTROLLUP_PRICES_FILE="$HERE/tests/golden/prices.json" COSTROLLUP_MAX_SPANS=${COSTROLLUP_MAX_SPANS:-3000000} \
         env ${WORKER_GOGC:+GOGC=$WORKER_GOGC} ${WORKER_GOMEMLIMIT:+GOMEMLIMIT=$WORKER_GOMEMLIMIT} \
         taskset -c "$WORKER_CPU" "$BIN" --config "$config" >"$WORK/$name.log" 2>&1 &
     local pid=$!

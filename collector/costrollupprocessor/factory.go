@@ -23,7 +23,7 @@ const (
 const (
 	defaultRootWait         = 5 * time.Second
 	defaultMaxWait          = 60 * time.Second
-	defaultMaxBufferedSpans = 500_000
+	defaultMaxBufferedSpans = 1_000_000
 	defaultRememberReleased = 100_000
 	defaultCheckInterval    = 100 * time.Millisecond
 )
