@@ -1,6 +1,7 @@
 package costrollupprocessor // import "github.com/otel-costs/otel-costs/collector/costrollupprocessor"
 
 import (
+	"math"
 	"net/url"
 	"regexp"
 	"strings"
@@ -57,6 +58,8 @@ func collectSpans(td ptrace.Traces) []ptrace.Span {
 type spanCostView struct {
 	hasCost   bool // some cost.* key
 	hasDrop   bool // some key an earlier rollup wrote
+	dropMask  uint16
+	dropDup   bool
 	hasCurr   bool
 	status    pcommon.Value
 	hasStatus bool
@@ -68,6 +71,55 @@ type spanCostView struct {
 	respID    pcommon.Value
 	hasRespID bool
 	usage     found // usage-related keys of a span to price (no cost.status), else nil
+}
+
+// Bits of the rollup keys (replacedKeys) in a span, for replacing them in place.
+const (
+	bitChildren uint16 = 1 << iota
+	bitTotal
+	bitChildrenNanos
+	bitTotalNanos
+	bitScope
+	bitUnpriced
+	bitRemoteParent
+	bitOrphan
+	bitPartial
+	bitPartialReason
+)
+
+var replacedBit = map[string]uint16{
+	attrCostChildren: bitChildren, attrCostTotal: bitTotal, attrCostChildrenNanos: bitChildrenNanos,
+	attrCostTotalNanos: bitTotalNanos, attrScope: bitScope, attrUnpriced: bitUnpriced,
+	attrRemoteParent: bitRemoteParent, attrOrphan: bitOrphan, attrPartial: bitPartial, attrPartialReason: bitPartialReason,
+}
+
+// set*: write k unless it already holds exactly that value (no allocation then).
+func setDouble(m pcommon.Map, k string, v float64) {
+	if cur, ok := m.Get(k); ok && cur.Type() == pcommon.ValueTypeDouble && math.Float64bits(cur.Double()) == math.Float64bits(v) {
+		return
+	}
+	m.PutDouble(k, v)
+}
+
+func setInt(m pcommon.Map, k string, v int64) {
+	if cur, ok := m.Get(k); ok && cur.Type() == pcommon.ValueTypeInt && cur.Int() == v {
+		return
+	}
+	m.PutInt(k, v)
+}
+
+func setStr(m pcommon.Map, k, v string) {
+	if cur, ok := m.Get(k); ok && cur.Type() == pcommon.ValueTypeStr && cur.Str() == v {
+		return
+	}
+	m.PutStr(k, v)
+}
+
+func setBool(m pcommon.Map, k string) {
+	if cur, ok := m.Get(k); ok && cur.Type() == pcommon.ValueTypeBool && cur.Bool() {
+		return
+	}
+	m.PutBool(k, true)
 }
 
 // interesting[c]: some key read here starts with byte c (most attributes are skipped on it).
@@ -92,8 +144,12 @@ func viewSpan(attrs pcommon.Map) spanCostView {
 			case attrCostCurrency:
 				v.hasCurr = true
 			default:
-				if replacedKeys[k] {
+				if b := replacedBit[k]; b != 0 {
 					v.hasDrop = true
+					if v.dropMask&b != 0 {
+						v.dropDup = true // a rollup key twice: all of them go
+					}
+					v.dropMask |= b
 				}
 			}
 			return true
@@ -226,32 +282,53 @@ func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStat
 			continue // nothing to write or remove: the common span
 		}
 		attrs := sp.Attributes()
-		attrs.EnsureCapacity(attrs.Len() + 8)
-		if v.hasDrop {
-			attrs.RemoveIf(func(k string, _ pcommon.Value) bool { return replacedKeys[k] })
-		}
+		// The keys written now; figures an earlier rollup wrote are replaced: kept where they
+		// are when the value is the same (a single-service trace's figures usually are),
+		// updated in place when not, removed when not written now.
+		var write uint16
 		if nd.billableSubtree {
-			attrs.PutDouble(attrCostChildren, nanosToUSD(nd.childrenNanos))
-			attrs.PutDouble(attrCostTotal, nanosToUSD(nd.totalNanos))
-			attrs.PutInt(attrCostChildrenNanos, nd.childrenNanos)
-			attrs.PutInt(attrCostTotalNanos, nd.totalNanos)
-			if !v.hasCurr {
-				attrs.PutStr(attrCostCurrency, "USD")
-			}
-			attrs.PutStr(attrScope, "trace")
+			write |= bitChildren | bitTotal | bitChildrenNanos | bitTotalNanos | bitScope
 			if nd.unpricedSubtree > 0 {
-				attrs.PutInt(attrUnpriced, nd.unpricedSubtree)
+				write |= bitUnpriced
 			}
 		}
 		switch nd.rootKind {
 		case kindRemoteParent:
-			attrs.PutBool(attrRemoteParent, true)
+			write |= bitRemoteParent
 		case kindOrphan:
-			attrs.PutBool(attrOrphan, true)
+			write |= bitOrphan
 		}
 		if reason != "" {
-			attrs.PutBool(attrPartial, true)
-			attrs.PutStr(attrPartialReason, reason)
+			write |= bitPartial | bitPartialReason
+		}
+		if v.dropDup {
+			attrs.RemoveIf(func(k string, _ pcommon.Value) bool { return replacedKeys[k] })
+		} else if v.dropMask&^write != 0 {
+			attrs.RemoveIf(func(k string, _ pcommon.Value) bool { return replacedBit[k]&^write != 0 })
+		}
+		attrs.EnsureCapacity(attrs.Len() + 8)
+		if nd.billableSubtree {
+			setDouble(attrs, attrCostChildren, nanosToUSD(nd.childrenNanos))
+			setDouble(attrs, attrCostTotal, nanosToUSD(nd.totalNanos))
+			setInt(attrs, attrCostChildrenNanos, nd.childrenNanos)
+			setInt(attrs, attrCostTotalNanos, nd.totalNanos)
+			if !v.hasCurr {
+				attrs.PutStr(attrCostCurrency, "USD")
+			}
+			setStr(attrs, attrScope, "trace")
+			if nd.unpricedSubtree > 0 {
+				setInt(attrs, attrUnpriced, nd.unpricedSubtree)
+			}
+		}
+		switch nd.rootKind {
+		case kindRemoteParent:
+			setBool(attrs, attrRemoteParent)
+		case kindOrphan:
+			setBool(attrs, attrOrphan)
+		}
+		if reason != "" {
+			setBool(attrs, attrPartial)
+			setStr(attrs, attrPartialReason, reason)
 			st.flagged++
 		}
 	}
