@@ -81,12 +81,10 @@ func BenchmarkProcessTrace(b *testing.B) {
 func BenchmarkConsumeAndRelease(b *testing.B) {
 	cfg := createDefaultConfig().(*Config)
 	cfg.PricesFile = goldenDir + "/prices.json"
-	sink := new(consumertest.TracesSink)
 	p, err := newProcessor(processortest.NewNopSettings(componentType), cfg, consumertest.NewNop())
 	if err != nil {
 		b.Fatal(err)
 	}
-	_ = sink
 	c := &clock{now: time.Unix(1_780_000_000, 0)}
 	p.now = c.Now
 	ctx := context.Background()

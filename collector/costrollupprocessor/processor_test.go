@@ -334,8 +334,6 @@ func TestBadTraceDoesNotCostOthers(t *testing.T) {
 	}
 }
 
-type failingSink struct{ consumertest.TracesSink }
-
 func TestNextConsumerErrorCounted(t *testing.T) {
 	cfg := createDefaultConfig().(*Config)
 	p, err := newProcessor(processortest.NewNopSettings(componentType), cfg, consumertest.NewErr(errors.New("down")))
