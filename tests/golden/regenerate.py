@@ -5,7 +5,10 @@
 
 The expected attributes come from the current Python implementation: each span that carries
 usage but no ``cost.status`` goes through ``CostSpanProcessor`` (``PriceBook`` prices it), then
-the whole trace goes through ``otel-costs serve``'s trace-wide rollup (``_serve.rollup_trace``).
+the whole trace is rolled up with ``_rollup.rollup_columns`` and ``write_rollup`` (the engine of
+the in-process exporter and of the former ``otel-costs serve``) at ``scope = trace``, with serve's
+rules: rollup figures an earlier rollup wrote are replaced, ``cost.currency`` is not written twice,
+a late part flags every span.
 Prices come from genai-prices' bundled data restricted to the providers in ``PROVIDERS``
 (``set_custom_snapshot``), plus the overrides in ``OVERRIDES``; ``prices.json`` holds the same
 data in the Collector processor's price file format (collector/costrollupprocessor/README.md),
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import datetime as dt
 import json
 import sys
@@ -40,16 +42,14 @@ from genai_prices.types import (
     TieredPrices,
     TimeOfDateConstraint,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
-from otel_costs._otlp import json_to_request
+from otel_costs import _conventions as conv
 from otel_costs._pricing import PriceBook
 from otel_costs._processor import CostSpanProcessor
 from otel_costs._provider_names import PROVIDER_ALIASES
-from otel_costs._serve import rollup_trace, stage_request
+from otel_costs._rollup import own_cost, rollup_columns, write_rollup
 
 HERE = Path(__file__).resolve().parent
 CASES_DIR = HERE / "cases"
@@ -59,7 +59,14 @@ PRICES_FILE = HERE / "prices.json"
 PROVIDERS = ("openai", "anthropic", "google", "azure", "deepseek", "perplexity", "x-ai")
 #: Price keys the format carries; the others price usage that spans never report (audio, images,
 #: web searches, 1h cache writes): their count is 0, so leaving them out changes no figure.
-PRICE_KEYS = ("input_mtok", "cache_read_mtok", "cache_write_mtok", "output_mtok", "output_reasoning_mtok", "requests_kcount")
+PRICE_KEYS = (
+    "input_mtok",
+    "cache_read_mtok",
+    "cache_write_mtok",
+    "output_mtok",
+    "output_reasoning_mtok",
+    "requests_kcount",
+)
 
 #: User overrides (the PriceBook's schema, docs/pricing.md), exported as prices.json "overrides".
 OVERRIDES: dict[str, dict[str, Any]] = {
@@ -68,7 +75,9 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "cached_input": "0.25",
         "cache_write": "3.125",
         "output": "10",
-        "tiers": [{"above": 128000, "input": "5", "cached_input": "0.5", "cache_write": "6.25", "output": "15"}],
+        "tiers": [
+            {"above": 128000, "input": "5", "cached_input": "0.5", "cache_write": "6.25", "output": "15"}
+        ],
         "changes": [
             {
                 "start_date": dt.date(2026, 6, 1),
@@ -76,7 +85,9 @@ OVERRIDES: dict[str, dict[str, Any]] = {
                 "cached_input": "0.2",
                 "cache_write": "2.5",
                 "output": "8",
-                "tiers": [{"above": 128000, "input": "4", "cached_input": "0.4", "cache_write": "5", "output": "12"}],
+                "tiers": [
+                    {"above": 128000, "input": "4", "cached_input": "0.4", "cache_write": "5", "output": "12"}
+                ],
             }
         ],
     },
@@ -118,7 +129,7 @@ def span(
     }
 
 
-def llm(model: str, i: int, o: int, provider: str | None = "openai", **extra: Any) -> dict[str, Any]:
+def llm(model: str, i: object, o: object, provider: Any = "openai", **extra: Any) -> dict[str, Any]:
     attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
     if provider is not None:
         attrs["gen_ai.provider.name"] = provider
@@ -152,8 +163,12 @@ def priced_in_process(nanos: int, **extra: Any) -> dict[str, Any]:
 def cases() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
-    def case(name: str, description: str, services: dict[str, list[dict[str, Any]]], partial: str | None = None) -> None:
-        out.append({"name": name, "description": description, "services": services, "partial_reason": partial})
+    def case(
+        name: str, description: str, services: dict[str, list[dict[str, Any]]], partial: str | None = None
+    ) -> None:
+        out.append(
+            {"name": name, "description": description, "services": services, "partial_reason": partial}
+        )
 
     # Deep chain: 60 levels, an LLM call every 10th level.
     chain = [span(1, None, {"gen_ai.operation.name": "invoke_workflow"}, name="workflow")]
@@ -166,8 +181,16 @@ def cases() -> list[dict[str, Any]]:
     fan = [span(1, None, {}, name="root")]
     for k in range(2, 42):
         if k % 4 == 0:
-            attrs = llm("claude-sonnet-4-5", 3000 + k, 200, provider="anthropic",
-                        **{"gen_ai.usage.cache_read.input_tokens": 1000, "gen_ai.usage.cache_creation.input_tokens": 500})
+            attrs = llm(
+                "claude-sonnet-4-5",
+                3000 + k,
+                200,
+                provider="anthropic",
+                **{
+                    "gen_ai.usage.cache_read.input_tokens": 1000,
+                    "gen_ai.usage.cache_creation.input_tokens": 500,
+                },
+            )
         elif k % 4 == 1:
             attrs = llm("gemini-2.5-pro", 150_000 + 2000 * k, 300, provider="gcp.gemini")
         elif k % 4 == 2:
@@ -175,118 +198,326 @@ def cases() -> list[dict[str, Any]]:
         else:
             attrs = {}
         fan.append(span(k, 1, attrs, name=f"call {k}"))
-    case("fan_out", "a root with 40 children: OpenAI, Anthropic with cache read/write, Gemini across its 200k tier", {"svc-a": fan})
+    case(
+        "fan_out",
+        "a root with 40 children: OpenAI, Anthropic with cache read/write, Gemini across its 200k tier",
+        {"svc-a": fan},
+    )
 
-    case("cycle", "parent links loop (3 -> 4 -> 5 -> 3) beside a normal root", {"svc-a": [
-        span(1, None, {}), span(2, 1, llm("gpt-4o", 100, 10)),
-        span(3, 5, llm("gpt-4o", 200, 20)), span(4, 3, llm("gpt-4o", 300, 30)), span(5, 4, {}),
-        span(6, 4, llm("gpt-4o", 400, 40)),
-    ]})
-    case("self_parent", "a span that is its own parent", {"svc-a": [
-        span(1, None, {}), span(2, 2, llm("gpt-4o", 100, 10)), span(3, 2, llm("gpt-4o", 50, 5)),
-    ]})
-    case("duplicate_span_ids", "two spans with one id: the second is rolled up alone and flagged", {"svc-a": [
-        span(1, None, {}), span(2, 1, llm("gpt-4o", 100, 10)), span(2, 1, llm("gpt-4o", 7000, 700)),
-        span(3, 2, llm("gpt-4o-mini", 10, 1)),
-    ]})
+    case(
+        "cycle",
+        "parent links loop (3 -> 4 -> 5 -> 3) beside a normal root",
+        {
+            "svc-a": [
+                span(1, None, {}),
+                span(2, 1, llm("gpt-4o", 100, 10)),
+                span(3, 5, llm("gpt-4o", 200, 20)),
+                span(4, 3, llm("gpt-4o", 300, 30)),
+                span(5, 4, {}),
+                span(6, 4, llm("gpt-4o", 400, 40)),
+            ]
+        },
+    )
+    case(
+        "self_parent",
+        "a span that is its own parent",
+        {
+            "svc-a": [
+                span(1, None, {}),
+                span(2, 2, llm("gpt-4o", 100, 10)),
+                span(3, 2, llm("gpt-4o", 50, 5)),
+            ]
+        },
+    )
+    case(
+        "duplicate_span_ids",
+        "two spans with one id: the second is rolled up alone and flagged",
+        {
+            "svc-a": [
+                span(1, None, {}),
+                span(2, 1, llm("gpt-4o", 100, 10)),
+                span(2, 1, llm("gpt-4o", 7000, 700)),
+                span(3, 2, llm("gpt-4o-mini", 10, 1)),
+            ]
+        },
+    )
 
     # Two services: B's spans were priced and rolled up in-process (scope=process, remote parent).
-    case("two_services_remote_parent", "service A calls service B over HTTP; B priced in-process", {
-        "orchestrator": [
-            span(1, None, {"gen_ai.operation.name": "invoke_workflow"}, name="workflow"),
-            span(2, 1, llm("gpt-4o", 1200, 300), name="plan"),
-            span(3, 1, {"http.request.method": "POST", "server.address": "subagent.internal"}, name="POST /run", kind=3),
-        ],
-        "subagent": [
-            span(4, 3, {"cost.children": 0.0033, "cost.children_nanos": 3_300_000, "cost.total": 0.0033,
-                        "cost.total_nanos": 3_300_000, "cost.currency": "USD", "cost.rollup.scope": "process",
-                        "cost.rollup.remote_parent": True}, name="POST /run", kind=2, remote=True),
-            span(5, 4, priced_in_process(2_000_000), name="chat"),
-            span(6, 4, priced_in_process(1_300_000), name="chat"),
-        ],
-    })
-    case("remote_parent_missing", "only service B arrived: its top span's parent is remote", {"subagent": [
-        span(4, 3, {}, kind=2, remote=True), span(5, 4, llm("gpt-4o", 100, 10)),
-    ]})
-    case("orphan", "a parent that never arrived (not remote)", {"svc-a": [
-        span(1, None, {}), span(7, 99, llm("gpt-4o", 100, 10)), span(8, 7, llm("gpt-4o", 10, 1)),
-    ]})
-    case("unpriced_and_invalid", "unknown model, missing usage, invalid counts, aggregate usage", {"svc-a": [
-        span(1, None, {"gen_ai.operation.name": "invoke_agent", "gen_ai.usage.input_tokens": 999, "gen_ai.usage.output_tokens": 9}),
-        span(2, 1, llm("no-such-model-xyz", 100, 10)),
-        span(3, 1, {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}),
-        span(4, 1, llm("gpt-4o", 100, 10, **{"gen_ai.usage.cache_read.input_tokens": 500})),
-        span(5, 1, llm("gpt-4o", float("nan"), 10)),
-        span(6, 1, llm("gpt-4o", "120", 10)),
-        span(7, 1, llm("gpt-4o", True, 10)),
-        span(8, 1, llm("gpt-4o", -5, 10)),
-        span(9, 1, llm("gpt-4o", 12.5, 10)),
-        span(10, 1, llm("gpt-4o", 100, 20_000_000_000)),
-        span(11, 1, {"gen_ai.usage.total_tokens": 50}),
-        span(12, 1, llm("gpt-4o", 100.0, 10)),
-        span(13, 1, llm("gpt-4o", "12abc", 10)),
-        span(14, 1, llm("ollama-thing", 100, 10, provider="ollama")),
-        span(15, 1, llm("gpt-4o", 100, 10, provider=None, **{"server.address": "localhost"})),
-    ]})
-    case("duplicate_calls", "two instrumentations traced one call (same gen_ai.response.id)", {"svc-a": [
-        span(1, None, {}),
-        span(2, 1, {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o", "llm.provider": "openai",
-                    "llm.token_count.prompt": 800, "llm.token_count.completion": 80, "gen_ai.response.id": "chatcmpl-1"}),
-        span(3, 2, llm("gpt-4o", 800, 80, **{"gen_ai.response.id": "chatcmpl-1"})),
-        span(4, 1, llm("gpt-4o", 10, 1, **{"gen_ai.response.id": "chatcmpl-2"})),
-    ]})
-    case("instrumentation_names", "usage in each instrumentation's attribute names", {"svc-a": [
-        span(1, None, {}),
-        span(2, 1, {"openinference.span.kind": "LLM", "llm.model_name": "claude-sonnet-4-5", "llm.provider": "anthropic",
-                    "llm.token_count.prompt": 5000, "llm.token_count.completion": 400,
-                    "llm.token_count.prompt_details.cache_read": 3000, "llm.token_count.prompt_details.cache_write": 1000}),
-        span(3, 1, {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o", "gen_ai.response.model": "gpt-4o-2024-08-06",
-                    "gen_ai.usage.prompt_tokens": 2000, "gen_ai.usage.completion_tokens": 100,
-                    "gen_ai.usage.cache_read_input_tokens": 1024, "traceloop.span.kind": "llm"}),
-        span(4, 1, {"gen_ai.system": "anthropic", "gen_ai.request.model": "claude-haiku-4-5",
-                    "gen_ai.usage.input_tokens": 900, "gen_ai.usage.output_tokens": 90,
-                    "gen_ai.usage.details.cache_read_tokens": 100, "gen_ai.usage.details.cache_write_tokens": 200}),
-        span(5, 1, {"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-sonnet-4-5", "server.address": "api.anthropic.com",
-                    "gen_ai.usage.input_tokens": 1500, "gen_ai.usage.output_tokens": 150,
-                    "gen_ai.usage.cache_write.input_tokens": 500}),
-        span(6, 1, llm("openai/gpt-4o-mini", 1000, 100, provider=None)),
-        span(7, 1, llm("gpt-4o", 1000, 100, provider="azure.ai.openai")),
-        span(8, 1, llm("deepseek-chat", 10_000, 1000, provider="deepseek"), start=T_OFFPEAK),
-        span(9, 1, llm("sonar-reasoning-pro", 1000, 800, provider="perplexity", **{"gen_ai.usage.reasoning.output_tokens": 300})),
-        span(10, 1, llm("grok-4", 3000, 300, provider="x_ai")),
-        span(11, 1, {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 10}),
-    ]})
-    case("overrides_tiers_dates", "user overrides: cached input, cache writes, a tier and a dated change", {"svc-a": [
-        span(1, None, {}),
-        span(2, 1, llm("acme-large", 100_000, 1000, provider="acme",
-                       **{"gen_ai.usage.cache_read.input_tokens": 40_000, "gen_ai.usage.cache_creation.input_tokens": 10_000})),
-        span(3, 1, llm("acme-large", 200_000, 1000, provider="acme",
-                       **{"gen_ai.usage.cache_read.input_tokens": 40_000})),
-        span(4, 1, llm("ACME-Large", 200_000, 1000, provider="acme"), start=T_JUNE),
-        span(5, 1, llm("acme-large", 1000, 10, provider="acme"), start=T_JUNE),
-        span(6, 1, llm("house-model", 1000, 100, provider="openai")),
-        span(7, 1, llm("house-model", 1000, 100, provider="anthropic")),
-    ]})
-    case("hostile_cost_values", "cost figures already on spans, some unusable", {"svc-a": [
-        span(1, None, {}),
-        span(2, 1, {"cost.status": "priced", "cost.direct": 0.0125}),
-        span(3, 1, {"cost.status": "priced", "cost.direct_nanos": "12"}),
-        span(4, 1, {"cost.status": "priced", "cost.direct_nanos": -40}),
-        span(5, 1, {"cost.status": "priced", "cost.direct": float("nan")}),
-        span(6, 1, {"cost.status": "priced", "cost.direct": -1.0}),
-        span(7, 1, {"cost.status": "priced", "cost.direct": 1e300}),
-        span(8, 1, {"cost.status": "priced", "cost.direct_nanos": 9_000_000_000_000_000_000}),
-        span(9, 1, {"cost.status": "aggregate", "cost.status_reason": "x"}),
-        span(10, 1, {"cost.status": "unpriced", "cost.status_reason": "no price"}),
-        span(11, 1, {"cost.direct_nanos": 5}),
-        span(12, 1, {"cost.status": "partial", "cost.direct_nanos": 77}),
-    ]})
-    case("late_part", "spans that arrived after their trace went out: every span flagged late", {"svc-a": [
-        span(7, 3, llm("gpt-4o", 100, 10)), span(8, 7, llm("gpt-4o-mini", 100, 10)), span(9, 3, {}),
-    ]}, partial="late")
-    case("no_cost_at_all", "a trace without any usage: nothing is written", {"svc-a": [
-        span(1, None, {}), span(2, 1, {"http.request.method": "GET"}),
-    ]})
+    case(
+        "two_services_remote_parent",
+        "service A calls service B over HTTP; B priced in-process",
+        {
+            "orchestrator": [
+                span(1, None, {"gen_ai.operation.name": "invoke_workflow"}, name="workflow"),
+                span(2, 1, llm("gpt-4o", 1200, 300), name="plan"),
+                span(
+                    3,
+                    1,
+                    {"http.request.method": "POST", "server.address": "subagent.internal"},
+                    name="POST /run",
+                    kind=3,
+                ),
+            ],
+            "subagent": [
+                span(
+                    4,
+                    3,
+                    {
+                        "cost.children": 0.0033,
+                        "cost.children_nanos": 3_300_000,
+                        "cost.total": 0.0033,
+                        "cost.total_nanos": 3_300_000,
+                        "cost.currency": "USD",
+                        "cost.rollup.scope": "process",
+                        "cost.rollup.remote_parent": True,
+                    },
+                    name="POST /run",
+                    kind=2,
+                    remote=True,
+                ),
+                span(5, 4, priced_in_process(2_000_000), name="chat"),
+                span(6, 4, priced_in_process(1_300_000), name="chat"),
+            ],
+        },
+    )
+    case(
+        "remote_parent_missing",
+        "only service B arrived: its top span's parent is remote",
+        {
+            "subagent": [
+                span(4, 3, {}, kind=2, remote=True),
+                span(5, 4, llm("gpt-4o", 100, 10)),
+            ]
+        },
+    )
+    case(
+        "orphan",
+        "a parent that never arrived (not remote)",
+        {
+            "svc-a": [
+                span(1, None, {}),
+                span(7, 99, llm("gpt-4o", 100, 10)),
+                span(8, 7, llm("gpt-4o", 10, 1)),
+            ]
+        },
+    )
+    case(
+        "unpriced_and_invalid",
+        "unknown model, missing usage, invalid counts, aggregate usage",
+        {
+            "svc-a": [
+                span(
+                    1,
+                    None,
+                    {
+                        "gen_ai.operation.name": "invoke_agent",
+                        "gen_ai.usage.input_tokens": 999,
+                        "gen_ai.usage.output_tokens": 9,
+                    },
+                ),
+                span(2, 1, llm("no-such-model-xyz", 100, 10)),
+                span(3, 1, {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}),
+                span(4, 1, llm("gpt-4o", 100, 10, **{"gen_ai.usage.cache_read.input_tokens": 500})),
+                span(5, 1, llm("gpt-4o", float("nan"), 10)),
+                span(6, 1, llm("gpt-4o", "120", 10)),
+                span(7, 1, llm("gpt-4o", True, 10)),
+                span(8, 1, llm("gpt-4o", -5, 10)),
+                span(9, 1, llm("gpt-4o", 12.5, 10)),
+                span(10, 1, llm("gpt-4o", 100, 20_000_000_000)),
+                span(11, 1, {"gen_ai.usage.total_tokens": 50}),
+                span(12, 1, llm("gpt-4o", 100.0, 10)),
+                span(13, 1, llm("gpt-4o", "12abc", 10)),
+                span(14, 1, llm("ollama-thing", 100, 10, provider="ollama")),
+                span(15, 1, llm("gpt-4o", 100, 10, provider=None, **{"server.address": "localhost"})),
+            ]
+        },
+    )
+    case(
+        "duplicate_calls",
+        "two instrumentations traced one call (same gen_ai.response.id)",
+        {
+            "svc-a": [
+                span(1, None, {}),
+                span(
+                    2,
+                    1,
+                    {
+                        "openinference.span.kind": "LLM",
+                        "llm.model_name": "gpt-4o",
+                        "llm.provider": "openai",
+                        "llm.token_count.prompt": 800,
+                        "llm.token_count.completion": 80,
+                        "gen_ai.response.id": "chatcmpl-1",
+                    },
+                ),
+                span(3, 2, llm("gpt-4o", 800, 80, **{"gen_ai.response.id": "chatcmpl-1"})),
+                span(4, 1, llm("gpt-4o", 10, 1, **{"gen_ai.response.id": "chatcmpl-2"})),
+            ]
+        },
+    )
+    case(
+        "instrumentation_names",
+        "usage in each instrumentation's attribute names",
+        {
+            "svc-a": [
+                span(1, None, {}),
+                span(
+                    2,
+                    1,
+                    {
+                        "openinference.span.kind": "LLM",
+                        "llm.model_name": "claude-sonnet-4-5",
+                        "llm.provider": "anthropic",
+                        "llm.token_count.prompt": 5000,
+                        "llm.token_count.completion": 400,
+                        "llm.token_count.prompt_details.cache_read": 3000,
+                        "llm.token_count.prompt_details.cache_write": 1000,
+                    },
+                ),
+                span(
+                    3,
+                    1,
+                    {
+                        "gen_ai.system": "openai",
+                        "gen_ai.request.model": "gpt-4o",
+                        "gen_ai.response.model": "gpt-4o-2024-08-06",
+                        "gen_ai.usage.prompt_tokens": 2000,
+                        "gen_ai.usage.completion_tokens": 100,
+                        "gen_ai.usage.cache_read_input_tokens": 1024,
+                        "traceloop.span.kind": "llm",
+                    },
+                ),
+                span(
+                    4,
+                    1,
+                    {
+                        "gen_ai.system": "anthropic",
+                        "gen_ai.request.model": "claude-haiku-4-5",
+                        "gen_ai.usage.input_tokens": 900,
+                        "gen_ai.usage.output_tokens": 90,
+                        "gen_ai.usage.details.cache_read_tokens": 100,
+                        "gen_ai.usage.details.cache_write_tokens": 200,
+                    },
+                ),
+                span(
+                    5,
+                    1,
+                    {
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.request.model": "claude-sonnet-4-5",
+                        "server.address": "api.anthropic.com",
+                        "gen_ai.usage.input_tokens": 1500,
+                        "gen_ai.usage.output_tokens": 150,
+                        "gen_ai.usage.cache_write.input_tokens": 500,
+                    },
+                ),
+                span(6, 1, llm("openai/gpt-4o-mini", 1000, 100, provider=None)),
+                span(7, 1, llm("gpt-4o", 1000, 100, provider="azure.ai.openai")),
+                span(8, 1, llm("deepseek-chat", 10_000, 1000, provider="deepseek"), start=T_OFFPEAK),
+                span(
+                    9,
+                    1,
+                    llm(
+                        "sonar-reasoning-pro",
+                        1000,
+                        800,
+                        provider="perplexity",
+                        **{"gen_ai.usage.reasoning.output_tokens": 300},
+                    ),
+                ),
+                span(10, 1, llm("grok-4", 3000, 300, provider="x_ai")),
+                span(
+                    11,
+                    1,
+                    {
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.request.model": "gpt-4o",
+                        "gen_ai.usage.input_tokens": 10,
+                    },
+                ),
+            ]
+        },
+    )
+    case(
+        "overrides_tiers_dates",
+        "user overrides: cached input, cache writes, a tier and a dated change",
+        {
+            "svc-a": [
+                span(1, None, {}),
+                span(
+                    2,
+                    1,
+                    llm(
+                        "acme-large",
+                        100_000,
+                        1000,
+                        provider="acme",
+                        **{
+                            "gen_ai.usage.cache_read.input_tokens": 40_000,
+                            "gen_ai.usage.cache_creation.input_tokens": 10_000,
+                        },
+                    ),
+                ),
+                span(
+                    3,
+                    1,
+                    llm(
+                        "acme-large",
+                        200_000,
+                        1000,
+                        provider="acme",
+                        **{"gen_ai.usage.cache_read.input_tokens": 40_000},
+                    ),
+                ),
+                span(4, 1, llm("ACME-Large", 200_000, 1000, provider="acme"), start=T_JUNE),
+                span(5, 1, llm("acme-large", 1000, 10, provider="acme"), start=T_JUNE),
+                span(6, 1, llm("house-model", 1000, 100, provider="openai")),
+                span(7, 1, llm("house-model", 1000, 100, provider="anthropic")),
+            ]
+        },
+    )
+    case(
+        "hostile_cost_values",
+        "cost figures already on spans, some unusable",
+        {
+            "svc-a": [
+                span(1, None, {}),
+                span(2, 1, {"cost.status": "priced", "cost.direct": 0.0125}),
+                span(3, 1, {"cost.status": "priced", "cost.direct_nanos": "12"}),
+                span(4, 1, {"cost.status": "priced", "cost.direct_nanos": -40}),
+                span(5, 1, {"cost.status": "priced", "cost.direct": float("nan")}),
+                span(6, 1, {"cost.status": "priced", "cost.direct": -1.0}),
+                span(7, 1, {"cost.status": "priced", "cost.direct": 1e300}),
+                span(8, 1, {"cost.status": "priced", "cost.direct_nanos": 9_000_000_000_000_000_000}),
+                span(9, 1, {"cost.status": "aggregate", "cost.status_reason": "x"}),
+                span(10, 1, {"cost.status": "unpriced", "cost.status_reason": "no price"}),
+                span(11, 1, {"cost.direct_nanos": 5}),
+                span(12, 1, {"cost.status": "partial", "cost.direct_nanos": 77}),
+            ]
+        },
+    )
+    case(
+        "late_part",
+        "spans that arrived after their trace went out: every span flagged late",
+        {
+            "svc-a": [
+                span(7, 3, llm("gpt-4o", 100, 10)),
+                span(8, 7, llm("gpt-4o-mini", 100, 10)),
+                span(9, 3, {}),
+            ]
+        },
+        partial="late",
+    )
+    case(
+        "no_cost_at_all",
+        "a trace without any usage: nothing is written",
+        {
+            "svc-a": [
+                span(1, None, {}),
+                span(2, 1, {"http.request.method": "GET"}),
+            ]
+        },
+    )
     return out
 
 
@@ -310,7 +541,7 @@ def any_value(v: Any) -> dict[str, Any]:
 
 
 def from_any(v: dict[str, Any]) -> Any:
-    (key, value), = v.items()
+    ((key, value),) = v.items()
     if key == "intValue":
         return int(value)
     if key == "doubleValue":
@@ -356,7 +587,9 @@ class _Collect(SpanProcessor):
         self.spans.append(span)
 
 
-def price_spans(resource_spans: list[dict[str, Any]], processor: CostSpanProcessor, collect: _Collect) -> None:
+def price_spans(
+    resource_spans: list[dict[str, Any]], processor: CostSpanProcessor, collect: _Collect
+) -> None:
     """Price every span without cost.status through CostSpanProcessor, in file order."""
     for rs in resource_spans:
         for ss in rs["scopeSpans"]:
@@ -366,8 +599,12 @@ def price_spans(resource_spans: list[dict[str, Any]], processor: CostSpanProcess
                     continue
                 ctx = SpanContext(int(TRACE_A, 16), int(s["spanId"], 16), False, TraceFlags(1))
                 readable = ReadableSpan(
-                    name=s["name"], context=ctx, attributes=attrs, kind=SpanKind.INTERNAL,
-                    start_time=int(s["startTimeUnixNano"]), end_time=int(s["endTimeUnixNano"]),
+                    name=s["name"],
+                    context=ctx,
+                    attributes=attrs,
+                    kind=SpanKind.INTERNAL,
+                    start_time=int(s["startTimeUnixNano"]),
+                    end_time=int(s["endTimeUnixNano"]),
                 )
                 collect.spans.clear()
                 processor.on_end(readable)
@@ -375,9 +612,23 @@ def price_spans(resource_spans: list[dict[str, Any]], processor: CostSpanProcess
                 s["attributes"] = [{"key": k, "value": any_value(v)} for k, v in new.items()]
 
 
-def pb_value(v: AnyValue) -> Any:
-    kind = v.WhichOneof("value")
-    return getattr(v, kind) if kind else None
+#: Rollup attributes an earlier rollup (in-process, scope=process) wrote: the trace-wide rollup
+#: replaces them; cost.direct*, cost.status and the pricing attributes stay.
+REPLACED_KEYS = frozenset(
+    {
+        conv.COST_CHILDREN,
+        conv.COST_TOTAL,
+        conv.COST_CHILDREN_NANOS,
+        conv.COST_TOTAL_NANOS,
+        conv.COST_ROLLUP_SCOPE,
+        conv.COST_ROLLUP_UNPRICED,
+        conv.COST_ROLLUP_REMOTE_PARENT,
+        conv.COST_ROLLUP_ORPHAN,
+        conv.COST_ROLLUP_PARTIAL,
+        conv.COST_ROLLUP_PARTIAL_REASON,
+    }
+)
+_READ_KEYS = (conv.COST_STATUS, conv.COST_DIRECT_NANOS, conv.COST_DIRECT)
 
 
 def json_number(v: Any) -> Any:
@@ -386,24 +637,52 @@ def json_number(v: Any) -> Any:
     return v
 
 
+def trace_rollup(spans: list[dict[str, Any]], partial_reason: str | None) -> list[dict[str, Any]]:
+    """Each OTLP/JSON span's attributes after the trace-wide rollup, in order."""
+    attrs = [{a["key"]: from_any(a["value"]) for a in s["attributes"]} for s in spans]
+    span_ids = [bytes.fromhex(s["spanId"]) for s in spans]
+    parent_ids = [bytes.fromhex(s.get("parentSpanId", "")) or None for s in spans]
+    known = set(span_ids)
+    remote = [
+        p is not None and p not in known and s.get("flags", 0) & 0x100 != 0 and s.get("flags", 0) & 0x200 != 0
+        for s, p in zip(spans, parent_ids, strict=True)
+    ]
+    direct, billable, unpriced = [0] * len(spans), [False] * len(spans), [0] * len(spans)
+    for i, a in enumerate(attrs):
+        if any(k in a for k in _READ_KEYS):
+            nanos, is_billable, is_unpriced = own_cost({k: a[k] for k in _READ_KEYS if k in a})
+            direct[i], billable[i], unpriced[i] = nanos, is_billable, int(is_unpriced)
+    columns = rollup_columns(span_ids, parent_ids, remote, direct, billable, unpriced)
+    out = []
+    for i, (children, total, billable_subtree, unpriced_count, root_kind) in enumerate(
+        zip(*columns, strict=True)
+    ):
+        kept = {k: v for k, v in attrs[i].items() if k not in REPLACED_KEYS}
+        extra: dict[str, Any] = {}
+        write_rollup(extra, children, total, billable_subtree, unpriced_count, root_kind, conv.SCOPE_TRACE)
+        if partial_reason is not None:
+            extra[conv.COST_ROLLUP_PARTIAL] = True
+            extra[conv.COST_ROLLUP_PARTIAL_REASON] = partial_reason
+        if conv.COST_CURRENCY in kept:
+            extra.pop(conv.COST_CURRENCY, None)  # the pricing already wrote it (always USD)
+        kept.update(extra)
+        out.append(kept)
+    return out
+
+
 def expected_for(case: dict[str, Any], book: PriceBook) -> dict[str, Any]:
     resource_spans = to_otlp(case["services"])
     collect = _Collect()
     processor = CostSpanProcessor(collect, price_book=book)
     priced = copy.deepcopy(resource_spans)
     price_spans(priced, processor, collect)
-    request = json_to_request(json.dumps({"resourceSpans": priced}).encode())
-    staged = stage_request(request)
+    spans = [s for rs in priced for ss in rs["scopeSpans"] for s in ss["spans"]]
     expected: list[dict[str, Any]] = []
-    for _trace_id, chunks in staged.traces.items():
-        for _group, spans in rollup_trace(chunks, partial_reason=case["partial_reason"]):
-            for raw in spans:
-                pb = PbSpan.FromString(raw)
-                attrs: dict[str, Any] = {}
-                for kv in pb.attributes:
-                    if kv.key.startswith("cost.") or kv.key == "gen_ai.usage.cost":
-                        attrs[kv.key] = json_number(pb_value(kv.value))
-                expected.append({"span_id": pb.span_id.hex(), "attributes": attrs})
+    for s, attrs in zip(spans, trace_rollup(spans, case["partial_reason"]), strict=True):
+        cost = {
+            k: json_number(v) for k, v in attrs.items() if k.startswith("cost.") or k == "gen_ai.usage.cost"
+        }
+        expected.append({"span_id": s["spanId"], "attributes": cost})
     return {
         "name": case["name"],
         "description": case["description"],
@@ -423,7 +702,10 @@ def dec(value: Decimal) -> str:
 
 def rate(value: Decimal | TieredPrices) -> Any:
     if isinstance(value, TieredPrices):
-        return {"base": dec(value.base), "tiers": [{"start": t.start, "price": dec(t.price)} for t in value.tiers]}
+        return {
+            "base": dec(value.base),
+            "tiers": [{"start": t.start, "price": dec(t.price)} for t in value.tiers],
+        }
     return dec(value)
 
 
@@ -436,10 +718,12 @@ def constraint(c: StartDateConstraint | TimeOfDateConstraint | None) -> Any:
         return None
     if isinstance(c, StartDateConstraint):
         return {"start_date": c.start_date.isoformat()}
+
     def hms(t: dt.time) -> str:
         if t.tzinfo is not None:
             t = dt.datetime.combine(dt.date(1970, 1, 1), t).astimezone(dt.UTC).time()
         return t.strftime("%H:%M:%S")
+
     return {"start_time": hms(c.start_time), "end_time": hms(c.end_time)}
 
 
@@ -470,44 +754,62 @@ def match(m: Any) -> Any:
 
 
 def override_prices(spec: dict[str, Any]) -> Any:
-    names = {"input": "input_mtok", "cached_input": "cache_read_mtok", "cache_read": "cache_read_mtok",
-             "cache_write": "cache_write_mtok", "output": "output_mtok"}
+    names = {
+        "input": "input_mtok",
+        "cached_input": "cache_read_mtok",
+        "cache_read": "cache_read_mtok",
+        "cache_write": "cache_write_mtok",
+        "output": "output_mtok",
+    }
 
     def block(b: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, key in names.items():
             if name in b:
                 base = str(Decimal(str(b[name])))
-                tiers = [{"start": t["above"], "price": str(Decimal(str(t[name])))} for t in b.get("tiers", ())]
+                tiers = [
+                    {"start": t["above"], "price": str(Decimal(str(t[name])))} for t in b.get("tiers", ())
+                ]
                 out[key] = {"base": base, "tiers": tiers} if tiers else base
         return out
 
     if "changes" not in spec:
         return block(spec)
     return [{"constraint": None, "prices": block(spec)}] + [
-        {"constraint": {"start_date": c["start_date"].isoformat()}, "prices": block(c)} for c in spec["changes"]
+        {"constraint": {"start_date": c["start_date"].isoformat()}, "prices": block(c)}
+        for c in spec["changes"]
     ]
 
 
 def price_file(snapshot: data_snapshot.DataSnapshot) -> dict[str, Any]:
     providers = []
     for p in snapshot.providers:
-        providers.append({
-            "id": p.id,
-            "name": p.name,
-            "api_pattern": p.api_pattern,
-            **({"provider_match": match(p.provider_match)} if p.provider_match else {}),
-            **({"model_match": match(p.model_match)} if p.model_match else {}),
-            **({"fallback_model_providers": p.fallback_model_providers} if p.fallback_model_providers else {}),
-            "models": [{"id": m.id, "match": match(m.match), "prices": prices(m.prices)} for m in p.models],
-        })
+        providers.append(
+            {
+                "id": p.id,
+                "name": p.name,
+                "api_pattern": p.api_pattern,
+                **({"provider_match": match(p.provider_match)} if p.provider_match else {}),
+                **({"model_match": match(p.model_match)} if p.model_match else {}),
+                **(
+                    {"fallback_model_providers": p.fallback_model_providers}
+                    if p.fallback_model_providers
+                    else {}
+                ),
+                "models": [
+                    {"id": m.id, "match": match(m.match), "prices": prices(m.prices)} for m in p.models
+                ],
+            }
+        )
     overrides = []
     for model, spec in OVERRIDES.items():
         overrides.append({"model": model, "provider": spec.get("provider"), "prices": override_prices(spec)})
     return {
         "format": "otel-costs-prices",
         "version": 1,
-        "generated_by": "tests/golden/regenerate.py (genai-prices bundled data, providers: " + ", ".join(PROVIDERS) + ")",
+        "generated_by": "tests/golden/regenerate.py (genai-prices bundled data, providers: "
+        + ", ".join(PROVIDERS)
+        + ")",
         "provider_aliases": dict(sorted(PROVIDER_ALIASES.items())),
         "overrides": overrides,
         "providers": providers,
