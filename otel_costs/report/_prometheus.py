@@ -132,20 +132,19 @@ def prometheus_report(url: str, since: int | None, until: int | None, tz: tzinfo
     start = since if since is not None else end - 30 * 86400 * _NS
     answers: dict[str, Any] = {"period": {"since": iso(start, tz), "until": iso(end, tz)}, "queries": {}}
     for name, promql in queries(start, end).items():
-        rows = [
-            {"labels": labels, "cost_nanos": n, "cost_usd": usd(n)} for labels, n in query(url, promql, end)
-        ]
-        rows.sort(key=lambda r: -r["cost_nanos"])
-        answers["queries"][name] = {"promql": promql, "rows": rows}
+        found = sorted(query(url, promql, end), key=lambda series: -series[1])
+        answers["queries"][name] = {
+            "promql": promql,
+            "rows": [{"labels": labels, "cost_nanos": n, "cost_usd": usd(n)} for labels, n in found],
+        }
     if fmt == "json":
         return to_json(answers)
     tables: list[tuple[str, list[str], list[list[str]]]] = []
     for name, answer in answers["queries"].items():
         keys = sorted({k for row in answer["rows"] for k in row["labels"]})
-        rows = [
+        cells = [
             [*(row["labels"].get(k, "") for k in keys), money(row["cost_nanos"])] for row in answer["rows"]
         ]
-        tables.append(
-            (f"{name}: {answer['promql']}", [*keys, "cost"], rows or [["(no series)"] + [""] * len(keys)])
-        )
+        empty = [["(no series)"] + [""] * len(keys)]
+        tables.append((f"{name}: {answer['promql']}", [*keys, "cost"], cells or empty))
     return render_tables(tables, "markdown" if fmt == "markdown" else "table")
