@@ -83,9 +83,9 @@ def _spans(
     args: argparse.Namespace, stats: ReadStats, since: int | None, until: int | None
 ) -> Iterator[list[Span]]:
     if args.jaeger:
+        source = JaegerSource(args.jaeger, limit=args.limit)
         if not args.service and not getattr(args, "trace", None):
             raise PeriodError("--jaeger needs --service (or, for audit, --trace)")
-        source = JaegerSource(args.jaeger, limit=args.limit)
         if getattr(args, "trace", None):
             return source.trace(args.trace, stats)
         return source.traces(args.service, since, until, stats)
