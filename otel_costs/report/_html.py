@@ -167,7 +167,9 @@ def _icicle(tree: dict[str, Any]) -> str:
         cls = "unpriced" if node["unpriced"] else "partial" if node["partial"] else ""
         fill = "url(#hatch)" if cls else _colour(node["agent"] or node["label"])
         title = f"{node['label']}: {money(node['total_nanos'])}" + (f" ({cls})" if cls else "")
-        text = html.escape(node["label"]) if width > 60 else ""
+        fits = int((width - 8) / 7)  # about 7 px a character at 12 px
+        label = node["label"] if len(node["label"]) <= fits else node["label"][: max(fits - 1, 0)] + "…"
+        text = html.escape(label) if fits >= 4 else ""
         boxes.append(
             f'<g class="box {cls}" data-nanos="{node["total_nanos"]}"><title>{html.escape(title)}</title>'
             f'<rect x="{x:.2f}" y="{y}" width="{max(width - 1, 0.5):.2f}" height="{_ROW - 2}" fill="{fill}"/>'
