@@ -181,13 +181,18 @@ def test_assert_attribution_complete_passes_and_fails_on_sdk_spans() -> None:
 
 
 def test_a_trace_split_by_the_window_is_counted() -> None:
-    """When the window is full the oldest trace is audited as it is, and counted as cut."""
+    """When the window is full the oldest trace is audited as it is and counted as cut, and so is a
+    trace that gets a span after it went out; whole traces go out without being cut."""
     from otel_costs.report import AuditOptions
 
-    first = [call("2")]
-    second = [
-        Span("cd" * 16, "1" * 16, None, "x", 0, 1, {}, {}),
-        Span("cd" * 16, "2" * 16, None, "y", 0, 1, {}, {}),
+    def open_span(trace: str, span: str) -> Span:  # its parent is not in the input (yet)
+        return Span(trace * 16, span * 16, "f" * 16, "x", 0, 1, {}, {})
+
+    batches = [
+        [open_span("ab", "1")],
+        [open_span("cd", "2"), open_span("cd", "3")],  # the window (2) is full: trace ab goes out
+        [open_span("ab", "4")],  # ab again, after it went out; the window is full again: cd goes out
+        [Span("ee" * 16, "5" * 16, None, "root", 0, 1, {}, {})],  # whole: goes out at once
     ]
-    result = audit_spans([first, second], AuditOptions(max_trace_spans=2))
-    assert result["traces_cut"] == 1 and result["traces"] == 2
+    result = audit_spans(batches, AuditOptions(max_trace_spans=2))
+    assert result["traces_cut"] == 3 and result["traces"] == 4

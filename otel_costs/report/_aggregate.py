@@ -66,8 +66,23 @@ def classify(attributes: dict[str, Any]) -> tuple[int, int]:
     return (PARTIAL if status == conv.STATUS_PARTIAL else PRICED), nanos
 
 
+#: Token names other than the current semconv ones (read only when a span carries one).
+_OTHER_TOKEN_KEYS: Final = frozenset(k for keys in _TOKEN_KEYS for k in keys[1:])
+_PRIMARY_TOKEN_KEYS: Final = tuple(keys[0] for keys in _TOKEN_KEYS)
+
+
 def tokens(attributes: dict[str, Any]) -> tuple[int, int, int, int, int]:
     """Input, output, cache-read, cache-write and reasoning tokens (first name present wins)."""
+    if _OTHER_TOKEN_KEYS.isdisjoint(attributes):  # the common case: current semconv names only
+        get = attributes.get
+        k_in, k_out, k_read, k_write, k_reason = _PRIMARY_TOKEN_KEYS
+        return (
+            int(get(k_in) or 0),
+            int(get(k_out) or 0),
+            int(get(k_read) or 0),
+            int(get(k_write) or 0),
+            int(get(k_reason) or 0),
+        )
     out = [0, 0, 0, 0, 0]
     for i, keys in enumerate(_TOKEN_KEYS):
         for key in keys:

