@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final
-
-from opentelemetry.sdk.trace import ReadableSpan
+from typing import TYPE_CHECKING, Any, Final
 
 from otel_costs import conventions as conv
 from otel_costs.report._aggregate import NOT_A_CALL, PARTIAL, UNPRICED, classify
 from otel_costs.report._render import render_tables
 from otel_costs.report._spans import CODE_FILE_PATH, CODE_FUNCTION_NAME, CODE_LINE_NUMBER, ReadStats, Span
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan
 
 #: Every kind of finding, and what it means.
 KINDS: Final = {

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from otel_costs.pipeline._configure import DEFAULT_FILE, FILE_ENV
 from otel_costs.report._audit import AuditOptions, audit_spans, render_audit
 from otel_costs.report._jaeger import JaegerError, JaegerSource
 from otel_costs.report._prometheus import PrometheusError
@@ -52,11 +51,19 @@ class _Progress:
                 print(file=sys.stderr)
 
 
+def _default_file() -> tuple[str, str]:
+    """The file ``otel_costs.configure()`` writes by default, and the variable that moves it."""
+    from otel_costs.pipeline._configure import DEFAULT_FILE, FILE_ENV  # the pipeline: only when needed
+
+    return DEFAULT_FILE, FILE_ENV
+
+
 def _add_inputs(parser: argparse.ArgumentParser) -> None:
+    default_file, file_env = _default_file()
     parser.add_argument(
         "inputs",
         nargs="*",
-        help=f"OTLP/JSON-lines files or globs, '-' for stdin (default: ${FILE_ENV} or {DEFAULT_FILE})",
+        help=f"OTLP/JSON-lines files or globs, '-' for stdin (default: ${file_env} or {default_file})",
     )
     parser.add_argument("--jaeger", metavar="URL", help="read spans from a Jaeger query API instead")
     parser.add_argument("--service", help="with --jaeger: the service whose traces to read")
@@ -91,7 +98,8 @@ def _spans(
         return source.traces(args.service, since, until, stats)
     inputs = list(args.inputs)
     if not inputs:
-        inputs = ["-"] if not sys.stdin.isatty() else [os.environ.get(FILE_ENV) or DEFAULT_FILE]
+        default_file, file_env = _default_file()
+        inputs = ["-"] if not sys.stdin.isatty() else [os.environ.get(file_env) or default_file]
     progress = None
     if not args.no_progress and sys.stderr.isatty():
         size = total_size(inputs)

@@ -24,7 +24,6 @@ from otel_costs.report._render import money
 from otel_costs.report._report import ReportBuilder, ReportOptions
 from otel_costs.report._spans import ReadStats, Span
 from otel_costs.report._time import Bucketer
-from otel_costs.rollup import cost_node, rollup
 
 _WIDTH: Final = 960
 _ROW: Final = 22
@@ -50,6 +49,8 @@ def _label(span: Span) -> str:
 
 def cost_tree(spans: list[Span]) -> dict[str, Any] | None:
     """The cost tree of one trace as nested dicts (only spans with billable usage below them)."""
+    from otel_costs.rollup import cost_node, rollup  # the SDK-side rollup package: only for the page
+
     nodes = [cost_node(s.span_id, s.parent_id, s.attributes, remote_parent=s.remote_parent) for s in spans]
     figures = rollup(nodes)
     made: dict[str, dict[str, Any]] = {}
