@@ -227,6 +227,10 @@ def _window(traces: list[dict[str, Any]]) -> tuple[str, str]:
     return str(min(starts) // 1_000_000 - 60), str(max(starts) // 1_000_000 + 60)
 
 
+def _jaeger_report(url: str, since: str, until: str) -> list[str]:
+    return ["report", "--jaeger", url, "--service", "reports", "--since", _iso(since), "--until", _iso(until)]
+
+
 def _iso(seconds: str) -> str:
     from datetime import UTC, datetime
 
@@ -248,17 +252,7 @@ def test_jaeger_report_equals_the_file_report(
     expected = json.loads(capsys.readouterr().out)
     since, until = _window(jaeger_traces)
     with FakeJaeger(jaeger_traces) as jaeger:
-        argv = [
-            "report",
-            "--jaeger",
-            jaeger.url,
-            "--service",
-            "reports",
-            "--since",
-            _iso(since),
-            "--until",
-            _iso(until),
-        ]
+        argv = _jaeger_report(jaeger.url, since, until)
         assert run_cli([*argv, "-g", "team,model", "--limit", str(limit), "--format", "json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["total"] == expected["total"]
@@ -298,17 +292,7 @@ def test_a_broken_jaeger_is_named_by_url(
     since, until = _window(jaeger_traces)
     with FakeJaeger(jaeger_traces, mode=mode) as jaeger:
         url = f"http://127.0.0.1:{_closed_port()}" if mode == "down" else jaeger.url
-        argv = [
-            "report",
-            "--jaeger",
-            url,
-            "--service",
-            "reports",
-            "--since",
-            _iso(since),
-            "--until",
-            _iso(until),
-        ]
+        argv = _jaeger_report(url, since, until)
         assert run_cli([*argv, "--format", "json"]) == 0
     out, err = capsys.readouterr()
     assert message in err and url in err and "Traceback" not in err and "skipped" in err

@@ -20,7 +20,7 @@ from typing import Any, Final
 from otel_costs import conventions as conv
 from otel_costs.report._aggregate import NOT_A_CALL, PARTIAL, UNPRICED, CostTable, classify, tokens
 from otel_costs.report._audit import AuditOptions, audit_traces, group_traces
-from otel_costs.report._render import money
+from otel_costs.report._render import money, retry_steps_table, runs_table
 from otel_costs.report._report import ReportBuilder, ReportOptions
 from otel_costs.report._spans import ReadStats, Span
 from otel_costs.report._time import Bucketer
@@ -290,51 +290,13 @@ def render_html(data: dict[str, Any]) -> str:
             )
         )
         if tail["steps"]:
-            sections.append(
-                _table(
-                    ["agent", "step", "retried calls", "retry cost"],
-                    [
-                        [s["agent"], s["step"], str(s["retry_calls"]), money(s["retry_cost_nanos"])]
-                        for s in tail["steps"]
-                    ],
-                    "steps",
-                )
-            )
+            sections.append(_table(*retry_steps_table(tail)[1:], "steps"))
     runs = report.get("cost_per_run")
     if runs:
         sections.append(
             f'<h2>Cost per run</h2><p class="note">outliers: runs {html.escape(runs["outlier_rule"])}</p>'
         )
-        sections.append(
-            _table(
-                [
-                    "feature",
-                    "runs",
-                    "mean",
-                    "p50",
-                    "p95",
-                    "max",
-                    "calls/run",
-                    "month at this rate",
-                    "outliers",
-                ],
-                [
-                    [
-                        f["feature"],
-                        str(f["runs"]),
-                        money(f["mean_nanos"]),
-                        money(f["p50_nanos"]),
-                        money(f["p95_nanos"]),
-                        money(f["max_nanos"]),
-                        f"{f['calls_per_run']:g}",
-                        money(f["monthly_projection_nanos"]),
-                        " ".join(o["workflow.id"] for o in f["outliers"]),
-                    ]
-                    for f in runs["features"]
-                ],
-                "runs",
-            )
-        )
+        sections.append(_table(*runs_table(runs)[1:], "runs"))
     sections.append(f"<h2>Audit findings ({audit['findings_count']})</h2>")
     sections.append(
         _table(

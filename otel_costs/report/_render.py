@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from otel_costs._money import nanos_to_decimal
+from otel_costs.report._aggregate import FIGURES
 
 FORMATS: Final = ("table", "csv", "json", "markdown")
 Table = tuple[str, list[str], list[list[str]]]
@@ -68,37 +69,7 @@ def report_tables(report: dict[str, Any]) -> list[Table]:
     tables: list[Table] = [(_title(report), headers, rows)]
     runs = report.get("cost_per_run")
     if runs and runs["features"]:
-        tables.append(
-            (
-                f"cost per run (outliers: {runs['outlier_rule']})",
-                [
-                    "feature",
-                    "runs",
-                    "mean",
-                    "p50",
-                    "p95",
-                    "max",
-                    "calls/run",
-                    "month at this rate",
-                    "outliers",
-                ],
-                [
-                    [
-                        f["feature"],
-                        str(f["runs"]),
-                        money(f["mean_nanos"]),
-                        money(f["p50_nanos"]),
-                        money(f["p95_nanos"]),
-                        money(f["max_nanos"]),
-                        f"{f['calls_per_run']:g}",
-                        money(f["monthly_projection_nanos"]),
-                        ", ".join(f"{o['workflow.id']} ({money(o['cost_nanos'])})" for o in f["outliers"][:3])
-                        + (" ..." if f["outlier_count"] > 3 else ""),
-                    ]
-                    for f in runs["features"]
-                ],
-            )
-        )
+        tables.append(runs_table(runs))
     tail = report.get("retry_tail")
     if tail:
         tables.append(
@@ -112,16 +83,7 @@ def report_tables(report: dict[str, Any]) -> list[Table]:
             )
         )
         if tail["steps"]:
-            tables.append(
-                (
-                    "steps with the most retry cost",
-                    ["agent", "step", "retried calls", "retry cost"],
-                    [
-                        [s["agent"], s["step"], str(s["retry_calls"]), money(s["retry_cost_nanos"])]
-                        for s in tail["steps"]
-                    ],
-                )
-            )
+            tables.append(retry_steps_table(tail))
         if tail["deep_retries"]:
             tables.append(
                 (
@@ -141,6 +103,32 @@ def report_tables(report: dict[str, Any]) -> list[Table]:
                 )
             )
     return tables
+
+
+def runs_table(runs: dict[str, Any]) -> Table:
+    """The cost-per-run section as a table: one row per feature, its first outliers by workflow.id."""
+    headers = ["feature", "runs", "mean", "p50", "p95", "max", "calls/run", "month at this rate", "outliers"]
+    rows = [
+        [
+            f["feature"],
+            str(f["runs"]),
+            *(money(f[k]) for k in ("mean_nanos", "p50_nanos", "p95_nanos", "max_nanos")),
+            f"{f['calls_per_run']:g}",
+            money(f["monthly_projection_nanos"]),
+            ", ".join(f"{o['workflow.id']} ({money(o['cost_nanos'])})" for o in f["outliers"][:3])
+            + (" ..." if f["outlier_count"] > 3 else ""),
+        ]
+        for f in runs["features"]
+    ]
+    return f"cost per run (outliers: {runs['outlier_rule']})", headers, rows
+
+
+def retry_steps_table(tail: dict[str, Any]) -> Table:
+    """The steps with the most retry cost, as a table."""
+    rows = [
+        [s["agent"], s["step"], str(s["retry_calls"]), money(s["retry_cost_nanos"])] for s in tail["steps"]
+    ]
+    return "steps with the most retry cost", ["agent", "step", "retried calls", "retry cost"], rows
 
 
 def _title(report: dict[str, Any]) -> str:
@@ -224,8 +212,7 @@ def report_csv(report: dict[str, Any]) -> str:
     """The cost table as CSV: bucket, kind, the dimensions, then every figure (exact ``cost_usd``)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    figures = ["calls", "cost_nanos", "cost_usd", "input_tokens", "output_tokens", "cache_read_tokens",
-               "cache_write_tokens", "reasoning_tokens", "unpriced_calls", "partial_calls"]  # fmt: skip
+    figures = [*FIGURES, "cost_usd"]
     writer.writerow(["bucket", "kind", *report["group_by"], *figures])
     for row in [*report["rows"], {**report["total"], "bucket": "", "kind": "total", "key": {}}]:
         keys = [row["key"].get(d, "") for d in report["group_by"]]
@@ -237,8 +224,7 @@ def chargeback_csv(chargeback: dict[str, Any]) -> str:
     """Invoice lines as CSV (one row per tenant and model, a total row per tenant, the grand total)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    figures = ["calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-               "reasoning_tokens", "unpriced_calls", "partial_calls", "cost_nanos", "cost_usd"]  # fmt: skip
+    figures = [*FIGURES, "cost_usd"]
     writer.writerow([chargeback["by"], "owned", "model", *figures])
     for invoice in chargeback["invoices"]:
         tenant = invoice["tenant"] or ""
