@@ -233,3 +233,17 @@ def test_retry_tail_splits_cost_by_depth_and_names_the_step(
         "retry_cost_usd": tail["steps"][0]["retry_cost_usd"],
     }
     assert [(d["step"], d["max_depth"]) for d in tail["deep_retries"]] == [("search", 3)]
+
+
+@pytest.mark.parametrize(("total", "steps"), [(100, [10, 40, 50]), (3 << 20, [1 << 20] * 3)])
+def test_progress_bar_reaches_one_hundred_percent(
+    capsys: pytest.CaptureFixture[str], total: int, steps: list[int]
+) -> None:
+    """The progress bar redraws one line on stderr and ends at 100% with a newline."""
+    from otel_costs.report._cli import _Progress
+
+    progress = _Progress(total)
+    for step in steps:
+        progress(step)
+    err = capsys.readouterr().err
+    assert err.startswith("\rreading [") and err.endswith("100% of " + str(total >> 20) + " MB\n")
