@@ -174,3 +174,17 @@ def test_chromium_renders_the_page_without_console_errors(
     )
     assert result.returncode == 0 and shot.stat().st_size > 10_000 and _console(result.stderr) == []
     print(f"screenshot kept at {shot}")
+
+
+def test_unpriced_calls_are_drawn_hatched_in_their_tree(spans: list[ReadableSpan]) -> None:
+    """The run calling a model with no price draws that call as a hatched, marked box."""
+    from otel_costs.report._audit import span_from_readable
+    from otel_costs.report._html import _icicle, cost_tree
+
+    mine = [span_from_readable(s) for s in spans]
+    trace_id = next(s.trace_id for s in mine if s.name == "chat mystery-model")
+    tree = cost_tree([s for s in mine if s.trace_id == trace_id])
+    assert tree is not None and tree["label"] == "workflow summarize"
+    assert tree["children"][0]["label"] == "chat mystery-model" and tree["children"][0]["unpriced"]
+    drawn = figures(_icicle(tree))
+    assert "box unpriced" in {cls for _, cls in drawn.boxes}
