@@ -134,11 +134,13 @@ def main() -> int:
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=250_000)
     parser.add_argument("--rounds", type=int, default=3, help="passes per mode; the fastest is kept")
+    parser.add_argument("--modes", help="comma-separated passes to run (default: all)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return 0
+    modes = [m for m in MODES if not args.modes or m in args.modes.split(",") or m == "json.loads"]
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
         files = []
         for size in (args.small, args.spans):
@@ -150,12 +152,12 @@ def main() -> int:
         for path, count in files:
             best: dict[str, dict[str, float]] = {}
             for _ in range(args.rounds):
-                for mode in MODES:  # side by side: every mode in each round
+                for mode in modes:  # side by side: every mode in each round
                     result = run_child(mode, path)
                     if mode not in best or result["seconds"] < best[mode]["seconds"]:
                         best[mode] = result
             base = best["json.loads"]["spans"] / best["json.loads"]["seconds"]
-            for mode in MODES:
+            for mode in modes:
                 rate = best[mode]["spans"] / best[mode]["seconds"]
                 print(
                     f"{count:>12} {mode:<24} {rate:>10.0f} {rate / base:>6.2f} {best[mode]['rss_mb']:>7.0f}MB"

@@ -8,6 +8,7 @@ per span: months of spans read in the space of their runs.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,27 +71,41 @@ class CostPerRun:
     """List runs above this multiple of the median; ``None``: runs above the p99."""
 
     def __post_init__(self) -> None:
-        self._runs: dict[str, list[Any]] = {}
+        # Columns, not an object per run: about 130 bytes a run (mostly its workflow.id key).
+        self._index: dict[Any, int] = {}
+        self._nanos = array("q")
+        self._calls = array("q")
+        self._unpriced = array("q")
+        self._name = array("l")
+        self._names: dict[str, int] = {}
 
     def add(self, span: Span, state: int, nanos: int) -> None:
         """Count one model call on its run (calls without ``workflow.id`` belong to no run)."""
         run_id = span.get(conv.WORKFLOW_ID)
         if run_id is None:
             return
-        run = self._runs.get(run_id)
-        if run is None:
+        i = self._index.get(run_id)
+        if i is None:
+            i = self._index[run_id] = len(self._nanos)
             name = span.get(conv.WORKFLOW_NAME)
-            run = self._runs[run_id] = [0, 0, 0, UNNAMED if name is None else str(name)]
-        run[0] += nanos
-        run[1] += 1
-        run[2] += state == UNPRICED
+            name = UNNAMED if name is None else str(name)
+            self._name.append(self._names.setdefault(name, len(self._names)))
+            self._nanos.append(0)
+            self._calls.append(0)
+            self._unpriced.append(0)
+        self._nanos[i] += nanos
+        self._calls[i] += 1
+        self._unpriced[i] += state == UNPRICED
 
     def to_dict(self, window_ns: int) -> dict[str, Any]:
         """Per feature, most expensive first; ``window_ns`` is the period the projection scales."""
+        names = list(self._names)
         by_feature: dict[str, list[tuple[int, int, int, str, str]]] = {}
-        for run_id, (nanos, calls, unpriced, name) in self._runs.items():
+        for run_id, i in self._index.items():
+            name = names[self._name[i]]
             feature = self.features.get(name, name)
-            by_feature.setdefault(feature, []).append((nanos, calls, unpriced, run_id, name))
+            row = (self._nanos[i], self._calls[i], self._unpriced[i], str(run_id), name)
+            by_feature.setdefault(feature, []).append(row)
         out: list[dict[str, Any]] = []
         for feature, runs in by_feature.items():
             costs = sorted(r[0] for r in runs)
