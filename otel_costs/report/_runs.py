@@ -100,41 +100,47 @@ class CostPerRun:
     def to_dict(self, window_ns: int) -> dict[str, Any]:
         """Per feature, most expensive first; ``window_ns`` is the period the projection scales."""
         names = list(self._names)
-        by_feature: dict[str, list[tuple[int, int, int, str, str]]] = {}
-        for run_id, i in self._index.items():
-            name = names[self._name[i]]
-            feature = self.features.get(name, name)
-            row = (self._nanos[i], self._calls[i], self._unpriced[i], str(run_id), name)
-            by_feature.setdefault(feature, []).append(row)
+        run_ids = list(self._index)  # index -> workflow.id (references, not copies)
+        nanos, calls, unpriced = self._nanos, self._calls, self._unpriced
+        by_feature: dict[str, array[int]] = {}
+        for i, name_index in enumerate(self._name):
+            name = names[name_index]
+            by_feature.setdefault(self.features.get(name, name), array("l")).append(i)
         out: list[dict[str, Any]] = []
         for feature, runs in by_feature.items():
-            costs = sorted(r[0] for r in runs)
+            costs = sorted(nanos[i] for i in runs)
             total = sum(costs)
             p50, p99 = percentile(costs, 0.5), percentile(costs, 0.99)
             limit = p99 if self.outlier_multiple is None else int(p50 * self.outlier_multiple)
-            outliers = sorted((r for r in runs if r[0] > limit), key=lambda r: (-r[0], r[3]))
-            mean = total // len(runs)
+            outliers = sorted(
+                (i for i in runs if nanos[i] > limit), key=lambda i: (-nanos[i], str(run_ids[i]))
+            )
             out.append(
                 {
                     "feature": feature,
-                    "workflows": sorted({r[4] for r in runs}),
+                    "workflows": sorted({names[self._name[i]] for i in runs}),
                     "runs": len(runs),
                     "cost_nanos": total,
                     "cost_usd": usd(total),
-                    "mean_nanos": mean,
+                    "mean_nanos": total // len(runs),
                     "p50_nanos": p50,
                     "p95_nanos": percentile(costs, 0.95),
                     "max_nanos": costs[-1],
-                    "calls_per_run": round(sum(r[1] for r in runs) / len(runs), 2),
-                    "unpriced_calls": sum(r[2] for r in runs),
+                    "calls_per_run": round(sum(calls[i] for i in runs) / len(runs), 2),
+                    "unpriced_calls": sum(unpriced[i] for i in runs),
                     "monthly_projection_nanos": (
                         total * _MONTH_NS // window_ns if window_ns >= _MIN_WINDOW_NS else None
                     ),
                     "outlier_threshold_nanos": limit,
                     "outlier_count": len(outliers),
                     "outliers": [
-                        {"workflow.id": r[3], "cost_nanos": r[0], "cost_usd": usd(r[0]), "calls": r[1]}
-                        for r in outliers[:MAX_OUTLIERS]
+                        {
+                            "workflow.id": str(run_ids[i]),
+                            "cost_nanos": nanos[i],
+                            "cost_usd": usd(nanos[i]),
+                            "calls": calls[i],
+                        }
+                        for i in outliers[:MAX_OUTLIERS]
                     ],
                 }
             )
@@ -143,6 +149,12 @@ class CostPerRun:
 
     def _rule(self) -> str:
         return "above p99" if self.outlier_multiple is None else f"above {self.outlier_multiple}x the median"
+
+
+class _Step(str):
+    """A ``retry.step`` name (told apart from a parent span id in ``RetryTail._inside``)."""
+
+    __slots__ = ()
 
 
 @dataclass
@@ -154,9 +166,10 @@ class RetryTail:
 
     def __post_init__(self) -> None:
         self._tiers: dict[str, list[int]] = {t: [0, 0] for t in ("0", "1", "2", ">2")}
-        #: (trace, span) -> (parent, retry.step) of every span at depth >= 1: resolves a call's step.
-        self._inside: dict[tuple[str, str], tuple[str | None, str | None]] = {}
-        self._retried_calls: list[tuple[str, str | None, int, str]] = []
+        #: span id -> its retry.step (a retry scope) or its parent's id, for every span at depth >= 1:
+        #: resolves a call's step. Keyed by the 64-bit random span id alone (no tuple per span).
+        self._inside: dict[str, _Step | str | None] = {}
+        self._retried_calls: list[tuple[str, int, str]] = []
         self._deep: dict[tuple[str, str, str], list[Any]] = {}
         self.deep_count = 0
 
@@ -166,7 +179,7 @@ class RetryTail:
         if type(depth) is not int or depth < 1:
             return
         step = span.attributes.get(conv.RETRY_STEP)
-        self._inside[(span.trace_id, span.span_id)] = (span.parent_id, None if step is None else str(step))
+        self._inside[span.span_id] = span.parent_id if step is None else _Step(str(step))
         if step is not None and depth > self.threshold:
             key = (span.trace_id, str(step), str(span.get(conv.AGENT_NAME) or ""))
             entry = self._deep.get(key)
@@ -184,26 +197,24 @@ class RetryTail:
         self._tiers[tier][1] += 1
         if tier != "0":
             agent = str(span.get(conv.AGENT_NAME) or "(no agent)")
-            self._retried_calls.append((span.trace_id, span.span_id, nanos, agent))
+            self._retried_calls.append((span.span_id, nanos, agent))
 
-    def _step_of(self, trace_id: str, span_id: str | None) -> str:
+    def _step_of(self, span_id: str | None) -> str:
         for _ in range(64):  # a bounded walk up the retry scopes
-            if span_id is None:
+            if span_id is None or span_id not in self._inside:
                 break
-            found = self._inside.get((trace_id, span_id))
-            if found is None:
-                break
-            if found[1] is not None:
-                return found[1]
-            span_id = found[0]
+            found = self._inside[span_id]
+            if isinstance(found, _Step):
+                return str(found)
+            span_id = found
         return "(no retry step)"
 
     def to_dict(self) -> dict[str, Any]:
         """Tiers with exact shares of the total, top steps by retry cost, and the deep-retry traces."""
         total = sum(t[0] for t in self._tiers.values())
         steps: dict[tuple[str, str], list[int]] = {}
-        for trace_id, span_id, nanos, agent in self._retried_calls:
-            row = steps.setdefault((agent, self._step_of(trace_id, span_id)), [0, 0])
+        for span_id, nanos, agent in self._retried_calls:
+            row = steps.setdefault((agent, self._step_of(span_id)), [0, 0])
             row[0] += nanos
             row[1] += 1
         top = sorted(steps.items(), key=lambda kv: (-kv[1][0], kv[0]))[:20]
