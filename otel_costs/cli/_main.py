@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from otel_costs.cli._demo import add_demo_parser
 from otel_costs.cli._report import by_agent, cost_trees, format_by_agent, format_tree, trace_title
 from otel_costs.pipeline._otlp import read_json_file
+from otel_costs.report._cli import add_report_parsers
 
 
 def _tree(args: argparse.Namespace) -> int:
@@ -56,6 +57,7 @@ def build_parser(*, serve: bool = False) -> argparse.ArgumentParser:
     tree.add_argument("--by-agent", action="store_true", help="also print direct cost per agent")
     tree.set_defaults(func=_tree)
     add_demo_parser(sub)
+    add_report_parsers(sub)
     if serve:
         from otel_costs._serve import add_serve_parser
 

@@ -44,12 +44,12 @@ from genai_prices.types import (
 )
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
-
-from otel_costs import _conventions as conv
 from otel_costs._pricing import PriceBook
 from otel_costs._processor import CostSpanProcessor
 from otel_costs._provider_names import PROVIDER_ALIASES
 from otel_costs._rollup import own_cost, rollup_columns, write_rollup
+
+from otel_costs import _conventions as conv
 
 HERE = Path(__file__).resolve().parent
 CASES_DIR = HERE / "cases"
