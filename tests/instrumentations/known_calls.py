@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_costs import conventions as conv
 from otel_costs.testing import InMemoryPipeline
-from otel_costs.testing._fake_provider import FakeUsage
+from otel_costs.testing import FakeUsage
 
 OPENAI_MODEL = "gpt-5.2"
 ANTHROPIC_MODEL = "claude-sonnet-4-5"
