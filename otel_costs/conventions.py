@@ -253,6 +253,17 @@ LIMIT_METRIC: _Final = "otel_costs.budget.limit"
 #: Span attribute where the HTTP layer puts the reservation id of a call, for the processor to reconcile.
 RESERVATION_ID_ATTRIBUTE: _Final = "cost.budget.reservation_id"
 
+# --- call sites and resources (OpenTelemetry semantic conventions) ---
+#: Where the application made the call or entered the scope (recorded by workflow(), agent(),
+#: retry() and the HTTP capture's LLM spans; the Attribution Auditor groups findings by them).
+CODE_FUNCTION_NAME: _Final = "code.function.name"
+CODE_FILE_PATH: _Final = "code.file.path"
+CODE_LINE_NUMBER: _Final = "code.line.number"
+#: Resource attributes the reports group by (``deployment.environment`` is the older name).
+SERVICE_NAME: _Final = "service.name"
+DEPLOYMENT_ENVIRONMENT_NAME: _Final = "deployment.environment.name"
+DEPLOYMENT_ENVIRONMENT: _Final = "deployment.environment"
+
 __all__ = [
     "AGENT_ID",
     "AGENT_NAME",
@@ -277,6 +288,9 @@ __all__ = [
     "BUDGET_WINDOW",
     "CACHE_READ_KEYS",
     "CACHE_WRITE_KEYS",
+    "CODE_FILE_PATH",
+    "CODE_FUNCTION_NAME",
+    "CODE_LINE_NUMBER",
     "COST_CACHE_READ",
     "COST_CACHE_WRITE",
     "COST_CHILDREN",
@@ -301,6 +315,8 @@ __all__ = [
     "COST_TOTAL",
     "COST_TOTAL_NANOS",
     "CURRENCY_USD",
+    "DEPLOYMENT_ENVIRONMENT",
+    "DEPLOYMENT_ENVIRONMENT_NAME",
     "GEN_AI_OPERATION_NAME",
     "GEN_AI_PROVIDER_NAME",
     "GEN_AI_REQUEST_MODEL",
@@ -361,6 +377,7 @@ __all__ = [
     "SCOPE_TRACE",
     "SERVER_ADDRESS",
     "SERVER_KEYS",
+    "SERVICE_NAME",
     "SEVERITY_CRITICAL",
     "SEVERITY_EXCEEDED",
     "SEVERITY_WARNING",
