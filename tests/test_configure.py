@@ -16,12 +16,14 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_costs
 from otel_costs import conventions as conv
-from otel_costs.pipeline._otlp import OtlpJsonFileExporter, SpanRecord, iter_records, read_json_file
+from otel_costs.pipeline import ConfigurationError, OtlpJsonFileExporter, default_exporter
+from otel_costs.pipeline._otlp import SpanRecord, iter_records, read_json_file
 
 RunFn = Callable[[trace.TracerProvider], None]
 ROOT = "invoke_agent coordinator"
@@ -148,7 +150,7 @@ def test_default_exporter_picks_the_exporter(
     """An OTLP endpoint selects OTLP over the set protocol (default http/protobuf), else the file."""
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    exporter = otel_costs.default_exporter(endpoint=endpoint)
+    exporter = default_exporter(endpoint=endpoint)
     try:
         assert type(exporter) is expected
     finally:
@@ -159,12 +161,15 @@ def test_default_exporter_picks_the_exporter(
 def test_traces_exporter_none_exports_nothing_but_still_prices(monkeypatch: pytest.MonkeyPatch) -> None:
     """OTEL_TRACES_EXPORTER=none picks no exporter; configure() still prices spans for cost listeners."""
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-    assert otel_costs.default_exporter() is None
+    assert default_exporter() is None
     seen: list[int] = []
+
+    class Listener:
+        def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> None:
+            seen.append(cost_nanos)
+
     provider = otel_costs.configure(
-        set_global=False,
-        prices={"gpt-5.2": {"input": 3, "output": 15}},
-        cost_listeners=[lambda span, nanos: seen.append(nanos)],
+        set_global=False, prices={"gpt-5.2": {"input": 3, "output": 15}}, listeners=[Listener()]
     )
     tracer = provider.get_tracer("t")
     attributes = {
@@ -180,7 +185,7 @@ def test_traces_exporter_none_exports_nothing_but_still_prices(monkeypatch: pyte
 def test_explicit_file_path_wins_over_console_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """An explicit file_path= is used even when OTEL_TRACES_EXPORTER says console."""
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
-    exporter = otel_costs.default_exporter(file_path=tmp_path / "t.jsonl")
+    exporter = default_exporter(file_path=tmp_path / "t.jsonl")
     assert isinstance(exporter, OtlpJsonFileExporter)
     exporter.shutdown()
 
@@ -189,7 +194,7 @@ def test_http_json_protocol_is_refused_with_advice(monkeypatch: pytest.MonkeyPat
     """http/json is not silently sent as protobuf: configure() says which protocols work."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-    with pytest.raises(otel_costs.ConfigurationError, match="http/protobuf"):
+    with pytest.raises(ConfigurationError, match="http/protobuf"):
         otel_costs.configure(set_global=False)
 
 
@@ -198,7 +203,7 @@ def test_bad_protocol_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch, 
     """An unknown OTEL_EXPORTER_OTLP_PROTOCOL is refused with a message naming the valid values."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-    with pytest.raises(otel_costs.ConfigurationError, match="grpc"):
+    with pytest.raises(ConfigurationError, match="grpc"):
         otel_costs.configure(set_global=False)
 
 
@@ -217,7 +222,7 @@ def test_bad_protocol_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch, 
 )
 def test_conflicting_arguments(kwargs: dict[str, Any]) -> None:
     """Arguments that cannot both apply are a ConfigurationError, not a silent choice."""
-    with pytest.raises(otel_costs.ConfigurationError, match="not both"):
+    with pytest.raises(ConfigurationError, match="not both"):
         otel_costs.configure(set_global=False, **kwargs)
 
 
@@ -269,6 +274,7 @@ class Received:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, trace_service_pb2.ExportTraceServiceRequest]] = []
+        self.headers: list[dict[str, str]] = []
         self.event = threading.Event()
 
     def add(self, where: str, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
@@ -289,6 +295,7 @@ def http_receiver() -> Iterator[tuple[str, Received]]:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             request = trace_service_pb2.ExportTraceServiceRequest()
             request.ParseFromString(body)
+            received.headers.append({key.lower(): value for key, value in self.headers.items()})
             received.add(self.path, request)
             reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
             self.send_response(200)
@@ -328,7 +335,6 @@ def grpc_receiver() -> Iterator[tuple[str, Received]]:
     server.stop(grace=None)
 
 
-@pytest.mark.slow
 def test_http_endpoint_receives_costed_spans(
     http_receiver: tuple[str, Received], hierarchical_book: otel_costs.PriceBook, run_hierarchical: RunFn
 ) -> None:
@@ -342,7 +348,6 @@ def test_http_endpoint_receives_costed_spans(
     assert root_of(received.records()).attributes[conv.COST_TOTAL_NANOS] == 33_250_000
 
 
-@pytest.mark.slow
 def test_grpc_endpoint_from_env_receives_costed_spans(
     grpc_receiver: tuple[str, Received],
     monkeypatch: pytest.MonkeyPatch,
@@ -361,3 +366,101 @@ def test_grpc_endpoint_from_env_receives_costed_spans(
     records = received.records()
     assert {r.service_name for r in records} == {"grpc-test"}
     assert root_of(records).attributes[conv.COST_TOTAL_NANOS] == 33_250_000
+
+
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"])
+def test_endpoint_env_with_file_path_sends_and_writes(
+    http_receiver: tuple[str, Received],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    hierarchical_book: otel_costs.PriceBook,
+    run_hierarchical: RunFn,
+    variable: str,
+) -> None:
+    """With an OTLP endpoint in the env, configure(file_path=...) (the demo) sends there and writes it."""
+    url, received = http_receiver
+    monkeypatch.setenv(variable, url if variable == "OTEL_EXPORTER_OTLP_ENDPOINT" else url + "/v1/traces")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-team=billing,authorization=Bearer%20t")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
+    path = tmp_path / "demo.jsonl"
+    provider = otel_costs.configure(
+        service_name="demo", file_path=path, price_book=hierarchical_book, set_global=False
+    )
+    run_hierarchical(provider)
+    provider.shutdown()
+    assert received.event.wait(WAIT)
+    assert {where for where, _ in received.requests} == {"/v1/traces"}
+    assert root_of(received.records()).attributes[conv.COST_TOTAL_NANOS] == 33_250_000
+    assert received.headers[0]["x-team"] == "billing"
+    assert received.headers[0]["authorization"] == "Bearer t"
+    records, problems = read_json_file(path)
+    assert problems == []
+    assert root_of(records).attributes[conv.COST_TOTAL_NANOS] == 33_250_000
+
+
+def test_traces_exporter_otlp_without_endpoint_uses_the_sdk_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_TRACES_EXPORTER=otlp with no endpoint is OTLP to the exporter's default, as with the SDK alone."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    exporter = default_exporter()
+    assert type(exporter) is HttpExporter
+    exporter.shutdown()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    exporter = default_exporter()
+    assert type(exporter) is GrpcExporter
+    exporter.shutdown()
+
+
+@pytest.mark.parametrize("value", ["zipkin", "jaeger", "otlp,prometheus"])
+def test_unknown_traces_exporter_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """An OTEL_TRACES_EXPORTER this library cannot honour is refused with the values it can."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", value)
+    with pytest.raises(ConfigurationError, match="'otlp', 'console' or 'none'"):
+        otel_costs.configure(set_global=False)
+
+
+def test_explicit_exporter_wins_over_the_endpoint_env(
+    monkeypatch: pytest.MonkeyPatch, run_hierarchical: RunFn
+) -> None:
+    """exporter= gets the spans even when OTEL_EXPORTER_OTLP_ENDPOINT is set (nothing else is built)."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    memory = InMemorySpanExporter()
+    provider = otel_costs.configure(
+        exporter=memory, prices={"gpt-5.2": {"input": 3, "output": 15}}, set_global=False
+    )
+    run_hierarchical(provider)
+    assert provider.force_flush() is True
+    assert any(s.name == ROOT for s in memory.get_finished_spans())
+    provider.shutdown()
+
+
+def test_listeners_hear_llm_calls_the_sampler_drops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With listeners, an LLM call in a trace the sampler drops is still priced for them, not exported."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    seen: list[tuple[str, int]] = []
+
+    class Listener:
+        def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> None:
+            seen.append((span.name, cost_nanos))
+
+    memory = InMemorySpanExporter()
+    provider = otel_costs.configure(
+        exporter=memory,
+        prices={"gpt-5.2": {"input": 3, "output": 15}},
+        listeners=[Listener()],
+        set_global=False,
+    )
+    tracer = provider.get_tracer("t")
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-5.2",
+        "gen_ai.usage.input_tokens": 1500,
+        "gen_ai.usage.output_tokens": 500,
+    }
+    with tracer.start_as_current_span("handler"):
+        tracer.start_span("chat gpt-5.2", attributes=attributes).end()
+    provider.force_flush()
+    provider.shutdown()
+    assert seen == [("chat gpt-5.2", 12_000_000)]
+    assert memory.get_finished_spans() == ()

@@ -18,7 +18,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import otel_costs
 from otel_costs import conventions as conv
-from otel_costs.rollup import _exporter
+from otel_costs.rollup import _exporter, cost_node, rollup
 from otel_costs.rollup import _tree as _rollup
 from otel_costs.testing import InMemoryPipeline
 
@@ -548,7 +548,7 @@ def _reference_annotate(
 ) -> list[list[tuple[str, Any]]]:
     """annotate_trace as cost_node + rollup + rollup_attributes + with_attributes per span."""
     nodes = [
-        otel_costs.cost_node(
+        cost_node(
             span.context.span_id if span.context else 0,
             span.parent.span_id if span.parent else None,
             span.attributes,
@@ -557,7 +557,7 @@ def _reference_annotate(
         for span in spans
     ]
     out = []
-    for span, node, result in zip(spans, nodes, otel_costs.rollup(nodes), strict=True):
+    for span, node, result in zip(spans, nodes, rollup(nodes), strict=True):
         extra = _rollup.rollup_attributes(node, result, scope=conv.SCOPE_PROCESS)
         if partial_reason is not None:
             extra[conv.COST_ROLLUP_PARTIAL] = True

@@ -14,9 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from otel_costs.pipeline import OtlpFormatError, OtlpJsonFileExporter
 from otel_costs.pipeline._otlp import (
-    OtlpFormatError,
-    OtlpJsonFileExporter,
     iter_records,
     json_to_request,
     read_json_file,

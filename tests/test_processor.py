@@ -11,15 +11,18 @@ from typing import Any, cast
 
 import pytest
 from opentelemetry import baggage, context
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import StatusCode
 
 import otel_costs
+from otel_costs import _sdk
 from otel_costs import conventions as conv
-from otel_costs.pipeline import _spans
+from otel_costs.metrics import CostMetrics
+from otel_costs.pipeline import CostListener
+from otel_costs.pipeline._spans import with_attributes, with_events
 from otel_costs.pricing._plans import Plan
 from otel_costs.pricing._usage import LlmCall
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
@@ -41,14 +44,25 @@ class Harness:
         return span.attributes or {}
 
 
+class Recorder:
+    """A cost listener that records (span name, cost in nano-USD) and keeps the span."""
+
+    def __init__(self, costs: list[tuple[str, int]] | None = None) -> None:
+        self.costs: list[tuple[str, int]] = [] if costs is None else costs
+
+    def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> ReadableSpan | None:
+        self.costs.append((span.name, cost_nanos))
+        return None
+
+
 def make_harness(price_book: otel_costs.PriceBook | None = None, **kwargs: Any) -> Harness:
     exporter = InMemorySpanExporter()
     costs: list[tuple[str, int]] = []
-    listeners = kwargs.pop("cost_listeners", ())
+    listeners = kwargs.pop("listeners", ())
     processor = otel_costs.CostSpanProcessor(
         SimpleSpanProcessor(exporter),
         price_book=price_book or fixed_price_book(),
-        cost_listeners=[lambda span, nanos: costs.append((span.name, nanos)), *listeners],
+        listeners=[Recorder(costs), *listeners],
         **kwargs,
     )
     provider = TracerProvider()
@@ -363,31 +377,76 @@ def test_span_without_usage_passes_through_untouched(harness: Harness) -> None:
     assert harness.costs == []
 
 
-def test_raising_cost_listener_does_not_break_the_pipeline(caplog: pytest.LogCaptureFixture) -> None:
-    """A listener that raises is logged; the span is exported and later listeners still run."""
-    after: list[int] = []
+class Broken:
+    """A cost listener with a bug."""
 
-    def broken(span: ReadableSpan, nanos: int) -> None:
+    def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> ReadableSpan | None:
         raise RuntimeError("listener bug")
 
-    h = make_harness(cost_listeners=[broken, lambda span, nanos: after.append(nanos)])
+
+def test_raising_cost_listener_does_not_break_the_pipeline(caplog: pytest.LogCaptureFixture) -> None:
+    """A listener that raises is logged; the span is exported and later listeners still run."""
+    after = Recorder()
+    h = make_harness(listeners=[Broken(), after])
     with caplog.at_level(logging.ERROR, logger="otel_costs"):
         attrs = h.run("chat", chat("gpt-5.2", 1500, 500))
     assert attrs[conv.COST_DIRECT_NANOS] == 12_000_000
-    assert after == [12_000_000]
+    assert [nanos for _, nanos in after.costs] == [12_000_000]
     assert "listener" in caplog.text
     h.provider.shutdown()
 
 
-class RaisingPriceBook(otel_costs.PriceBook):
-    """A price book whose price() raises, as a buggy subclass or a broken data snapshot would."""
+class Stamp:
+    """A cost listener that hands on a replacement span (as budgets add threshold events)."""
 
-    def price(self, call: LlmCall, *, at: datetime | None = None) -> otel_costs.CostBreakdown:
+    def __init__(self, mark: str) -> None:
+        self.mark = mark
+        self.seen: list[object] = []
+
+    def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> ReadableSpan | None:
+        self.seen.append((span.attributes or {}).get("stamp"))
+        return with_attributes(span, {"stamp": self.mark})
+
+
+def test_listeners_run_in_order_and_may_replace_the_span() -> None:
+    """Each listener gets the span the one before returned; the last replacement is exported."""
+    first, second = Stamp("first"), Stamp("second")
+    h = make_harness(listeners=[first, second])
+    attrs = h.run("chat", chat("gpt-5.2", 1500, 500))
+    assert (first.seen, second.seen) == ([None], ["first"])
+    assert attrs["stamp"] == "second"
+    assert attrs[conv.COST_DIRECT_NANOS] == 12_000_000
+    assert h.costs == [("chat", 12_000_000)]
+    h.provider.shutdown()
+
+
+def test_a_listener_without_on_span_cost_is_refused() -> None:
+    """A plain callable (the removed cost_listeners= style) is a TypeError naming the protocol."""
+    with pytest.raises(TypeError, match="on_span_cost"):
+        otel_costs.CostSpanProcessor(
+            SimpleSpanProcessor(InMemorySpanExporter()),
+            listeners=[lambda span, nanos: None],  # type: ignore[list-item]
+        )
+
+
+def test_budget_manager_and_cost_metrics_are_cost_listeners() -> None:
+    """The library's own listeners satisfy the CostListener protocol."""
+    assert isinstance(otel_costs.BudgetManager([]), CostListener)
+    assert isinstance(CostMetrics(), CostListener)
+
+
+class RaisingPriceBook(otel_costs.PriceBook):
+    """A price book whose span pricing raises, as a buggy subclass or a broken data snapshot would."""
+
+    def _cost_attributes(self, attributes: dict[str, object], start_ns: int | None) -> dict[str, Any] | None:
         raise RuntimeError("price book bug")
 
 
 def test_raising_price_book_does_not_break_the_host(caplog: pytest.LogCaptureFixture) -> None:
-    """A price book that raises leaves the span exported and flagged unpriced, never an exception."""
+    """A price book that raises leaves the span exported and flagged unpriced, never an exception.
+
+    Internals: it overrides ``PriceBook._cost_attributes``, the processor's one call to the book.
+    """
     h = make_harness(price_book=RaisingPriceBook(use_genai_prices=False))
     with caplog.at_level(logging.ERROR, logger="otel_costs"):
         attrs = h.run("chat", chat("gpt-5.2", 1500, 500))
@@ -400,8 +459,11 @@ def test_raising_price_book_does_not_break_the_host(caplog: pytest.LogCaptureFix
 
 @pytest.mark.parametrize("fast_copy", [True, False], ids=["field copy", "constructor"])
 def test_costed_copy_keeps_the_span(monkeypatch: pytest.MonkeyPatch, fast_copy: bool) -> None:
-    """The costed copy of a span keeps everything but its attributes, whichever way it is copied."""
-    monkeypatch.setattr(_spans, "_FAST_COPY", fast_copy)
+    """The costed copy of a span keeps everything but its attributes, whichever way it is copied.
+
+    Internals: it turns ``_sdk.HAS_SPAN_LAYOUT`` off to test the public constructor path too.
+    """
+    monkeypatch.setattr(_sdk, "HAS_SPAN_LAYOUT", fast_copy)
     exporter = InMemorySpanExporter()
     provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=5, max_events=1))
     provider.add_span_processor(
@@ -426,8 +488,28 @@ def test_costed_copy_keeps_the_span(monkeypatch: pytest.MonkeyPatch, fast_copy: 
     assert costed.status.status_code is StatusCode.ERROR
     assert costed.resource is provider.resource
     assert costed.instrumentation_scope == InstrumentationScope("tests", "1.0", None, None)
-    if fast_copy:
-        assert costed.dropped_events == 1  # the constructor path cannot carry this count
+    assert costed.dropped_events == 1
+    provider.shutdown()
+
+
+def test_copy_with_events_keeps_the_span_and_adds_after_its_own() -> None:
+    """A copy with more events (budget alerts) keeps the span's own events first, attributes, dropped counts.
+
+    Internals: ``pipeline._spans.with_events`` is the span-copy helper budgets use for their events.
+    """
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_events=1))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    span = provider.get_tracer("t").start_span("chat", attributes={"a": 1})
+    span.add_event("dropped")
+    span.add_event("own")
+    span.end()
+    (ended,) = exporter.get_finished_spans()
+    copy = with_events(ended, [Event("budget.threshold_crossed", {"budget": "team"}, ended.end_time)])
+    assert [event.name for event in copy.events] == ["own", "budget.threshold_crossed"]
+    assert copy.dropped_events == 1
+    assert dict(copy.attributes or {}) == {"a": 1}
+    assert (copy.context, copy.start_time, copy.end_time) == (ended.context, ended.start_time, ended.end_time)
     provider.shutdown()
 
 

@@ -9,7 +9,8 @@ from collections.abc import Hashable
 import pytest
 
 from otel_costs import conventions as conv
-from otel_costs.rollup._tree import CostNode, NodeRollup, cost_node, rollup, rollup_attributes
+from otel_costs.rollup import CostNode, NodeRollup, cost_node, rollup
+from otel_costs.rollup._tree import rollup_attributes
 
 
 def brute_force(nodes: list[CostNode]) -> list[tuple[int, int, bool, int]]:

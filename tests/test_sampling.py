@@ -13,8 +13,9 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, Pa
 
 import otel_costs
 from otel_costs import conventions as conv
-from otel_costs.budgets._manager import Budget, BudgetManager
-from otel_costs.pipeline._sampling import RecordLlmSpans, is_llm_call
+from otel_costs.budgets import Budget, BudgetManager
+from otel_costs.pipeline import RecordLlmSpans
+from otel_costs.pipeline._sampling import is_llm_call
 
 CHAT = {
     conv.GEN_AI_OPERATION_NAME: "chat",
@@ -59,9 +60,7 @@ def test_dropped_llm_spans_are_recorded_priced_and_budgeted_but_not_exported() -
     provider = TracerProvider(sampler=RecordLlmSpans(ParentBased(TraceIdRatioBased(0.0))))
     prices = otel_costs.PriceBook({"gpt-test": {"input": 3, "output": 15}}, use_genai_prices=False)
     provider.add_span_processor(
-        otel_costs.CostSpanProcessor(
-            SimpleSpanProcessor(exported), price_book=prices, cost_listeners=[manager.on_span_cost]
-        )
+        otel_costs.CostSpanProcessor(SimpleSpanProcessor(exported), price_book=prices, listeners=[manager])
     )
     provider.add_span_processor(seen)
     tracer = provider.get_tracer("t")

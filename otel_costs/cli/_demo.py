@@ -45,7 +45,7 @@ def run_demo(file_path: Path, *, latency: float = 0.0) -> str:
 
     Returns the report it prints, ending with where the spans went.
     """
-    from otel_costs.capture._httpx import instrument_httpx, uninstrument_httpx
+    from otel_costs.capture._instrument import instrument_httpx, uninstrument_httpx
     from otel_costs.cli._demo_workflow import USAGE, run_workflow
     from otel_costs.cli._report import by_agent, cost_trees, format_by_agent, format_tree, trace_title
     from otel_costs.pipeline._configure import configure

@@ -1,4 +1,12 @@
-"""The cost pipeline. (interim: the owner of this subpackage replaces this file)."""
+"""The cost pipeline: ``CostSpanProcessor`` (attribute on start, price on end), ``configure()``,
+the sampler that keeps LLM calls recorded, and the OTLP/JSON file exporter.
+
+Example::
+
+    from otel_costs.pipeline import configure
+
+    provider = configure(service_name="agents")
+"""
 
 from otel_costs._public import publish as _publish
 from otel_costs.pipeline._configure import ConfigurationError, configure, default_exporter

@@ -1,7 +1,9 @@
 """OTLP plumbing: OTLP/JSON lines (the Collector file exporter's encoding) and plain span records.
 
 The JSON form is protobuf's JSON mapping of one ``ExportTraceServiceRequest`` per line, with
-the OTLP exception that trace and span ids are hex strings, not base64.
+the OTLP exception that trace and span ids are hex strings, not base64. protobuf and the OTLP
+modules are imported by the functions that use them, not with this module: importing
+``otel_costs.pipeline`` loads no protobuf-generated module.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from google.protobuf import json_format
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 logger = logging.getLogger("otel_costs")
 
@@ -39,6 +41,8 @@ class OtlpFormatError(ValueError):
 
 def request_to_json(request: ExportTraceServiceRequest) -> str:
     """One line of OTLP/JSON for ``request`` (hex ids, no newline)."""
+    from google.protobuf import json_format
+
     # OTLP/JSON: "Values of enum fields MUST be encoded as integer values" (not protobuf's names).
     data = json_format.MessageToDict(request, use_integers_for_enums=True)
     for span in _iter_json_spans(data):
@@ -50,6 +54,9 @@ def request_to_json(request: ExportTraceServiceRequest) -> str:
 
 def json_to_request(line: str | bytes) -> ExportTraceServiceRequest:
     """Parse one line of OTLP/JSON; raises ``OtlpFormatError`` if it is not one."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
     try:
         data = json.loads(line)
         if not isinstance(data, dict):
@@ -97,6 +104,8 @@ def _hex_to_b64(value: str) -> str:
 
 def spans_to_json(spans: Sequence[ReadableSpan]) -> str:
     """One OTLP/JSON line holding ``spans``."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
     return request_to_json(encode_spans(spans))
 
 

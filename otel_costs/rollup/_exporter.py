@@ -1,4 +1,5 @@
-"""``CostRollupExporter``: rebuild each trace's span tree and put subtree costs on its spans."""
+"""``CostRollupExporter``: the trace window (buffer spans by trace until the trace is complete),
+then each trace's rollup (``annotate_trace``) onto its spans, forwarded to the wrapped exporter."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import context
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_costs import conventions as conv
+from otel_costs._sdk import suppress_instrumentation
 from otel_costs.pipeline._spans import annotated, attributes_dict
 from otel_costs.rollup._tree import own_cost, rollup_columns, write_rollup
 
@@ -212,16 +212,14 @@ class CostRollupExporter(SpanExporter):
                 logger.exception("otel_costs: rollup failed; forwarding %d spans as is", len(pending.spans))
                 out.extend(pending.spans)
             self._remember_flushed(pending)
-        token = context.attach(context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
-            with self._export_lock:
+            # The wrapped exporter's own HTTP/gRPC calls must not become spans of this pipeline.
+            with suppress_instrumentation(), self._export_lock:
                 result = self._exporter.export(out)
             if result is not SpanExportResult.SUCCESS:
                 logger.warning("otel_costs: %r failed to export %d spans", self._exporter, len(out))
         except Exception:
             logger.exception("otel_costs: %r raised exporting %d spans", self._exporter, len(out))
-        finally:
-            context.detach(token)
 
     def _remember_flushed(self, pending: _Pending) -> None:
         if not self._remember or not pending.spans:

@@ -1,0 +1,123 @@
+"""Every probe of the pipeline's sections of otel_costs/_sdk.py passes on the installed versions.
+
+These tests test internals on purpose: a probe that misses does not break the library (the public,
+slower path takes over), so only these tests can show that a dependency release changed a private
+name the pipeline reads. Each fails, rather than skips, when its probe misses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import baggage, context
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_costs import _sdk
+
+
+@pytest.fixture
+def provider() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield tracer_provider, exporter
+    tracer_provider.shutdown()
+
+
+# --- OpenTelemetry context and baggage ------------------------------------------------------
+
+
+def test_baggage_dict_probe() -> None:
+    """baggage_entries reads the API's baggage dict directly, and it equals baggage.get_all()."""
+    assert _sdk.HAS_BAGGAGE_DICT, "opentelemetry-api no longer keeps baggage as a dict under _BAGGAGE_KEY"
+    ctx = baggage.set_baggage("a", "1", baggage.set_baggage("b", "2"))
+    assert _sdk.baggage_entries(ctx) == dict(baggage.get_all(ctx)) == {"a": "1", "b": "2"}
+    assert not _sdk.baggage_entries(context.Context())
+    token = context.attach(ctx)
+    try:
+        assert _sdk.baggage_entries(None) == {"a": "1", "b": "2"}
+    finally:
+        context.detach(token)
+
+
+def test_context_variable_probe() -> None:
+    """current_context is the runtime context's ContextVar.get, and follows attach/detach."""
+    assert _sdk.HAS_CONTEXT_VARIABLE, "opentelemetry-api's _RUNTIME_CONTEXT._current_context is gone"
+    token = context.attach(context.set_value("otel_costs.test", 1))
+    try:
+        assert _sdk.current_context() is context.get_current()
+        assert _sdk.current_context().get("otel_costs.test") == 1
+    finally:
+        context.detach(token)
+    assert _sdk.current_context() is context.get_current()
+
+
+def test_suppress_instrumentation_key_probe() -> None:
+    """suppress_instrumentation sets the key the OpenTelemetry instrumentations check."""
+    assert _sdk.HAS_SUPPRESS_INSTRUMENTATION_KEY, "context._SUPPRESS_INSTRUMENTATION_KEY is gone"
+    assert is_instrumentation_enabled()
+    with _sdk.suppress_instrumentation():
+        assert not is_instrumentation_enabled()
+    assert is_instrumentation_enabled()
+
+
+# --- OpenTelemetry SDK spans ----------------------------------------------------------------
+
+
+def test_sdk_span_fields_probe(provider: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    """ended_attributes reads the ended span's attribute dict; set_validated_attributes stores into it."""
+    assert _sdk.HAS_SDK_SPAN_FIELDS, "the SDK span's _attributes/_dict/_immutable/_lock/_end_time changed"
+    tracer_provider, exporter = provider
+    span = tracer_provider.get_tracer("t").start_span("s", attributes={"a": 1})
+    assert type(span) in _sdk.SDK_SPAN_TYPES
+    _sdk.set_validated_attributes(span, {"b": "x", "a": 2}, 1)  # type: ignore[arg-type]
+    span.end()
+    (ended,) = exporter.get_finished_spans()
+    raw = _sdk.ended_attributes(ended)
+    assert raw == dict(ended.attributes or {}) == {"b": "x", "a": 2}
+    assert list(raw) == ["b", "a"]  # a key set again moves to the end, as set_attributes does
+
+
+def test_span_layout_probe(provider: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    """copy_fields copies every field of an ended span but its attributes."""
+    assert _sdk.HAS_SPAN_LAYOUT, "ReadableSpan no longer keeps its fields in its __dict__"
+    tracer_provider, exporter = provider
+    tracer_provider.get_tracer("t").start_span("s", attributes={"a": 1}).end()
+    (ended,) = exporter.get_finished_spans()
+    fields = _sdk.copy_fields(ended, {"a": 2})
+    assert fields is not None
+    copy = object.__new__(ReadableSpan)
+    copy.__dict__ = fields
+    assert copy.attributes == {"a": 2}
+    assert (copy.name, copy.context, copy.start_time, copy.end_time) == (
+        ended.name,
+        ended.context,
+        ended.start_time,
+        ended.end_time,
+    )
+    assert ended.attributes == {"a": 1}
+
+
+def test_on_ending_probe() -> None:
+    """forward_on_ending makes the SDK's on-ending call reach the next processor."""
+    assert _sdk.HAS_ON_ENDING, "the SDK's Span.end no longer calls SpanProcessor._on_ending"
+    seen: list[str] = []
+
+    class Next(SpanProcessor):
+        def _on_ending(self, span: Any) -> None:
+            seen.append(span.name)
+
+    class Wrapper(SpanProcessor):
+        pass
+
+    wrapper = Wrapper()
+    _sdk.forward_on_ending(wrapper, Next())
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(wrapper)
+    tracer_provider.get_tracer("t").start_span("ending").end()
+    assert seen == ["ending"]
