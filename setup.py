@@ -1,9 +1,8 @@
-"""Build of the optional C speedups; everything else about the package is in pyproject.toml.
+"""Build of the optional C speedup of ``otel-costs serve``; everything else is in pyproject.toml.
 
-``optional=True``: without a C compiler the package installs without them, and the pure-Python
-code paths (which the speedups must always agree with) do all the work.
+``optional=True``: without a C compiler the package installs without it, and the pure-Python
+code path (which the speedup must always agree with) does all the work.
 
-- ``otel_costs._cost_native``: pricing and the cost processor's per-span work.
 - ``otel_costs._serve_native``: ``otel-costs serve``'s per-span work (staging requests by trace,
   the trace-wide rollup, framing forwarded requests); ``OTEL_COSTS_SERVE_NATIVE=0`` turns it off.
 """
@@ -12,12 +11,6 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension(
-            "otel_costs._cost_native",
-            ["otel_costs/_cost_native.c"],
-            optional=True,
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        ),
         Extension(
             "otel_costs._serve_native",
             ["otel_costs/_serve_native.c"],

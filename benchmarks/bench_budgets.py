@@ -5,7 +5,8 @@ Run: ``python benchmarks/bench_budgets.py [--rounds N] [--redis-url URL]``. With
 
 Measured: ``BudgetManager.check(attributes, estimate_nanos=..., reserve=True)`` (the pre-call
 hook: match budgets, compute windows, one atomic ledger check-and-reserve, build the decision)
-with 1 and 3 applicable budgets, and ``record_span_cost`` (commit + reconcile). On Redis, the
+with 1 and 3 applicable budgets, and ``on_span_cost`` (the processor's listener call for one
+priced span: commit once per span key + reconcile). On Redis, the
 same loop times a ``PING`` side by side in every round: check-and-reserve is one ``EVALSHA``,
 so its ratio to PING is the price of the script's work over the bare round trip.
 Targets: in-memory check <= 10 µs; Redis check ~ one round trip.
@@ -26,9 +27,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the redis-server helper
 
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext
+
 from otel_costs import conventions as conv
-from otel_costs.budgets._manager import Budget, BudgetManager
-from otel_costs.budgets.ledger._ledgers import Ledger, MemoryLedger, RedisLedger
+from otel_costs.budgets import Budget, BudgetManager
+from otel_costs.budgets.ledger import Ledger, MemoryLedger, RedisLedger
+
+#: No resource detection per span (``Resource.create`` reads the environment each time).
+EMPTY = Resource.get_empty()
 
 ATTRIBUTES = {conv.TEAM_ID: "research", conv.AGENT_NAME: "coder", conv.GEN_AI_REQUEST_MODEL: "gpt-4o"}
 ONE = [Budget("all-daily", Decimal(10**6))]
@@ -47,15 +55,28 @@ def _time_per_call(fn: Callable[[], object], loops: int) -> tuple[float, float]:
     return (time.perf_counter() - wall) / loops * 1e6, (time.process_time() - cpu) / loops * 1e6
 
 
+def _spans() -> Callable[[], ReadableSpan]:
+    """Ended spans with ``ATTRIBUTES``, each with a new span id (each is recorded, none deduplicated)."""
+    ids = itertools.count(1)
+
+    def span() -> ReadableSpan:
+        context = SpanContext(trace_id=1, span_id=next(ids), is_remote=False)
+        return ReadableSpan(
+            name="chat", context=context, attributes=ATTRIBUTES, start_time=1, end_time=2, resource=EMPTY
+        )
+
+    return span
+
+
 def _cases(ledger_factory: Callable[[], Ledger]) -> dict[str, Callable[[], object]]:
     """The timed operations on fresh managers over ledgers from ``ledger_factory``."""
-    keys = itertools.count()
+    span = _spans()
     one = BudgetManager(ONE, ledger=ledger_factory())
     three = BudgetManager(THREE, ledger=ledger_factory())
     return {
         "check+reserve, 1 budget": lambda: one.check(ATTRIBUTES, estimate_nanos=1_000),
         "check+reserve, 3 budgets": lambda: three.check(ATTRIBUTES, estimate_nanos=1_000),
-        "record_span_cost, 3 budgets": lambda: three.record_span_cost(f"s{next(keys)}", ATTRIBUTES, 900),
+        "on_span_cost, 3 budgets": lambda: three.on_span_cost(span(), 900),
     }
 
 

@@ -22,12 +22,21 @@ and garbage is collected before each batch, so no set-up pays for another's garb
 
     python benchmarks/bench_httpx.py            # full run (about a minute)
     python benchmarks/bench_httpx.py --quick    # a smoke run
+    python benchmarks/bench_httpx.py --instructions [--against DIR]
+
+``--instructions`` counts the client's instructions per request instead (valgrind's cachegrind,
+``PYTHONHASHSEED=0``, the fake provider outside valgrind): the difference between a long and a
+short loop of one set-up and workload in a process of its own. It is steady where CPU time is not,
+so it is the comparison of two versions: ``--against DIR`` counts the same with the ``otel_costs``
+package found in ``DIR`` (e.g. ``git archive main | tar -x -C DIR``), side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
+import re
 import statistics
 import subprocess
 import sys
@@ -42,7 +51,10 @@ from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXC
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from otel_costs.capture._httpx import instrument_httpx, uninstrument_httpx
+try:
+    from otel_costs.capture import instrument_httpx, uninstrument_httpx
+except ImportError:  # --against a tree from before otel_costs.capture exported them
+    from otel_costs import instrument_httpx, uninstrument_httpx
 
 TARGETS = {"stream": 1.05, "plain": 1.15}
 MESSAGES: list[Any] = [{"role": "user", "content": "Summarise the quarterly report in one line, please."}]
@@ -95,29 +107,11 @@ def workloads(client: httpx.Client, sdk: openai.OpenAI, base_url: str) -> dict[s
     return {"stream": stream, "plain": plain, "sdk-stream": sdk_stream, "sdk-plain": sdk_plain}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="few iterations, for a smoke run")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument(
-        "--workloads", default=None, help="comma-separated subset, e.g. plain,stream (default: all)"
-    )
-    args = parser.parse_args()
-    rounds = args.rounds or (3 if args.quick else 21)
-    scale = 1 if args.quick else 2
-    per_round = {"stream": 2 * scale, "plain": 30 * scale, "sdk-stream": 1 * scale, "sdk-plain": 20 * scale}
-    if args.workloads:
-        wanted = args.workloads.split(",")
-        unknown = set(wanted) - set(per_round)
-        if unknown:
-            parser.error(f"unknown workloads {sorted(unknown)}; choose from {sorted(per_round)}")
-        per_round = {work: count for work, count in per_round.items() if work in wanted}
+Setups = dict[str, tuple[Callable[[], None], Callable[[], None]]]
 
-    process, base_url = start_fake(1000)
-    host = base_url.removeprefix("http://")
-    provider = TracerProvider()
+
+def make_setups(provider: TracerProvider, host: str) -> Setups:
+    """Each client set-up as (turn on, turn off), spans to ``provider``, LLM calls to ``host``."""
     http_only = (HTTPXClientInstrumentor(), HTTPX2ClientInstrumentor())
 
     def http_on() -> None:
@@ -147,7 +141,7 @@ def main() -> int:
         for module, original in originals.items():
             module.HTTPTransport.handle_request = original
 
-    setups: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {
+    return {
         "bare": (lambda: None, lambda: None),
         "http-only": (http_on, http_off),
         "capture": (
@@ -160,6 +154,96 @@ def main() -> int:
         ),
         "span-floor": (floor_on, floor_off),
     }
+
+
+#: (small, large) loop lengths of each workload for --instructions.
+LOOPS = {"plain": (20, 220), "stream": (3, 13)}
+COUNTED = ("bare", "http-only", "capture", "capture-1span")
+
+
+def loop(setup: str, work: str, count: int) -> None:
+    """``count`` requests of ``work`` with ``setup`` on, after a warm-up (for --instructions)."""
+    process, base_url = start_fake(1000)
+    try:
+        on, _ = make_setups(TracerProvider(), base_url.removeprefix("http://"))[setup]
+        on()
+        sdk = openai.OpenAI(base_url=f"{base_url}/v1", api_key="bench", max_retries=0)
+        with httpx.Client() as client, sdk:
+            job = workloads(client, sdk, base_url)[work]
+            for _ in range(3):
+                job()
+            gc.collect()
+            for _ in range(count):
+                job()
+    finally:
+        process.stdin.close()  # type: ignore[union-attr]
+        process.wait(timeout=10)
+
+
+def count_instructions(against: str | None) -> None:
+    """Instructions per request of each set-up and workload, for this tree and ``against``."""
+
+    def total(setup: str, work: str, count: int, path: str | None) -> int:
+        command = [
+            "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+            sys.executable, os.path.abspath(__file__), "--loop", setup, work, str(count),
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        if path is not None:
+            env["PYTHONPATH"] = path
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=path, check=False)
+        found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+        if done.returncode or found is None:
+            raise SystemExit(f"valgrind failed (is it installed?):\n{done.stderr[-2000:]}")
+        return int(found.group(1).replace(",", ""))
+
+    trees: list[tuple[str, str | None]] = [("this tree", None)]
+    if against is not None:
+        trees.append((against, os.path.abspath(against)))
+    print("instructions per request (client process only; difference of two loop lengths)")
+    for work, (small, large) in LOOPS.items():
+        for label, path in trees:
+            counts = {
+                setup: (total(setup, work, large, path) - total(setup, work, small, path)) // (large - small)
+                for setup in COUNTED
+            }
+            bare = counts["bare"]
+            extra = ", ".join(f"{setup} +{counts[setup] - bare:,}" for setup in COUNTED[1:])
+            print(f"{work:<7} {label}: bare {bare:,}; {extra}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="few iterations, for a smoke run")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--workloads", default=None, help="comma-separated subset, e.g. plain,stream (default: all)"
+    )
+    parser.add_argument("--instructions", action="store_true", help="count instructions with valgrind")
+    parser.add_argument("--against", default=None, help="with --instructions: another tree to compare")
+    parser.add_argument("--loop", nargs=3, help=argparse.SUPPRESS)  # setup work count
+    args = parser.parse_args()
+    if args.loop:
+        setup, work, count = args.loop
+        loop(setup, work, int(count))
+        return 0
+    if args.instructions:
+        count_instructions(args.against)
+        return 0
+    rounds = args.rounds or (3 if args.quick else 21)
+    scale = 1 if args.quick else 2
+    per_round = {"stream": 2 * scale, "plain": 30 * scale, "sdk-stream": 1 * scale, "sdk-plain": 20 * scale}
+    if args.workloads:
+        wanted = args.workloads.split(",")
+        unknown = set(wanted) - set(per_round)
+        if unknown:
+            parser.error(f"unknown workloads {sorted(unknown)}; choose from {sorted(per_round)}")
+        per_round = {work: count for work, count in per_round.items() if work in wanted}
+
+    process, base_url = start_fake(1000)
+    setups = make_setups(TracerProvider(), base_url.removeprefix("http://"))
     # cpu[(setup, work)] holds one CPU-seconds-per-request figure per round.
     cpu: dict[tuple[str, str], list[float]] = {(setup, work): [] for setup in setups for work in per_round}
     try:

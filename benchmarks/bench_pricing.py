@@ -1,7 +1,9 @@
-"""PriceBook.price vs genai_prices.calc_price on the same calls, side by side in one run.
+"""PriceBook.price vs genai_prices.calc_price on the same calls, side by side in one run, and
+the processor's span path (``PriceBook._cost_attributes``) on LLM spans' attributes.
 
 Run: ``python benchmarks/bench_pricing.py [--rounds N]``. Prints µs per call for both, the
-speedup ratio, and checks that every total is the identical ``Decimal``.
+speedup ratio, µs per span for the span path, and checks that every total is the identical
+``Decimal`` and every span's nanos are ``price()``'s.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import genai_prices
 
-from otel_costs.pricing._book import PriceBook, _genai_usage
-from otel_costs.pricing._usage import LlmCall, TokenUsage, read_usage
+from otel_costs._money import to_nanos
+from otel_costs.pricing import LlmCall, PriceBook, TokenUsage, read_usage
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -38,6 +40,40 @@ CALLS: list[LlmCall] = [
 ]
 
 GENAI_PROVIDER = {"gcp.gemini": "google", "mistral_ai": "mistral", "x_ai": "x-ai"}
+AT_NS = int(AT.timestamp()) * 10**9
+
+
+def _genai_usage(usage: TokenUsage) -> genai_prices.Usage:
+    """The genai-prices Usage of the same five counts."""
+    return genai_prices.Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        output_reasoning_tokens=usage.reasoning_tokens,
+    )
+
+
+def _span_attributes(call: LlmCall) -> dict[str, object]:
+    """The attributes an OpenTelemetry GenAI instrumentation puts on the span of ``call``."""
+    usage = call.usage
+    attributes: dict[str, object] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": call.model,
+        "gen_ai.response.model": call.model,
+        "gen_ai.provider.name": call.provider,
+        "gen_ai.usage.input_tokens": usage.input_tokens,
+        "gen_ai.usage.output_tokens": usage.output_tokens,
+        "gen_ai.response.id": "resp_1",
+        "gen_ai.response.finish_reasons": ("stop",),
+    }
+    if usage.cache_read_tokens:
+        attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cache_read_tokens
+    if usage.cache_write_tokens:
+        attributes["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
+    if usage.reasoning_tokens:
+        attributes["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
+    return attributes
 
 
 def _time_per_call(fn: Callable[[], object], loops: int, rounds: int) -> float:
@@ -72,6 +108,18 @@ def main() -> int:
             mismatches += 1
             print(f"MISMATCH {call.model}: {ours.total} != {ref.total_price}")
 
+    spans = [_span_attributes(call) for call in CALLS]
+    plain_span = spans[0]  # gpt-4o, no cache or reasoning counts: the common case
+    for call, span in zip(CALLS, spans, strict=True):
+        costed = book._cost_attributes(span, AT_NS)
+        if costed is None or costed["cost.direct_nanos"] != to_nanos(book.price(call, at=AT).total):
+            mismatches += 1
+            print(f"SPAN MISMATCH {call.model}: {costed}")
+
+    def spans_all() -> None:
+        for span in spans:
+            book._cost_attributes(span, AT_NS)
+
     def ours_all() -> None:
         for call in CALLS:
             book.price(call, at=AT)
@@ -90,12 +138,16 @@ def main() -> int:
 
     plain = {f"http.attr{i}": i for i in range(12)}
     read_ns = _time_per_call(lambda: read_usage(plain), 20_000, args.rounds) * 1000
+    span_us = _time_per_call(spans_all, args.loops * 10, args.rounds) / len(spans)
+    plain_span_us = _time_per_call(lambda: book._cost_attributes(plain_span, AT_NS), 30_000, args.rounds)
 
-    print(f"calls priced per round: {len(CALLS)} models, identical totals: {mismatches == 0}")
+    print(f"calls priced per round: {len(CALLS)} models, identical totals and span nanos: {mismatches == 0}")
     print(f"PriceBook.price          {ours_us:8.2f} us/call (last round)")
     print(f"genai_prices.calc_price  {genai_us:8.2f} us/call (last round)")
     print(f"speedup (median of {args.rounds} interleaved rounds): {statistics.median(ratios):.1f}x")
     print(f"read_usage on a span without LLM attributes: {read_ns:.0f} ns")
+    print(f"_cost_attributes, the {len(spans)} spans' mix  {span_us:8.2f} us/span (best of {args.rounds})")
+    print(f"_cost_attributes, gpt-4o span   {plain_span_us:8.2f} us/span (best of {args.rounds})")
     return 1 if mismatches else 0
 
 

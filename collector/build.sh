@@ -24,6 +24,8 @@ JAEGER_RELEASE=v2.12.0
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MANIFEST="$HERE/builder-config.yaml"
+# The costrollup processor's Go module (a local `path:` in the manifest).
+PROCESSOR_DIR="$HERE/costrollupprocessor"
 BIN_DIR=${OTEL_COSTS_BIN_DIR:-$HOME/.cache/otel-costs/bin}
 TOOLS_DIR="$BIN_DIR/.tools"
 COLLECTOR_BIN="$BIN_DIR/otelcol-otel-costs"
@@ -73,7 +75,14 @@ install_binary() {
 
 build_collector() {
     local key
-    key=$( { printf 'ocb=%s go=%s\n' "$OCB_VERSION" "$GO_VERSION"; cat "$MANIFEST"; } | sha256sum | cut -d' ' -f1)
+    # The key covers the manifest and the processor's sources (tests and testdata aside: they do
+    # not go into the binary), so editing the processor rebuilds the Collector.
+    key=$( {
+        printf 'ocb=%s go=%s\n' "$OCB_VERSION" "$GO_VERSION"
+        cat "$MANIFEST"
+        (cd "$PROCESSOR_DIR" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum -o -name metadata.yaml \) \
+            ! -name '*_test.go' ! -path './testdata/*' | LC_ALL=C sort | xargs sha256sum)
+    } | sha256sum | cut -d' ' -f1)
     if up_to_date "$COLLECTOR_BIN" "$key"; then
         log "collector up to date ($COLLECTOR_BIN)"
         return
@@ -87,7 +96,15 @@ build_collector() {
     log "building the Collector from $MANIFEST (minutes on a cold Go build cache)"
     local started=$SECONDS
     # output_path in the manifest is relative: the sources and the binary land in the scratch dir.
-    (cd "$SCRATCH" && "$ocb" --config "$MANIFEST") >&2
+    # The builder resolves a module's relative `path:` against its working directory (the scratch
+    # dir), so the manifest it reads has the processor's path made absolute.
+    local manifest="$SCRATCH/builder-config.yaml"
+    sed "s|^\([[:space:]]*path:\)[[:space:]]*\./costrollupprocessor[[:space:]]*\$|\1 $PROCESSOR_DIR|" "$MANIFEST" >"$manifest"
+    if ! grep -q "path: $PROCESSOR_DIR\$" "$manifest"; then
+        log "builder-config.yaml: expected 'path: ./costrollupprocessor' for the costrollup processor"
+        exit 1
+    fi
+    (cd "$SCRATCH" && "$ocb" --config "$manifest") >&2
     install_binary "$SCRATCH/otelcol-otel-costs/otelcol-otel-costs" "$COLLECTOR_BIN" "$key"
     log "collector built in $((SECONDS - started))s"
 }

@@ -19,8 +19,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 import otel_costs
-from otel_costs.cli._report import cost_trees, format_tree
-from otel_costs.pipeline._otlp import read_json_file
+import otel_costs.cli
+from otel_costs import conventions as conv
 
 #: USD per 1M tokens.
 EXAMPLE_PRICES = {"gpt-5.2": {"input": 3.0, "output": 15.0}, "gemini-3-pro": {"input": 2.5, "output": 10.0}}
@@ -35,11 +35,11 @@ def llm_call(
         f"chat {model}",
         kind=trace.SpanKind.CLIENT,
         attributes={
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": system,
-            "gen_ai.request.model": model,
-            "gen_ai.usage.input_tokens": input_tokens,
-            "gen_ai.usage.output_tokens": output_tokens,
+            conv.GEN_AI_OPERATION_NAME: "chat",
+            conv.GEN_AI_PROVIDER_NAME: system,
+            conv.GEN_AI_REQUEST_MODEL: model,
+            conv.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
+            conv.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
         },
     ):
         pass
@@ -78,10 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     run(provider, "gemini-3-pro-preview" if args.real_prices else "gemini-3-pro")
     provider.shutdown()  # flushes the rollup and the file
 
-    records, _ = read_json_file(path)
-    for roots in cost_trees(records):
-        print(format_tree(roots))
-    print(f"\nspans written to {path}; see them again with: otel-costs tree {path}")
+    otel_costs.cli.main(["tree", str(path)])  # what `otel-costs tree FILE` prints
+    print(f"spans written to {path}; see them again with: otel-costs tree {path}")
     return 0
 
 

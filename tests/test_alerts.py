@@ -16,19 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from infra import free_port
+from priced_spans import spend
 
 from otel_costs import conventions as conv
-from otel_costs.budgets._alerts import (
+from otel_costs.budgets import (
+    Budget,
     BudgetAlert,
+    BudgetManager,
     BudgetMonitor,
     LoggingAlertSink,
     WebhookAlertSink,
-    severity_of,
-    usd_text,
 )
-from otel_costs.budgets._manager import Budget, BudgetManager
-from otel_costs.budgets._windows import ManualClock
-from otel_costs.budgets.ledger._ledgers import Ledger, MemoryLedger, RedisLedger, SqliteLedger
+from otel_costs.budgets._alerts import severity_of, usd_text
+from otel_costs.budgets.ledger import Ledger, MemoryLedger, RedisLedger, SqliteLedger
+from otel_costs.testing import ManualClock
 
 if TYPE_CHECKING:
     from redis_server import RedisServer
@@ -79,7 +80,10 @@ def sample_alert(threshold: float = 0.9) -> BudgetAlert:
     [(0.5, "warning"), (0.75, "warning"), (0.9, "critical"), (1.0, "exceeded"), (1.2, "exceeded")],
 )
 def test_severity_of(threshold: float, severity: str) -> None:
-    """Below 90 % is a warning, from 90 % critical, from 100 % exceeded."""
+    """Below 90 % is a warning, from 90 % critical, from 100 % exceeded.
+
+    Internal: ``severity_of`` is private; it is the one rule behind every alert's severity.
+    """
     assert severity_of(threshold) == severity
 
 
@@ -113,7 +117,10 @@ def test_alert_renders_text_fields_and_event_attributes() -> None:
     ],
 )
 def test_usd_text_is_exact_and_short(nanos: int, text: str) -> None:
-    """Amounts for people keep every significant nano-dollar and at least two decimals."""
+    """Amounts for people keep every significant nano-dollar and at least two decimals.
+
+    Internal: ``usd_text`` is private; it writes every amount in alert texts and denial messages.
+    """
     assert usd_text(nanos) == text
 
 
@@ -261,15 +268,15 @@ def test_each_threshold_alerts_once_across_processes(shared_ledgers: tuple[Ledge
         BudgetManager([budget], ledger=ledger, alert_sinks=[sink], clock=clock)
         for ledger, sink in zip(shared_ledgers, sinks, strict=True)
     )
-    first.record_span_cost("s1", TEAM_A, 8 * USD)  # 80 %: warning, sent by the first
-    second.record_span_cost("s2", TEAM_A, USD // 2)  # 85 %: the warning was sent already
-    second.record_span_cost("s3", TEAM_A, 3 * USD // 2)  # 100 %: critical and exceeded, by the second
-    first.record_span_cost("s4", TEAM_A, USD)  # 110 %: everything was sent
+    spend(first, "s1", TEAM_A, 8 * USD)  # 80 %: warning, sent by the first
+    spend(second, "s2", TEAM_A, USD // 2)  # 85 %: the warning was sent already
+    spend(second, "s3", TEAM_A, 3 * USD // 2)  # 100 %: critical and exceeded, by the second
+    spend(first, "s4", TEAM_A, USD)  # 110 %: everything was sent
     assert [(a.threshold, a.severity) for a in sinks[0].alerts] == [(0.75, "warning")]
     assert [(a.threshold, a.severity) for a in sinks[1].alerts] == [(0.9, "critical"), (1.0, "exceeded")]
     assert sinks[1].alerts[-1].spent_nanos == 10 * USD
     clock.advance(86400)  # a new day, a new window: alerts again
-    first.record_span_cost("s5", TEAM_A, 8 * USD)
+    spend(first, "s5", TEAM_A, 8 * USD)
     assert [a.threshold for a in sinks[0].alerts] == [0.75, 0.75]
 
 
@@ -278,7 +285,7 @@ def test_a_denied_call_sends_the_exceeded_alert_once() -> None:
     clock = ManualClock(datetime(2024, 3, 15, 12, tzinfo=UTC))
     sink = CollectingSink()
     manager = BudgetManager([Budget("all", Decimal(1), alert_at=(1.0,))], alert_sinks=[sink], clock=clock)
-    manager.record_span_cost("s", {}, 950_000_000)
+    spend(manager, "s", {}, 950_000_000)
     assert not manager.check({}, estimate_nanos=100_000_000).allowed
     assert not manager.check({}, estimate_nanos=100_000_000).allowed
     (alert,) = sink.alerts
@@ -291,12 +298,12 @@ def test_rolling_window_alerts_at_most_once_per_window_length() -> None:
     sink = CollectingSink()
     budget = Budget("hourly", Decimal(1), window="1h", hard=False, alert_at=(0.75,))
     manager = BudgetManager([budget], alert_sinks=[sink], clock=clock)
-    manager.record_span_cost("a", {}, 800_000_000)
+    spend(manager, "a", {}, 800_000_000)
     clock.advance(45 * 60)
-    manager.record_span_cost("b", {}, 800_000_000)  # 160 %, still the same alert
+    spend(manager, "b", {}, 800_000_000)  # 160 %, still the same alert
     assert len(sink.alerts) == 1
     clock.advance(16 * 60)  # "a" left the window; "b" alone keeps it over 75 %
-    manager.record_span_cost("c", {}, 1)
+    spend(manager, "c", {}, 1)
     assert [(a.threshold, a.spent_nanos) for a in sink.alerts] == [(0.75, 800_000_000), (0.75, 800_000_001)]
 
 
@@ -309,7 +316,7 @@ def test_a_failing_sink_does_not_stop_the_others() -> None:
 
     sink = CollectingSink()
     manager = BudgetManager([Budget("all", Decimal(1))], alert_sinks=[BrokenSink(), sink])
-    manager.record_span_cost("s", {}, USD)
+    spend(manager, "s", {}, USD)
     assert [a.threshold for a in sink.alerts] == [0.75, 0.9, 1.0]
 
 
@@ -322,7 +329,7 @@ def test_monitor_alerts_on_spend_recorded_elsewhere(tmp_path: Path) -> None:
     worker = BudgetManager(budgets, ledger=SqliteLedger(tmp_path / "l.sqlite3"))
     sink = CollectingSink()
     watcher = BudgetManager(budgets, ledger=SqliteLedger(tmp_path / "l.sqlite3"), alert_sinks=[sink])
-    worker.record_span_cost("s", {conv.TEAM_ID: "research"}, 9 * USD)
+    spend(worker, "s", {conv.TEAM_ID: "research"}, 9 * USD)
     with BudgetMonitor(watcher, interval_s=0.01) as monitor:
         alerts = sink.wait_for(2)
     assert monitor.polls >= 1

@@ -24,7 +24,7 @@ def team_budget(limit: str) -> otel_costs.BudgetManager:
 def test_spend_is_recorded_once_per_span_and_threshold_events_are_exported(llm_call: LlmCallFn) -> None:
     """The span that crosses a threshold is exported with its budget event; spend is the exact sum."""
     manager = team_budget("0.02")
-    with InMemoryPipeline(budgets=manager) as pipeline:
+    with InMemoryPipeline(listeners=[manager]) as pipeline:
         tp = pipeline.tracer_provider
         with otel_costs.workflow("w", team_id="t1", tracer_provider=tp):
             llm_call(tp, "gpt-5.2", 1500, 500)  # $0.012: 60% of the limit
@@ -42,7 +42,7 @@ def test_spend_is_recorded_once_per_span_and_threshold_events_are_exported(llm_c
 def test_aggregate_spans_are_not_recorded_as_spend(llm_call: LlmCallFn) -> None:
     """Only billable calls count: agent and workflow spans carrying aggregate usage are not spend."""
     manager = team_budget("10")
-    with InMemoryPipeline(budgets=manager) as pipeline:
+    with InMemoryPipeline(listeners=[manager]) as pipeline:
         tp = pipeline.tracer_provider
         with (
             otel_costs.workflow("w", team_id="t1", tracer_provider=tp),
@@ -67,7 +67,7 @@ class Nothing(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def test_configure_with_budgets_counts_llm_calls_the_sampler_drops(
+def test_configure_with_a_budget_listener_counts_llm_calls_the_sampler_drops(
     llm_call: LlmCallFn, tmp_path: Path
 ) -> None:
     """With a sampler that drops everything, LLM calls are still recorded for budgets but not exported."""
@@ -78,7 +78,7 @@ def test_configure_with_budgets_counts_llm_calls_the_sampler_drops(
         price_book=fixed_price_book(),
         exporter=backend,
         sampler=ALWAYS_OFF,
-        budgets=manager,
+        listeners=[manager],
     )
     with otel_costs.workflow("w", team_id="t1", tracer_provider=provider):
         llm_call(provider, "gpt-5.2", 1500, 500)

@@ -20,11 +20,11 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from priced_spans import priced_span, spend, thresholds
 
 import otel_costs
 from otel_costs import conventions as conv
-from otel_costs.budgets._alerts import WebhookAlertSink
-from otel_costs.budgets._manager import (
+from otel_costs.budgets import (
     Budget,
     BudgetConfig,
     BudgetConfigError,
@@ -34,11 +34,12 @@ from otel_costs.budgets._manager import (
     BudgetUnavailable,
     FailPolicy,
     Verdict,
+    WebhookAlertSink,
     current_reservation_id,
 )
-from otel_costs.budgets._windows import ManualClock
-from otel_costs.budgets.ledger._ledgers import CounterUsage, Ledger, MemoryLedger, RedisLedger, SqliteLedger
+from otel_costs.budgets.ledger import Ledger, MemoryLedger, RedisLedger, SqliteLedger
 from otel_costs.conventions import RESERVATION_ID_ATTRIBUTE
+from otel_costs.testing import ManualClock
 
 if TYPE_CHECKING:
     from redis_server import RedisServer
@@ -159,13 +160,16 @@ def test_config_file_loads_and_validates(tmp_path: Path, suffix: str, text: str)
 
 
 def test_webhook_from_config_is_closed_with_the_manager(tmp_path: Path) -> None:
-    """A webhook_url in the file adds a WebhookAlertSink; closing the manager stops its thread."""
+    """A webhook_url in the file adds a WebhookAlertSink; closing the manager stops its thread.
+
+    Internal: the sink's private thread is read because no public handle shows that it stopped.
+    """
     path = tmp_path / "budgets.toml"
     path.write_text(
         '[alerts]\nwebhook_url = "http://127.0.0.1:9/hook"\n[[budgets]]\nname = "all"\nlimit_usd = 1\n'
     )
     manager = BudgetManager.from_config(path)
-    (_log_sink, webhook) = manager._sinks
+    (_log_sink, webhook) = manager.alert_sinks
     assert isinstance(webhook, WebhookAlertSink) and webhook.url == "http://127.0.0.1:9/hook"
     manager.close()
     assert not webhook._thread.is_alive()
@@ -213,13 +217,17 @@ def test_config_file_level_errors(data: dict[str, Any], message: str) -> None:
 
 
 def test_unreadable_or_malformed_file_is_a_config_error(tmp_path: Path) -> None:
-    """A missing file, bad TOML or an unknown suffix raise BudgetConfigError naming the file."""
+    """A missing file, bad TOML or YAML, or an unknown suffix raise BudgetConfigError naming the file."""
     with pytest.raises(BudgetConfigError, match="cannot read budget file"):
         BudgetConfig.load(tmp_path / "nope.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("budgets = [")
     with pytest.raises(BudgetConfigError, match="not valid TOML"):
         BudgetConfig.load(bad)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("budgets: [\n")
+    with pytest.raises(BudgetConfigError, match=r"bad\.yaml: not valid YAML"):
+        BudgetConfig.load(bad_yaml)
     other = tmp_path / "budgets.json"
     other.write_text("{}")
     with pytest.raises(BudgetConfigError, match=r"\*.toml, \*.yaml"):
@@ -241,7 +249,7 @@ def test_ledger_from_config_file(tmp_path: Path) -> None:
 def test_check_reports_usage_and_remaining(clock: ManualClock) -> None:
     """An allowed check reserves the estimate and reports each budget's usage and remaining."""
     manager = manager_with(team_daily("10"), Budget("all", Decimal(100)), clock=clock)
-    manager.record_span_cost("s1", TEAM_A, 4 * USD)
+    spend(manager, "s1", TEAM_A, 4 * USD)
     decision = manager.check(TEAM_A, estimate_nanos=USD)
     assert decision.verdict is Verdict.ALLOW and decision.allowed and decision.reservation_id
     team, total = decision.statuses
@@ -257,7 +265,7 @@ def test_check_reports_usage_and_remaining(clock: ManualClock) -> None:
 def test_deny_when_the_estimate_does_not_fit(clock: ManualClock) -> None:
     """A call whose estimate does not fit is denied, reserves nothing; enforce raises BudgetExceeded."""
     manager = manager_with(team_daily("10"), clock=clock)
-    manager.record_span_cost("s1", TEAM_A, 9 * USD)
+    spend(manager, "s1", TEAM_A, 9 * USD)
     decision = manager.check(TEAM_A, estimate_nanos=2 * USD)
     assert decision.verdict is Verdict.DENY and decision.reservation_id is None
     assert decision.blocking is not None and decision.blocking.budget == "team-daily"
@@ -273,7 +281,7 @@ def test_deny_when_the_estimate_does_not_fit(clock: ManualClock) -> None:
 def test_budgets_are_per_dimension_value(clock: ManualClock) -> None:
     """Team a spending its budget does not affect team b; calls without the attribute are not counted."""
     manager = manager_with(team_daily("1"), clock=clock)
-    manager.record_span_cost("s1", TEAM_A, USD)
+    spend(manager, "s1", TEAM_A, USD)
     assert manager.check(TEAM_A).verdict is Verdict.DENY
     assert manager.check(TEAM_B).verdict is Verdict.ALLOW
     unattributed = manager.check({}, estimate_nanos=5 * USD)
@@ -305,7 +313,7 @@ def test_long_attribute_values_are_not_a_way_around_a_budget(clock: ManualClock)
     """A very long user id is still counted, and distinct long ids get distinct counters."""
     manager = manager_with(Budget("u", Decimal(1), per=("user",)), clock=clock)
     long_a, long_b = {conv.USER_ID: "a" * 5000}, {conv.USER_ID: "a" * 4999 + "b"}
-    manager.record_span_cost("s", long_a, USD)
+    spend(manager, "s", long_a, USD)
     assert manager.check(long_a).verdict is Verdict.DENY
     assert manager.check(long_b).verdict is Verdict.ALLOW
 
@@ -314,7 +322,7 @@ def test_throttle_waits_and_swaps_the_model(clock: ManualClock, sleeps: list[flo
     """From the throttle threshold, enforce sleeps the configured delay and names the cheaper model."""
     budget = team_daily("10", throttle_at=0.8, throttle_delay_s=1.5, downgrade_to="gpt-4o-mini")
     manager = manager_with(budget, clock=clock, sleeps=sleeps)
-    manager.record_span_cost("s1", TEAM_A, 7 * USD)
+    spend(manager, "s1", TEAM_A, 7 * USD)
     assert manager.enforce(TEAM_A, estimate_nanos=USD // 2).verdict is Verdict.ALLOW
     decision = manager.enforce({**TEAM_A, conv.GEN_AI_REQUEST_MODEL: "gpt-4o"}, estimate_nanos=USD // 2)
     assert decision.verdict is Verdict.THROTTLE and decision.allowed
@@ -334,7 +342,7 @@ def test_downgrade_hook_picks_the_model(clock: ManualClock) -> None:
     manager = manager_with(
         team_daily("10", throttle_at=0.5, throttle_delay_s=0), clock=clock, downgrade_hook=hook
     )
-    manager.record_span_cost("s1", TEAM_A, 6 * USD)
+    spend(manager, "s1", TEAM_A, 6 * USD)
     decision = manager.check({**TEAM_A, conv.GEN_AI_REQUEST_MODEL: "big"})
     assert decision.model == "small-big" and seen == [("big", "team-daily")]
 
@@ -347,7 +355,7 @@ async def test_enforce_async_awaits_the_throttle(clock: ManualClock) -> None:
         waited.append(seconds)
 
     manager = manager_with(team_daily("10", throttle_at=0.5), clock=clock, async_sleep=async_sleep)
-    manager.record_span_cost("s1", TEAM_A, 6 * USD)
+    spend(manager, "s1", TEAM_A, 6 * USD)
     decision = await manager.enforce_async(TEAM_A, estimate_nanos=1)
     assert decision.verdict is Verdict.THROTTLE and waited == [1.0]
 
@@ -355,7 +363,7 @@ async def test_enforce_async_awaits_the_throttle(clock: ManualClock) -> None:
 def test_attributes_default_to_baggage(clock: ManualClock) -> None:
     """Without explicit attributes, check reads the attribution baggage (team set by otel_costs.workflow)."""
     manager = manager_with(team_daily("1"), clock=clock)
-    manager.record_span_cost("s1", {conv.TEAM_ID: "billing"}, USD)
+    spend(manager, "s1", {conv.TEAM_ID: "billing"}, USD)
     provider = TracerProvider()
     with otel_costs.workflow("support", team_id="billing", tracer_provider=provider):
         decision = manager.check()
@@ -370,8 +378,8 @@ def test_spend_is_recorded_exactly_once_and_reconciles_the_reservation(clock: Ma
     """Recording releases the reservation and adds the actual cost once per span key."""
     manager = manager_with(team_daily("10"), clock=clock)
     decision = manager.check(TEAM_A, estimate_nanos=3 * USD)
-    manager.record_span_cost("span-1", TEAM_A, 2 * USD, reservation_id=decision.reservation_id)
-    manager.record_span_cost("span-1", TEAM_A, 2 * USD, reservation_id=decision.reservation_id)
+    spend(manager, "span-1", TEAM_A, 2 * USD, reservation_id=decision.reservation_id)
+    spend(manager, "span-1", TEAM_A, 2 * USD, reservation_id=decision.reservation_id)
     (status,) = manager.usage(TEAM_A)
     assert (status.spent_nanos, status.reserved_nanos) == (2 * USD, 0)
 
@@ -393,7 +401,7 @@ def test_invalid_costs_are_refused_without_raising(
     manager = manager_with(team_daily("10"), clock=clock)
     decision = manager.check(TEAM_A, estimate_nanos=USD)
     with caplog.at_level(logging.ERROR):
-        assert manager.record_span_cost("s", TEAM_A, bad, reservation_id=decision.reservation_id) == ()  # type: ignore[arg-type]
+        assert spend(manager, "s", TEAM_A, bad, reservation_id=decision.reservation_id) == ()  # type: ignore[arg-type]
     assert "invalid cost_nanos" in caplog.text
     assert manager.usage(TEAM_A)[0].used_nanos == 0
 
@@ -402,7 +410,7 @@ def test_window_rollover_resets_calendar_budgets(clock: ManualClock) -> None:
     """Spend of one Berlin day no longer counts after local midnight, even across the DST change."""
     clock.set(datetime(2024, 3, 30, 22, 59, tzinfo=UTC))  # 23:59 in Berlin, the day before DST starts
     manager = manager_with(team_daily("1", timezone="Europe/Berlin"), clock=clock)
-    manager.record_span_cost("s", TEAM_A, USD)
+    spend(manager, "s", TEAM_A, USD)
     assert manager.check(TEAM_A).verdict is Verdict.DENY
     clock.advance(60)  # 00:00 on the 31st in Berlin
     decision = manager.check(TEAM_A)
@@ -413,7 +421,7 @@ def test_window_rollover_resets_calendar_budgets(clock: ManualClock) -> None:
 def test_rolling_window_forgets_old_spend(clock: ManualClock) -> None:
     """A rolling 1 h budget admits again once the spend is more than an hour old."""
     manager = manager_with(Budget("hourly", Decimal(1), window="1h"), clock=clock)
-    manager.record_span_cost("s", {}, USD)
+    spend(manager, "s", {}, USD)
     clock.advance(59 * 60)
     assert manager.check({}).verdict is Verdict.DENY
     clock.advance(2 * 60)
@@ -455,9 +463,7 @@ def test_processor_listener_records_priced_spans(clock: ManualClock) -> None:
     provider = TracerProvider()
     prices = otel_costs.PriceBook({"gpt-test": {"input": 3, "output": 15}}, use_genai_prices=False)
     provider.add_span_processor(
-        otel_costs.CostSpanProcessor(
-            SimpleSpanProcessor(exporter), price_book=prices, cost_listeners=[manager.on_span_cost]
-        )
+        otel_costs.CostSpanProcessor(SimpleSpanProcessor(exporter), price_book=prices, listeners=[manager])
     )
     decision = manager.check(TEAM_A, estimate_nanos=50_000_000)
     attributes = {
@@ -474,43 +480,42 @@ def test_processor_listener_records_priced_spans(clock: ManualClock) -> None:
     assert span.attributes is not None and span.attributes[conv.COST_DIRECT_NANOS] == 18_000_000
     assert manager.usage(TEAM_A)[0].spent_nanos == 18_000_000
     assert manager.usage(TEAM_A)[0].reserved_nanos == 0
-    assert manager.record_ended_span(span, 18_000_000) is span  # the same span again: not counted twice
+    assert manager.on_span_cost(span, 18_000_000) is None  # the same span again: not counted twice
     assert manager.usage(TEAM_A)[0].spent_nanos == 18_000_000
 
 
 def test_threshold_crossings_become_span_events(clock: ManualClock) -> None:
-    """The span whose cost crosses a threshold gets a budget.threshold_crossed event (live or copy)."""
+    """A span whose cost crosses a threshold is handed on as a copy with a budget.threshold_crossed event."""
     manager = manager_with(team_daily("10"), clock=clock)
-    provider = TracerProvider()
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with provider.get_tracer("t").start_as_current_span("chat") as live:
-        crossed = manager.record_span_cost("s1", TEAM_A, 8 * USD, span=live)
-    assert [a.threshold for a in crossed] == [0.75]
-    (ended,) = exporter.get_finished_spans()
-    assert [(e.name, e.attributes["budget.threshold"]) for e in ended.events] == [
+    crossed = spend(manager, "s1", TEAM_A, 8 * USD)
+    assert thresholds(crossed) == [0.75]
+    assert [(e.name, (e.attributes or {})["budget.threshold"]) for e in crossed] == [
         ("budget.threshold_crossed", 0.75)
-    ]  # type: ignore[index]
-    assert manager.record_span_cost("s2", TEAM_A, 10**7, span=None) == ()  # 80.1 %: nothing new crossed
-    ended_span = _ended_span(provider, TEAM_A)
-    copy = manager.record_ended_span(ended_span, 2 * USD)
+    ]
+    assert spend(manager, "s2", TEAM_A, 10**7) == ()  # 80.1 %: nothing new crossed
+    ended_span = priced_span("s3", TEAM_A)
+    copy = manager.on_span_cost(ended_span, 2 * USD)
     assert (
-        copy is not ended_span
+        copy is not None
+        and copy is not ended_span
         and copy.context == ended_span.context
         and copy.attributes == ended_span.attributes
+        and copy.end_time == ended_span.end_time
     )
     assert [e.attributes["budget.severity"] for e in copy.events] == ["critical", "exceeded"]  # type: ignore[index]
+    assert all(e.timestamp == ended_span.end_time for e in copy.events)
 
 
-def _ended_span(provider: TracerProvider, attributes: dict[str, object]) -> ReadableSpan:
-    """A finished span with ``attributes``."""
-    exporter = InMemorySpanExporter()
-    local = TracerProvider()
-    local.add_span_processor(SimpleSpanProcessor(exporter))
-    with local.get_tracer("t").start_as_current_span("chat", attributes=attributes):  # type: ignore[arg-type]
-        pass
-    (span,) = exporter.get_finished_spans()
-    return span
+def test_a_failing_record_keeps_the_span_and_never_raises(clock: ManualClock) -> None:
+    """on_span_cost with a span it cannot read logs, keeps the span (None) and does not raise."""
+    manager = manager_with(team_daily("10"), clock=clock)
+
+    class Broken(ReadableSpan):
+        @property
+        def attributes(self) -> Any:
+            raise RuntimeError("unreadable")
+
+    assert manager.on_span_cost(Broken(name="broken"), USD) is None
 
 
 # --- guard / guarded --------------------------------------------------------------------------
@@ -540,7 +545,7 @@ def test_guard_record_reconciles(clock: ManualClock) -> None:
 def test_guarded_decorator_sync_and_async(clock: ManualClock) -> None:
     """@guarded enforces per call for plain and async functions, with the baggage attribution of the call."""
     manager = manager_with(team_daily("1"), clock=clock)
-    manager.record_span_cost("s", {conv.TEAM_ID: "billing"}, USD)
+    spend(manager, "s", {conv.TEAM_ID: "billing"}, USD)
     calls: list[str] = []
 
     @manager.guarded(estimate=Decimal("0.1"))
@@ -603,7 +608,7 @@ def assert_policy_applied(manager: BudgetManager, policy: str) -> None:
         with pytest.raises(BudgetUnavailable, match="fail-closed") as info:
             manager.enforce(TEAM_A, estimate_nanos=USD)
         assert isinstance(info.value, BudgetDenied)
-    manager.record_span_cost("during-outage", TEAM_A, 2 * USD)
+    spend(manager, "during-outage", TEAM_A, 2 * USD)
     assert manager.pending_records == 1
 
 
@@ -617,7 +622,7 @@ def test_sqlite_outage_applies_the_policy_and_replays_spend(
     manager = manager_with(
         team_daily("10"), clock=clock, ledger=ledger, on_ledger_error=policy, ledger_retry_s=0
     )
-    manager.record_span_cost("before", TEAM_A, USD)
+    spend(manager, "before", TEAM_A, USD)
     with sqlite_locked(path), caplog.at_level(logging.ERROR):
         assert_policy_applied(manager, policy)
     assert "budget ledger unreachable" in caplog.text
@@ -670,8 +675,8 @@ def test_full_outage_buffer_counts_what_it_drops(tmp_path: Path, clock: ManualCl
         ledger_retry_s=0,
     )
     with sqlite_locked(path):
-        manager.record_span_cost("a", TEAM_A, 5)
-        manager.record_span_cost("b", TEAM_A, 7)
+        spend(manager, "a", TEAM_A, 5)
+        spend(manager, "b", TEAM_A, 7)
     assert manager.pending_records == 1 and manager.dropped_spend_nanos == 7
 
 
@@ -694,7 +699,7 @@ def test_threads_cannot_overshoot_with_reservations(clock: ManualClock) -> None:
             decision = manager.check({}, estimate_nanos=estimate)
             if decision.allowed:
                 actual = estimate * rng.randint(50, 100) // 100
-                manager.record_span_cost(f"{n}-{i}", {}, actual, reservation_id=decision.reservation_id)
+                spend(manager, f"{n}-{i}", {}, actual, reservation_id=decision.reservation_id)
                 with lock:
                     spent.append(actual)
 
@@ -724,7 +729,7 @@ def _spend_worker(
             denied += 1
             continue
         actual = estimate * rng.randint(50, 120) // 100
-        manager.record_span_cost(f"{seed}-{i}", {}, actual, reservation_id=decision.reservation_id)
+        spend(manager, f"{seed}-{i}", {}, actual, reservation_id=decision.reservation_id)
         spent, admitted, biggest = spent + actual, admitted + 1, max(biggest, estimate)
     results.put((spent, admitted, denied, biggest))
 
@@ -768,9 +773,51 @@ def test_usage_of_unknown_subject_is_zero(clock: ManualClock) -> None:
     """A subject never seen has a full budget left."""
     (status,) = manager_with(team_daily("3"), clock=clock).usage({conv.TEAM_ID: "new"})
     assert status.remaining_nanos == 3 * USD and status.utilization == 0.0
-    assert CounterUsage(0, 0) == CounterUsage(status.spent_nanos, status.reserved_nanos)
+    assert (status.spent_nanos, status.reserved_nanos) == (0, 0)
 
 
 def test_memory_ledger_is_the_default(clock: ManualClock) -> None:
     """Without a ledger argument the manager counts in memory."""
     assert isinstance(manager_with(team_daily(), clock=clock).ledger, MemoryLedger)
+
+
+# --- import ----------------------------------------------------------------------------------
+
+_IMPORT_PROBE = """
+import json, pathlib, sys, types
+root = types.ModuleType("otel_costs")
+root.__path__ = [sys.argv[1]]
+sys.modules["otel_costs"] = root
+import otel_costs.budgets, otel_costs.budgets.ledger, otel_costs.metrics
+print(json.dumps(sorted(sys.modules)))
+"""
+
+#: Packages ``import otel_costs.budgets`` must not load (heavy, or not needed until used).
+_HEAVY = (
+    "redis",
+    "genai_prices",
+    "grpc",
+    "google.protobuf",
+    "yaml",
+    "urllib.request",
+    "otel_costs.pricing",
+    "otel_costs._serve",
+)
+
+
+def test_importing_budgets_loads_no_redis_client_and_no_price_data() -> None:
+    """``import otel_costs.budgets`` (with its ledgers, and metrics) loads no Redis client, price data, grpc.
+
+    Internal: the root package is replaced by an empty one in a fresh interpreter, so the test sees
+    what the budgets, ledger and metrics packages themselves import, whatever the root imports.
+    """
+    import json
+    import subprocess
+    import sys
+
+    package = str(Path(otel_costs.__file__).parent)
+    probe = [sys.executable, "-c", _IMPORT_PROBE, package]
+    out = subprocess.run(probe, capture_output=True, text=True, timeout=60, check=True)
+    loaded = json.loads(out.stdout)
+    assert "otel_costs.budgets.ledger._redis" in loaded  # RedisLedger is there, the redis package is not
+    assert [m for m in loaded if any(m == h or m.startswith(h + ".") for h in _HEAVY)] == []

@@ -12,7 +12,7 @@ import pytest
 from opentelemetry import trace
 
 import otel_costs
-from otel_costs.cli._main import main
+from otel_costs.cli import main
 
 RunFn = Callable[[trace.TracerProvider], None]
 
@@ -94,20 +94,59 @@ def test_tree_empty_file_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_module_entry_point(traces_file: Path) -> None:
-    """``python -m otel_costs.cli._main tree FILE`` runs the real entry point."""
+    """``python -m otel_costs.cli tree FILE`` runs the real entry point, without warnings."""
     done = subprocess.run(
-        [sys.executable, "-m", "otel_costs.cli._main", "tree", str(traces_file)],
+        [sys.executable, "-m", "otel_costs.cli", "tree", str(traces_file)],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
     assert TREE in done.stdout
     missing = subprocess.run(
-        [sys.executable, "-m", "otel_costs.cli._main", "tree", str(traces_file) + ".missing"],
+        [sys.executable, "-m", "otel_costs.cli", "tree", str(traces_file) + ".missing"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert missing.returncode == 2
     assert "cannot read" in missing.stderr
+
+
+def test_tree_works_without_the_serve_extra(
+    traces_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``tree`` runs when ``otel_costs._serve`` (grpc, the serve extra) cannot be imported."""
+    monkeypatch.setitem(sys.modules, "otel_costs._serve", None)  # any import of it now fails
+    assert main(["tree", str(traces_file)]) == 0
+    assert TREE in capsys.readouterr().out
+
+
+def test_help_lists_serve_without_the_serve_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``otel-costs --help`` lists ``serve`` and the extra it needs without importing it."""
+    monkeypatch.setitem(sys.modules, "otel_costs._serve", None)
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "serve" in out and "otel-costs[serve]" in out
+
+
+def test_serve_without_the_serve_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``otel-costs serve`` without its extra exits 2 naming ``pip install 'otel-costs[serve]'``."""
+    monkeypatch.setitem(sys.modules, "otel_costs._serve", None)
+    assert main(["serve", "--no-grpc"]) == 2
+    assert "pip install 'otel-costs[serve]'" in capsys.readouterr().err
+
+
+def test_serve_help_comes_from_the_serve_module(capsys: pytest.CaptureFixture[str]) -> None:
+    """With the serve extra installed, ``otel-costs serve --help`` shows serve's own options."""
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--help"])
+    assert exited.value.code == 0
+    assert "--forward-endpoint" in capsys.readouterr().out

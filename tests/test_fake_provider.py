@@ -6,6 +6,8 @@ import gzip
 import json
 import math
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,9 +17,7 @@ import httpx
 import openai
 import pytest
 
-from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage, Misbehaviour
-
-pytestmark = pytest.mark.slow
+from otel_costs.testing import FakeLLMProvider, FakeUsage, Misbehaviour
 
 USAGE = FakeUsage(cache_read_tokens=3, cache_write_tokens=2, reasoning_tokens=4)
 MESSAGES: list[Any] = [{"role": "user", "content": "What is the capital of France?"}]
@@ -361,3 +361,21 @@ def test_lifecycle_and_validation() -> None:
         fake.misbehave("no-such-mode")
     with pytest.raises(ValueError):
         fake.fail_next(0)
+
+
+def test_module_entry_point_serves_until_stdin_closes() -> None:
+    """``python -m otel_costs.testing`` prints its base URL, answers there, and exits when stdin closes."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "otel_costs.testing", "--stream-chunks", "2"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None and process.stdin is not None
+        base_url = process.stdout.readline().strip()
+        reply = httpx.post(f"{base_url}/v1/chat/completions", json={"model": "m", "messages": MESSAGES})
+        assert reply.json()["choices"][0]["message"]["content"] == "Hello from"
+        process.stdin.close()
+        assert process.wait(timeout=30) == 0
+        assert process.stderr is not None and process.stderr.read() == ""

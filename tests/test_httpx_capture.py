@@ -29,28 +29,25 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_costs import conventions as conv
-from otel_costs.capture._httpx import (
+from otel_costs._sdk import instrumentation_target
+from otel_costs.capture import (
     DEFAULT_LLM_HOSTS,
-    HEADER_ATTRIBUTION_SIGNATURE,
     AttributionTrust,
-    _HostRules,
-    _instrumentation_target,
-    _request_fields,
-    _url_without_query,
     accept_attribution,
     attribution_headers,
     attribution_rejection,
     instrument_httpx,
     uninstrument_httpx,
 )
+from otel_costs.capture._call import _request_fields, _url_without_query
+from otel_costs.capture._hosts import HostRules
 from otel_costs.conventions import GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS as CACHE_WRITE
 from otel_costs.conventions import GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS as CACHE_READ
 from otel_costs.conventions import GEN_AI_USAGE_INPUT_TOKENS as INPUT
 from otel_costs.conventions import GEN_AI_USAGE_OUTPUT_TOKENS as OUTPUT
 from otel_costs.conventions import GEN_AI_USAGE_REASONING_OUTPUT_TOKENS as REASONING
+from otel_costs.conventions import HEADER_ATTRIBUTION_SIGNATURE
 from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage, Misbehaviour, RecordedRequest
-
-pytestmark = pytest.mark.slow
 
 USAGE = FakeUsage(cache_read_tokens=30, cache_write_tokens=20, reasoning_tokens=4)
 MESSAGES: list[Any] = [{"role": "user", "content": "Summarise the quarterly report in one line, please."}]
@@ -600,8 +597,12 @@ def test_an_agent_span_above_does_not_suppress_capture(capture: Capture, fake: F
 
 
 def test_host_rules_match_exact_port_glob_and_network() -> None:
-    """Host rules take exact hosts, host:port, globs and CIDR networks; the first match wins."""
-    rules = _HostRules(
+    """Host rules take exact hosts, host:port, globs and CIDR networks; the first match wins.
+
+    Internal (``HostRules``): the matcher behind ``llm_hosts`` and ``attribution_hosts``, tested on
+    hosts (IPv6, CIDR) that a loopback fake provider cannot be reached at.
+    """
+    rules = HostRules(
         {
             "api.example.com": "a",
             "vllm:8000": "b",
@@ -616,9 +617,9 @@ def test_host_rules_match_exact_port_glob_and_network() -> None:
     assert rules.match("me.openai.azure.com", 443) == "c"
     assert rules.match("10.2.3.4", 80) == "d"
     assert rules.match("::1", 9) == "e"
-    assert _HostRules(DEFAULT_LLM_HOSTS).match("api.anthropic.com", 443) == "anthropic"
+    assert HostRules(DEFAULT_LLM_HOSTS).match("api.anthropic.com", 443) == "anthropic"
     with pytest.raises(ValueError, match="CIDR"):
-        _HostRules({"10.0.0.0/99": True})
+        HostRules({"10.0.0.0/99": True})
 
 
 def test_concurrent_streams_each_get_their_own_usage(capture: Capture, fake: FakeLLMProvider) -> None:
@@ -877,7 +878,7 @@ def test_threads_keep_their_own_context(capture: Capture, fake: FakeLLMProvider)
     thread = threading.Thread(target=worker)
     thread.start()
     assert done.wait(10)
-    thread.join()
+    thread.join(10)
     token = with_attribution()
     try:
         inside = otel_context.get_current()
@@ -936,18 +937,21 @@ INSTRUMENTORS = {httpx: HTTPXClientInstrumentor, httpx2: HTTPX2ClientInstrumento
 
 @pytest.mark.parametrize("module", MODULES)
 def test_without_http_spans_a_wrapper_between_is_still_called(fake: FakeLLMProvider, module: Any) -> None:
-    """A wrapper between ours and the instrumentation's is not skipped: the call goes through it."""
+    """A wrapper between ours and the instrumentation's is not skipped: the call goes through it.
+
+    Internal (``_sdk.instrumentation_target``): asserts which method the one-span path would call.
+    """
     instrumentor = INSTRUMENTORS[module]()
     instrumentor.instrument()
     theirs = module.HTTPTransport.__dict__["handle_request"]
-    assert _instrumentation_target(theirs, type(instrumentor)._handle_request_wrapper) is not None
+    assert instrumentation_target(theirs, type(instrumentor), asynchronous=False) is not None
     seen: list[str] = []
 
     def between(self: Any, request: Any) -> Any:
         seen.append(str(request.url))
         return theirs.__get__(self, type(self))(request)
 
-    assert _instrumentation_target(between, type(instrumentor)._handle_request_wrapper) is None
+    assert instrumentation_target(between, type(instrumentor), asynchronous=False) is None
     module.HTTPTransport.handle_request = between
     capture = Capture(fake)
     try:
@@ -1104,7 +1108,10 @@ def test_uninstrument_restores_the_global_propagator(fake: FakeLLMProvider) -> N
     ],
 )
 def test_an_unreadable_request_body_gives_no_fields(content: bytes) -> None:
-    """A request body that is not one JSON object reads as no fields (the model then comes from the path)."""
+    """A request body that is not one JSON object reads as no fields (the model then comes from the path).
+
+    Internal (``_call._request_fields``): bodies no SDK sends, fed to the reader directly.
+    """
 
     class Request:
         pass
@@ -1128,7 +1135,11 @@ def test_an_unreadable_request_body_gives_no_fields(content: bytes) -> None:
     ],
 )
 def test_url_full_is_the_url_without_query_or_credentials(module: Any, url: str) -> None:
-    """url.full is exactly what re-parsing the URL without query, fragment and user info gives."""
+    """url.full is exactly what re-parsing the URL without query, fragment and user info gives.
+
+    Internal (``_call._url_without_query``): compared with httpx's own re-parse on URLs (IPv6,
+    IDNA, dot segments) that the loopback fake provider cannot be reached at.
+    """
     parsed = module.URL(url)
     expected = str(parsed.copy_with(query=None, fragment=None, username=None, password=None))
     assert _url_without_query(parsed) == expected

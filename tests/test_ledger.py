@@ -1,4 +1,8 @@
-"""The ledger contract, run on the in-memory, SQLite and Redis ledgers alike."""
+"""The ledger contract, run on the in-memory, SQLite and Redis ledgers alike.
+
+Internal: the contract's arguments and results (``Counter``, ``CounterUsage``, ``has_room``) are
+private to ``otel_costs.budgets.ledger._base``; the manager builds them, and a ledger must keep them.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 
-from otel_costs.budgets.ledger._ledgers import (
-    Counter,
-    CounterUsage,
-    Ledger,
-    LedgerUnavailable,
-    MemoryLedger,
-    RedisLedger,
-    SqliteLedger,
-    has_room,
-)
+from otel_costs.budgets.ledger import Ledger, LedgerUnavailable, MemoryLedger, RedisLedger, SqliteLedger
+from otel_costs.budgets.ledger._base import Counter, CounterUsage, has_room
 
 if TYPE_CHECKING:
     from redis_server import RedisServer

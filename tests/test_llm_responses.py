@@ -1,4 +1,9 @@
-"""The bounded, incremental response parsers, on bodies the fake provider does not produce."""
+"""The bounded, incremental response parsers, on bodies the fake provider does not produce.
+
+Internal (``otel_costs.capture._responses`` and ``_dialects``): these parsers have no public name;
+they are fed bodies (bombs, bare CRs, bytes cut anywhere, invalid counts) that no real provider
+sends, which the HTTP-level tests in ``test_httpx_capture.py`` cannot produce.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,16 @@ from typing import Any
 
 import pytest
 
-from otel_costs.capture._responses import (
+from otel_costs.capture._dialects import (
     ANTHROPIC_MESSAGES,
     GEMINI_GENERATE,
     OPENAI_CHAT,
     OPENAI_RESPONSES,
-    CaptureResult,
-    ResponseCapture,
-    TokenUsage,
     api_for_path,
     loads_json,
 )
+from otel_costs.capture._responses import CaptureResult, ResponseCapture
+from otel_costs.pricing._usage import TokenUsage
 
 
 def parse(

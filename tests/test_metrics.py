@@ -10,11 +10,12 @@ from decimal import Decimal
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from priced_spans import spend
 
 from otel_costs import conventions as conv
-from otel_costs.budgets._manager import Budget, BudgetManager
+from otel_costs.budgets import Budget, BudgetManager
 from otel_costs.conventions import COST_METRIC, LIMIT_METRIC, SPENT_METRIC, UTILIZATION_METRIC
-from otel_costs.metrics._cost_metrics import CostMetrics
+from otel_costs.metrics import CostMetrics
 
 USD = 1_000_000_000
 CALL = {
@@ -57,8 +58,8 @@ def test_cost_counter_in_usd_by_low_cardinality_attributes(
 ) -> None:
     """Costs add up in USD per model/provider/agent/workflow/team, without user or run ids."""
     metrics, reader = metrics_and_reader
-    metrics.record_cost(CALL, 1_500_000)
-    metrics.record_cost({**CALL, conv.USER_ID: "u-456", conv.WORKFLOW_ID: "01HZY"}, 2_500_000)
+    spend(metrics, "call", CALL, 1_500_000)
+    spend(metrics, "call", {**CALL, conv.USER_ID: "u-456", conv.WORKFLOW_ID: "01HZY"}, 2_500_000)
     ((attributes, value),) = points(reader, COST_METRIC).items()
     assert value == pytest.approx(0.004)
     assert dict(attributes) == {
@@ -75,7 +76,7 @@ def test_cost_counter_unit_and_fallbacks(
 ) -> None:
     """The counter's unit is USD; the deprecated gen_ai.system and the response model fill in when needed."""
     metrics, reader = metrics_and_reader
-    metrics.record_cost({conv.GEN_AI_SYSTEM: "anthropic", conv.GEN_AI_RESPONSE_MODEL: "claude-x"}, USD)
+    spend(metrics, "call", {conv.GEN_AI_SYSTEM: "anthropic", conv.GEN_AI_RESPONSE_MODEL: "claude-x"}, USD)
     data = reader.get_metrics_data()
     assert data is not None
     (metric,) = [
@@ -95,7 +96,7 @@ def test_invalid_costs_are_logged_not_counted(
     """A cost that is not an int >= 0 is logged and not added."""
     metrics, reader = metrics_and_reader
     with caplog.at_level(logging.ERROR):
-        metrics.record_cost(CALL, bad)  # type: ignore[arg-type]
+        spend(metrics, "call", CALL, bad)  # type: ignore[arg-type]
     assert points(reader, COST_METRIC) == {} and "invalid cost_nanos" in caplog.text
 
 
@@ -112,9 +113,9 @@ def test_manager_counts_each_span_once_and_reports_utilization(
     """Through a BudgetManager, a span's cost is counted once, and gauges show each budget's utilization."""
     metrics, reader = metrics_and_reader
     manager = BudgetManager([Budget("team-daily", Decimal(10), per=("team",))], metrics=metrics)
-    manager.record_span_cost("s1", CALL, 4 * USD)
-    manager.record_span_cost("s1", CALL, 4 * USD)  # the same span again
-    manager.record_span_cost("s2", {**CALL, conv.TEAM_ID: "b"}, USD)
+    spend(manager, "s1", CALL, 4 * USD)
+    spend(manager, "s1", CALL, 4 * USD)  # the same span again
+    spend(manager, "s2", {**CALL, conv.TEAM_ID: "b"}, USD)
     assert sum(points(reader, COST_METRIC).values()) == pytest.approx(5.0)
     labels_a = frozenset(
         {"budget.name": "team-daily", "budget.window": "day@UTC", "budget.subject": "team.id=a"}.items()
@@ -130,8 +131,8 @@ def test_gauges_keep_the_fullest_budgets_when_capped() -> None:
     metric_reader = InMemoryMetricReader()
     metrics = CostMetrics(meter_provider=MeterProvider(metric_readers=[metric_reader]), max_budget_series=2)
     manager = BudgetManager([Budget("team", Decimal(10), per=("team",))], metrics=metrics)
-    for team, spend in (("a", 1), ("b", 9), ("c", 5)):
-        manager.record_span_cost(team, {conv.TEAM_ID: team}, spend * USD)
+    for team, dollars in (("a", 1), ("b", 9), ("c", 5)):
+        spend(manager, team, {conv.TEAM_ID: team}, dollars * USD)
     subjects = {dict(k)["budget.subject"] for k in points(metric_reader, UTILIZATION_METRIC)}
     assert subjects == {"team.id=b", "team.id=c"}
 
@@ -145,7 +146,7 @@ def test_prometheus_exposition() -> None:
     provider = MeterProvider(metric_readers=[prometheus.PrometheusMetricReader(registry=registry)])
     metrics = CostMetrics(meter_provider=provider)
     manager = BudgetManager([Budget("all", Decimal(10))], metrics=metrics)
-    manager.record_span_cost("s", CALL, 2 * USD)
+    spend(manager, "s", CALL, 2 * USD)
     text = generate_latest(registry).decode()
     assert "gen_ai_client_cost_USD_total{" in text
     assert 'team_id="a"' in text and "user_id" not in text
@@ -153,7 +154,6 @@ def test_prometheus_exposition() -> None:
     provider.shutdown()
 
 
-@pytest.mark.slow
 def test_prometheus_scrape_over_http() -> None:
     """A Prometheus scrape of the exporter's HTTP endpoint on loopback returns the cost counter."""
     prometheus = pytest.importorskip("opentelemetry.exporter.prometheus")
@@ -162,7 +162,7 @@ def test_prometheus_scrape_over_http() -> None:
 
     registry = CollectorRegistry()
     provider = MeterProvider(metric_readers=[prometheus.PrometheusMetricReader(registry=registry)])
-    CostMetrics(meter_provider=provider).record_cost(CALL, 3 * USD)
+    spend(CostMetrics(meter_provider=provider), "call", CALL, 3 * USD)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
@@ -179,11 +179,11 @@ def test_prometheus_scrape_over_http() -> None:
 def test_cost_metrics_as_a_processor_cost_listener(
     metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader],
 ) -> None:
-    """``cost_listeners=[metrics.on_span_cost]`` counts each priced call from the pipeline, no budgets."""
+    """``listeners=[metrics]`` counts each priced call from the pipeline, no budgets."""
     from otel_costs.testing import InMemoryPipeline
 
     metrics, reader = metrics_and_reader
-    with InMemoryPipeline(cost_listeners=[metrics.on_span_cost]) as pipeline:
+    with InMemoryPipeline(listeners=[metrics]) as pipeline:
         attributes = {
             "gen_ai.operation.name": "chat",
             "gen_ai.request.model": "gpt-5.2",

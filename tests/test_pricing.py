@@ -1,14 +1,19 @@
-"""The PriceBook (otel_costs.pricing._book): identity with genai-prices, resolution, overrides."""
+"""The PriceBook: identity with genai-prices, resolution, overrides, and the span path."""
 
 from __future__ import annotations
 
 import logging
+import random
+import struct
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal, localcontext
 from pathlib import Path
+from typing import Any
 
 import genai_prices
 import pytest
@@ -23,6 +28,7 @@ from genai_prices.types import (
 )
 from price_data import updated_gpt_4o_prices
 
+from otel_costs import conventions as conv
 from otel_costs._money import to_nanos
 from otel_costs.conventions import (
     PRICE_SOURCE_GENAI_PRICES,
@@ -31,8 +37,17 @@ from otel_costs.conventions import (
     STATUS_PRICED,
     STATUS_UNPRICED,
 )
-from otel_costs.pricing._book import CostBreakdown, PriceBook, PriceConfigError, _Entry, _genai_usage
-from otel_costs.pricing._usage import LlmCall, TokenUsage
+from otel_costs.pricing import (
+    CostBreakdown,
+    LlmCall,
+    PriceBook,
+    PriceConfigError,
+    TokenUsage,
+    _book,
+    read_usage,
+)
+from otel_costs.pricing._plans import Entry, Plan, datetime_of
+from otel_costs.pricing._results import write_breakdown
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 EXAMPLE_OVERRIDES = {"gpt-5.2": {"input": 3, "output": 15}, "gemini-3-pro": {"input": 2.5, "output": 10}}
@@ -43,6 +58,17 @@ def book() -> Iterator[PriceBook]:
     """A PriceBook on genai-prices' bundled data, no overrides."""
     with PriceBook() as price_book:
         yield price_book
+
+
+def _genai_usage(usage: TokenUsage) -> genai_prices.Usage:
+    """The genai-prices Usage of the same five counts."""
+    return genai_prices.Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        output_reasoning_tokens=usage.reasoning_tokens,
+    )
 
 
 def _call(model: str | None, provider: str | None, usage: TokenUsage, server: str | None = None) -> LlmCall:
@@ -101,10 +127,14 @@ def _instants_for(model: ModelInfo) -> list[datetime]:
 
 @pytest.mark.parametrize("provider", BUNDLED_PROVIDERS, ids=lambda provider: provider.id)
 def test_plans_identical_to_genai_prices_for_every_bundled_model(provider: Provider) -> None:
-    """Every bundled model x usage x price-change instant prices to genai-prices' exact Decimal."""
+    """Every bundled model x usage x price-change instant prices to genai-prices' exact Decimal.
+
+    Internal (the compiled Entry of each bundled ModelInfo): by name, some ids resolve to another
+    model entry, so only the plans reach every model's prices.
+    """
     checked = 0
     for model in provider.models:
-        entry = _Entry(provider.id, model.id, PRICE_SOURCE_GENAI_PRICES, model.prices)
+        entry = Entry(provider.id, model.id, PRICE_SOURCE_GENAI_PRICES, model.prices)
         for at in _instants_for(model):
             plan = entry.plan_at(at)
             for usage in _usages_for(model):
@@ -118,7 +148,7 @@ def test_plans_identical_to_genai_prices_for_every_bundled_model(provider: Provi
                     usage.cache_write_tokens,
                     usage.reasoning_tokens,
                 )
-                total, parts = plan.apply(values)
+                total, parts = plan.decimal(values)
                 assert total.as_tuple() == reference.total_price.as_tuple(), (model.id, usage, at)
                 assert parts[3].as_tuple() == reference.output_price.as_tuple(), (model.id, usage, at)
                 assert sum(parts[:3], Decimal(0)) == reference.input_price, (model.id, usage, at)
@@ -689,104 +719,379 @@ def test_unpriced_counts_is_a_read_only_copy(book: PriceBook) -> None:
         counts["x"] = 1  # type: ignore[index]
 
 
-# --- PriceBook._quote: the processor's fast path must agree with price() -----------------------
+# --- the span path: PriceBook._cost_attributes, the processor's one pricing entry ----------------
+#
+# These tests call ``_cost_attributes`` (internal): it is the contract between the price book and
+# CostSpanProcessor, and what it must give is the public outcome, ``price()`` of the span's call
+# written as cost attributes.
+
+AT_NS = int(AT.timestamp()) * 10**9
+#: Overrides with cache rates and two tiers, odd rates, a free and a provider-pinned model.
+TIERED_OVERRIDES: dict[str, dict[str, object]] = {
+    "private-model": {
+        "input": 3,
+        "output": 15,
+        "cached_input": 0.3,
+        "cache_write": 3.75,
+        "tiers": [
+            {"above": 200_000, "input": 6, "output": 22.5, "cached_input": 0.6, "cache_write": 7.5},
+            {"above": 1_000_000, "input": "6.125", "output": 30, "cached_input": 0.65, "cache_write": 8},
+        ],
+    },
+    "odd-rates": {"input": "1.234567", "output": "7.654321", "cached_input": "0.0000001"},
+    "free-model": {"input": 0, "output": 0},
+    "pinned-model": {"provider": "anthropic", "input": 1, "output": 2, "cache_write": 1.25},
+}
 
 
-def _assert_quote_matches(book: PriceBook, call: LlmCall, start_ns: int) -> bool:
-    """``_quote`` is None, or gives exactly the figures price() publishes; True if it answered."""
-    usage = call.usage
-    counts = (
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cache_read_tokens,
-        usage.cache_write_tokens,
-        usage.reasoning_tokens,
-    )
-    quote = book._quote(call.model, call.provider, call.server_address, counts, start_ns)
-    if quote is None:
-        return False
-    cost = book.price(call, at=datetime.fromtimestamp(start_ns / 1e9, tz=UTC))
-    assert cost.status == STATUS_PRICED, (call, cost.reason)
-    expected = (
-        to_nanos(cost.total),
-        float(cost.input),
-        float(cost.cache_read),
-        float(cost.cache_write),
-        float(cost.output),
-        cost.provider,
-        cost.model,
-        cost.source,
-    )
-    assert quote == expected, call
-    return True
+def _span(model: object, provider: object, usage: TokenUsage, **extra: object) -> dict[str, Any]:
+    """An LLM span's attributes in the current GenAI names (parts only when not 0)."""
+    attributes: dict[str, Any] = {
+        conv.GEN_AI_OPERATION_NAME: "chat",
+        conv.GEN_AI_RESPONSE_MODEL: model,
+        conv.GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
+        conv.GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
+    }
+    if provider is not None:
+        attributes[conv.GEN_AI_PROVIDER_NAME] = provider
+    for key, value in (
+        (conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens),
+        (conv.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, usage.cache_write_tokens),
+        (conv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
+    ):
+        if value:
+            attributes[key] = value
+    attributes.update(extra)
+    return attributes
 
 
-def test_quote_identical_to_price_for_every_bundled_model() -> None:
-    """Every bundled model x usage x instant: the fast quote is absent or exactly price()'s figures."""
+def _expected(book: PriceBook, attributes: dict[str, Any], start_ns: int) -> dict[str, Any]:
+    """The span's attributes plus price() of its call (as read_usage reads it), written as attributes."""
+    own = dict(attributes)
+    reading = read_usage(own)
+    assert reading is not None and reading.kind == "billable" and reading.call is not None
+    partial = own.get(conv.COST_STATUS) == conv.STATUS_PARTIAL
+    cost = book.price(reading.call, at=datetime_of(start_ns))
+    write_breakdown(own, cost, conv.STATUS_PARTIAL if partial else None)
+    return own
+
+
+def _assert_same(ours: dict[str, Any] | None, expected: dict[str, Any], context: object) -> None:
+    """Same keys in the same order, same types and values; floats bit for bit."""
+    assert ours is not None, context
+    assert list(ours) == list(expected), context
+    for key, value in ours.items():
+        other = expected[key]
+        assert type(value) is type(other), (key, value, other, context)
+        if isinstance(value, float):
+            assert struct.pack("<d", value) == struct.pack("<d", other), (key, value, other, context)
+        else:
+            assert value == other, (key, value, other, context)
+
+
+@pytest.fixture
+def integer_answers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the spans the integer shortcut prices (the others go through price())."""
+    answered = [0]
+    original = Plan.span_costs
+
+    def counting(plan: Plan, counts: tuple[int, int, int, int, int]) -> Any:
+        result = original(plan, counts)
+        answered[0] += result is not None
+        return result
+
+    monkeypatch.setattr(Plan, "span_costs", counting)
+    return answered
+
+
+def test_span_costs_identical_to_price_for_every_bundled_model(integer_answers: list[int]) -> None:
+    """Every bundled model x usage x instant: a span's cost attributes are price()'s, mostly in integers."""
     book = PriceBook()
-    checked = answered = 0
+    checked = 0
     for provider in BUNDLED_PROVIDERS:
         for model in provider.models:
-            instants = [
-                at + shift for at in _instants_for(model) for shift in (timedelta(0), timedelta(days=2))
-            ]
-            for at in instants:
+            for at in _instants_for(model):
                 start_ns = (
                     int(at.replace(tzinfo=at.tzinfo or UTC).timestamp()) * 10**9 + at.microsecond * 1000
                 )
-                for usage in _usages_for(model):
-                    call = _call(model.id, provider.id, usage)
-                    if book.price(call, at=AT).status == STATUS_INVALID_USAGE:
-                        continue  # the processor never asks _quote for counts that do not fit
+                for usage in [
+                    *_usages_for(model),
+                    TokenUsage(10**10, 10**10, 10**10 // 2, 10**10 // 2, 10**10),
+                ]:
+                    attributes = _span(model.id, provider.id, usage)
+                    if read_usage(attributes).kind != "billable":  # type: ignore[union-attr]
+                        continue
                     checked += 1
-                    answered += _assert_quote_matches(book, call, start_ns)
-    assert answered > checked // 2  # the fast path is taken for most calls, not silently skipped
+                    expected = _expected(book, attributes, start_ns)
+                    _assert_same(book._cost_attributes(attributes, start_ns), expected, (model.id, usage, at))
+    assert checked > 10_000
+    assert integer_answers[0] > checked // 2  # the shortcut is taken, not silently skipped
 
 
-def test_quote_near_a_price_change_is_left_to_price() -> None:
-    """A start time within a second of a dated price change gets no quote; farther away it does."""
+@pytest.mark.parametrize(("input_tokens", "nanos"), [(1, 0), (3, 2), (5, 2), (7, 4), (2, 1)])
+def test_half_nanos_round_half_to_even(input_tokens: int, nanos: int) -> None:
+    """$0.0005 per 1M tokens is half a nano-USD per token: ties round to even, on spans and in to_nanos."""
+    book = PriceBook({"m": {"input": "0.0005", "output": 0}}, use_genai_prices=False)
+    attributes = _span("m", None, TokenUsage(input_tokens, 0))
+    costed = book._cost_attributes(attributes, AT_NS)
+    assert costed is not None and costed[conv.COST_DIRECT_NANOS] == nanos
+    assert to_nanos(book.price(_call("m", None, TokenUsage(input_tokens, 0)), at=AT).total) == nanos
+
+
+@pytest.mark.parametrize(
+    ("rate", "input_tokens"),
+    [
+        ("8589934.592", 2**20),  # 2**53 nano-USD exactly
+        ("8589934.592", 2**20 + 1),  # above 2**53 nano-USD: no longer an exact double
+        ("1.000001", 9_007_190_000),
+        ("1.000001", 10**10),
+        ("0." + "0" * 40 + "1", 10**6),  # a scale of 10**47
+        (2**63, 1),
+    ],
+)
+def test_large_figures_stay_exact(rate: object, input_tokens: int) -> None:
+    """Figures beyond 64 bits or exact doubles are priced exactly as price() prices them."""
+    book = PriceBook({"m": {"input": rate, "output": 0}}, use_genai_prices=False)
+    attributes = _span("m", None, TokenUsage(input_tokens, 0))
+    _assert_same(book._cost_attributes(attributes, AT_NS), _expected(book, attributes, AT_NS), rate)
+
+
+def test_span_figures_are_the_documented_ones() -> None:
+    """A spot check against hand-computed figures: a tiered override with cache rates on a span."""
+    book = PriceBook(TIERED_OVERRIDES, use_genai_prices=False)
+    costed = book._cost_attributes(
+        _span("private-model", "vllm", TokenUsage(10_000, 800, 6_000, 2_000)), AT_NS
+    )
+    assert costed is not None
+    # 2,000 uncached at $3, 6,000 read at $0.30, 2,000 written at $3.75, 800 out at $15 (per 1M).
+    assert costed[conv.COST_DIRECT_NANOS] == 27_300_000
+    assert costed[conv.COST_DIRECT] == costed[conv.GEN_AI_USAGE_COST] == 0.0273
+    assert (costed[conv.COST_INPUT], costed[conv.COST_CACHE_READ], costed[conv.COST_CACHE_WRITE]) == (
+        0.006,
+        0.0018,
+        0.0075,
+    )
+    assert costed[conv.COST_OUTPUT] == 0.012
+    assert (costed[conv.COST_STATUS], costed[conv.COST_PRICE_SOURCE], costed[conv.COST_MODEL]) == (
+        conv.STATUS_PRICED,
+        conv.PRICE_SOURCE_OVERRIDE,
+        "private-model",
+    )
+
+
+def test_span_at_a_price_change_takes_the_price_of_its_start() -> None:
+    """A span starting 1 ns before a dated change pays the old price, one starting at it the new one."""
     book = PriceBook(
         {"m": {"input": 3, "output": 15, "changes": [{"start_date": "2026-06-01", "input": 2, "output": 10}]}}
     )
     change = int(datetime(2026, 6, 1, tzinfo=UTC).timestamp()) * 10**9
-    call = _call("m", "openai", TokenUsage(1_000_000, 0))
-    for offset in (-(10**9) + 1, -1, 0, 1, 10**9 - 1):
-        assert book._quote("m", "openai", None, (1_000_000, 0, 0, 0, 0), change + offset) is None
-    for offset, dollars in ((-(10**9), 3), (10**9, 2)):
-        assert _assert_quote_matches(book, call, change + offset)
-        assert (
-            book._quote("m", "openai", None, (1_000_000, 0, 0, 0, 0), change + offset)[0] == dollars * 10**9
-        )  # type: ignore[index]
+    attributes = _span("m", "openai", TokenUsage(1_000_000, 0))
+    for offset, dollars in ((-(10**9), 3), (-1, 3), (0, 2), (1, 2)):
+        costed = book._cost_attributes(attributes, change + offset)
+        assert costed is not None and costed[conv.COST_DIRECT_NANOS] == dollars * 10**9, offset
+        _assert_same(costed, _expected(book, attributes, change + offset), offset)
 
 
-def test_quote_leaves_unknown_models_to_price() -> None:
-    """No quote for a model without a price, so price() counts and flags it as before."""
-    book = PriceBook({"m": {"input": 1, "output": 1}}, use_genai_prices=False)
-    assert book._quote("other", "openai", None, (1, 1, 0, 0, 0), 10**18) is None
-    assert book._quote(None, "openai", None, (1, 1, 0, 0, 0), 10**18) is None
-    assert book.unpriced_counts == {}
+def test_span_time_of_day_prices(book: PriceBook) -> None:
+    """deepseek-chat's off-peak window applies to a span by its start time, as price() applies it."""
+    attributes = _span("deepseek-chat", "deepseek", TokenUsage(1_000_000, 1_000_000))
+    totals = set()
+    for hour in (0, 1, 12, 16, 17, 23):
+        start_ns = int(datetime(2026, 1, 5, hour, 15, tzinfo=UTC).timestamp()) * 10**9
+        costed = book._cost_attributes(attributes, start_ns)
+        _assert_same(costed, _expected(book, attributes, start_ns), hour)
+        totals.add(costed[conv.COST_DIRECT_NANOS])  # type: ignore[index]
+    assert len(totals) == 2
 
 
-@pytest.mark.parametrize("start_ns", [None, 0, -(10**18), 2**63, 1.5e18], ids=repr)
-def test_quote_with_odd_start_times(start_ns: object) -> None:
-    """A start time that is missing or cannot be a datetime never gets a dated plan from the fast path."""
+@pytest.mark.parametrize("start_ns", [None, 0, -(10**18), 2**63, 1.5e18, "x"], ids=repr)
+def test_span_with_odd_start_times(start_ns: object) -> None:
+    """A start time that is missing or no time prices at now; any other prices by its date."""
+    flat = PriceBook({"m": {"input": 3, "output": 15}}, use_genai_prices=False)
+    costed = flat._cost_attributes(_span("m", None, TokenUsage(10**6, 0)), start_ns)  # type: ignore[arg-type]
+    assert costed is not None and costed[conv.COST_DIRECT_NANOS] == 3 * 10**9
     dated = PriceBook(
-        {"m": {"input": 3, "output": 15, "changes": [{"start_date": "2026-06-01", "input": 2, "output": 10}]}}
+        {
+            "m": {
+                "input": 3,
+                "output": 15,
+                "changes": [{"start_date": "2000-01-01", "input": 2, "output": 10}],
+            }
+        },
+        use_genai_prices=False,
     )
-    assert dated._quote("m", None, None, (1, 1, 0, 0, 0), start_ns) is None  # type: ignore[arg-type]
-    flat = PriceBook({"m": {"input": 3, "output": 15}})
-    quote = flat._quote("m", None, None, (10**6, 0, 0, 0, 0), start_ns)  # type: ignore[arg-type]
-    fits = start_ns is None or (type(start_ns) is int and -(2**63) < start_ns < 2**63)
-    assert (quote is not None and quote[0] == 3 * 10**9) if fits else quote is None
+    costed = dated._cost_attributes(_span("m", None, TokenUsage(10**6, 0)), start_ns)  # type: ignore[arg-type]
+    before_2000 = type(start_ns) in (int, float) and start_ns and start_ns < 946_684_800 * 10**9  # type: ignore[operator]
+    assert costed is not None and costed[conv.COST_DIRECT_NANOS] == (3 if before_2000 else 2) * 10**9
 
 
-def test_quote_follows_a_non_default_decimal_context() -> None:
-    """Under a lower Decimal precision the quote computes as price() does, in that context."""
-    book = PriceBook({"m": {"input": "1.234567", "output": "7.654321"}})
-    call = _call("m", None, TokenUsage(987_654_321, 123_456_789))
-    default = book._quote("m", None, None, (987_654_321, 123_456_789, 0, 0, 0), 10**18)
-    with localcontext() as ctx:
-        ctx.prec = 14
-        assert _assert_quote_matches(book, call, 10**18)
-        low = book._quote("m", None, None, (987_654_321, 123_456_789, 0, 0, 0), 10**18)
-    assert low != default  # so the context is honoured, not the exact integer path
+@pytest.mark.parametrize("context", [{"prec": 14}, {"prec": 27}, {"Emax": 999}, {"Emin": -999}], ids=repr)
+def test_span_follows_a_non_default_decimal_context(context: dict[str, int]) -> None:
+    """Under another Decimal context a span costs what price() gives in that context."""
+    book = PriceBook(TIERED_OVERRIDES, use_genai_prices=False)
+    attributes = _span("odd-rates", None, TokenUsage(987_654_321, 123_456_789, 1_000))
+    default = book._cost_attributes(attributes, AT_NS)
+    with localcontext(**context):  # type: ignore[arg-type]
+        low = book._cost_attributes(attributes, AT_NS)
+        _assert_same(low, _expected(book, attributes, AT_NS), context)
+    if context.get("prec") == 14:
+        assert low != default  # the context is honoured, not the exact integers
+
+
+def test_span_path_uses_new_price_data() -> None:
+    """When genai-prices' data changes, the next span is priced from the new data, and back."""
+    book = PriceBook()
+    attributes = _span("gpt-4o", "openai", TokenUsage(1_000_000, 0))
+    assert book._cost_attributes(attributes, AT_NS)[conv.COST_DIRECT_NANOS] == 2_500_000_000  # type: ignore[index]
+    with updated_gpt_4o_prices():
+        assert book._cost_attributes(attributes, AT_NS)[conv.COST_DIRECT_NANOS] == 7 * 10**9  # type: ignore[index]
+    assert book._cost_attributes(attributes, AT_NS)[conv.COST_DIRECT_NANOS] == 2_500_000_000  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        ({conv.GEN_AI_OPERATION_NAME: "invoke_agent"}, conv.STATUS_AGGREGATE),
+        ({conv.OI_SPAN_KIND: "CHAIN"}, conv.STATUS_AGGREGATE),
+        ({conv.COST_STATUS: conv.STATUS_PARTIAL}, conv.STATUS_PARTIAL),
+        ({conv.GEN_AI_USAGE_INPUT_TOKENS: -1}, conv.STATUS_INVALID_USAGE),
+        ({conv.GEN_AI_USAGE_INPUT_TOKENS: "1500"}, conv.STATUS_PRICED),
+        ({conv.GEN_AI_RESPONSE_MODEL: "no-such-model-xyz"}, conv.STATUS_UNPRICED),
+    ],
+    ids=repr,
+)
+def test_span_outcomes(extra: dict[str, object], status: str) -> None:
+    """Aggregates, partial usage, unreadable counts and unknown models get their status on spans."""
+    book = PriceBook(TIERED_OVERRIDES)
+    costed = book._cost_attributes(_span("private-model", None, TokenUsage(1_500, 500), **extra), AT_NS)
+    assert costed is not None and costed[conv.COST_STATUS] == status
+    assert costed[conv.COST_CURRENCY] == conv.CURRENCY_USD
+    assert (conv.COST_DIRECT_NANOS in costed) == (status in (conv.STATUS_PRICED, conv.STATUS_PARTIAL))
+    assert (conv.COST_STATUS_REASON in costed) == (status not in (conv.STATUS_PRICED, conv.STATUS_PARTIAL))
+
+
+def test_span_without_usage_needs_no_cost_attributes() -> None:
+    """A span without usage is no call: None; a model call without usage is flagged unpriced."""
+    book = PriceBook(TIERED_OVERRIDES, use_genai_prices=False)
+    assert book._cost_attributes({"http.request.method": "POST"}, AT_NS) is None
+    missing = book._cost_attributes({conv.GEN_AI_OPERATION_NAME: "chat"}, AT_NS)
+    assert missing is not None and missing[conv.COST_STATUS] == conv.STATUS_UNPRICED
+
+
+def test_unknown_model_on_spans_is_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """Spans of an unknown model count in unpriced_counts and warn once, as price() does."""
+    book = PriceBook(use_genai_prices=False)
+    with caplog.at_level(logging.WARNING, logger="otel_costs.pricing._book"):
+        for _ in range(3):
+            book._cost_attributes(_span("no-such-model-xyz", "openai", TokenUsage(10, 10)), AT_NS)
+    assert dict(book.unpriced_counts) == {"openai/no-such-model-xyz": 3}
+    assert sum("no-such-model-xyz" in record.getMessage() for record in caplog.records) == 1
+
+
+class _FixedPriceBook(PriceBook):
+    """A price book with its own price(): every call costs $1."""
+
+    def price(self, call: LlmCall, *, at: datetime | None = None) -> CostBreakdown:
+        one = Decimal(1)
+        return CostBreakdown(STATUS_PRICED, one, one, Decimal(0), Decimal(0), Decimal(0), "p", "m", "s", None)
+
+
+def test_span_path_asks_a_subclass_price() -> None:
+    """A subclass that overrides price() prices its spans through it."""
+    costed = _FixedPriceBook()._cost_attributes(_span("gpt-4o", "openai", TokenUsage(10, 10)), AT_NS)
+    assert costed is not None
+    assert (costed[conv.COST_DIRECT_NANOS], costed[conv.COST_MODEL]) == (10**9, "m")
+
+
+class _Str(str):
+    """A str subclass, as a bridge might hand over."""
+
+
+_COUNTS: tuple[object, ...] = (0, 1, 7, 1_500, 200_001, 10**10, 10**10 + 1, -1, 2**64, True, 1.0, 1.5)
+_COUNTS += (float("nan"), "12", " 12", None, _Str("5"))
+_POOLS: tuple[tuple[str, tuple[object, ...]], ...] = (
+    *((key, _COUNTS) for key in (*conv.INPUT_KEYS, *conv.OUTPUT_KEYS, *conv.CACHE_READ_KEYS)),
+    *((key, _COUNTS) for key in (*conv.CACHE_WRITE_KEYS, *conv.REASONING_KEYS, *conv.TOTAL_KEYS)),
+    *(
+        (key, ("gpt-4o", " gpt-4o ", "private-model", "o3", "sonar", "whisper-large-v3", "", 5, None))
+        for key in conv.MODEL_KEYS
+    ),
+    *((key, ("openai", " OpenAI ", "anthropic", "vllm", "groq", "", 3, None)) for key in conv.PROVIDER_KEYS),
+    *((key, ("api.openai.com", "localhost", "api.groq.com", "", None, 1)) for key in conv.SERVER_KEYS),
+    (conv.GEN_AI_OPERATION_NAME, ("chat", "embeddings", *sorted(conv.AGGREGATE_OPERATIONS), "", 1, None)),
+    (conv.OI_SPAN_KIND, ("LLM", "AGENT", "chain", "", None, 2)),
+    (conv.TRACELOOP_SPAN_KIND, ("llm", "workflow", "", None)),
+    (conv.COST_STATUS, (conv.STATUS_PARTIAL, _Str(conv.STATUS_PARTIAL), "PARTIAL", None, 1)),
+    (conv.COST_DIRECT, (0.5, None, "x")),
+    (conv.COST_CURRENCY, ("EUR",)),
+)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_fuzzed_span_attributes(seed: int) -> None:
+    """Seeded random attributes and start times: never an exception, the input unchanged, and the
+    same attributes as the price() route gives them."""
+    rng = random.Random(seed)
+    book = PriceBook(TIERED_OVERRIDES)
+    for _ in range(1_500):
+        attributes: dict[str, Any] = {}
+        if rng.random() < 0.8:
+            attributes = _span(
+                rng.choice(("gpt-4o", "claude-sonnet-4-5", "private-model", "odd-rates", "o3")),
+                rng.choice(("openai", "anthropic", None)),
+                TokenUsage(rng.choice((0, 7, 1_500, 200_001, 10**6)), rng.choice((0, 300, 10**5)), 0, 0, 0),
+            )
+        for _ in range(rng.choice((0, 1, 2, 4))):
+            key, pool = rng.choice(_POOLS)
+            attributes[key] = rng.choice(pool)
+        start_ns = rng.choice((AT_NS, AT_NS, None, 0, 1.5, 2**63))
+        before = list(attributes.items())
+        costed = book._cost_attributes(attributes, start_ns)  # type: ignore[arg-type]
+        assert list(attributes.items()) == before or any(v != v for _, v in before)
+        reference = book._priced_attributes(attributes, start_ns)
+        if costed is None or reference is None:
+            assert costed is reference
+        elif not any(isinstance(v, float) and v != v for v in costed.values()):
+            _assert_same(costed, reference, attributes)
+
+
+def test_concurrent_span_pricing_while_the_memo_evicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads pricing many models while a small memo evicts get what one thread gets."""
+    monkeypatch.setattr(_book, "_MAX_MEMO", 8)
+    models = [(provider.id, model.id) for provider in BUNDLED_PROVIDERS[:6] for model in provider.models][:64]
+    spans = [
+        _span(model, provider, TokenUsage(1_000 + index, 70, 10))
+        for index, (provider, model) in enumerate(models)
+    ]
+    expected = [PriceBook()._cost_attributes(span, AT_NS) for span in spans]
+    book = PriceBook()
+    barrier = threading.Barrier(4)
+    results: list[list[Any]] = [[] for _ in range(4)]
+
+    def work(slot: int) -> None:
+        barrier.wait()
+        results[slot] = [book._cost_attributes(span, AT_NS) for span in spans * 5]
+
+    threads = [threading.Thread(target=work, args=(slot,)) for slot in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(result == expected * 5 for result in results)
+    assert len(book._state.routes) <= 8
+
+
+def test_import_loads_no_genai_prices() -> None:
+    """Importing otel_costs.pricing or making a PriceBook loads no genai-prices; the first price does."""
+    code = (
+        "import sys\n"
+        "from otel_costs.pricing import LlmCall, PriceBook, TokenUsage\n"
+        "loaded = lambda: sorted(m for m in sys.modules if m.split('.')[0] == 'genai_prices')\n"
+        "assert loaded() == [], loaded()\n"
+        "book = PriceBook()\n"
+        "assert loaded() == [], loaded()\n"
+        "book.price(LlmCall('gpt-4o', 'openai', None, TokenUsage(1, 1)))\n"
+        "assert 'genai_prices.data' in loaded(), loaded()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]

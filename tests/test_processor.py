@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 import pytest
@@ -22,6 +23,8 @@ from otel_costs import conventions as conv
 from otel_costs.metrics import CostMetrics
 from otel_costs.pipeline import CostListener
 from otel_costs.pipeline._spans import with_attributes, with_events
+from otel_costs.pricing._plans import Plan
+from otel_costs.pricing._usage import LlmCall
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
 
 
@@ -581,3 +584,81 @@ def test_aggregate_operations_without_usage_get_no_cost_status(
     tracer = pipeline.tracer_provider.get_tracer("t")
     tracer.start_span("op", attributes={"gen_ai.operation.name": operation}).end()
     assert conv.COST_STATUS not in pipeline.attributes("op")
+
+
+# --- fast path -----------------------------------------------------------------------------
+
+
+class PassThroughPriceBook(otel_costs.PriceBook):
+    """A subclass that overrides price() (unchanged): the processor then never takes its fast path."""
+
+    def price(self, call: LlmCall, *, at: datetime | None = None) -> otel_costs.CostBreakdown:
+        return super().price(call, at=at)
+
+
+FAST_PATH_CASES: list[dict[str, Any]] = [
+    chat("gpt-5.2", 1500, 500),
+    chat("gpt-5.2", 1500, 500, **{"gen_ai.usage.cache_read.input_tokens": 1000}),
+    chat(
+        "claude-sonnet-4-5",
+        40_000,
+        1_200,
+        **{"gen_ai.usage.cache_read.input_tokens": 30_000, "gen_ai.usage.cache_creation.input_tokens": 5_000},
+    ),
+    chat("gpt-4o", 123_457, 9_876, **{"gen_ai.usage.reasoning.output_tokens": 5_000}),  # genai-prices
+    chat("gemini-2.5-pro", 250_000, 2_000),  # tiered in genai-prices
+    chat("gpt-5.2", 1500, 500, **{conv.COST_STATUS: conv.STATUS_PARTIAL}),
+    chat("gpt-5.2", 1500, 500, **{conv.GEN_AI_RESPONSE_ID: "r-1"}),
+    chat("gpt-5.2", 1500, 500, **{conv.GEN_AI_RESPONSE_ID: "r-1"}),  # the duplicate
+    chat("no-such-model-xyz", 10, 10),
+    chat("gpt-5.2", 1500.0, 500),
+    chat("gpt-5.2", 10, 500, **{"gen_ai.usage.cache_read.input_tokens": 11}),
+    chat("gpt-5.2", 1500, 500, **{conv.GEN_AI_OPERATION_NAME: "invoke_agent"}),
+    {conv.GEN_AI_OPERATION_NAME: "chat", conv.GEN_AI_REQUEST_MODEL: "gpt-5.2"},
+    {"http.method": "GET"},
+]
+
+
+def _exported(price_book: otel_costs.PriceBook) -> tuple[list[list[tuple[str, Any]]], list[tuple[str, int]]]:
+    """The attributes (in order) of FAST_PATH_CASES exported through a processor, and the listened costs."""
+    h = make_harness(price_book=price_book)
+    tracer = h.provider.get_tracer("t")
+    with tracer.start_as_current_span("root"):
+        for index, attributes in enumerate(FAST_PATH_CASES):
+            tracer.start_span(f"call {index}", attributes=attributes, start_time=1_780_000_000 * 10**9).end()
+    spans = sorted(h.exporter.get_finished_spans(), key=lambda span: span.name)
+    h.provider.shutdown()
+    return [list((span.attributes or {}).items()) for span in spans], sorted(h.costs)
+
+
+def test_fast_path_exports_exactly_what_the_price_book_path_does() -> None:
+    """Spans priced on the fast path carry the same attributes, in the same order, as through price()."""
+    overrides: dict[str, dict[str, object]] = {
+        "gpt-5.2": {"input": 3, "output": 15, "cached_input": 0.3},
+        "claude-sonnet-4-5": {"input": 3, "output": 15, "cached_input": 0.3, "cache_write": 3.75},
+    }
+    fast = _exported(otel_costs.PriceBook(overrides))
+    slow = _exported(PassThroughPriceBook(overrides))
+    assert fast == slow
+    assert sum(1 for _, nanos in fast[1] if nanos > 0) >= 6  # really priced, not all skipped
+    # The book's own route prices a PriceBook's spans; a subclass's price() is asked for its own.
+    assert otel_costs.PriceBook(overrides)._own_route is True
+    assert PassThroughPriceBook(overrides)._own_route is False
+
+
+def test_fast_path_failure_falls_back_to_the_price_book(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If the fast quote raises, the span is priced through price() and the error is logged."""
+    book = fixed_price_book()
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("quote bug")
+
+    monkeypatch.setattr(Plan, "span_costs", broken)
+    h = make_harness(price_book=book)
+    with caplog.at_level(logging.ERROR, logger="otel_costs"):
+        attrs = h.run("chat", chat("gpt-5.2", 1500, 500))
+    assert attrs[conv.COST_DIRECT_NANOS] == 12_000_000
+    assert "fast pricing failed" in caplog.text
+    h.provider.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -10,6 +11,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
 import otel_costs
+import otel_costs.testing
 from otel_costs import conventions as conv
 from otel_costs.pricing._usage import LlmCall, TokenUsage
 from otel_costs.testing import FIXED_PRICES, InMemoryPipeline, fixed_price_book
@@ -120,19 +122,24 @@ def test_clear_forgets_exported_spans(pipeline: InMemoryPipeline, run_hierarchic
     assert len(pipeline.spans()) == 6
 
 
-def test_cost_listeners_are_called(llm_call: LlmCallFn) -> None:
-    """cost_listeners get each billable span and its direct cost in nano-USD."""
-    seen: list[tuple[str, int]] = []
+class _Seen:
+    """A CostListener that keeps each span's name and cost and keeps the span."""
 
-    def listener(span: ReadableSpan, nanos: int) -> None:
-        seen.append((span.name, nanos))
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
 
-    pipeline = InMemoryPipeline(cost_listeners=[listener])
-    llm_call(
-        pipeline.tracer_provider, "gpt-5.2", 1500, 500, **{conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 0}
-    )
+    def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> ReadableSpan | None:
+        self.seen.append((span.name, cost_nanos))
+        return None
+
+
+def test_listeners_are_called(llm_call: LlmCallFn) -> None:
+    """listeners get each billable span and its direct cost in nano-USD."""
+    listener = _Seen()
+    pipeline = InMemoryPipeline(listeners=[listener])
+    llm_call(pipeline.tracer_provider, "gpt-5.2", 1500, 500, **{conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 0})
     pipeline.shutdown()
-    assert seen == [("chat gpt-5.2", 12_000_000)]
+    assert listener.seen == [("chat gpt-5.2", 12_000_000)]
 
 
 def test_shutdown_flushes_and_stops(pipeline: InMemoryPipeline, run_hierarchical: RunFn) -> None:
@@ -140,3 +147,14 @@ def test_shutdown_flushes_and_stops(pipeline: InMemoryPipeline, run_hierarchical
     run_hierarchical(pipeline.tracer_provider)
     pipeline.shutdown()
     assert len(pipeline.exporter.get_finished_spans()) == 6
+
+
+def test_public_names_are_exactly_all_and_name_their_public_module() -> None:
+    """otel_costs.testing exposes exactly its sorted __all__, each defined as otel_costs.testing.X."""
+    module = otel_costs.testing
+    assert module.__all__ == sorted(module.__all__)
+    assert {name for name in vars(module) if not name.startswith("_")} == set(module.__all__)
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if isinstance(obj, type) or inspect.isfunction(obj):
+            assert obj.__module__ == "otel_costs.testing", (name, obj.__module__)

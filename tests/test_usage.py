@@ -1,4 +1,4 @@
-"""Reading token usage from span attributes (otel_costs.pricing._usage)."""
+"""Reading token usage from span attributes (otel_costs.pricing.read_usage and its fast front)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.util.types import AttributeValue
 
 from otel_costs import conventions as conv
-from otel_costs.pricing._usage import (
-    MAX_TOKENS,
-    LlmCall,
-    TokenUsage,
-    UsageReading,
-    billable_counts,
-    read_usage,
-    usage_problem,
-)
+from otel_costs.pricing import LlmCall, TokenUsage, UsageReading, read_usage
+from otel_costs.pricing._usage import MAX_TOKENS, billable_counts, usage_problem
 
 
 @pytest.fixture
@@ -333,7 +326,10 @@ def test_never_raises_on_a_broken_mapping(caplog: pytest.LogCaptureFixture) -> N
     ],
 )
 def test_usage_problem(usage: TokenUsage, fragment: str | None) -> None:
-    """usage_problem accepts consistent counts and names what is wrong with the others."""
+    """usage_problem accepts consistent counts and names what is wrong with the others.
+
+    Internal (usage_problem): it is the reason text price() gives for invalid_usage.
+    """
     problem = usage_problem(usage)
     if fragment is None:
         assert problem is None
@@ -422,7 +418,10 @@ class _IntLike(int):
     ids=lambda attributes: repr(attributes)[:80],
 )
 def test_billable_counts_agrees_with_read_usage(attributes: dict[str, object]) -> None:
-    """billable_counts answers exactly for the spans read_usage reads as billable, with the same call."""
+    """billable_counts answers exactly for the spans read_usage reads as billable, with the same call.
+
+    Internal (billable_counts): the span path's fast reader must never read a span differently.
+    """
     fast = billable_counts(attributes)
     reading = read_usage(attributes)
     if fast is None:
@@ -459,6 +458,9 @@ def _counts_are_ints(attributes: Mapping[str, object]) -> bool:
 
 
 def test_billable_counts_answers_for_int_counts() -> None:
-    """The common layouts, with int counts, take the fast path (it is not silently always None)."""
+    """The common layouts, with int counts, take the fast path (it is not silently always None).
+
+    Internal (billable_counts): the span path's fast reader.
+    """
     answered = [case for case in AGREEMENT_CASES if billable_counts(case) is not None]
     assert len(answered) >= 12

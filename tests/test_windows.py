@@ -1,4 +1,8 @@
-"""Budget windows: calendar days and months across DST and rollovers, rolling buckets, parsing."""
+"""Budget windows: calendar days and months across DST and rollovers, rolling buckets, parsing.
+
+Internal: windows are private (``otel_costs.budgets._windows``); a budget names its window as text
+(``day``, ``month``, ``1h``), and these tests pin the bucket arithmetic that text turns into.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,12 @@ import pytest
 
 from otel_costs.budgets._windows import (
     CalendarWindow,
-    ManualClock,
     RollingWindow,
     WindowError,
     parse_duration,
     parse_window,
 )
+from otel_costs.testing import ManualClock
 
 
 def at(zone: str, *args: int) -> float:

@@ -14,8 +14,6 @@ import logging
 import queue
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -155,6 +153,9 @@ Poster = Callable[[str, bytes, Mapping[str, str], float], int]
 
 
 def _urllib_post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
+    import urllib.error  # here, not at import: only a webhook sink posts
+    import urllib.request
+
     request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:

@@ -6,130 +6,39 @@ GenAI semantics (input tokens include cached ones, output tokens include reasoni
 
 It never holds an unbounded body: a JSON body is kept whole only up to ``max_body_bytes``; past
 that only its head and tail are kept (the usage record is at the end of every provider's body).
-An SSE stream is cut at event boundaries; only events that can carry the model or the usage
-are parsed (a cheap byte search decides), and an event longer than ``max_event_bytes`` is dropped.
+An SSE stream goes to ``_sse.SseBody``. Content decoding (gzip, deflate, brotli) is bounded too.
 Nothing here raises on bad input: problems end up in ``CaptureResult.problem``.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 import re
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from otel_costs import conventions as conv
+from otel_costs.capture._dialects import GEMINI_GENERATE, CallState, loads_json
+from otel_costs.capture._sse import EventHandler, SseBody
+from otel_costs.pricing._usage import TokenUsage
 
-# --- API dialects: the wire format of a request path --------------------------------------------
-OPENAI_CHAT: Final = "openai.chat_completions"
-OPENAI_COMPLETIONS: Final = "openai.completions"
-OPENAI_RESPONSES: Final = "openai.responses"
-OPENAI_EMBEDDINGS: Final = "openai.embeddings"
-ANTHROPIC_MESSAGES: Final = "anthropic.messages"
-GEMINI_GENERATE: Final = "gemini.generate_content"
-
-_MAX_TOKENS: Final = 2**53
 _HEAD_BYTES: Final = 64 * 1024
 _TAIL_BYTES: Final = 256 * 1024
 _DECODE_STEP: Final = 256 * 1024
 _MODEL_RE: Final = re.compile(r'"model"\s*:\s*"([^"\\]{1,256})"')
 _MODEL_VERSION_RE: Final = re.compile(r'"modelVersion"\s*:\s*"([^"\\]{1,256})"')
-_DECODER: Final = json.JSONDecoder()
-_JSON_WHITESPACE: Final = " \t\n\r"
-
-
-def loads_json(data: bytes) -> Any:
-    """``json.loads(data)``, quicker for the usual UTF-8 object or array: same result, same errors.
-
-    ``json.loads`` of bytes first guesses the encoding and runs two whitespace regexes, about
-    half of its time on a small body. A body starting with ``{`` or ``[`` can only be UTF-8 (a
-    UTF-16/32 body or a BOM starts otherwise), so it is decoded and scanned directly; anything
-    else goes to ``json.loads``. Raises ``ValueError`` (``JSONDecodeError``, ``UnicodeDecodeError``).
-    """
-    if data[:1] not in (b"{", b"["):
-        return json.loads(data)
-    text = data.decode("utf-8")
-    obj, end = _DECODER.raw_decode(text)
-    if end != len(text) and text[end:].strip(_JSON_WHITESPACE):
-        raise json.JSONDecodeError("Extra data", text, end)
-    return obj
-
-
-@dataclass(frozen=True)
-class ApiCall:
-    """What a request path says about an LLM API call."""
-
-    dialect: str
-    """The wire format, one of the dialect constants of this module."""
-    operation: str
-    """``gen_ai.operation.name``: ``chat``, ``text_completion``, ``embeddings`` or ``generate_content``."""
-    provider: str
-    """The ``gen_ai.provider.name`` this API belongs to when no host rule names another."""
-    path_model: str | None = None
-    """The model named in the path (Gemini), else ``None``."""
-
-
-@functools.lru_cache(maxsize=512)
-def api_for_path(path: str) -> ApiCall | None:
-    """The LLM API a POST to ``path`` calls, or ``None`` if it is not a billable LLM endpoint.
-
-    >>> api_for_path("/v1/chat/completions").operation
-    'chat'
-    """
-    if path.endswith("/chat/completions"):
-        return ApiCall(OPENAI_CHAT, "chat", "openai")
-    if path.endswith("/responses"):
-        return ApiCall(OPENAI_RESPONSES, "chat", "openai")
-    if path.endswith("/embeddings"):
-        return ApiCall(OPENAI_EMBEDDINGS, "embeddings", "openai")
-    if path.endswith("/completions"):
-        return ApiCall(OPENAI_COMPLETIONS, "text_completion", "openai")
-    if path.endswith("/v1/messages"):
-        return ApiCall(ANTHROPIC_MESSAGES, "chat", "anthropic")
-    if path.endswith((":generateContent", ":streamGenerateContent")):
-        _, sep, rest = path.rpartition("/models/")
-        model = rest.split(":", 1)[0] if sep else ""
-        provider = "gcp.vertex_ai" if "/publishers/google/" in path else "gcp.gemini"
-        return ApiCall(GEMINI_GENERATE, "generate_content", provider, model or None)
-    return None
-
-
-@dataclass(frozen=True)
-class TokenUsage:
-    """Token counts of one call in OpenTelemetry GenAI semantics; ``None`` = not reported."""
-
-    input_tokens: int | None = None
-    """All input tokens, cached ones included."""
-    output_tokens: int | None = None
-    """All output tokens, reasoning ones included."""
-    cache_read_tokens: int | None = None
-    """Input tokens served from the provider's prompt cache."""
-    cache_write_tokens: int | None = None
-    """Input tokens written to the provider's prompt cache."""
-    reasoning_tokens: int | None = None
-    """Output tokens spent on reasoning."""
-
-    def attributes(self) -> dict[str, int]:
-        """The ``gen_ai.usage.*`` span attributes of the fields that are set."""
-        pairs = (
-            (conv.GEN_AI_USAGE_INPUT_TOKENS, self.input_tokens),
-            (conv.GEN_AI_USAGE_OUTPUT_TOKENS, self.output_tokens),
-            (conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, self.cache_read_tokens),
-            (conv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, self.cache_write_tokens),
-            (conv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, self.reasoning_tokens),
-        )
-        return {name: value for name, value in pairs if value is not None}
 
 
 @dataclass(frozen=True)
 class CaptureResult:
     """What was learned from one response body."""
 
-    usage: TokenUsage | None
-    """The usage seen, possibly partial (see ``complete``)."""
+    usage_attributes: Mapping[str, int]
+    """The ``gen_ai.usage.*`` attributes of the counts the provider reported, possibly partial (see
+    ``complete``); a count it did not report is left out (not written as 0)."""
     complete: bool
     """True when the final usage record was seen (the usage is the call's whole usage)."""
     response_model: str | None
@@ -142,6 +51,24 @@ class CaptureResult:
     """Why the usage is missing or may be incomplete; ``None`` when nothing went wrong."""
     stream: bool
     """True for a server-sent-events body."""
+
+    @property
+    def usage(self) -> TokenUsage | None:
+        """The usage seen as pricing's ``TokenUsage`` (a count not reported is 0), ``None`` if none was.
+
+        The parsers tell "not reported" from 0 (only reported counts go on the span); pricing's
+        ``TokenUsage`` has no "not reported": this is where the one becomes the other.
+        """
+        counts = self.usage_attributes
+        if not counts:
+            return None
+        return TokenUsage(
+            counts.get(conv.GEN_AI_USAGE_INPUT_TOKENS, 0),
+            counts.get(conv.GEN_AI_USAGE_OUTPUT_TOKENS, 0),
+            counts.get(conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, 0),
+            counts.get(conv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, 0),
+            counts.get(conv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, 0),
+        )
 
 
 class _Body(Protocol):
@@ -173,7 +100,7 @@ class ResponseCapture:
         max_body_bytes: int = 2 * 1024 * 1024,
         max_event_bytes: int = 1024 * 1024,
     ) -> None:
-        self._state = _State(dialect)
+        self._state = CallState(dialect)
         self._problem: str | None = None
         content_type = content_type.lower()
         self._stream = "text/event-stream" in content_type
@@ -186,7 +113,7 @@ class ResponseCapture:
             self._problem = f"the response is not JSON (content-type {content_type[:100]!r})"
         self._body: _Body
         if self._stream:
-            self._body = _SseBody(_EventHandler(self._state), max_event_bytes)
+            self._body = SseBody(EventHandler(self._state), max_event_bytes)
         else:
             self._body = _JsonBody(self._state, max_body_bytes)
         self._decoder: _Decoder | None = None
@@ -238,7 +165,7 @@ class ResponseCapture:
                 problem = "the response carried no usage"
         problem = problem or state.problem
         return CaptureResult(
-            usage=state.usage(),
+            usage_attributes=state.usage_attributes(),
             complete=state.complete,
             response_model=state.model,
             response_id=state.response_id,
@@ -322,156 +249,6 @@ def _decoder_for(encoding: str) -> _Decoder | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# What is known about the call so far
-# ---------------------------------------------------------------------------------------------
-
-
-class _State:
-    """The model, usage and outcome of one call, filled in by the body parsers."""
-
-    def __init__(self, dialect: str) -> None:
-        self.dialect = dialect
-        self.model: str | None = None
-        self.response_id: str | None = None
-        self.error_type: str | None = None
-        self.problem: str | None = None
-        self.complete = False
-        self.input: int | None = None
-        self.output: int | None = None
-        self.cache_read: int | None = None
-        self.cache_write: int | None = None
-        self.reasoning: int | None = None
-        # Anthropic reports input, cache read and cache write separately: summed in usage().
-        self.raw_input: int | None = None
-        self.dropped_events = 0
-
-    def usage(self) -> TokenUsage | None:
-        if not self.has_usage():
-            return None
-        input_tokens = self.input
-        if self.dialect == ANTHROPIC_MESSAGES and self.raw_input is not None:
-            input_tokens = self.raw_input + (self.cache_read or 0) + (self.cache_write or 0)
-        return TokenUsage(input_tokens, self.output, self.cache_read, self.cache_write, self.reasoning)
-
-    def has_usage(self) -> bool:
-        return (
-            self.input is not None
-            or self.raw_input is not None
-            or self.output is not None
-            or self.cache_read is not None
-            or self.cache_write is not None
-            or self.reasoning is not None
-        )
-
-    def note_model(self, obj: dict[str, Any]) -> None:
-        if self.model is None:
-            model = obj.get("modelVersion" if self.dialect == GEMINI_GENERATE else "model")
-            if isinstance(model, str) and 0 < len(model) <= 256:
-                self.model = model
-        if self.response_id is None:
-            rid = obj.get("responseId" if self.dialect == GEMINI_GENERATE else "id")
-            if isinstance(rid, str) and 0 < len(rid) <= 256:
-                self.response_id = rid
-
-    def note_error(self, obj: dict[str, Any]) -> bool:
-        """Record an error object (any provider's shape); True if ``obj`` was one."""
-        error = obj.get("error")
-        if obj.get("type") == "error" and isinstance(error, dict):  # Anthropic
-            kind = error.get("type")
-        elif isinstance(error, dict):  # OpenAI, Gemini
-            kind = error.get("type") or error.get("status") or error.get("code")
-        elif obj.get("type") == "error":  # OpenAI Responses stream error event
-            kind = obj.get("code") or "error"
-        else:
-            return False
-        self.error_type = str(kind)[:100] if kind is not None else "error"
-        return True
-
-    def _tokens(self, container: dict[str, Any], key: str, sub: str | None = None) -> int | None:
-        """The token count at ``container[key]`` (``container[key][sub]`` with ``sub``), if valid."""
-        value = container.get(key)
-        if sub is not None:
-            value = value.get(sub) if isinstance(value, dict) else None
-        if value is None:
-            return None
-        if type(value) is not int or not 0 <= value < _MAX_TOKENS:  # bool is not an int here
-            path = f"{key}.{sub}" if sub is not None else key
-            self.problem = f"invalid usage field {path}={value!r}"[:200]
-            return None
-        return value
-
-    def note_usage(self, usage: Any, *, final: bool = True) -> None:
-        """Read a usage object of this dialect; ``final`` marks the call's last usage record."""
-        if not isinstance(usage, dict):
-            return
-        t = self._tokens
-        if self.dialect == ANTHROPIC_MESSAGES:
-            # message_delta usage is cumulative and may repeat the input fields: take what it has.
-            for attr, key in (
-                ("raw_input", "input_tokens"),
-                ("cache_read", "cache_read_input_tokens"),
-                ("cache_write", "cache_creation_input_tokens"),
-            ):
-                value = t(usage, key)
-                if value is not None:
-                    setattr(self, attr, value)
-            if final:
-                self.output = t(usage, "output_tokens")
-                self.reasoning = t(usage, "output_tokens_details", "thinking_tokens")
-        elif self.dialect == GEMINI_GENERATE:
-            prompt = t(usage, "promptTokenCount")
-            tool_prompt = t(usage, "toolUsePromptTokenCount")
-            candidates = t(usage, "candidatesTokenCount")
-            thoughts = t(usage, "thoughtsTokenCount")
-            if prompt is not None or tool_prompt is not None:
-                self.input = (prompt or 0) + (tool_prompt or 0)
-            if candidates is not None or thoughts is not None:
-                self.output = (candidates or 0) + (thoughts or 0)
-            self.cache_read = t(usage, "cachedContentTokenCount")
-            self.reasoning = thoughts
-        elif "prompt_tokens" in usage or "completion_tokens" in usage:
-            # Chat completions, completions, embeddings and most OpenAI-compatible servers.
-            self.input = t(usage, "prompt_tokens")
-            if self.dialect != OPENAI_EMBEDDINGS or "completion_tokens" in usage:
-                self.output = t(usage, "completion_tokens")
-            self.cache_read = t(usage, "prompt_tokens_details", "cached_tokens")
-            self.cache_write = t(usage, "prompt_tokens_details", "cache_write_tokens")
-            self.reasoning = t(usage, "completion_tokens_details", "reasoning_tokens")
-        else:
-            # The Responses API shape (also used by some compatible servers on chat completions).
-            self.input = t(usage, "input_tokens")
-            self.output = t(usage, "output_tokens")
-            self.cache_read = t(usage, "input_tokens_details", "cached_tokens")
-            self.cache_write = t(usage, "input_tokens_details", "cache_write_tokens")
-            self.reasoning = t(usage, "output_tokens_details", "reasoning_tokens")
-        if final and self.has_usage():
-            self.complete = True
-
-    def note_body(self, obj: Any) -> None:
-        """Read a whole (non-streamed) response body."""
-        if isinstance(obj, list) and self.dialect == GEMINI_GENERATE:
-            # Gemini streamGenerateContent without alt=sse: a JSON array of chunks.
-            for item in obj:
-                if isinstance(item, dict):
-                    self.note_body(item)
-            return
-        if not isinstance(obj, dict):
-            self.problem = "the response body is JSON but not an object"
-            return
-        self.note_error(obj)
-        self.note_model(obj)
-        if self.dialect == GEMINI_GENERATE:
-            if "usageMetadata" in obj:
-                self.note_usage(obj["usageMetadata"], final=False)
-                self.complete = self.has_usage()
-            return
-        if "usage" in obj:
-            self.note_usage(obj["usage"])
-        elif isinstance(obj.get("response"), dict):
-            self.note_body(obj["response"])
-
-
-# ---------------------------------------------------------------------------------------------
 # Non-streamed JSON bodies
 # ---------------------------------------------------------------------------------------------
 
@@ -479,7 +256,7 @@ class _State:
 class _JsonBody:
     """Keeps the whole body up to ``limit`` bytes, else its head and tail only."""
 
-    def __init__(self, state: _State, limit: int) -> None:
+    def __init__(self, state: CallState, limit: int) -> None:
         self._state = state
         self._limit = limit
         # The chunks of a body within the limit, joined only at the end: a body that arrives in
@@ -554,176 +331,3 @@ class _JsonBody:
         state.note_usage(usage, final=True)
         if gemini:
             state.complete = state.has_usage()
-
-
-# ---------------------------------------------------------------------------------------------
-# Server-sent events
-# ---------------------------------------------------------------------------------------------
-
-# Byte strings that only occur in events worth parsing (JSON keys and event names are never
-# escaped, and a raw quote cannot occur inside a JSON string), per dialect.
-_MODEL_PROBES: Final = 3
-_MARKERS: Final[dict[str, tuple[bytes, ...]]] = {
-    # '_tokens"' is in both usage shapes (prompt_tokens, input_tokens): one scan instead of two.
-    OPENAI_CHAT: (b'_tokens"', b'"error"'),
-    OPENAI_COMPLETIONS: (b'"prompt_tokens"', b'"error"'),
-    OPENAI_EMBEDDINGS: (b'"prompt_tokens"', b'"error"'),
-    OPENAI_RESPONSES: (
-        b'"response.completed"',
-        b'"response.incomplete"',
-        b'"response.failed"',
-        b'"error"',
-    ),
-    ANTHROPIC_MESSAGES: (b'"message_start"', b'"message_delta"', b'"error"'),
-    GEMINI_GENERATE: (b'"usageMetadata"', b'"finishReason"', b'"error"'),
-}
-
-
-class _EventHandler:
-    """Reads the SSE events of one dialect into the call state."""
-
-    def __init__(self, state: _State) -> None:
-        self.state = state
-        self.markers = _MARKERS.get(state.dialect, (b'"usage"', b'"error"'))
-        # The first events are parsed whatever they hold, to find the model (it is in the first
-        # event of every provider's stream); after that only events holding a marker are.
-        self.probes = _MODEL_PROBES
-
-    def on_event(self, name: bytes | None, data: bytes) -> None:
-        state = self.state
-        if data == b"[DONE]":
-            return
-        if state.model is not None and not any(marker in data for marker in self.markers):
-            return
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            state.problem = state.problem or "a stream event is not valid JSON"
-            return
-        if not isinstance(obj, dict):
-            return
-        if state.note_error(obj):
-            if state.problem is None or state.problem == "a stream event is not valid JSON":
-                state.problem = f"the stream carried an error event ({state.error_type})"
-            return
-        dialect = state.dialect
-        if dialect == ANTHROPIC_MESSAGES:
-            kind = obj.get("type")
-            if kind == "message_start" and isinstance(obj.get("message"), dict):
-                message = obj["message"]
-                state.note_model(message)
-                # message_start's output_tokens is a placeholder: only the input side counts here.
-                state.note_usage(message.get("usage"), final=False)
-            elif kind == "message_delta":
-                state.note_usage(obj.get("usage"), final=True)
-        elif dialect == OPENAI_RESPONSES:
-            response = obj.get("response")
-            if isinstance(response, dict):
-                state.note_model(response)
-                if obj.get("type") in ("response.completed", "response.incomplete", "response.failed"):
-                    state.note_usage(response.get("usage"))
-                    if obj.get("type") == "response.failed":
-                        state.note_error(response)
-        elif dialect == GEMINI_GENERATE:
-            state.note_model(obj)
-            if "usageMetadata" in obj:
-                state.note_usage(obj["usageMetadata"], final=False)
-            candidates = obj.get("candidates")
-            if isinstance(candidates, list) and any(
-                isinstance(c, dict) and c.get("finishReason") for c in candidates
-            ):
-                state.complete = state.has_usage()
-        else:
-            state.note_model(obj)
-            if isinstance(obj.get("usage"), dict):
-                state.note_usage(obj["usage"])
-
-
-class _SseBody:
-    """Cuts a byte stream into SSE events, keeping at most ``limit`` bytes of an unfinished event."""
-
-    def __init__(self, handler: _EventHandler, limit: int) -> None:
-        self._handler = handler
-        self._limit = limit
-        self._pending = b""
-        self._skipping = False
-
-    def feed(self, data: bytes) -> None:
-        buffer = self._pending + data if self._pending else data
-        if b"\r" in buffer:
-            # Normalise CRLF and CR line endings; a trailing CR may be half of a CRLF.
-            trailing_cr = buffer.endswith(b"\r")
-            if trailing_cr:
-                buffer = buffer[:-1]
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            if trailing_cr:
-                buffer += b"\r"
-        if self._skipping:
-            end = buffer.find(b"\n\n")
-            if end < 0:
-                self._pending = buffer[-2:]
-                return
-            self._skipping = False
-            buffer = buffer[end + 2 :]
-        cut = buffer.rfind(b"\n\n")
-        if cut < 0:
-            self._pending = buffer
-            self._check_size()
-            return
-        self._pending = buffer[cut + 2 :]
-        self._process(buffer, cut)
-        self._check_size()
-
-    def _process(self, block: bytes, end: int) -> None:
-        """Parse the events of ``block[:end]`` (whole events) that may matter, in order."""
-        handler = self._handler
-        position = 0
-        while handler.probes > 0 and position < end:
-            stop = block.find(b"\n\n", position, end)
-            stop = end if stop < 0 else stop
-            if stop > position:
-                self._event(block[position:stop])
-                handler.probes = 0 if handler.state.model is not None else handler.probes - 1
-            position = stop + 2
-        if position >= end:
-            return
-        # Find the few events holding a marker with byte searches, instead of splitting them all.
-        spans: set[tuple[int, int]] = set()
-        for marker in handler.markers:
-            found = block.find(marker, position, end)
-            while found >= 0:
-                start = block.rfind(b"\n\n", position, found)
-                start = position if start < 0 else start + 2
-                stop = block.find(b"\n\n", found, end)
-                stop = end if stop < 0 else stop
-                spans.add((start, stop))
-                found = block.find(marker, stop, end)
-        for start, stop in sorted(spans):
-            self._event(block[start:stop])
-
-    def _check_size(self) -> None:
-        if len(self._pending) > self._limit:
-            # Drop the oversized event; skip to the next event boundary.
-            self._handler.state.dropped_events += 1
-            self._pending = self._pending[-2:]
-            self._skipping = True
-
-    def _event(self, raw: bytes) -> None:
-        name: bytes | None = None
-        data: list[bytes] = []
-        for line in raw.split(b"\n"):
-            if line.startswith(b"data:"):
-                value = line[5:]
-                data.append(value[1:] if value.startswith(b" ") else value)
-            elif line.startswith(b"event:"):
-                name = line[6:].strip()
-        if data:
-            self._handler.on_event(name, b"\n".join(data))
-
-    def close(self) -> None:
-        if self._pending and not self._skipping:
-            pending = self._pending.rstrip(b"\r\n")
-            self._pending = b""
-            # A final event without its blank line still counts (servers that just close).
-            if pending.strip():
-                self._process(pending, len(pending))

@@ -1,90 +1,61 @@
-"""``otel-costs demo``: a multi-agent workflow through the real openai SDK, costed end to end.
+"""``otel-costs demo``: the command that runs the demo workflow on the real pipeline and reports.
 
-coordinator -> code_agent -> syntax_analyzer (whose first attempt fails with a 500 and is
-retried with backoff), then a parallel fan-out of three reviewers with asyncio. The calls go
-through the real ``openai`` SDK to the local fake provider (no network, no API key), are
-captured by ``instrument_httpx``, priced with genai-prices by the real pipeline and written to
-the embedded default (an OTLP/JSON file). The demo prints the cost tree and a by-agent table.
+The workflow (``_demo_workflow``: agents, a retried step, a parallel fan-out, OpenAI chat
+completions over ``httpx``) calls the local fake provider (no network, no API key); its calls
+are captured by ``instrument_httpx``, priced with genai-prices by the real pipeline and written
+to an OTLP/JSON file. When ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the traces endpoint) is set,
+``configure()`` sends the same spans there over OTLP too (protocol, headers and timeout from the
+standard ``OTEL_EXPORTER_OTLP_*`` variables), so the demo feeds a Collector or Jaeger. The demo
+prints the cost tree, a by-agent table and where the spans went. The pipeline, the capture layer
+and the workflow are imported when the demo runs, so ``otel-costs --help`` and ``tree`` start
+fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.sdk.trace import TracerProvider
+#: Where the demo writes its spans unless ``--file`` or ``$OTEL_COSTS_FILE`` says otherwise.
+DEFAULT_FILE = "otel-costs-demo.jsonl"
 
-from otel_costs.attribution._scopes import agent, retry, workflow
-from otel_costs.capture._httpx import instrument_httpx, uninstrument_httpx
-from otel_costs.cli._report import by_agent, cost_trees, format_by_agent, format_tree, trace_title
-from otel_costs.pipeline._configure import FILE_ENV, configure
-from otel_costs.pipeline._otlp import read_json_file
-from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage
-
-#: The model each agent uses, and the usage the fake provider reports for it.
-MODELS = {"gpt-5.2": FakeUsage(input_tokens=1800, output_tokens=600, cache_read_tokens=400)}
-SMALL_MODEL = "gpt-5-mini"
-USAGE = {**MODELS, SMALL_MODEL: FakeUsage(input_tokens=900, output_tokens=250)}
+_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_PROTOCOL_VARS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 
 
-def _chat(client: Any, model: str, prompt: str) -> str:
-    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}])
-    return str(reply.choices[0].message.content)
+def otlp_destination() -> str | None:
+    """Where the standard ``OTEL_EXPORTER_OTLP_*`` variables send traces, or ``None`` if unset."""
+    env = os.environ
+    traces, generic = (env.get(name, "").strip() for name in _ENDPOINT_VARS)
+    protocol = next((env[n].strip() for n in _PROTOCOL_VARS if env.get(n, "").strip()), "http/protobuf")
+    if traces:
+        return f"{traces} ({protocol})"
+    if not generic:
+        return None
+    if protocol == "http/protobuf":  # the SDK appends the signal's path to the generic endpoint
+        return f"{generic.rstrip('/')}/v1/traces ({protocol})"
+    return f"{generic} ({protocol})"
 
 
-async def _review(client: Any, provider: TracerProvider, aspect: str) -> str:
-    with agent(f"reviewer_{aspect}", tracer_provider=provider):
-        reply = await client.chat.completions.create(
-            model=SMALL_MODEL, messages=[{"role": "user", "content": f"Review the change for {aspect}."}]
-        )
-        return str(reply.choices[0].message.content)
+def run_demo(file_path: Path, *, latency: float = 0.0) -> str:
+    """Run the demo, writing spans to ``file_path`` (and to the OTLP endpoint if one is set).
 
+    Returns the report it prints, ending with where the spans went.
+    """
+    from otel_costs.capture._instrument import instrument_httpx, uninstrument_httpx
+    from otel_costs.cli._demo_workflow import USAGE, run_workflow
+    from otel_costs.cli._report import by_agent, cost_trees, format_by_agent, format_tree, trace_title
+    from otel_costs.pipeline._configure import configure
+    from otel_costs.pipeline._otlp import read_json_file
+    from otel_costs.testing._fake_provider import FakeLLMProvider
 
-def run_workflow(fake: FakeLLMProvider, provider: TracerProvider, *, backoff: float = 0.05) -> None:
-    """The demo workflow on ``provider``, calling ``fake`` through the real openai SDK."""
-    import openai
-
-    # max_retries=0: retries are the workflow's own, so each attempt is attributed with retry.depth.
-    client = openai.OpenAI(base_url=fake.openai_base_url, api_key="demo", max_retries=0)
-    async_client = openai.AsyncOpenAI(base_url=fake.openai_base_url, api_key="demo", max_retries=0)
-
-    async def fan_out() -> list[str]:
-        try:
-            aspects = ("security", "performance", "style")
-            return list(await asyncio.gather(*(_review(async_client, provider, a) for a in aspects)))
-        finally:
-            await async_client.close()
-
-    with (
-        workflow("code-review", user_id="demo-user", team_id="demo-team", tracer_provider=provider),
-        agent("coordinator", tracer_provider=provider),
-    ):
-        _chat(client, "gpt-5.2", "Plan a review of the pull request.")
-        with agent("code_agent", tracer_provider=provider):
-            _chat(client, "gpt-5.2", "Read the diff and summarise it.")
-            with agent("syntax_analyzer", tracer_provider=provider):
-                fake.fail_next(1, status=500)  # the first attempt fails: a retry, with its own span
-                step = retry(
-                    "analyze",
-                    max_attempts=3,
-                    retry_on=openai.APIStatusError,
-                    backoff=lambda depth: backoff * 2 ** (depth - 1),
-                    tracer_provider=provider,
-                )
-                for attempt in step:
-                    with attempt:
-                        _chat(client, SMALL_MODEL, "Check the syntax of the changed files.")
-        asyncio.run(fan_out())  # the tasks copy this context: the reviewers' parent is the coordinator
-    client.close()
-
-
-def run(file_path: Path, *, latency: float = 0.0) -> str:
-    """Run the demo, writing spans to ``file_path``; return the report it prints."""
     file_path.unlink(missing_ok=True)
+    destination = otlp_destination()
     with FakeLLMProvider(usage=USAGE, latency=latency) as fake:
+        # With an OTLP endpoint in the environment, configure() writes the file and sends there too.
         provider = configure(service_name="otel-costs-demo", file_path=file_path, set_global=False)
         instrument_httpx(tracer_provider=provider, llm_hosts={fake.host: "openai"})
         try:
@@ -99,22 +70,42 @@ def run(file_path: Path, *, latency: float = 0.0) -> str:
         parts.append(format_tree(roots))
     parts.append("")
     parts.append(format_by_agent(by_agent(records)))
-    parts.append(f"\nspans written to {file_path}; see them again with: otel-costs tree {file_path}")
+    parts.append("")
+    if destination is not None:
+        parts.append(f"spans sent over OTLP to {destination}")
+    parts.append(f"spans written to {file_path}; see them again with: otel-costs tree {file_path}")
     return "\n".join(parts)
 
 
 def _main(args: argparse.Namespace) -> int:
-    print(run(Path(args.file), latency=args.latency))
+    from otel_costs.pipeline._configure import FILE_ENV, ConfigurationError
+
+    path = Path(args.file or os.environ.get(FILE_ENV) or DEFAULT_FILE)
+    try:
+        print(run_demo(path, latency=args.latency))
+    except ConfigurationError as exc:  # e.g. OTEL_EXPORTER_OTLP_PROTOCOL=grpc without the grpc extra
+        print(f"otel-costs demo: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 def add_demo_parser(subparsers: Any) -> None:
     """Register ``otel-costs demo``."""
-    demo = subparsers.add_parser("demo", help="run a costed multi-agent workflow against a local fake LLM")
+    demo = subparsers.add_parser(
+        "demo",
+        help="run a costed multi-agent workflow against a local fake LLM",
+        description=(
+            "Run a multi-agent workflow (OpenAI chat completions over httpx) against a local fake "
+            "LLM provider, cost it with the real pipeline and print the cost tree. The spans are "
+            "written to --file; when OTEL_EXPORTER_OTLP_ENDPOINT or "
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set they are also sent there over OTLP "
+            "(OTEL_EXPORTER_OTLP_PROTOCOL, _HEADERS and _TIMEOUT apply), e.g. to a Collector "
+            "or Jaeger. The last lines say where the spans went."
+        ),
+    )
     demo.add_argument(
         "--file",
-        default=os.environ.get(FILE_ENV, "otel-costs-demo.jsonl"),
-        help="where the spans are written (OTLP/JSON lines)",
+        help=f"where the spans are written, OTLP/JSON lines (default: $OTEL_COSTS_FILE or {DEFAULT_FILE})",
     )
     demo.add_argument("--latency", type=float, default=0.0, help="seconds the fake provider waits per call")
     demo.set_defaults(func=_main)

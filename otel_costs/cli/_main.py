@@ -1,4 +1,8 @@
-"""The ``otel-costs`` command line."""
+"""The ``otel-costs`` command line: ``tree``, ``demo`` and ``serve``.
+
+``serve`` lives in ``otel_costs._serve`` (grpc, protobuf: the ``serve`` extra), imported only when
+that command runs, so ``tree`` and ``demo`` work on the base install and start fast.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from otel_costs._serve import add_serve_parser
 from otel_costs.cli._demo import add_demo_parser
 from otel_costs.cli._report import by_agent, cost_trees, format_by_agent, format_tree, trace_title
 from otel_costs.pipeline._otlp import read_json_file
@@ -35,8 +38,16 @@ def _tree(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``otel-costs`` (subcommands register themselves here)."""
+#: ``otel-costs serve``'s one-line help, shown without importing it.
+_SERVE_HELP = "trace-wide cost rollup worker, OTLP in and out (needs: pip install 'otel-costs[serve]')"
+
+
+def build_parser(*, serve: bool = False) -> argparse.ArgumentParser:
+    """The argument parser of ``otel-costs`` (subcommands register themselves here).
+
+    ``serve=True`` imports ``otel_costs._serve`` for the full ``serve`` subcommand; otherwise
+    ``serve`` is listed by name and help only.
+    """
     parser = argparse.ArgumentParser(prog="otel-costs", description="Where the money goes in LLM traces.")
     sub = parser.add_subparsers(dest="command", required=True)
     tree = sub.add_parser("tree", help="print each trace in an OTLP/JSON-lines file as a cost tree")
@@ -45,16 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument("--by-agent", action="store_true", help="also print direct cost per agent")
     tree.set_defaults(func=_tree)
     add_demo_parser(sub)
-    add_serve_parser(sub)
+    if serve:
+        from otel_costs._serve import add_serve_parser
+
+        add_serve_parser(sub)
+    else:
+        sub.add_parser("serve", help=_SERVE_HELP)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``otel-costs`` command."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    serve = argv[:1] == ["serve"]  # the command is the first argument: the top level has only -h
+    if serve:
+        try:
+            import otel_costs._serve  # noqa: F401
+        except ImportError as exc:
+            print(
+                f"otel-costs serve: {exc}; it needs the serve extra: pip install 'otel-costs[serve]'",
+                file=sys.stderr,
+            )
+            return 2
+    args = build_parser(serve=serve).parse_args(argv)
     code: int = args.func(args)
     return code
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,4 +1,12 @@
-"""Cost metrics. (interim: the owner of this subpackage replaces this file)."""
+"""Cost metrics through the OpenTelemetry metrics API: the cost counter and the budget gauges.
+
+Example::
+
+    from otel_costs.metrics import CostMetrics
+
+    metrics = CostMetrics()
+    otel_costs.configure(listeners=[metrics])  # or BudgetManager(budgets, metrics=metrics)
+"""
 
 from otel_costs._public import publish as _publish
 from otel_costs.metrics._cost_metrics import CostMetrics

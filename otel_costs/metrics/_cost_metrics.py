@@ -86,7 +86,7 @@ class CostMetrics:
 
         metrics = CostMetrics()                      # global MeterProvider
         manager = BudgetManager(budgets, metrics=metrics)
-        # ... or, without budgets: CostSpanProcessor(next, cost_listeners=[metrics.on_span_cost])
+        # ... or, without budgets: CostSpanProcessor(next, listeners=[metrics])
     """
 
     def __init__(
@@ -144,8 +144,15 @@ class CostMetrics:
                 out[key] = str(value)[:_MAX_VALUE_LEN]
         return out
 
-    def record_cost(self, attributes: Mapping[str, object], cost_nanos: int) -> None:
-        """Add one call's cost (nano-USD) to the counter. Never raises."""
+    def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> None:
+        """The ``CostListener`` hook: add a priced span's cost to the counter (keeps the span). Never raises.
+
+        Example: ``CostSpanProcessor(next_processor, listeners=[metrics])``.
+        """
+        self._count(span.attributes or {}, cost_nanos)
+
+    def _count(self, attributes: Mapping[str, object], cost_nanos: int) -> None:
+        """Add one call's cost (nano-USD) to the counter; ``BudgetManager`` calls it too. Never raises."""
         try:
             if isinstance(cost_nanos, bool) or not isinstance(cost_nanos, int) or cost_nanos < 0:
                 logger.error("cost metric: ignored invalid cost_nanos %r (want an int >= 0)", cost_nanos)
@@ -153,10 +160,6 @@ class CostMetrics:
             self._cost.add(nanos_to_usd(cost_nanos), self.metric_attributes(attributes))
         except Exception:
             logger.exception("cost metric: recording failed")
-
-    def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> None:
-        """A ``CostSpanProcessor`` cost listener: ``cost_listeners=[metrics.on_span_cost]``."""
-        self.record_cost(span.attributes or {}, cost_nanos)
 
     def watch(self, source: BudgetSource) -> None:
         """Report ``source``'s budget counters on the gauges (idempotent)."""

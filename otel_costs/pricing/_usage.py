@@ -78,7 +78,11 @@ Counts = tuple[int, int, int, int, int]
 
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
-    """Token counts of one LLM call, with OpenTelemetry semantics (parts are included in totals)."""
+    """Token counts of one LLM call, with OpenTelemetry semantics (parts are included in totals).
+
+    Every field is a plain ``int``; a count that was not reported is ``0`` (never ``None``): no
+    cache reads, no cache writes, no reasoning. Pricing rejects (``invalid_usage``) any other type.
+    """
 
     input_tokens: int = 0
     """All input tokens, including cache reads and cache writes."""
@@ -218,9 +222,10 @@ def billable_counts(
     provider = provider.strip() if type(provider) is str else None
     if not provider:
         provider = _first_string(attributes, PROVIDER_KEYS)
-    server = None
-    if get(SERVER_ADDRESS) is not None or get(OPENAI_API_BASE) is not None:
-        server = _first_string(attributes, SERVER_KEYS)
+    server = get(SERVER_ADDRESS)
+    server = server.strip() if type(server) is str else None
+    if not server:
+        server = _first_string(attributes, SERVER_KEYS) if get(OPENAI_API_BASE) is not None else None
     return model, provider, server, counts
 
 

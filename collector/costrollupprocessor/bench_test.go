@@ -1,0 +1,192 @@
+package costrollupprocessor
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/processor/processortest"
+)
+
+// benchMix: "usage" (LLM spans to price), "priced" (priced in-process), "none" (no LLM spans).
+var benchMix = "usage"
+
+// benchBatch builds `traces` traces of 10 spans: a root, 7 plain spans with a few attributes and 2
+// LLM calls with usage (priced by the processor), as a gateway would forward them.
+func benchBatch(first, traces int) ptrace.Traces {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "bench")
+	ss := rs.ScopeSpans().AppendEmpty()
+	ss.Scope().SetName("bench")
+	spans := ss.Spans()
+	spans.EnsureCapacity(traces * 10)
+	start := pcommon.NewTimestampFromTime(time.Unix(1_780_000_000, 0))
+	for t := first; t < first+traces; t++ {
+		for i := 1; i <= 10; i++ {
+			s := spans.AppendEmpty()
+			s.SetTraceID(tid(uint64(t)))
+			s.SetSpanID(spid(uint64(i)))
+			s.SetName(fmt.Sprintf("op %d", i))
+			s.SetStartTimestamp(start)
+			s.SetEndTimestamp(start + 1000)
+			a := s.Attributes()
+			if i > 1 {
+				s.SetParentSpanID(spid(uint64(1 + (i-2)/3)))
+			}
+			switch {
+			case (i == 4 || i == 8) && benchMix != "none":
+				a.PutStr("gen_ai.operation.name", "chat")
+				a.PutStr("gen_ai.provider.name", "openai")
+				a.PutStr("gen_ai.request.model", "gpt-4o")
+				a.PutInt("gen_ai.usage.input_tokens", 1200)
+				a.PutInt("gen_ai.usage.output_tokens", 300)
+				if benchMix == "priced" {
+					a.PutStr("cost.status", "priced")
+					a.PutInt("cost.direct_nanos", 6_000_000)
+					a.PutDouble("cost.direct", 0.006)
+				}
+			default:
+				a.PutStr("http.request.method", "GET")
+				a.PutStr("url.path", "/api/items")
+				a.PutInt("http.response.status_code", 200)
+			}
+		}
+	}
+	return td
+}
+
+// BenchmarkProcessTrace: pricing + rollup of one 10-span trace.
+func BenchmarkProcessTrace(b *testing.B) {
+	book := loadGoldenBook(b)
+	batches := make([]ptrace.Traces, b.N)
+	for i := range batches {
+		batches[i] = benchBatch(i, 1)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		processTrace(batches[i], traceOptions{book: book})
+	}
+	b.ReportMetric(float64(b.N*10)/b.Elapsed().Seconds(), "spans/s")
+}
+
+// BenchmarkConsumeAndRelease: the processor end to end (group, hold, price, roll up, pass on) for
+// batches of 100 traces x 10 spans; also reports the heap held per buffered span.
+func BenchmarkConsumeAndRelease(b *testing.B) {
+	cfg := createDefaultConfig().(*Config)
+	cfg.PricesFile = goldenDir + "/prices.json"
+	p, err := newProcessor(processortest.NewNopSettings(componentType), cfg, consumertest.NewNop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &clock{now: time.Unix(1_780_000_000, 0)}
+	p.now = c.Now
+	ctx := context.Background()
+	batches := make([]ptrace.Traces, b.N)
+	for i := range batches {
+		batches[i] = benchBatch(i*100, 100)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_ = p.ConsumeTraces(ctx, batches[i])
+		c.Advance(cfg.RootWait + time.Millisecond)
+		p.releaseDue()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "spans/s")
+}
+
+// TestMemoryPerBufferedSpan measures the live heap per buffered span: with 100k spans held, minus
+// after they all went out (to a consumer that drops them), over the spans held. That is the span
+// data itself (moved, not copied, from the request) plus the processor's own per-trace state.
+func TestMemoryPerBufferedSpan(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow")
+	}
+	cfg := createDefaultConfig().(*Config)
+	p, err := newProcessor(processortest.NewNopSettings(componentType), cfg, consumertest.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batches = 100 // 100k spans
+	for i := 0; i < batches; i++ {
+		_ = p.ConsumeTraces(context.Background(), benchBatch(i*100, 100))
+	}
+	var held, empty runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&held)
+	_, spans := p.buffered()
+	p.releaseAll(releaseShutdown)
+	runtime.GC()
+	runtime.ReadMemStats(&empty)
+	perSpan := float64(held.HeapAlloc-empty.HeapAlloc) / float64(spans)
+	t.Logf("live heap per buffered span: %.0f bytes (%d spans of ~5 attributes buffered)", perSpan, spans)
+	if spans != batches*1000 || perSpan > 4096 {
+		t.Fatalf("%.0f bytes per buffered span, %d spans", perSpan, spans)
+	}
+	runtime.KeepAlive(p)
+}
+
+// marshalSink serializes what it gets, as an OTLP exporter would.
+type marshalSink struct {
+	consumertest.TracesSink
+	bytes int
+}
+
+func (m *marshalSink) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
+	b, _ := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+	m.bytes += len(b)
+	return nil
+}
+
+// BenchmarkPipeline: OTLP decode -> costrollup (1 s of virtual root_wait at 200 requests/s,
+// so ~200k spans held) -> OTLP encode, against decode -> encode. Reports both spans/s.
+func BenchmarkPipeline(b *testing.B) {
+	for _, run := range []struct {
+		mix  string
+		with bool
+	}{{"none", false}, {"none", true}, {"priced", false}, {"priced", true}, {"usage", false}, {"usage", true}} {
+		name := run.mix + "/without"
+		if run.with {
+			name = run.mix + "/with"
+		}
+		with := run.with
+		b.Run(name, func(b *testing.B) {
+			benchMix = run.mix
+			defer func() { benchMix = "usage" }()
+			cfg := createDefaultConfig().(*Config)
+			cfg.PricesFile = goldenDir + "/prices.json"
+			cfg.RootWait = time.Second
+			sink := &marshalSink{}
+			p, err := newProcessor(processortest.NewNopSettings(componentType), cfg, sink)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c := &clock{now: time.Unix(1_780_000_000, 0)}
+			p.now = c.Now
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				raw, _ := (&ptrace.ProtoMarshaler{}).MarshalTraces(benchBatch(i*100, 100))
+				b.StartTimer()
+				td, _ := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(raw)
+				if with {
+					_ = p.ConsumeTraces(ctx, td)
+					c.Advance(5 * time.Millisecond)
+				} else {
+					_ = sink.ConsumeTraces(ctx, td)
+				}
+			}
+			b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "spans/s")
+		})
+	}
+}

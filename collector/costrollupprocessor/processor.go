@@ -1,0 +1,594 @@
+package costrollupprocessor // import "github.com/otel-costs/otel-costs/collector/costrollupprocessor"
+
+import (
+	"container/heap"
+	"container/list"
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/processor"
+	"go.uber.org/zap"
+)
+
+// Why a trace was released.
+const (
+	releaseRoot       = "root"
+	releaseMaxWait    = "max_wait"
+	releaseLate       = "late"
+	releaseBufferFull = "buffer_full"
+	releaseShutdown   = "shutdown"
+	releaseNoTraceID  = "no_trace_id"
+)
+
+// group is a resource and scope spans arrived under; equal ones (same key) are sent out under one
+// ResourceSpans / ScopeSpans, whichever request and trace their spans came in.
+type group struct {
+	key      string
+	resource pcommon.Resource
+	rsSchema string
+	scope    pcommon.InstrumentationScope
+	ssSchema string
+}
+
+// block is the spans of one incoming ScopeSpans, kept where they arrived (no copy): the traces
+// in it point at their spans by index. When the last of its traces goes out, the block goes out
+// whole; a trace released while others of its block are still held has its spans moved out.
+type block struct {
+	g       *group
+	spans   ptrace.SpanSlice
+	pending int    // traces of the block not yet released
+	moved   []bool // spans already moved out (nil: none)
+}
+
+// chunk is the spans of one trace in one block.
+type chunk struct {
+	b   *block
+	idx []int32
+}
+
+type traceState struct {
+	id        pcommon.TraceID
+	chunks    []chunk
+	spans     int
+	clients   int // CLIENT spans: only then can a child be missing
+	firstSeen time.Time
+	hasRoot   bool
+	deadline  time.Time // root_wait deadline; zero: none (no root yet, or waiting for a child)
+	waiting   bool      // a CLIENT span had no child at the deadline
+	late      bool
+	elem      *list.Element // in arrival order, for eviction
+}
+
+func (t *traceState) spanList() []ptrace.Span {
+	return t.appendSpans(make([]ptrace.Span, 0, t.spans))
+}
+
+func (t *traceState) appendSpans(out []ptrace.Span) []ptrace.Span {
+	for _, c := range t.chunks {
+		for _, i := range c.idx {
+			out = append(out, c.b.spans.At(int(i)))
+		}
+	}
+	return out
+}
+
+// groupKey identifies a resource and scope by their content.
+func groupKey(rs ptrace.ResourceSpans, ss ptrace.ScopeSpans) string {
+	var b strings.Builder
+	writeMap := func(m pcommon.Map) {
+		m.Range(func(k string, v pcommon.Value) bool {
+			b.WriteString(k)
+			b.WriteByte(0)
+			b.WriteString(v.Type().String())
+			b.WriteByte(0)
+			b.WriteString(v.AsString())
+			b.WriteByte(0)
+			return true
+		})
+	}
+	writeMap(rs.Resource().Attributes())
+	b.WriteByte(1)
+	b.WriteString(rs.SchemaUrl())
+	b.WriteByte(1)
+	b.WriteString(ss.Scope().Name())
+	b.WriteByte(0)
+	b.WriteString(ss.Scope().Version())
+	b.WriteByte(1)
+	writeMap(ss.Scope().Attributes())
+	b.WriteByte(1)
+	b.WriteString(ss.SchemaUrl())
+	fmt.Fprintf(&b, "\x01%d\x01%d", rs.Resource().DroppedAttributesCount(), ss.Scope().DroppedAttributesCount())
+	return b.String()
+}
+
+func (t *traceState) due(maxWait time.Duration) time.Time {
+	hard := t.firstSeen.Add(maxWait)
+	if !t.deadline.IsZero() && t.deadline.Before(hard) {
+		return t.deadline
+	}
+	return hard
+}
+
+type heapItem struct {
+	due time.Time
+	id  pcommon.TraceID
+}
+
+type dueHeap []heapItem
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)        { *h = append(*h, x.(heapItem)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return it
+}
+
+type released struct {
+	t      *traceState
+	reason string
+}
+
+type costRollupProcessor struct {
+	cfg     *Config
+	next    consumer.Traces
+	logger  *zap.Logger
+	book    *PriceBook
+	filter  *peerFilter
+	metrics *telemetry
+	now     func() time.Time
+
+	mu       sync.Mutex
+	traces   map[pcommon.TraceID]*traceState
+	order    *list.List
+	heap     dueHeap
+	spans    int
+	released map[pcommon.TraceID]*list.Element
+	relOrder *list.List
+
+	// emitMu serializes emit: traces released by different goroutines may share a block.
+	emitMu sync.Mutex
+
+	stop    chan struct{}
+	stopped chan struct{}
+	once    sync.Once
+	started atomic.Bool
+}
+
+func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces) (*costRollupProcessor, error) {
+	p := &costRollupProcessor{
+		cfg:      cfg,
+		next:     next,
+		logger:   set.Logger,
+		now:      time.Now,
+		traces:   map[pcommon.TraceID]*traceState{},
+		order:    list.New(),
+		released: map[pcommon.TraceID]*list.Element{},
+		relOrder: list.New(),
+		stop:     make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}
+	if cfg.PricesFile != "" {
+		book, err := LoadPriceFile(cfg.PricesFile)
+		if err != nil {
+			return nil, err
+		}
+		p.book = book
+	}
+	p.filter = &peerFilter{book: p.book}
+	for _, s := range cfg.AwaitPeers {
+		re, err := regexp.Compile(s)
+		if err != nil {
+			return nil, fmt.Errorf("await_peers: %w", err)
+		}
+		p.filter.await = append(p.filter.await, re)
+	}
+	for _, s := range cfg.IgnorePeers {
+		re, err := regexp.Compile(s)
+		if err != nil {
+			return nil, fmt.Errorf("ignore_peers: %w", err)
+		}
+		p.filter.ignore = append(p.filter.ignore, re)
+	}
+	m, err := newTelemetry(set.TelemetrySettings, p)
+	if err != nil {
+		return nil, err
+	}
+	p.metrics = m
+	return p, nil
+}
+
+func (p *costRollupProcessor) Capabilities() consumer.Capabilities {
+	return consumer.Capabilities{MutatesData: true}
+}
+
+func (p *costRollupProcessor) Start(context.Context, component.Host) error {
+	p.started.Store(true)
+	go p.loop()
+	return nil
+}
+
+func (p *costRollupProcessor) Shutdown(ctx context.Context) error {
+	p.once.Do(func() { close(p.stop) })
+	if p.started.Load() {
+		select {
+		case <-p.stopped:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	p.releaseAll(releaseShutdown)
+	if p.metrics != nil {
+		p.metrics.close()
+	}
+	return nil
+}
+
+func (p *costRollupProcessor) loop() {
+	defer close(p.stopped)
+	ticker := time.NewTicker(p.cfg.CheckInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-ticker.C:
+			p.releaseDue()
+		}
+	}
+}
+
+// ConsumeTraces groups the spans by trace into the buffer; nothing goes out from here except
+// spans without a trace id (rolled up on their own at once) and traces evicted when full.
+func (p *costRollupProcessor) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	incoming := td.SpanCount()
+	p.metrics.received(ctx, incoming)
+	type arriving struct {
+		chunks  []chunk
+		spans   int
+		clients int
+		root    bool
+	}
+	byTrace := map[pcommon.TraceID]*arriving{}
+	var orphaned *arriving
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		rs := rss.At(i)
+		sss := rs.ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			ss := sss.At(j)
+			spans := ss.Spans()
+			if spans.Len() == 0 {
+				continue
+			}
+			g := &group{key: groupKey(rs, ss), resource: pcommon.NewResource(), rsSchema: rs.SchemaUrl(),
+				scope: pcommon.NewInstrumentationScope(), ssSchema: ss.SchemaUrl()}
+			rs.Resource().CopyTo(g.resource)
+			ss.Scope().CopyTo(g.scope)
+			b := &block{g: g, spans: ptrace.NewSpanSlice()}
+			spans.MoveAndAppendTo(b.spans) // moves the span pointers, no copy
+			spans = b.spans
+			dest := map[pcommon.TraceID]int{} // trace -> its chunk in a.chunks
+			for k := 0; k < spans.Len(); k++ {
+				sp := spans.At(k)
+				id := sp.TraceID()
+				a := orphaned
+				if !id.IsEmpty() {
+					a = byTrace[id]
+				}
+				if a == nil {
+					a = &arriving{}
+					if id.IsEmpty() {
+						orphaned = a
+					} else {
+						byTrace[id] = a
+					}
+				}
+				ci, ok := dest[id]
+				if !ok {
+					ci = len(a.chunks)
+					dest[id] = ci
+					a.chunks = append(a.chunks, chunk{b: b})
+					b.pending++
+				}
+				a.chunks[ci].idx = append(a.chunks[ci].idx, int32(k))
+				if sp.ParentSpanID().IsEmpty() {
+					a.root = true
+				}
+				if sp.Kind() == ptrace.SpanKindClient {
+					a.clients++
+				}
+				a.spans++
+			}
+		}
+	}
+	if orphaned != nil {
+		// No trace id: nothing to group by. Rolled up alone and passed on now.
+		p.emit(ctx, []released{{t: &traceState{chunks: orphaned.chunks, spans: orphaned.spans}, reason: releaseNoTraceID}})
+	}
+	now := p.now()
+	var evicted []released
+	p.mu.Lock()
+	for id, a := range byTrace {
+		for p.spans+a.spans > p.cfg.MaxBufferedSpans && p.order.Len() > 0 {
+			oldest := p.order.Front().Value.(*traceState)
+			p.removeLocked(oldest)
+			evicted = append(evicted, released{t: oldest, reason: releaseBufferFull})
+		}
+		st, ok := p.traces[id]
+		if !ok {
+			st = &traceState{id: id, chunks: a.chunks, spans: a.spans, clients: a.clients, firstSeen: now}
+			if _, wasReleased := p.released[id]; wasReleased {
+				st.late = true
+				st.deadline = now.Add(p.cfg.RootWait)
+			}
+			st.elem = p.order.PushBack(st)
+			p.traces[id] = st
+		} else {
+			st.chunks = append(st.chunks, a.chunks...)
+			st.spans += a.spans
+			st.clients += a.clients
+		}
+		p.spans += a.spans
+		if a.root && !st.hasRoot {
+			st.hasRoot = true
+			if !st.late {
+				st.deadline = now.Add(p.cfg.RootWait)
+			}
+		} else if st.waiting {
+			// A span arrived for a trace waiting for a child: look again after root_wait.
+			st.waiting = false
+			st.deadline = now.Add(p.cfg.RootWait)
+		}
+		heap.Push(&p.heap, heapItem{due: st.due(p.cfg.MaxWait), id: id})
+	}
+	// Releasing lags by more than a second: this caller waits its turn to help (backpressure).
+	lagging := len(p.heap) > 0 && p.heap[0].due.Before(now.Add(-time.Second))
+	p.mu.Unlock()
+	if len(evicted) > 0 {
+		p.emit(ctx, evicted)
+	}
+	// The caller rolls up about as many due spans as it brought in: the release work is shared by
+	// the receivers' goroutines. When another one is at it the caller goes on, unless releasing
+	// lags: then it waits, so intake cannot outrun the rollup (backpressure, not a growing window).
+	p.releaseSome(2*incoming+64, lagging)
+	return nil
+}
+
+func (p *costRollupProcessor) removeLocked(t *traceState) {
+	delete(p.traces, t.id)
+	p.order.Remove(t.elem)
+	p.spans -= t.spans
+	if p.cfg.RememberReleased > 0 {
+		if e, ok := p.released[t.id]; ok {
+			p.relOrder.MoveToBack(e)
+		} else {
+			p.released[t.id] = p.relOrder.PushBack(t.id)
+			if p.relOrder.Len() > p.cfg.RememberReleased {
+				front := p.relOrder.Front()
+				delete(p.released, front.Value.(pcommon.TraceID))
+				p.relOrder.Remove(front)
+			}
+		}
+	}
+}
+
+// releaseDue releases every trace that is due, in batches of at most maxReleaseSpans.
+func (p *costRollupProcessor) releaseDue() {
+	for p.releaseSome(maxReleaseSpans, true) {
+	}
+}
+
+// maxReleaseSpans bounds the spans handed on in one ConsumeTraces call (and rolled up by one
+// caller at a time).
+const maxReleaseSpans = 8192
+
+// releaseSome releases due traces up to about budget spans; true if more may be due. Without
+// wait it gives up at once when another goroutine is releasing.
+func (p *costRollupProcessor) releaseSome(budget int, wait bool) bool {
+	if wait {
+		p.emitMu.Lock()
+	} else if !p.emitMu.TryLock() {
+		return false
+	}
+	defer p.emitMu.Unlock()
+	now := p.now()
+	var out []released
+	taken := 0
+	more := false
+	p.mu.Lock()
+	for len(p.heap) > 0 {
+		if taken >= budget {
+			more = true
+			break
+		}
+		top := p.heap[0]
+		t, ok := p.traces[top.id]
+		if !ok || !t.due(p.cfg.MaxWait).Equal(top.due) {
+			heap.Pop(&p.heap) // stale
+			continue
+		}
+		if top.due.After(now) {
+			break
+		}
+		heap.Pop(&p.heap)
+		hard := !now.Before(t.firstSeen.Add(p.cfg.MaxWait))
+		reason := releaseMaxWait
+		switch {
+		case t.late:
+			reason = releaseLate
+		case t.hasRoot && !hard:
+			if p.cfg.AwaitChildren {
+				if _, pending := p.filter.pendingClients(t); pending > 0 {
+					t.waiting = true
+					t.deadline = time.Time{}
+					heap.Push(&p.heap, heapItem{due: t.due(p.cfg.MaxWait), id: t.id})
+					continue
+				}
+			}
+			reason = releaseRoot
+		case t.hasRoot:
+			reason = releaseRoot
+		}
+		p.removeLocked(t)
+		out = append(out, released{t: t, reason: reason})
+		taken += t.spans
+	}
+	p.mu.Unlock()
+	if len(out) > 0 {
+		p.emitLocked(context.Background(), out)
+	}
+	return more
+}
+
+func (p *costRollupProcessor) releaseAll(reason string) {
+	var out []released
+	p.mu.Lock()
+	for _, t := range p.traces {
+		r := reason
+		if t.late {
+			r = releaseLate
+		}
+		out = append(out, released{t: t, reason: r})
+	}
+	for _, r := range out {
+		p.removeLocked(r.t)
+	}
+	p.heap = nil
+	p.mu.Unlock()
+	if len(out) > 0 {
+		p.emit(context.Background(), out)
+	}
+}
+
+// emit rolls each trace up and passes them on.
+func (p *costRollupProcessor) emit(ctx context.Context, traces []released) {
+	p.emitMu.Lock()
+	defer p.emitMu.Unlock()
+	p.emitLocked(ctx, traces)
+}
+
+// emitLocked is emit with emitMu held.
+func (p *costRollupProcessor) emitLocked(ctx context.Context, traces []released) {
+	out := ptrace.NewTraces()
+	dests := map[string]ptrace.SpanSlice{}
+	dest := func(g *group) ptrace.SpanSlice {
+		d, ok := dests[g.key]
+		if !ok {
+			rs := out.ResourceSpans().AppendEmpty()
+			g.resource.CopyTo(rs.Resource())
+			rs.SetSchemaUrl(g.rsSchema)
+			ss := rs.ScopeSpans().AppendEmpty()
+			g.scope.CopyTo(ss.Scope())
+			ss.SetSchemaUrl(g.ssSchema)
+			d = ss.Spans()
+			dests[g.key] = d
+		}
+		return d
+	}
+	// How many of each block's held traces go out now: a block all of whose traces go goes whole.
+	going := map[*block]int{}
+	for _, r := range traces {
+		for _, c := range r.t.chunks {
+			going[c.b]++
+		}
+	}
+	pending := 0
+	for _, r := range traces {
+		if pending > 0 && pending+r.t.spans > maxReleaseSpans {
+			p.send(ctx, out)
+			out, dests, pending = ptrace.NewTraces(), map[string]ptrace.SpanSlice{}, 0
+		}
+		pending += r.t.spans
+		p.rollupOne(ctx, r)
+		for _, c := range r.t.chunks {
+			b := c.b
+			if going[b] >= b.pending {
+				// The block's last trace: it goes whole (its spans moved out before are removed).
+				going[b]--
+				b.pending--
+				if b.pending > 0 {
+					continue // another trace of this release set finishes it
+				}
+				if b.moved != nil {
+					i := 0
+					b.spans.RemoveIf(func(ptrace.Span) bool { m := b.moved[i]; i++; return m })
+				}
+				b.spans.MoveAndAppendTo(dest(b.g))
+				continue
+			}
+			// Others in the block are still held: move this trace's spans out.
+			d := dest(b.g)
+			if b.moved == nil {
+				b.moved = make([]bool, b.spans.Len())
+			}
+			for _, i := range c.idx {
+				b.spans.At(int(i)).MoveTo(d.AppendEmpty())
+				b.moved[i] = true
+			}
+			going[b]--
+			b.pending--
+		}
+	}
+	p.send(ctx, out)
+}
+
+func (p *costRollupProcessor) send(ctx context.Context, out ptrace.Traces) {
+	n := out.SpanCount()
+	if n == 0 {
+		return
+	}
+	if err := p.next.ConsumeTraces(ctx, out); err != nil {
+		p.metrics.dropped(ctx, n)
+		p.logger.Warn("costrollup: the next consumer refused rolled-up spans", zap.Int("spans", n), zap.Error(err))
+		return
+	}
+	p.metrics.releasedSpans(ctx, n)
+}
+
+// rollupOne rolls one trace up; a panic in it (a bug, never expected) flags the trace instead of
+// losing it or the rest of the batch.
+func (p *costRollupProcessor) rollupOne(ctx context.Context, r released) {
+	defer func() {
+		if rec := recover(); rec != nil {
+			p.logger.Error("costrollup: rollup failed; the trace goes out flagged", zap.Any("panic", rec))
+			for _, sp := range r.t.spanList() {
+				sp.Attributes().PutBool(attrPartial, true)
+				sp.Attributes().PutStr(attrPartialReason, "internal_error")
+			}
+		}
+	}()
+	opts := traceOptions{book: p.book}
+	switch r.reason {
+	case releaseLate:
+		opts.partialReason = reasonLate
+	case releaseBufferFull:
+		opts.partialReason = reasonBufferFull
+	}
+	if p.cfg.AwaitChildren && opts.partialReason == "" && r.reason != releaseNoTraceID {
+		opts.missing, _ = p.filter.pendingClients(r.t)
+	}
+	sc := getScratch()
+	sc.spans = r.t.appendSpans(sc.spans[:0])
+	st := processSpans(sc.spans, opts, sc)
+	putScratch(sc)
+	p.metrics.trace(ctx, r.reason, st, len(opts.missing) > 0)
+}
+
+func (p *costRollupProcessor) buffered() (traces, spans int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.traces), p.spans
+}

@@ -1,0 +1,323 @@
+package costrollupprocessor // import "github.com/otel-costs/otel-costs/collector/costrollupprocessor"
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+)
+
+// Token usage read from span attributes, as otel_costs/_usage.py reads it (same names, same
+// priority, same checks, same reasons).
+
+var (
+	inputKeys     = []string{"gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"}
+	outputKeys    = []string{"gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion"}
+	cacheReadKeys = []string{
+		"gen_ai.usage.cache_read.input_tokens",
+		"gen_ai.usage.cache_read_input_tokens",
+		"llm.token_count.prompt_details.cache_read",
+		"gen_ai.usage.details.cache_read_tokens",
+	}
+	cacheWriteKeys = []string{
+		"gen_ai.usage.cache_write.input_tokens",
+		"gen_ai.usage.cache_creation.input_tokens",
+		"gen_ai.usage.cache_creation_input_tokens",
+		"llm.token_count.prompt_details.cache_write",
+		"gen_ai.usage.details.cache_write_tokens",
+	}
+	reasoningKeys = []string{
+		"gen_ai.usage.reasoning.output_tokens",
+		"gen_ai.usage.reasoning_tokens",
+		"llm.usage.reasoning_tokens",
+		"llm.token_count.completion_details.reasoning",
+		"gen_ai.usage.details.reasoning_tokens",
+	}
+	totalKeys    = []string{"gen_ai.usage.total_tokens", "llm.usage.total_tokens", "llm.token_count.total"}
+	modelKeys    = []string{"gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "embedding.model_name"}
+	providerKeys = []string{"gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"}
+	serverKeys   = []string{"server.address", "gen_ai.openai.api_base"}
+
+	fieldNames = []string{"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens"}
+	fieldKeys  = [][]string{inputKeys, outputKeys, cacheReadKeys, cacheWriteKeys, reasoningKeys}
+
+	aggregateOperations = map[string]bool{"invoke_agent": true, "invoke_workflow": true, "execute_tool": true, "create_agent": true}
+	llmOperations       = map[string]bool{"chat": true, "text_completion": true, "generate_content": true, "embeddings": true}
+	oiAggregateKinds    = map[string]bool{"AGENT": true, "CHAIN": true, "TOOL": true}
+	tlAggregateKinds    = map[string]bool{"workflow": true, "agent": true, "task": true, "tool": true}
+	oiLLMKinds          = map[string]bool{"LLM": true, "EMBEDDING": true}
+
+	triggerKeys = map[string]bool{}
+	readKeys    = map[string]bool{}
+)
+
+const maxTokens = 10_000_000_000
+
+func init() {
+	for _, list := range append(append([][]string{}, fieldKeys...), totalKeys) {
+		for _, k := range list {
+			triggerKeys[k] = true
+		}
+	}
+	for k := range triggerKeys {
+		readKeys[k] = true
+	}
+	for _, list := range [][]string{modelKeys, providerKeys, serverKeys} {
+		for _, k := range list {
+			readKeys[k] = true
+		}
+	}
+	for _, k := range []string{"gen_ai.operation.name", "openinference.span.kind", "traceloop.span.kind", "gen_ai.response.id"} {
+		readKeys[k] = true
+	}
+	interesting['c'] = true
+	for k := range readKeys {
+		interesting[k[0]] = true
+	}
+}
+
+type readingKind int
+
+const (
+	readNone readingKind = iota
+	readBillable
+	readAggregate
+	readInvalid
+	readMissing
+)
+
+type usageReading struct {
+	kind     readingKind
+	usage    Usage
+	model    string
+	provider string
+	server   string
+	reason   string
+}
+
+// found holds the usage-related attributes of a span (the last value of a repeated key wins).
+type found map[string]pcommon.Value
+
+func (f found) str(key string) (string, bool) {
+	v, ok := f[key]
+	if !ok || v.Type() != pcommon.ValueTypeStr {
+		return "", false
+	}
+	return v.Str(), true
+}
+
+func (f found) firstString(keys []string) string {
+	for _, k := range keys {
+		if s, ok := f.str(k); ok {
+			if t := strings.TrimSpace(s); t != "" {
+				return t
+			}
+		}
+	}
+	return ""
+}
+
+func pyFloatRepr(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "nan"
+	case math.IsInf(v, 1):
+		return "inf"
+	case math.IsInf(v, -1):
+		return "-inf"
+	}
+	s := strconv.FormatFloat(v, 'g', -1, 64)
+	if !strings.ContainsAny(s, ".eEn") {
+		s += ".0"
+	}
+	if i := strings.Index(s, "e"); i >= 0 {
+		// Python writes 1e+20 and 1e-05: a two-digit exponent at least.
+		mant, exp := s[:i], s[i+1:]
+		sign := exp[0]
+		digits := exp[1:]
+		if len(digits) < 2 {
+			digits = "0" + digits
+		}
+		s = mant + "e" + string(sign) + digits
+	}
+	return s
+}
+
+func pyStrRepr(s string) string {
+	r := []rune(s)
+	if len(r) > 40 {
+		r = r[:40]
+	}
+	return pyRepr(string(r))
+}
+
+func valueTypeName(v pcommon.Value) string {
+	switch v.Type() {
+	case pcommon.ValueTypeBytes:
+		return "bytes"
+	case pcommon.ValueTypeSlice:
+		return "list"
+	case pcommon.ValueTypeMap:
+		return "dict"
+	default:
+		return "NoneType"
+	}
+}
+
+// parseCount reads a token count: ints, whole finite doubles, ASCII-digit strings.
+func parseCount(v pcommon.Value) (int64, string) {
+	var count int64
+	switch v.Type() {
+	case pcommon.ValueTypeBool:
+		b := "False"
+		if v.Bool() {
+			b = "True"
+		}
+		return 0, fmt.Sprintf("is a bool (%s), not a token count", b)
+	case pcommon.ValueTypeInt:
+		count = v.Int()
+	case pcommon.ValueTypeDouble:
+		d := v.Double()
+		if math.IsNaN(d) || math.IsInf(d, 0) {
+			return 0, fmt.Sprintf("is not finite (%s)", pyFloatRepr(d))
+		}
+		if d != math.Trunc(d) {
+			return 0, fmt.Sprintf("is not a whole number (%s)", pyFloatRepr(d))
+		}
+		if d > maxTokens {
+			return 0, fmt.Sprintf("is absurdly large (%s > %d)", strconv.FormatFloat(d, 'f', 0, 64), int64(maxTokens))
+		}
+		if d < -maxTokens {
+			return 0, fmt.Sprintf("is negative (%s)", strconv.FormatFloat(d, 'f', 0, 64))
+		}
+		count = int64(d)
+	case pcommon.ValueTypeStr:
+		s := v.Str()
+		if s == "" || strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
+			return 0, fmt.Sprintf("is a string that is not a whole number (%s)", pyStrRepr(s))
+		}
+		if len(s) > 20 {
+			return 0, fmt.Sprintf("is absurdly large (%s...)", pyStrRepr(s))
+		}
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || n > maxTokens {
+			return 0, fmt.Sprintf("is absurdly large (%s > %d)", strings.TrimLeft(s, "0"), int64(maxTokens))
+		}
+		count = int64(n)
+	default:
+		return 0, fmt.Sprintf("has type %s, not a token count", valueTypeName(v))
+	}
+	if count < 0 {
+		return 0, fmt.Sprintf("is negative (%d)", count)
+	}
+	if count > maxTokens {
+		return 0, fmt.Sprintf("is absurdly large (%d > %d)", count, int64(maxTokens))
+	}
+	return count, ""
+}
+
+func usageProblem(u Usage) string {
+	if u.CacheRead+u.CacheWrite > u.Input {
+		return fmt.Sprintf("cache reads (%d) + cache writes (%d) exceed input tokens (%d); the input count must include cached tokens "+
+			"(an Anthropic-style uncached input count was probably written as the total)", u.CacheRead, u.CacheWrite, u.Input)
+	}
+	if u.Reasoning > u.Output {
+		return fmt.Sprintf("reasoning tokens (%d) exceed output tokens (%d); the output count must include reasoning tokens", u.Reasoning, u.Output)
+	}
+	return ""
+}
+
+func aggregateReason(f found) string {
+	if op, ok := f.str("gen_ai.operation.name"); ok && aggregateOperations[op] {
+		return fmt.Sprintf("usage on a %s span is the sum of its child calls", op)
+	}
+	if kind, ok := f.str("openinference.span.kind"); ok && oiAggregateKinds[strings.ToUpper(kind)] {
+		return fmt.Sprintf("usage on an OpenInference %s span is the sum of its child calls", strings.ToUpper(kind))
+	}
+	if kind, ok := f.str("traceloop.span.kind"); ok && tlAggregateKinds[strings.ToLower(kind)] {
+		return fmt.Sprintf("usage on a traceloop %s span is the sum of its child calls", strings.ToLower(kind))
+	}
+	return ""
+}
+
+const missingUsageReason = "the model call reported no token usage (an error response, or a stream read without its usage " +
+	"record: for OpenAI streams pass stream_options={'include_usage': True})"
+
+// readUsage reads a span's usage from its found attributes (readNone: it carries none).
+func readUsage(f found) usageReading {
+	hasTrigger := false
+	for k := range f {
+		if triggerKeys[k] {
+			hasTrigger = true
+			break
+		}
+	}
+	if !hasTrigger {
+		op, _ := f.str("gen_ai.operation.name")
+		kind, _ := f.str("openinference.span.kind")
+		if _, hasOp := f["gen_ai.operation.name"]; !hasOp {
+			if _, hasKind := f["openinference.span.kind"]; !hasKind {
+				return usageReading{}
+			}
+		}
+		if !llmOperations[op] && !oiLLMKinds[kind] {
+			return usageReading{}
+		}
+		return usageReading{kind: readMissing, model: f.firstString(modelKeys), provider: f.firstString(providerKeys),
+			server: f.firstString(serverKeys), reason: missingUsageReason}
+	}
+	var counts [5]int64
+	var have [5]bool
+	problem := ""
+	for i, keys := range fieldKeys {
+		for _, key := range keys {
+			v, ok := f[key]
+			if !ok || v.Type() == pcommon.ValueTypeEmpty {
+				continue
+			}
+			n, p := parseCount(v)
+			if p != "" {
+				problem = key + " " + p
+			} else {
+				counts[i], have[i] = n, true
+			}
+			break
+		}
+		if problem != "" {
+			break
+		}
+	}
+	if problem == "" && !have[0] && !have[1] {
+		var present []string
+		for k := range f {
+			if triggerKeys[k] {
+				present = append(present, k)
+			}
+		}
+		sort.Strings(present)
+		problem = "no input or output token count, only " + strings.Join(present, ", ")
+	}
+	r := usageReading{}
+	if problem == "" {
+		r.usage = Usage{counts[0], counts[1], counts[2], counts[3], counts[4]}
+		problem = usageProblem(r.usage)
+		if problem == "" {
+			r.model, r.provider, r.server = f.firstString(modelKeys), f.firstString(providerKeys), f.firstString(serverKeys)
+		}
+	}
+	if agg := aggregateReason(f); agg != "" {
+		r.kind, r.reason = readAggregate, agg
+		if problem != "" {
+			r.reason = agg + "; its usage is unreadable: " + problem
+		}
+		return r
+	}
+	if problem != "" {
+		return usageReading{kind: readInvalid, reason: problem}
+	}
+	r.kind = readBillable
+	return r
+}
