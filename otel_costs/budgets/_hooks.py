@@ -138,45 +138,10 @@ def span_reservation(attributes: Mapping[str, object]) -> str | None:
     return rid if isinstance(rid, str) and rid else None
 
 
-# TODO(merge pipeline): the pipeline branch's one span-copy helper takes events
-# (``otel_costs.pipeline._spans.with_events``); once it is on main, ``with_threshold_events``
-# calls it and this class goes.
-class _SpanWithEvents(ReadableSpan):
-    """An ended span with extra events; keeps the original's dropped counts."""
-
-    def __init__(self, span: ReadableSpan, events: Sequence[Event]) -> None:
-        super().__init__(
-            name=span.name,
-            context=span.context,
-            parent=span.parent,
-            resource=span.resource,
-            attributes=span.attributes,
-            events=(*span.events, *events),
-            links=span.links,
-            kind=span.kind,
-            status=span.status,
-            start_time=span.start_time,
-            end_time=span.end_time,
-            instrumentation_scope=span.instrumentation_scope,
-        )
-        self._dropped_attributes = span.dropped_attributes
-        self._dropped_events = span.dropped_events
-        self._dropped_links = span.dropped_links
-
-    @property
-    def dropped_attributes(self) -> int:
-        return self._dropped_attributes
-
-    @property
-    def dropped_events(self) -> int:
-        return self._dropped_events
-
-    @property
-    def dropped_links(self) -> int:
-        return self._dropped_links
-
-
 def with_threshold_events(span: ReadableSpan, alerts: Sequence[BudgetAlert]) -> ReadableSpan:
     """A copy of the ended ``span`` with one ``budget.threshold_crossed`` event per alert, at its end time."""
+    # The one span-copy helper; imported here, as importing otel_costs.budgets loads no pipeline.
+    from otel_costs.pipeline._spans import with_events
+
     events = [Event(THRESHOLD_EVENT, alert.event_attributes(), span.end_time) for alert in alerts]
-    return _SpanWithEvents(span, events)
+    return with_events(span, events)
