@@ -1,4 +1,5 @@
-"""The one way to copy an ended span with other attributes (``annotated``, ``with_attributes``).
+"""The one way to copy an ended span with other attributes or more events (``annotated``,
+``with_attributes``, ``with_events``), and to read an ended span's attributes cheaply.
 
 Ended SDK spans are immutable, so the processor (costs), the budgets (threshold events) and the
 rollup exporter (subtree totals) hand on a copy. Every such copy is made here.
