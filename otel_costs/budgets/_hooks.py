@@ -140,9 +140,8 @@ def span_reservation(attributes: Mapping[str, object]) -> str | None:
 
 def with_threshold_events(span: ReadableSpan, alerts: Sequence[BudgetAlert]) -> ReadableSpan:
     """A copy of the ended ``span`` with one ``budget.threshold_crossed`` event per alert, at its end time."""
-    events = [Event(THRESHOLD_EVENT, alert.event_attributes(), span.end_time) for alert in alerts]
-    # Imported here: alerts are rare, and importing the pipeline package would load the processor
-    # (and pricing) for every user of budgets.
+    # The one span-copy helper; imported here, as importing otel_costs.budgets loads no pipeline.
     from otel_costs.pipeline._spans import with_events
 
+    events = [Event(THRESHOLD_EVENT, alert.event_attributes(), span.end_time) for alert in alerts]
     return with_events(span, events)

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("otel_costs")
 
-#: Also imported from here by otel_costs/capture, until it imports ``_sdk.set_validated_attributes``.
-_add_attributes = set_validated_attributes
-
 
 @runtime_checkable
 class CostListener(Protocol):
@@ -149,7 +146,7 @@ class CostSpanProcessor(SpanProcessor):
                     additions = self._additions(entries)
                 attributes, longest = additions
                 if attributes:
-                    _add_attributes(span, attributes, longest, True)
+                    set_validated_attributes(span, attributes, longest, True)
         except Exception:
             logger.exception("otel_costs: could not attribute span %r", getattr(span, "name", span))
         self._next.on_start(span, parent_context)

@@ -1,4 +1,5 @@
-"""The one way to copy an ended span with other attributes (``annotated``, ``with_attributes``).
+"""The one way to copy an ended span with other attributes or more events (``annotated``,
+``with_attributes``, ``with_events``), and to read an ended span's attributes cheaply.
 
 Ended SDK spans are immutable, so the processor (costs), the budgets (threshold events) and the
 rollup exporter (subtree totals) hand on a copy. Every such copy is made here.
@@ -11,12 +12,14 @@ from typing import Any
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 
-from otel_costs._sdk import copy_fields
+from otel_costs._sdk import copy_fields, ended_attributes
 
 
 class _AnnotatedSpan(ReadableSpan):
     """A finished span with other attributes or more events; keeps the original's dropped counts."""
 
+    #: The attributes handed to the copy (a plain dict from ``annotated``), for ``readable_attributes``.
+    _own: Mapping[str, Any]
     #: Set where the events were replaced (the SDK's own list of them carries its dropped count).
     _dropped_events: int | None = None
     _dropped_links: int | None = None
@@ -38,6 +41,7 @@ class _AnnotatedSpan(ReadableSpan):
             end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
         )
+        self._own = attributes
         self._dropped = span.dropped_attributes
         self._dropped_events = span.dropped_events
         self._dropped_links = span.dropped_links
@@ -71,6 +75,7 @@ def annotated(span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
     fields = copy_fields(span, attributes) if type(span) in _COPYABLE else None
     if fields is None:
         return _AnnotatedSpan(span, attributes)
+    fields["_own"] = attributes
     if type(span) is not _AnnotatedSpan:  # a copy of a copy already has it
         fields["_dropped"] = span.dropped_attributes
     copy = _new(_AnnotatedSpan)
@@ -81,6 +86,16 @@ def annotated(span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
 def with_events(span: ReadableSpan, events: Sequence[Event]) -> ReadableSpan:
     """A copy of the ended ``span`` with ``events`` added after its own (e.g. budget alerts)."""
     return _AnnotatedSpan(span, span.attributes or {}, (*span.events, *events))
+
+
+def readable_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """The attributes of the ended ``span``, to be only read: the plain dict of a copy made here
+    or of a span the SDK ended (no read-only proxy built), else ``span.attributes``."""
+    if type(span) is _AnnotatedSpan:
+        own: Mapping[str, Any] = span._own
+        return own
+    raw = ended_attributes(span)
+    return raw if raw is not None else (span.attributes or {})
 
 
 def attributes_dict(attributes: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_costs import conventions as conv
 from otel_costs._sdk import suppress_instrumentation
-from otel_costs.pipeline._spans import annotated, attributes_dict
+from otel_costs.pipeline._spans import annotated, attributes_dict, readable_attributes
 from otel_costs.rollup._tree import own_cost, rollup_columns, write_rollup
 
 logger = logging.getLogger("otel_costs")
@@ -258,7 +258,7 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
         if parent is not None:
             parent_ids[i] = parent.span_id
             remote[i] = parent.is_remote
-        attributes = attributes_of[i] = span.attributes
+        attributes = attributes_of[i] = readable_attributes(span)
         # Most spans carry no cost attribute: one set test over their keys says so.
         if attributes and not _COST_KEYS.isdisjoint(attributes):
             direct[i], billable[i], flagged = own_cost(attributes)
