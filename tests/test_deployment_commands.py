@@ -53,6 +53,9 @@ def test_doc_marks_the_blocks_and_the_documented_rules() -> None:
     assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://<gateway>:4318" in text
     assert "serves the query API" in text and "not the web UI" in text and "official Jaeger release" in text
     assert "otel-costs serve" not in text
+    # collector/README.md shows the very same one-host commands.
+    readme = (REPO_ROOT / "collector" / "README.md").read_text()
+    assert f"```sh\n{blocks['processes']}```" in readme
 
 
 def _in_use(port: int) -> bool:
