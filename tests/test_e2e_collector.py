@@ -208,6 +208,24 @@ def test_workflow_costs_roll_up_across_services_and_workers(tmp_path: Path) -> N
         missing_child = sum(w.metric("otelcol_processor_costrollup_traces_missing_child") for w in p.workers)
         llm_requests = len(fake.requests)
     assert llm_requests == workflows * CALLS_PER_TRACE
+    # First the headline figure over all traces (how many roots lack money), then the details.
+    split = []
+    for result in results:
+        view = views[result["trace_id"]]
+        root = tags(view.root() or {})
+        calls_sum = sum(c[conv.COST_DIRECT_NANOS] for c in view.calls())
+        if root.get(conv.COST_TOTAL_NANOS) != calls_sum:
+            split.append(
+                (
+                    result["trace_id"],
+                    root.get(conv.COST_TOTAL_NANOS),
+                    calls_sum,
+                    root.get(conv.COST_ROLLUP_PARTIAL),
+                )
+            )
+    assert not split, (
+        f"{len(split)} of {workflows} roots short of their calls (id, root total, sum, partial): {split}"
+    )
     spans_in_jaeger = 0
     for result in results:
         view = views[result["trace_id"]]
