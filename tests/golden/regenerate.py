@@ -5,8 +5,8 @@
 
 The expected attributes come from the current Python implementation: each span that carries
 usage but no ``cost.status`` goes through ``CostSpanProcessor`` (``PriceBook`` prices it), then
-the whole trace is rolled up with ``_rollup.rollup_columns`` and ``write_rollup`` (the engine of
-the in-process exporter and of the former ``otel-costs serve``) at ``scope = trace``, with serve's
+the whole trace is rolled up with ``otel_costs.rollup._tree.rollup_columns`` and ``write_rollup``
+(the engine of the in-process exporter) at ``scope = trace``, with the Collector processor's
 rules: rollup figures an earlier rollup wrote are replaced, ``cost.currency`` is not written twice,
 a late part flags every span.
 Prices come from genai-prices' bundled data restricted to the providers in ``PROVIDERS``
