@@ -133,6 +133,10 @@ def test_export_from_genai_prices_validates(tmp_path: Path) -> None:
             models += 1
     assert models > 100
     assert not list(tmp_path.glob(".*tmp")), "the temporary file was left behind"
+    assert path.stat().st_mode & 0o777 == 0o644, "a Collector running as another user must read it"
+    path.chmod(0o600)
+    export_prices(PriceBook(use_genai_prices=False), path)
+    assert path.stat().st_mode & 0o777 == 0o600, "a re-export keeps the file's mode"
 
 
 def test_overrides_round_trip() -> None:

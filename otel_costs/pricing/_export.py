@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from decimal import Decimal
@@ -57,7 +58,8 @@ def export_prices(book: PriceBook, path: str | os.PathLike[str]) -> dict[str, An
     """Write ``book``'s prices to ``path`` as the ``costrollup`` processor's price file.
 
     The file is written atomically (a temporary file in the same directory, then renamed), so a
-    Collector never reads half a file. Returns the document written.
+    Collector never reads half a file; it keeps the mode of the file it replaces, else it is
+    readable by all (``0644``: a Collector often runs as another user). Returns the document written.
 
     >>> from otel_costs.pricing import PriceBook, export_prices
     >>> doc = export_prices(PriceBook({"acme": {"input": 1, "output": 2}}), "prices.json")  # doctest: +SKIP
@@ -66,10 +68,15 @@ def export_prices(book: PriceBook, path: str | os.PathLike[str]) -> dict[str, An
     target = Path(os.fspath(path))
     text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
     directory = target.parent if str(target.parent) else Path(".")
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        mode = 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
