@@ -120,9 +120,6 @@ COST_ROLLUP_PARTIAL_REASON: _Final = "cost.rollup.partial_reason"
 #: How many billable spans in the subtree could not be priced: the total is a lower bound.
 COST_ROLLUP_UNPRICED: _Final = "cost.rollup.unpriced"
 
-#: Resource attribute naming the ``otel-costs serve`` worker that rolled a span up (``--worker-id``).
-ROLLUP_WORKER: _Final = "otel_costs.worker"
-
 # --- GenAI semantic conventions we read or write --------------------------------------
 GEN_AI_OPERATION_NAME: _Final = "gen_ai.operation.name"
 GEN_AI_PROVIDER_NAME: _Final = "gen_ai.provider.name"
@@ -372,7 +369,6 @@ __all__ = [
     "RESERVATION_ID_ATTRIBUTE",
     "RETRY_DEPTH",
     "RETRY_STEP",
-    "ROLLUP_WORKER",
     "SCOPE_PROCESS",
     "SCOPE_TRACE",
     "SERVER_ADDRESS",

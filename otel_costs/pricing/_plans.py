@@ -440,7 +440,7 @@ def _bucket(dimensions: Mapping[str, str]) -> int:
 class Entry:
     """A resolved (provider, model): its plans by date or time of day, ready to apply."""
 
-    __slots__ = ("choices", "default", "delegate", "model", "provider", "schedule", "source")
+    __slots__ = ("choices", "default", "delegate", "model", "prices", "provider", "schedule", "source")
 
     def __init__(
         self,
@@ -455,6 +455,8 @@ class Entry:
         self.provider = provider
         self.model = model
         self.source = source
+        #: The prices as given (the price file exporter writes them out).
+        self.prices = prices
         #: A model genai-prices special-cases in code: priced by its own calc_price, not by a plan.
         self.delegate = delegate
         self.choices: tuple[tuple[StartDateConstraint | TimeOfDateConstraint | None, Plan], ...] = ()
