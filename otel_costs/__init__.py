@@ -18,7 +18,6 @@ imported on first use, so ``import otel_costs`` loads no exporter, no price data
 client and no gRPC (``tests/test_import.py``; ``benchmarks/bench_import.py``).
 """
 
-
 import importlib as _importlib
 import typing as _typing
 

@@ -283,13 +283,6 @@ def _otlp_post(url: str, service: str, spans: list[dict[str, Any]]) -> None:
     httpx.post(url, json=body, timeout=10).raise_for_status()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="costrollup exempts a CLIENT span from await_children when its parent carries any cost.* "
-    "attribute, and the in-process rollup (configure()) writes cost.children* on every agent/workflow "
-    "span: an HTTP call into another service made under an agent span is not awaited, the trace goes "
-    "out at root_wait and the root's total misses that service, unflagged",
-)
 @pytest.mark.timeout(90)
 def test_client_call_under_a_priced_agent_span_holds_the_trace(tmp_path: Path) -> None:
     """What configure() emits: workflow > agent (cost.children*) > CLIENT into service B; B arrives late.
