@@ -12,7 +12,7 @@
 #             max_buffered_spans 3M: at 100k+ spans/s x root_wait 5 s the default 1M would make the
 #             run measure early, buffer_full releases instead of the steady state), batch
 #   without:  memory_limiter, batch (the same file with costrollup taken out)
-# Load: traces of 16 spans, 3 of them LLM calls (the realistic mix of benchmarks/bench_serve.py), 100
+# Load: traces of 16 spans, 3 of them LLM calls (the realistic mix of the former otel-costs serve benchmark), 100
 # traces per request, 4 concurrent senders, as fast as the worker accepts them, in two mixes:
 #   priced   the LLM spans were priced in-process (cost.* on them): the worker rolls up only
 #   usage    the LLM spans carry token usage only: the worker prices them too (no otel-costs in the app)

@@ -120,9 +120,6 @@ COST_ROLLUP_PARTIAL_REASON: _Final = "cost.rollup.partial_reason"
 #: How many billable spans in the subtree could not be priced: the total is a lower bound.
 COST_ROLLUP_UNPRICED: _Final = "cost.rollup.unpriced"
 
-#: Resource attribute naming the ``otel-costs serve`` worker that rolled a span up (``--worker-id``).
-ROLLUP_WORKER: _Final = "otel_costs.worker"
-
 # --- GenAI semantic conventions we read or write --------------------------------------
 GEN_AI_OPERATION_NAME: _Final = "gen_ai.operation.name"
 GEN_AI_PROVIDER_NAME: _Final = "gen_ai.provider.name"
@@ -253,6 +250,17 @@ LIMIT_METRIC: _Final = "otel_costs.budget.limit"
 #: Span attribute where the HTTP layer puts the reservation id of a call, for the processor to reconcile.
 RESERVATION_ID_ATTRIBUTE: _Final = "cost.budget.reservation_id"
 
+# --- call sites and resources (OpenTelemetry semantic conventions) ---
+#: Where the application made the call or entered the scope (recorded by workflow(), agent(),
+#: retry() and the HTTP capture's LLM spans; the Attribution Auditor groups findings by them).
+CODE_FUNCTION_NAME: _Final = "code.function.name"
+CODE_FILE_PATH: _Final = "code.file.path"
+CODE_LINE_NUMBER: _Final = "code.line.number"
+#: Resource attributes the reports group by (``deployment.environment`` is the older name).
+SERVICE_NAME: _Final = "service.name"
+DEPLOYMENT_ENVIRONMENT_NAME: _Final = "deployment.environment.name"
+DEPLOYMENT_ENVIRONMENT: _Final = "deployment.environment"
+
 __all__ = [
     "AGENT_ID",
     "AGENT_NAME",
@@ -277,6 +285,9 @@ __all__ = [
     "BUDGET_WINDOW",
     "CACHE_READ_KEYS",
     "CACHE_WRITE_KEYS",
+    "CODE_FILE_PATH",
+    "CODE_FUNCTION_NAME",
+    "CODE_LINE_NUMBER",
     "COST_CACHE_READ",
     "COST_CACHE_WRITE",
     "COST_CHILDREN",
@@ -301,6 +312,8 @@ __all__ = [
     "COST_TOTAL",
     "COST_TOTAL_NANOS",
     "CURRENCY_USD",
+    "DEPLOYMENT_ENVIRONMENT",
+    "DEPLOYMENT_ENVIRONMENT_NAME",
     "GEN_AI_OPERATION_NAME",
     "GEN_AI_PROVIDER_NAME",
     "GEN_AI_REQUEST_MODEL",
@@ -356,11 +369,11 @@ __all__ = [
     "RESERVATION_ID_ATTRIBUTE",
     "RETRY_DEPTH",
     "RETRY_STEP",
-    "ROLLUP_WORKER",
     "SCOPE_PROCESS",
     "SCOPE_TRACE",
     "SERVER_ADDRESS",
     "SERVER_KEYS",
+    "SERVICE_NAME",
     "SEVERITY_CRITICAL",
     "SEVERITY_EXCEEDED",
     "SEVERITY_WARNING",

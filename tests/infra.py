@@ -42,6 +42,8 @@ COLLECTOR_DIR = REPO_ROOT / "collector"
 BUILD_SCRIPT = COLLECTOR_DIR / "build.sh"
 #: apps -> gateway: OTLP in, ``load_balancing`` exporter routing by trace ID to ``WORKER_ENDPOINTS``.
 GATEWAY_CONFIG = COLLECTOR_DIR / "gateway.yaml"
+#: gateway -> worker: ``memory_limiter``, ``costrollup``, ``batch``, OTLP/gRPC to ``EXPORT_OTLP_ENDPOINT``.
+WORKER_CONFIG = COLLECTOR_DIR / "worker.yaml"
 #: workers -> Collector -> Jaeger (``JAEGER_OTLP_ENDPOINT``).
 BACKEND_JAEGER_CONFIG = COLLECTOR_DIR / "backend-jaeger.yaml"
 #: workers -> Collector -> Tempo (``TEMPO_OTLP_ENDPOINT``).

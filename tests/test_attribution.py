@@ -522,3 +522,32 @@ async def test_one_scope_object_entered_by_concurrent_tasks(pipeline: InMemoryPi
         assert parent is not None
         (owner,) = [s for s in agents if s.context is not None and s.context.span_id == parent.span_id]
         assert owner.end_time is not None and owner.end_time >= (pipeline.span(child).end_time or 0)
+
+
+def test_scopes_record_the_application_call_site(pipeline: InMemoryPipeline) -> None:
+    """workflow(), agent() and retry() spans carry the code.* location of the line that entered them."""
+    with otel_costs.workflow("w", tracer_provider=pipeline.tracer_provider):
+        line = sys._getframe().f_lineno - 1
+        with otel_costs.agent("a", tracer_provider=pipeline.tracer_provider):
+            pass
+    for name, want_line in (("invoke_workflow w", line), ("invoke_agent a", line + 2)):
+        attributes = pipeline.attributes(name)
+        assert (
+            attributes[conv.CODE_FUNCTION_NAME] == f"{__name__}.test_scopes_record_the_application_call_site"
+        )
+        assert attributes[conv.CODE_FILE_PATH] == __file__
+        assert attributes[conv.CODE_LINE_NUMBER] == want_line
+
+
+def test_a_decorated_function_records_its_caller(pipeline: InMemoryPipeline) -> None:
+    """A scope used as a decorator records the caller of the decorated function, not the library's wrapper."""
+
+    @otel_costs.agent("deco", tracer_provider=pipeline.tracer_provider)
+    def work() -> None:
+        pass
+
+    work()
+    line = sys._getframe().f_lineno - 1
+    attributes = pipeline.attributes("invoke_agent deco")
+    assert attributes[conv.CODE_FUNCTION_NAME] == f"{__name__}.test_a_decorated_function_records_its_caller"
+    assert attributes[conv.CODE_LINE_NUMBER] == line

@@ -801,7 +801,6 @@ _HEAVY = (
     "yaml",
     "urllib.request",
     "otel_costs.pricing",
-    "otel_costs._serve",
 )
 
 

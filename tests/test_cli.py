@@ -114,39 +114,20 @@ def test_module_entry_point(traces_file: Path) -> None:
     assert "cannot read" in missing.stderr
 
 
-def test_tree_works_without_the_serve_extra(
-    traces_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``tree`` runs when ``otel_costs._serve`` (grpc, the serve extra) cannot be imported."""
-    monkeypatch.setitem(sys.modules, "otel_costs._serve", None)  # any import of it now fails
-    assert main(["tree", str(traces_file)]) == 0
-    assert TREE in capsys.readouterr().out
-
-
-def test_help_lists_serve_without_the_serve_extra(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``otel-costs --help`` lists ``serve`` and the extra it needs without importing it."""
-    monkeypatch.setitem(sys.modules, "otel_costs._serve", None)
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    """``otel-costs --help`` lists ``tree``, ``demo`` and ``prices``; ``serve`` is gone (the
+    trace-wide rollup is the Collector's ``costrollup`` processor)."""
     with pytest.raises(SystemExit) as exited:
         main(["--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    assert "serve" in out and "otel-costs[serve]" in out
+    assert "tree" in out and "demo" in out and "prices" in out
+    assert "serve" not in out
 
 
-def test_serve_without_the_serve_extra_says_what_to_install(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``otel-costs serve`` without its extra exits 2 naming ``pip install 'otel-costs[serve]'``."""
-    monkeypatch.setitem(sys.modules, "otel_costs._serve", None)
-    assert main(["serve", "--no-grpc"]) == 2
-    assert "pip install 'otel-costs[serve]'" in capsys.readouterr().err
-
-
-def test_serve_help_comes_from_the_serve_module(capsys: pytest.CaptureFixture[str]) -> None:
-    """With the serve extra installed, ``otel-costs serve --help`` shows serve's own options."""
+def test_serve_is_gone(capsys: pytest.CaptureFixture[str]) -> None:
+    """``otel-costs serve`` is an unknown command now (argparse exits 2)."""
     with pytest.raises(SystemExit) as exited:
-        main(["serve", "--help"])
-    assert exited.value.code == 0
-    assert "--forward-endpoint" in capsys.readouterr().out
+        main(["serve"])
+    assert exited.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err

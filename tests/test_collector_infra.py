@@ -2,9 +2,9 @@
 
 Spans go from the real OTel Python SDK through the gateway Collector (``collector/gateway.yaml``)
 to Jaeger v2 (``collector/jaeger.yaml``) and are read back from Jaeger's HTTP API. The routing test
-puts two Collectors running ``collector/backend-jaeger.yaml`` where the otel-costs workers will be,
-each stamping its name on the spans it forwards, and checks that the gateway sends every trace
-whole to one of them.
+puts two Collectors running ``collector/backend-jaeger.yaml`` where the worker Collectors go, each
+stamping its name on the spans it forwards, and checks that the gateway sends every trace whole to
+one of them. ``collector/docker-compose.yaml`` is checked against the configs and build.sh.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from infra import (
     COLLECTOR_DIR,
     GATEWAY_CONFIG,
     JAEGER_CONFIG,
+    WORKER_CONFIG,
     CollectorProcess,
     ensure_binaries,
     jaeger_trace,
@@ -65,8 +66,17 @@ def _exporter(protocol: str, gateway: CollectorProcess) -> SpanExporter:
         (GATEWAY_CONFIG, {"WORKER_ENDPOINTS": "[127.0.0.1:14317, 127.0.0.1:24317]"}),
         (BACKEND_JAEGER_CONFIG, {"JAEGER_OTLP_ENDPOINT": "127.0.0.1:14317"}),
         (BACKEND_TEMPO_CONFIG, {"TEMPO_OTLP_ENDPOINT": "127.0.0.1:14317"}),
+        (WORKER_CONFIG, {"EXPORT_OTLP_ENDPOINT": "127.0.0.1:14317"}),
+        (WORKER_CONFIG, {"EXPORT_OTLP_ENDPOINT": "127.0.0.1:14317", "OTELCOL_MEMORY_LIMIT_MIB": "64"}),
     ],
-    ids=["gateway-comma-list", "gateway-yaml-list", "backend-jaeger", "backend-tempo"],
+    ids=[
+        "gateway-comma-list",
+        "gateway-yaml-list",
+        "backend-jaeger",
+        "backend-tempo",
+        "worker",
+        "worker-mib",
+    ],
 )
 def test_collector_configs_validate(config: Path, env: dict[str, str]) -> None:
     """Each shipped Collector config passes the built Collector's own `validate` command."""
@@ -88,8 +98,9 @@ def test_collector_configs_validate(config: Path, env: dict[str, str]) -> None:
         (GATEWAY_CONFIG, "no endpoints"),
         (BACKEND_JAEGER_CONFIG, "endpoint"),
         (BACKEND_TEMPO_CONFIG, "endpoint"),
+        (WORKER_CONFIG, "endpoint"),
     ],
-    ids=["gateway", "backend-jaeger", "backend-tempo"],
+    ids=["gateway", "backend-jaeger", "backend-tempo", "worker"],
 )
 def test_collector_configs_reject_missing_downstream(config: Path, missing: str) -> None:
     """A Collector config whose downstream variable is unset fails validation with a clear error."""
@@ -292,7 +303,22 @@ def test_docker_compose_matches_configs_and_build() -> None:
         endpoint.split(":")[0]
         for endpoint in services["gateway"]["environment"]["WORKER_ENDPOINTS"].split(",")
     }
-    assert worker_hosts == {name for name in services if name.startswith("worker-")}
+    workers = {name: service for name, service in services.items() if name.startswith("worker-")}
+    assert worker_hosts == set(workers)
+    # The gateway reaches each worker on worker.yaml's OTLP/gRPC port.
+    worker_port = re.search(r"OTELCOL_OTLP_GRPC_PORT:-(\d+)", WORKER_CONFIG.read_text())
+    assert worker_port
+    assert {
+        endpoint.split(":")[1]
+        for endpoint in services["gateway"]["environment"]["WORKER_ENDPOINTS"].split(",")
+    } == {worker_port.group(1)}
+    # Workers are the project's distribution with worker.yaml (no Python serve); the gateway runs it too.
+    for name, service in workers.items():
+        assert service["command"] == ["--config=/etc/otel-costs/worker.yaml"], name
+        assert service["image"] == services["gateway"]["image"] == "otel-costs-collector:local", name
+    dockerfile = COLLECTOR_DIR / services["worker-1"]["build"]["dockerfile"].removeprefix("collector/")
+    text = dockerfile.read_text()
+    assert "collector/build.sh" in text and "otelcol-otel-costs" in text and "worker.yaml" in text
+    assert "otel-costs serve" not in text and "pip install" not in text
     assert f"otel/opentelemetry-collector-contrib:{_build_version('OCB_VERSION')}" in images
     assert f"jaegertracing/jaeger:{_build_version('JAEGER_RELEASE')}" in images
-    assert (COLLECTOR_DIR / services["worker-1"]["build"]["dockerfile"].removeprefix("collector/")).is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 import time
 import weakref
@@ -262,6 +263,23 @@ def test_embeddings_record_input_tokens_only(capture: Capture, fake: FakeLLMProv
     span = capture.one_llm_span()
     assert span.name == "embeddings text-embedding-3-small"
     assert usage_of(span) == {INPUT: fake.requests[-1].usage.input_tokens}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("http_spans", [True, False], ids=["http-spans", "one-span"])
+def test_llm_spans_record_the_application_call_site(
+    capture: Capture, fake: FakeLLMProvider, http_spans: bool
+) -> None:
+    """An LLM span carries the code.* location of the application line that called the SDK."""
+    capture.on(http_spans=http_spans)
+    client = openai.OpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0)
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    line = sys._getframe().f_lineno - 1
+    attributes = capture.one_llm_span().attributes or {}
+    assert (
+        attributes[conv.CODE_FUNCTION_NAME] == f"{__name__}.test_llm_spans_record_the_application_call_site"
+    )
+    assert attributes[conv.CODE_FILE_PATH] == __file__
+    assert attributes[conv.CODE_LINE_NUMBER] == line
 
 
 # ---------------------------------------------------------------------------------------------

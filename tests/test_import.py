@@ -13,8 +13,7 @@ import sys
 import pytest
 
 #: Module prefixes that must stay unloaded by a plain import: gRPC, protobuf and the generated OTLP
-#: messages, the OTLP exporters, the Redis client, genai-prices (and its ~3 MB data module), and the
-#: collector-side worker.
+#: messages, the OTLP exporters, the Redis client, genai-prices (and its ~3 MB data module).
 HEAVY = (
     "grpc",
     "google.protobuf",
@@ -22,7 +21,6 @@ HEAVY = (
     "opentelemetry.exporter",
     "redis",
     "genai_prices",
-    "otel_costs._serve",
 )
 
 
@@ -64,7 +62,7 @@ def test_import_root_loads_only_the_root() -> None:
     ],
 )
 def test_public_imports_load_nothing_heavy(code: str) -> None:
-    """Importing public names loads no gRPC, protobuf, OTLP exporter, Redis client, price data or serve."""
+    """Importing public names loads no gRPC, protobuf, OTLP exporter, Redis client or price data."""
     assert _heavy(_loaded_by(code)) == []
 
 

@@ -10,7 +10,9 @@ from decimal import Decimal
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from priced_spans import spend
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from priced_spans import priced_span, spend
 
 from otel_costs import conventions as conv
 from otel_costs.budgets import Budget, BudgetManager
@@ -194,3 +196,32 @@ def test_cost_metrics_as_a_processor_cost_listener(
         pipeline.spans()
     ((_attributes, value),) = points(reader, COST_METRIC).items()
     assert value == pytest.approx(0.012)
+
+
+@pytest.mark.parametrize(
+    ("depth", "tier"),
+    [(0, "0"), (1, "1"), (2, "2"), (3, ">2"), (40, ">2"), ("2", "2"), (-1, None), ("x", None)],
+)
+def test_retry_depth_is_a_four_value_tier(
+    metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader], depth: object, tier: str | None
+) -> None:
+    """The counter carries retry.depth as 0, 1, 2 or >2 (bounded series); a non-depth is left off."""
+    metrics, reader = metrics_and_reader
+    spend(metrics, "call", {**CALL, conv.RETRY_DEPTH: depth}, 1_000)
+    ((attributes, _),) = points(reader, COST_METRIC).items()
+    assert dict(attributes).get(conv.RETRY_DEPTH) == tier
+
+
+@pytest.mark.parametrize("key", [conv.DEPLOYMENT_ENVIRONMENT_NAME, conv.DEPLOYMENT_ENVIRONMENT])
+def test_environment_comes_from_the_span_resource(
+    metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader], key: str
+) -> None:
+    """The span's resource names the environment (current or older semconv name) on the counter."""
+    metrics, reader = metrics_and_reader
+    ended = priced_span("call", CALL)
+    span = ReadableSpan(
+        name=ended.name, context=ended.context, attributes=CALL, resource=Resource.create({key: "prod"})
+    )
+    metrics.on_span_cost(span, 1_000)
+    ((attributes, _),) = points(reader, COST_METRIC).items()
+    assert dict(attributes)[conv.DEPLOYMENT_ENVIRONMENT_NAME] == "prod"

@@ -64,7 +64,7 @@ def instrumented_app() -> Iterator[tuple[int, list[Any]]]:
     registry.register(reader._collector)
     meter_provider = MeterProvider(metric_readers=[reader])
     cost_metrics = CostMetrics(meter_provider=meter_provider)
-    pipeline = InMemoryPipeline(service_name="reports-metrics", cost_listeners=[cost_metrics.on_span_cost])
+    pipeline = InMemoryPipeline(service_name="reports-metrics", listeners=[cost_metrics])
     run_workload(pipeline.tracer_provider)
     spans = pipeline.spans()
     server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)

@@ -476,13 +476,30 @@ func spanPeer(attrs pcommon.Map) string {
 	return ""
 }
 
-// llmish: the span is (part of) an LLM call, not a call into another instrumented service.
+// llmish: the span is (part of) an LLM or database call, not a call into another instrumented
+// service. An agent, workflow, task or tool span is none of these, whatever it carries: the
+// in-process rollup writes cost.children/cost.total on every agent span, and aggregate spans may
+// carry summed usage, so neither a cost.* rollup figure nor usage on such a span makes it a call.
 func llmish(attrs pcommon.Map) bool {
+	str := func(k string) string {
+		if v, ok := attrs.Get(k); ok && v.Type() == pcommon.ValueTypeStr {
+			return v.Str()
+		}
+		return ""
+	}
+	op := str("gen_ai.operation.name")
+	oiKind := strings.ToUpper(str("openinference.span.kind"))
+	if aggregateOperations[op] || oiAggregateKinds[oiKind] || tlAggregateKinds[strings.ToLower(str("traceloop.span.kind"))] ||
+		str("cost.status") == "aggregate" {
+		return false
+	}
+	if llmOperations[op] || oiLLMKinds[oiKind] {
+		return true
+	}
 	is := false
 	attrs.Range(func(k string, _ pcommon.Value) bool {
-		if triggerKeys[k] || k == "gen_ai.operation.name" || k == "gen_ai.request.model" || k == "gen_ai.response.model" ||
-			k == "openinference.span.kind" || k == "llm.model_name" || k == "db.system" || k == "db.system.name" ||
-			strings.HasPrefix(k, "cost.") {
+		if triggerKeys[k] || k == "gen_ai.request.model" || k == "gen_ai.response.model" || k == "llm.model_name" ||
+			k == "db.system" || k == "db.system.name" || k == "cost.status" || k == "cost.direct_nanos" {
 			is = true
 			return false
 		}

@@ -6,16 +6,19 @@ worker's root_wait (1 s in the smoke run): the worker must hold A's trace for B 
 Prints one line per span: name, cost.total_nanos, cost.direct_nanos, scope, partial, remote_parent;
 exits 1 unless the root's total is the exact sum of both services' calls and nothing is flagged.
 """
+import json
 import os
 import sys
-import json
 import time
 import urllib.request
+
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+
 def provider(name):
     p = TracerProvider(resource=Resource.create({"service.name": name}))
     p.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=os.environ["GATEWAY_OTLP_HTTP"] + "/v1/traces")))
@@ -31,6 +34,7 @@ with ta.start_as_current_span("workflow") as root:
 a.force_flush()
 time.sleep(3)  # service B's spans arrive 3 s later (> root_wait 1 s): the trace must wait for them
 from opentelemetry.trace import NonRecordingSpan, SpanContext, set_span_in_context
+
 parent = set_span_in_context(NonRecordingSpan(SpanContext(ctx.trace_id, ctx.span_id, True, ctx.trace_flags)))
 with tb.start_as_current_span("POST /run", context=parent, kind=trace.SpanKind.SERVER):
     with tb.start_as_current_span("chat", attributes={"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-sonnet-4-5", "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100}):

@@ -30,6 +30,7 @@ from opentelemetry import baggage, context, trace
 from ulid import ULID
 
 from otel_costs import conventions as conv
+from otel_costs._callsite import call_site
 
 logger = logging.getLogger("otel_costs")
 
@@ -93,6 +94,7 @@ class Scope(AbstractContextManager["Scope"]):
 
     def __enter__(self) -> Scope:
         name, attributes, entries = self._prepare()
+        attributes.update(call_site())
         ctx = context.get_current()
         for key, value in entries.items():
             ctx = baggage.remove_baggage(key, ctx) if value is None else baggage.set_baggage(key, value, ctx)

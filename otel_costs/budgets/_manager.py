@@ -405,7 +405,11 @@ class BudgetManager:
         try:
             attributes = span.attributes or {}
             crossings = self._record_span_cost(
-                span_key(span), attributes, cost_nanos, reservation_id=span_reservation(attributes)
+                span_key(span),
+                attributes,
+                cost_nanos,
+                reservation_id=span_reservation(attributes),
+                resource=span.resource.attributes if span.resource is not None else None,
             )
             return with_threshold_events(span, crossings) if crossings else None
         except Exception:
@@ -419,8 +423,12 @@ class BudgetManager:
         cost_nanos: int,
         *,
         reservation_id: str | None = None,
+        resource: Mapping[str, object] | None = None,
     ) -> tuple[BudgetAlert, ...]:
-        """Record a cost once per ``key``, releasing its reservation; the thresholds it crossed."""
+        """Record a cost once per ``key``, releasing its reservation; the thresholds it crossed.
+
+        ``resource``: the span's resource attributes, for the cost metric's environment label.
+        """
         try:
             if isinstance(cost_nanos, bool) or not isinstance(cost_nanos, int) or cost_nanos < 0:
                 logger.error(
@@ -429,23 +437,28 @@ class BudgetManager:
                 if reservation_id is not None:
                     self.release(reservation_id)
                 return ()
-            return self._record(key, attributes, cost_nanos, reservation_id)
+            return self._record(key, attributes, cost_nanos, reservation_id, resource)
         except Exception:
             logger.exception("budget: recording the cost of span %s failed", key)
             return ()
 
     def _record(
-        self, key: str, attributes: Mapping[str, object], cost: int, rid: str | None
+        self,
+        key: str,
+        attributes: Mapping[str, object],
+        cost: int,
+        rid: str | None,
+        resource: Mapping[str, object] | None = None,
     ) -> tuple[BudgetAlert, ...]:
         now = self._clock()
         found = targets(self._compiled, attributes, now)
         if not found and rid is None:
-            self._count(attributes, cost)
+            self._count(attributes, cost, resource)
             return ()
         pending = Pending(key, tuple(t.counter for t in found), cost, rid, tuple(found))
         if self._health.reason is not None and self._health.skipped():
             self._backlog.add(pending)
-            self._count(attributes, cost)
+            self._count(attributes, cost, resource)
             return ()
         if self._backlog.items:
             self._replay(now)
@@ -456,19 +469,21 @@ class BudgetManager:
         except LedgerUnavailable as exc:
             self._health.down(exc)
             self._backlog.add(pending)
-            self._count(attributes, cost)
+            self._count(attributes, cost, resource)
             return ()
         self._health.up()
         if not result.applied:
             return ()
-        self._count(attributes, cost)
+        self._count(attributes, cost, resource)
         self._track(found)
         return self._after_commit(found, result.spent_after, cost, now)
 
-    def _count(self, attributes: Mapping[str, object], cost: int) -> None:
+    def _count(
+        self, attributes: Mapping[str, object], cost: int, resource: Mapping[str, object] | None
+    ) -> None:
         """Add the cost to the cost metric, if this manager has one (so one listener suffices)."""
         if self._metrics is not None:
-            self._metrics._count(attributes, cost)
+            self._metrics._count(attributes, cost, resource)
 
     def _after_commit(
         self, found: Sequence[Target], spent_after: Sequence[int], cost: int, now: float

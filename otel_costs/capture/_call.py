@@ -23,6 +23,7 @@ from opentelemetry.semconv.attributes.url_attributes import URL_FULL
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_costs import conventions as conv
+from otel_costs._callsite import call_site
 from otel_costs._sdk import set_validated_attributes as _add_attributes
 from otel_costs.capture._config import Config, PreCallBudgets
 from otel_costs.capture._dialects import OPENAI_CHAT, OPENAI_COMPLETIONS, ApiCall, loads_json
@@ -80,6 +81,7 @@ def start_call(
         attributes[SERVER_PORT] = port
     if model:
         attributes[conv.GEN_AI_REQUEST_MODEL] = model
+    attributes.update(call_site())
     if not config.http_spans:
         attributes[HTTP_REQUEST_METHOD] = request.method
         attributes[URL_FULL] = _url_without_query(request.url)

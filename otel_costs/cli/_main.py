@@ -1,7 +1,7 @@
-"""The ``otel-costs`` command line: ``tree``, ``demo`` and ``serve``.
+"""The ``otel-costs`` command line: ``tree``, ``demo`` and ``prices export``.
 
-``serve`` lives in ``otel_costs._serve`` (grpc, protobuf: the ``serve`` extra), imported only when
-that command runs, so ``tree`` and ``demo`` work on the base install and start fast.
+The trace-wide rollup worker that was ``otel-costs serve`` is now the Collector's ``costrollup``
+processor (``docs/collector-rollup.md``); ``prices export`` writes its price file.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from otel_costs.cli._demo import add_demo_parser
 from otel_costs.cli._report import by_agent, cost_trees, format_by_agent, format_tree, trace_title
 from otel_costs.pipeline._otlp import read_json_file
+from otel_costs.report._cli import add_report_parsers
 
 
 def _tree(args: argparse.Namespace) -> int:
@@ -38,16 +39,52 @@ def _tree(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``otel-costs serve``'s one-line help, shown without importing it.
-_SERVE_HELP = "trace-wide cost rollup worker, OTLP in and out (needs: pip install 'otel-costs[serve]')"
+def _prices_export(args: argparse.Namespace) -> int:
+    from otel_costs.pricing import PriceBook, PriceConfigError, export_prices
+
+    try:
+        book = PriceBook(overrides_file=args.prices, use_genai_prices=not args.no_genai_prices)
+        document = export_prices(book, args.file)
+    except PriceConfigError as exc:
+        print(f"otel-costs prices export: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"otel-costs prices export: cannot write {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    models = sum(len(p["models"]) for p in document["providers"])
+    print(
+        f"wrote {args.file}: {len(document['providers'])} providers, {models} models, "
+        f"{len(document['overrides'])} overrides"
+    )
+    return 0
 
 
-def build_parser(*, serve: bool = False) -> argparse.ArgumentParser:
-    """The argument parser of ``otel-costs`` (subcommands register themselves here).
+def _add_prices_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    prices = sub.add_parser("prices", help="price data: export the Collector's price file")
+    prices_sub = prices.add_subparsers(dest="prices_command", required=True)
+    export = prices_sub.add_parser(
+        "export",
+        help="write the costrollup processor's price file (genai-prices' data plus your overrides)",
+        description="Write the price file the Collector's costrollup processor reads (prices_file), "
+        "from the same data PriceBook prices from: genai-prices' bundled data plus your overrides.",
+    )
+    export.add_argument("file", help="the price file to write (JSON)")
+    export.add_argument(
+        "--prices",
+        metavar="OVERRIDES_FILE",
+        default=None,
+        help="price overrides, a .toml or .yaml file in PriceBook's schema (docs/pricing.md)",
+    )
+    export.add_argument(
+        "--no-genai-prices",
+        action="store_true",
+        help="export the overrides only (usage-only spans of other models are then unpriced)",
+    )
+    export.set_defaults(func=_prices_export)
 
-    ``serve=True`` imports ``otel_costs._serve`` for the full ``serve`` subcommand; otherwise
-    ``serve`` is listed by name and help only.
-    """
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``otel-costs`` (subcommands register themselves here)."""
     parser = argparse.ArgumentParser(prog="otel-costs", description="Where the money goes in LLM traces.")
     sub = parser.add_subparsers(dest="command", required=True)
     tree = sub.add_parser("tree", help="print each trace in an OTLP/JSON-lines file as a cost tree")
@@ -56,28 +93,13 @@ def build_parser(*, serve: bool = False) -> argparse.ArgumentParser:
     tree.add_argument("--by-agent", action="store_true", help="also print direct cost per agent")
     tree.set_defaults(func=_tree)
     add_demo_parser(sub)
-    if serve:
-        from otel_costs._serve import add_serve_parser
-
-        add_serve_parser(sub)
-    else:
-        sub.add_parser("serve", help=_SERVE_HELP)
+    add_report_parsers(sub)
+    _add_prices_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``otel-costs`` command."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    serve = argv[:1] == ["serve"]  # the command is the first argument: the top level has only -h
-    if serve:
-        try:
-            import otel_costs._serve  # noqa: F401
-        except ImportError as exc:
-            print(
-                f"otel-costs serve: {exc}; it needs the serve extra: pip install 'otel-costs[serve]'",
-                file=sys.stderr,
-            )
-            return 2
-    args = build_parser(serve=serve).parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     code: int = args.func(args)
     return code

@@ -27,11 +27,14 @@ from otel_costs.conventions import (
     BUDGET_SUBJECT,
     BUDGET_WINDOW,
     COST_METRIC,
+    DEPLOYMENT_ENVIRONMENT,
+    DEPLOYMENT_ENVIRONMENT_NAME,
     GEN_AI_PROVIDER_NAME,
     GEN_AI_REQUEST_MODEL,
     GEN_AI_RESPONSE_MODEL,
     GEN_AI_SYSTEM,
     LIMIT_METRIC,
+    RETRY_DEPTH,
     SPENT_METRIC,
     TEAM_ID,
     USER_ID,
@@ -43,18 +46,35 @@ from otel_costs.conventions import (
 logger = logging.getLogger(__name__)
 
 
-#: Attributes the cost counter copies from a span (when present).
+#: Attributes the cost counter copies from a span (when present). ``retry.depth`` is put on it as
+#: a tier (``0``, ``1``, ``2``, ``>2``: four values at most), and ``deployment.environment.name``
+#: is read from the span's resource (or the older ``deployment.environment``).
 COST_METRIC_ATTRIBUTES: Final = (
     GEN_AI_REQUEST_MODEL,
     GEN_AI_PROVIDER_NAME,
     AGENT_NAME,
     WORKFLOW_NAME,
     TEAM_ID,
+    RETRY_DEPTH,
+    DEPLOYMENT_ENVIRONMENT_NAME,
 )
 #: Attributes refused on the counter: one series per user, run or agent instance.
 HIGH_CARDINALITY_ATTRIBUTES: Final = frozenset({USER_ID, WORKFLOW_ID, AGENT_ID})
 #: Longest attribute value put on the counter; longer values are cut (bounded series size).
 _MAX_VALUE_LEN: Final = 128
+
+
+def _retry_tier(value: object) -> str | None:
+    """``retry.depth`` as one of four tiers (``0``, ``1``, ``2``, ``>2``); ``None`` when it is no depth."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        depth = int(value)
+    except ValueError:
+        return None
+    if depth < 0:
+        return None
+    return str(depth) if depth <= 2 else ">2"
 
 
 class BudgetUsageView(Protocol):
@@ -131,11 +151,23 @@ class CostMetrics:
             LIMIT_METRIC, callbacks=[self._observe_limit], unit="USD", description="Budget limit, US dollars"
         )
 
-    def metric_attributes(self, attributes: Mapping[str, object]) -> dict[str, str]:
-        """The counter's attributes for a span's attributes: the allow-listed keys, as short strings."""
+    def metric_attributes(
+        self, attributes: Mapping[str, object], resource: Mapping[str, object] | None = None
+    ) -> dict[str, str]:
+        """The counter's attributes for a span's attributes (and its resource's): the allow-listed
+        keys, as short strings; ``retry.depth`` as its tier."""
         out: dict[str, str] = {}
         for key in self._attributes:
             value = attributes.get(key)
+            if key == RETRY_DEPTH:
+                tier = _retry_tier(value)
+                if tier is not None:
+                    out[key] = tier
+                continue
+            if value is None and key == DEPLOYMENT_ENVIRONMENT_NAME and resource is not None:
+                value = resource.get(key)
+                if value is None:
+                    value = resource.get(DEPLOYMENT_ENVIRONMENT)
             if value is None and key == GEN_AI_PROVIDER_NAME:
                 value = attributes.get(GEN_AI_SYSTEM)  # the deprecated name, still common
             if value is None and key == GEN_AI_REQUEST_MODEL:
@@ -149,15 +181,18 @@ class CostMetrics:
 
         Example: ``CostSpanProcessor(next_processor, listeners=[metrics])``.
         """
-        self._count(span.attributes or {}, cost_nanos)
+        resource = span.resource.attributes if span.resource is not None else None
+        self._count(span.attributes or {}, cost_nanos, resource)
 
-    def _count(self, attributes: Mapping[str, object], cost_nanos: int) -> None:
+    def _count(
+        self, attributes: Mapping[str, object], cost_nanos: int, resource: Mapping[str, object] | None = None
+    ) -> None:
         """Add one call's cost (nano-USD) to the counter; ``BudgetManager`` calls it too. Never raises."""
         try:
             if isinstance(cost_nanos, bool) or not isinstance(cost_nanos, int) or cost_nanos < 0:
                 logger.error("cost metric: ignored invalid cost_nanos %r (want an int >= 0)", cost_nanos)
                 return
-            self._cost.add(nanos_to_usd(cost_nanos), self.metric_attributes(attributes))
+            self._cost.add(nanos_to_usd(cost_nanos), self.metric_attributes(attributes, resource))
         except Exception:
             logger.exception("cost metric: recording failed")
 

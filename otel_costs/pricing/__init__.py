@@ -7,6 +7,7 @@ Importing this package loads neither genai-prices nor its price data: the first 
 
 from otel_costs._public import publish as _publish
 from otel_costs.pricing._book import PriceBook
+from otel_costs.pricing._export import export_prices
 from otel_costs.pricing._overrides import PriceConfigError
 from otel_costs.pricing._results import CostBreakdown, ModelRates, RateTier
 from otel_costs.pricing._usage import LlmCall, TokenUsage, UsageReading, read_usage
@@ -20,6 +21,7 @@ __all__ = [
     "RateTier",
     "TokenUsage",
     "UsageReading",
+    "export_prices",
     "read_usage",
 ]
 

@@ -251,6 +251,7 @@ class PriceBook:
                         plan.span_costs(counts) if plan.error is None and entry.delegate is None else None
                     )
                     if figures is not None:
+                        nanos, parts = figures
                         partial = attributes.get(COST_STATUS) == STATUS_PARTIAL
                         return write_cost(
                             dict(attributes),
@@ -259,7 +260,8 @@ class PriceBook:
                             reported,
                             entry.model,
                             entry.source,
-                            *figures,
+                            nanos,
+                            parts,
                         )
             except Exception:
                 logger.exception("otel_costs: fast pricing failed; pricing through the price book")

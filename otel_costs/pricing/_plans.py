@@ -101,6 +101,7 @@ class Plan:
         "initial_counts",
         "leaf_steps",
         "levels",
+        "limit",
         "nano_factor",
         "plain_checks",
         "plain_levels",
@@ -136,6 +137,9 @@ class Plan:
         self.simple_levels: tuple[tuple[int, int, int, int, int, int], ...] = ()
         #: ``NANOS_PER_USD // scale`` when ``scale`` divides it (no rounding at all), else 0.
         self.nano_factor = 0
+        #: Totals (in ``1 / scale`` USD) from this one on are left to ``decimal``: their figures
+        #: or their nano-USD reach 28 digits.
+        self.limit = _EXACT_LIMIT
         try:
             self._compile(model_price)
         except ValueError as exc:
@@ -245,6 +249,8 @@ class Plan:
         ):
             self.simple_levels = tuple((*level[B_INPUT], *level[B_OUTPUT]) for level in self.plain_levels)
         self.nano_factor = NANOS_PER_USD // scale if NANOS_PER_USD % scale == 0 else 0
+        if self.nano_factor:
+            self.limit = min(_EXACT_LIMIT, -(-_EXACT_LIMIT // self.nano_factor))
 
     def decimal(self, values: Counts) -> tuple[Decimal, list[Decimal]]:
         """Total and per-bucket cost as genai-prices computes them; ``ValueError`` when a leaf
@@ -314,7 +320,7 @@ class Plan:
             p3 = a3 * i + b3 * o + f3
             p4 = a4 * i + b4 * o + f4
         total = p0 + p1 + p2 + p3 + p4
-        if total >= _EXACT_LIMIT:
+        if total >= self.limit:
             return None
         context = getcontext()
         if context.prec < 28 or (context is not _checked_context[0] and not _exact_in(context)):
@@ -322,15 +328,15 @@ class Plan:
         scale = self.scale
         factor = self.nano_factor
         if factor:
-            nanos = total * factor  # exact: a whole number of nano-USD
+            nanos = total * factor  # exact: a whole number of nano-USD, below 10**28 by the limit
         else:
             # total * NANOS_PER_USD / scale, rounded half to even.
             nanos, remainder = divmod(total * NANOS_PER_USD, scale)
             twice = 2 * remainder
             if twice > scale or (twice == scale and nanos & 1):
                 nanos += 1
-        if nanos >= _EXACT_LIMIT:
-            return None
+            if nanos >= _EXACT_LIMIT:
+                return None
         return nanos, (p0 / scale, p1 / scale if p1 else 0.0, p2 / scale if p2 else 0.0, p3 / scale)
 
 
@@ -434,7 +440,7 @@ def _bucket(dimensions: Mapping[str, str]) -> int:
 class Entry:
     """A resolved (provider, model): its plans by date or time of day, ready to apply."""
 
-    __slots__ = ("choices", "default", "delegate", "model", "provider", "schedule", "source")
+    __slots__ = ("choices", "default", "delegate", "model", "prices", "provider", "schedule", "source")
 
     def __init__(
         self,
@@ -449,6 +455,8 @@ class Entry:
         self.provider = provider
         self.model = model
         self.source = source
+        #: The prices as given (the price file exporter writes them out).
+        self.prices = prices
         #: A model genai-prices special-cases in code: priced by its own calc_price, not by a plan.
         self.delegate = delegate
         self.choices: tuple[tuple[StartDateConstraint | TimeOfDateConstraint | None, Plan], ...] = ()

@@ -26,15 +26,13 @@ from typing import IO, Any, Final
 
 from otel_costs import conventions as conv
 
-# TODO(conventions): the call site attributes (OpenTelemetry semconv ``code.*``) that the project's
-# scopes and the HTTP capture record on spans.
-CODE_FUNCTION_NAME: Final = "code.function.name"
-CODE_FILE_PATH: Final = "code.file.path"
-CODE_LINE_NUMBER: Final = "code.line.number"
+CODE_FUNCTION_NAME: Final = conv.CODE_FUNCTION_NAME
+CODE_FILE_PATH: Final = conv.CODE_FILE_PATH
+CODE_LINE_NUMBER: Final = conv.CODE_LINE_NUMBER
 #: Resource attribute of the deployment environment (semconv; the older name is also read).
-DEPLOYMENT_ENVIRONMENT: Final = "deployment.environment.name"
-DEPLOYMENT_ENVIRONMENT_OLD: Final = "deployment.environment"
-SERVICE_NAME: Final = "service.name"
+DEPLOYMENT_ENVIRONMENT: Final = conv.DEPLOYMENT_ENVIRONMENT_NAME
+DEPLOYMENT_ENVIRONMENT_OLD: Final = conv.DEPLOYMENT_ENVIRONMENT
+SERVICE_NAME: Final = conv.SERVICE_NAME
 
 #: Attributes the reports add or compare as numbers: a string there makes the span unreadable.
 NUMERIC_ATTRIBUTES: Final = frozenset(

@@ -2,9 +2,10 @@
 
 Given the spans of one trace as ``CostNode``s (id, parent id, own cost in integer nano-USD),
 ``rollup`` returns for each node the sum of its children's totals and its subtree total.
-The in-process ``CostRollupExporter`` runs it over the spans of one process; ``otel-costs
-serve`` runs the same function over every service's spans of a trace, which gives
-trace-wide totals. All sums are integer sums, so a parent's total is exactly the sum of
+The in-process ``CostRollupExporter`` runs it over the spans of one process; the Collector's
+``costrollup`` processor (Go, ``collector/costrollupprocessor/``) does the same over every
+service's spans of a trace, which gives trace-wide totals (``tests/test_golden.py`` checks both
+on the same cases). All sums are integer sums, so a parent's total is exactly the sum of
 its subtree.
 
 Example::

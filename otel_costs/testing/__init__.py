@@ -14,6 +14,7 @@ windows in tests::
 """
 
 from otel_costs.budgets._windows import ManualClock
+from otel_costs.report._audit import assert_attribution_complete
 from otel_costs.testing._fake_model import FakeUsage, Misbehaviour, RecordedRequest
 from otel_costs.testing._fake_provider import FakeLLMProvider
 from otel_costs.testing._pipeline import FIXED_PRICES, InMemoryPipeline, fixed_price_book
@@ -26,9 +27,12 @@ __all__ = [
     "ManualClock",
     "Misbehaviour",
     "RecordedRequest",
+    "assert_attribution_complete",
     "fixed_price_book",
 ]
 
 from otel_costs._public import publish as _publish
 
-_publish(globals(), __all__, __name__)
+_publish(
+    globals(), [n for n in __all__ if n != "assert_attribution_complete"], __name__
+)  # that one is report's

@@ -5,15 +5,16 @@
 
 The expected attributes come from the current Python implementation: each span that carries
 usage but no ``cost.status`` goes through ``CostSpanProcessor`` (``PriceBook`` prices it), then
-the whole trace is rolled up with ``_rollup.rollup_columns`` and ``write_rollup`` (the engine of
-the in-process exporter and of the former ``otel-costs serve``) at ``scope = trace``, with serve's
+the whole trace is rolled up with ``otel_costs.rollup._tree.rollup_columns`` and ``write_rollup``
+(the engine of the in-process exporter) at ``scope = trace``, with the Collector processor's
 rules: rollup figures an earlier rollup wrote are replaced, ``cost.currency`` is not written twice,
 a late part flags every span.
 Prices come from genai-prices' bundled data restricted to the providers in ``PROVIDERS``
 (``set_custom_snapshot``), plus the overrides in ``OVERRIDES``; ``prices.json`` holds the same
 data in the Collector processor's price file format (collector/costrollupprocessor/README.md),
-so the Go processor prices from exactly what Python priced from. The format of the case files
-is in README.md next to this script.
+so the Go processor prices from exactly what Python priced from; it is written by the library's
+exporter (``otel_costs.pricing._export.price_document``, what ``otel-costs prices export``
+writes). The format of the case files is in README.md next to this script.
 """
 
 from __future__ import annotations
@@ -23,33 +24,18 @@ import copy
 import datetime as dt
 import json
 import sys
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from genai_prices import data_snapshot
-from genai_prices.types import (
-    ClauseAnd,
-    ClauseContains,
-    ClauseEndsWith,
-    ClauseEquals,
-    ClauseOr,
-    ClauseRegex,
-    ClauseStartsWith,
-    ConditionalPrice,
-    ModelPrice,
-    StartDateConstraint,
-    TieredPrices,
-    TimeOfDateConstraint,
-)
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
-from otel_costs import _conventions as conv
-from otel_costs._pricing import PriceBook
-from otel_costs._processor import CostSpanProcessor
-from otel_costs._provider_names import PROVIDER_ALIASES
-from otel_costs._rollup import own_cost, rollup_columns, write_rollup
+from otel_costs import conventions as conv
+from otel_costs.pipeline import CostSpanProcessor
+from otel_costs.pricing import PriceBook
+from otel_costs.pricing._export import price_document
+from otel_costs.rollup._tree import own_cost, rollup_columns, write_rollup
 
 HERE = Path(__file__).resolve().parent
 CASES_DIR = HERE / "cases"
@@ -57,16 +43,6 @@ PRICES_FILE = HERE / "prices.json"
 
 #: genai-prices providers exported to prices.json (and the only ones Python prices from here).
 PROVIDERS = ("openai", "anthropic", "google", "azure", "deepseek", "perplexity", "x-ai")
-#: Price keys the format carries; the others price usage that spans never report (audio, images,
-#: web searches, 1h cache writes): their count is 0, so leaving them out changes no figure.
-PRICE_KEYS = (
-    "input_mtok",
-    "cache_read_mtok",
-    "cache_write_mtok",
-    "output_mtok",
-    "output_reasoning_mtok",
-    "requests_kcount",
-)
 
 #: User overrides (the PriceBook's schema, docs/pricing.md), exported as prices.json "overrides".
 OVERRIDES: dict[str, dict[str, Any]] = {
@@ -695,125 +671,14 @@ def expected_for(case: dict[str, Any], book: PriceBook) -> dict[str, Any]:
 # --- the price file --------------------------------------------------------------------------------
 
 
-def dec(value: Decimal) -> str:
-    text = format(value, "f")
-    return text
-
-
-def rate(value: Decimal | TieredPrices) -> Any:
-    if isinstance(value, TieredPrices):
-        return {
-            "base": dec(value.base),
-            "tiers": [{"start": t.start, "price": dec(t.price)} for t in value.tiers],
-        }
-    return dec(value)
-
-
-def price_set(mp: ModelPrice) -> dict[str, Any]:
-    return {k: rate(getattr(mp, k)) for k in PRICE_KEYS if getattr(mp, k, None) is not None}
-
-
-def constraint(c: StartDateConstraint | TimeOfDateConstraint | None) -> Any:
-    if c is None:
-        return None
-    if isinstance(c, StartDateConstraint):
-        return {"start_date": c.start_date.isoformat()}
-
-    def hms(t: dt.time) -> str:
-        if t.tzinfo is not None:
-            t = dt.datetime.combine(dt.date(1970, 1, 1), t).astimezone(dt.UTC).time()
-        return t.strftime("%H:%M:%S")
-
-    return {"start_time": hms(c.start_time), "end_time": hms(c.end_time)}
-
-
-def prices(value: ModelPrice | list[ConditionalPrice]) -> Any:
-    if isinstance(value, ModelPrice):
-        return price_set(value)
-    return [{"constraint": constraint(c.constraint), "prices": price_set(c.prices)} for c in value]
-
-
-def match(m: Any) -> Any:
-    if m is None:
-        return None
-    if isinstance(m, ClauseEquals):
-        return {"equals": m.equals}
-    if isinstance(m, ClauseStartsWith):
-        return {"starts_with": m.starts_with}
-    if isinstance(m, ClauseEndsWith):
-        return {"ends_with": m.ends_with}
-    if isinstance(m, ClauseContains):
-        return {"contains": m.contains}
-    if isinstance(m, ClauseRegex):
-        return {"regex": m.regex}
-    if isinstance(m, ClauseOr):
-        return {"or": [match(c) for c in m.or_]}
-    if isinstance(m, ClauseAnd):
-        return {"and": [match(c) for c in m.and_]}
-    raise TypeError(type(m))
-
-
-def override_prices(spec: dict[str, Any]) -> Any:
-    names = {
-        "input": "input_mtok",
-        "cached_input": "cache_read_mtok",
-        "cache_read": "cache_read_mtok",
-        "cache_write": "cache_write_mtok",
-        "output": "output_mtok",
-    }
-
-    def block(b: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, key in names.items():
-            if name in b:
-                base = str(Decimal(str(b[name])))
-                tiers = [
-                    {"start": t["above"], "price": str(Decimal(str(t[name])))} for t in b.get("tiers", ())
-                ]
-                out[key] = {"base": base, "tiers": tiers} if tiers else base
-        return out
-
-    if "changes" not in spec:
-        return block(spec)
-    return [{"constraint": None, "prices": block(spec)}] + [
-        {"constraint": {"start_date": c["start_date"].isoformat()}, "prices": block(c)}
-        for c in spec["changes"]
-    ]
-
-
-def price_file(snapshot: data_snapshot.DataSnapshot) -> dict[str, Any]:
-    providers = []
-    for p in snapshot.providers:
-        providers.append(
-            {
-                "id": p.id,
-                "name": p.name,
-                "api_pattern": p.api_pattern,
-                **({"provider_match": match(p.provider_match)} if p.provider_match else {}),
-                **({"model_match": match(p.model_match)} if p.model_match else {}),
-                **(
-                    {"fallback_model_providers": p.fallback_model_providers}
-                    if p.fallback_model_providers
-                    else {}
-                ),
-                "models": [
-                    {"id": m.id, "match": match(m.match), "prices": prices(m.prices)} for m in p.models
-                ],
-            }
-        )
-    overrides = []
-    for model, spec in OVERRIDES.items():
-        overrides.append({"model": model, "provider": spec.get("provider"), "prices": override_prices(spec)})
-    return {
-        "format": "otel-costs-prices",
-        "version": 1,
-        "generated_by": "tests/golden/regenerate.py (genai-prices bundled data, providers: "
+def price_file(book: PriceBook) -> dict[str, Any]:
+    """The processor's price file for ``book``: the library's exporter (``otel-costs prices export``)."""
+    return price_document(
+        book,
+        generated_by="tests/golden/regenerate.py (genai-prices bundled data, providers: "
         + ", ".join(PROVIDERS)
         + ")",
-        "provider_aliases": dict(sorted(PROVIDER_ALIASES.items())),
-        "overrides": overrides,
-        "providers": providers,
-    }
+    )
 
 
 def main() -> int:
@@ -825,7 +690,7 @@ def main() -> int:
     snapshot = data_snapshot.DataSnapshot(providers=subset, from_auto_update=False)
     data_snapshot.set_custom_snapshot(snapshot)
     book = PriceBook(OVERRIDES)
-    files: dict[Path, str] = {PRICES_FILE: json.dumps(price_file(snapshot), indent=1) + "\n"}
+    files: dict[Path, str] = {PRICES_FILE: json.dumps(price_file(book), indent=1) + "\n"}
     for case in cases():
         files[CASES_DIR / f"{case['name']}.json"] = json.dumps(expected_for(case, book), indent=1) + "\n"
     changed = [path for path, text in files.items() if not path.exists() or path.read_text() != text]

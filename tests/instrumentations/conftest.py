@@ -29,8 +29,7 @@ from known_calls import (
     unwrap_sdk_methods,
 )
 
-from otel_costs.testing import InMemoryPipeline, fixed_price_book
-from otel_costs.testing._fake_provider import FakeLLMProvider
+from otel_costs.testing import FakeLLMProvider, InMemoryPipeline, fixed_price_book
 
 HERE = Path(__file__).parent
 #: Each set of pins: its requirements file, and the distributions each of its test files needs.

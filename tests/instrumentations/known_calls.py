@@ -16,8 +16,7 @@ from genai_prices import Usage, calc_price
 from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_costs import conventions as conv
-from otel_costs.testing import InMemoryPipeline
-from otel_costs.testing._fake_provider import FakeUsage
+from otel_costs.testing import FakeUsage, InMemoryPipeline
 
 OPENAI_MODEL = "gpt-5.2"
 ANTHROPIC_MODEL = "claude-sonnet-4-5"

@@ -22,8 +22,7 @@ from opentelemetry.instrumentation.genai.anthropic import AnthropicInstrumentor
 
 from otel_costs import PriceBook
 from otel_costs import conventions as conv
-from otel_costs.testing import InMemoryPipeline
-from otel_costs.testing._fake_provider import FakeLLMProvider
+from otel_costs.testing import FakeLLMProvider, InMemoryPipeline
 
 SPAN_NAME = f"chat {ANTHROPIC_MODEL}"
 

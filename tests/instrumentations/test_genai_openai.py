@@ -28,8 +28,7 @@ from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
 
 from otel_costs import PriceBook
 from otel_costs import conventions as conv
-from otel_costs.testing import InMemoryPipeline
-from otel_costs.testing._fake_provider import FakeLLMProvider
+from otel_costs.testing import FakeLLMProvider, InMemoryPipeline
 
 CHAT_SPAN = f"chat {OPENAI_MODEL}"
 #: What 1.3b0 writes, on Chat Completions and Responses alike: input includes the cached tokens.

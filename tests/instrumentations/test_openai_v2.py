@@ -29,8 +29,7 @@ from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
 from otel_costs import PriceBook
 from otel_costs import conventions as conv
-from otel_costs.testing import InMemoryPipeline
-from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage
+from otel_costs.testing import FakeLLMProvider, FakeUsage, InMemoryPipeline
 
 CHAT_SPAN = f"chat {OPENAI_MODEL}"
 #: All 2.4b0 writes on chat spans: no cache or reasoning counts (``prompt_tokens_details`` is ignored).

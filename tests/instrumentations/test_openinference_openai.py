@@ -23,8 +23,7 @@ from openinference.instrumentation.openai import OpenAIInstrumentor
 
 from otel_costs import PriceBook
 from otel_costs import conventions as conv
-from otel_costs.testing import InMemoryPipeline
-from otel_costs.testing._fake_provider import FakeLLMProvider
+from otel_costs.testing import FakeLLMProvider, InMemoryPipeline
 
 SPAN_NAMES = {"chat": "ChatCompletion", "responses": "Response", "embeddings": "CreateEmbeddings"}
 #: What 0.1.66 writes (``llm.token_count.*``): the prompt count includes the cached tokens. The

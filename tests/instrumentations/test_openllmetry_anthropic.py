@@ -25,8 +25,7 @@ from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
 
 from otel_costs import PriceBook
 from otel_costs import conventions as conv
-from otel_costs.testing import InMemoryPipeline
-from otel_costs.testing._fake_provider import FakeLLMProvider
+from otel_costs.testing import FakeLLMProvider, InMemoryPipeline
 
 SPAN_NAME = "anthropic.chat"
 

@@ -23,8 +23,7 @@ from opentelemetry.instrumentation.openai import OpenAIInstrumentor
 
 from otel_costs import PriceBook
 from otel_costs import conventions as conv
-from otel_costs.testing import InMemoryPipeline
-from otel_costs.testing._fake_provider import FakeLLMProvider
+from otel_costs.testing import FakeLLMProvider, InMemoryPipeline
 
 #: 0.62.4's uninstrument() calls ``unwrap("openai.resources.chat.completions", "Completions.create")``,
 #: which opentelemetry-instrumentation's ``unwrap`` resolves to ``getattr(module, "Completions.create")``:
