@@ -48,7 +48,7 @@ from otel_costs.conventions import GEN_AI_USAGE_INPUT_TOKENS as INPUT
 from otel_costs.conventions import GEN_AI_USAGE_OUTPUT_TOKENS as OUTPUT
 from otel_costs.conventions import GEN_AI_USAGE_REASONING_OUTPUT_TOKENS as REASONING
 from otel_costs.conventions import HEADER_ATTRIBUTION_SIGNATURE
-from otel_costs.testing._fake_provider import FakeLLMProvider, FakeUsage, Misbehaviour, RecordedRequest
+from otel_costs.testing import FakeLLMProvider, FakeUsage, Misbehaviour, RecordedRequest
 
 USAGE = FakeUsage(cache_read_tokens=30, cache_write_tokens=20, reasoning_tokens=4)
 MESSAGES: list[Any] = [{"role": "user", "content": "Summarise the quarterly report in one line, please."}]
