@@ -18,6 +18,19 @@ AGENT_PARENT_ID: _Final = "agent.parent_id"
 RETRY_DEPTH: _Final = "retry.depth"
 #: The logical step a ``retry {step}`` span makes attempts of.
 RETRY_STEP: _Final = "retry.step"
+#: The values ``retry.depth`` takes where it is grouped (the cost counter's label, the reports'
+#: retry tail): four at most, so a metric keeps a bounded number of series.
+RETRY_DEPTH_TIERS: _Final = ("0", "1", "2", ">2")
+
+
+def retry_depth_tier(depth: object) -> str | None:
+    """The tier of a ``retry.depth`` value (an ``int`` >= 0, as the processor writes it); ``None``
+    for anything else (absent, a bool, a string, a negative number). ``retry_depth_tier(5) == ">2"``."""
+    if type(depth) is not int or depth < 0:
+        return None
+    return RETRY_DEPTH_TIERS[depth] if depth < 3 else RETRY_DEPTH_TIERS[3]
+
+
 USER_ID: _Final = "user.id"
 TEAM_ID: _Final = "team.id"
 
@@ -368,6 +381,7 @@ __all__ = [
     "REASONING_KEYS",
     "RESERVATION_ID_ATTRIBUTE",
     "RETRY_DEPTH",
+    "RETRY_DEPTH_TIERS",
     "RETRY_STEP",
     "SCOPE_PROCESS",
     "SCOPE_TRACE",
@@ -398,4 +412,5 @@ __all__ = [
     "UTILIZATION_METRIC",
     "WORKFLOW_ID",
     "WORKFLOW_NAME",
+    "retry_depth_tier",
 ]

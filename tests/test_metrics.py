@@ -200,7 +200,7 @@ def test_cost_metrics_as_a_processor_cost_listener(
 
 @pytest.mark.parametrize(
     ("depth", "tier"),
-    [(0, "0"), (1, "1"), (2, "2"), (3, ">2"), (40, ">2"), ("2", "2"), (-1, None), ("x", None)],
+    [(0, "0"), (1, "1"), (2, "2"), (3, ">2"), (40, ">2"), ("2", None), (True, None), (-1, None), ("x", None)],
 )
 def test_retry_depth_is_a_four_value_tier(
     metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader], depth: object, tier: str | None

@@ -41,6 +41,7 @@ from otel_costs.conventions import (
     UTILIZATION_METRIC,
     WORKFLOW_ID,
     WORKFLOW_NAME,
+    retry_depth_tier,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,19 +63,6 @@ COST_METRIC_ATTRIBUTES: Final = (
 HIGH_CARDINALITY_ATTRIBUTES: Final = frozenset({USER_ID, WORKFLOW_ID, AGENT_ID})
 #: Longest attribute value put on the counter; longer values are cut (bounded series size).
 _MAX_VALUE_LEN: Final = 128
-
-
-def _retry_tier(value: object) -> str | None:
-    """``retry.depth`` as one of four tiers (``0``, ``1``, ``2``, ``>2``); ``None`` when it is no depth."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        return None
-    try:
-        depth = int(value)
-    except ValueError:
-        return None
-    if depth < 0:
-        return None
-    return str(depth) if depth <= 2 else ">2"
 
 
 class BudgetUsageView(Protocol):
@@ -160,7 +148,7 @@ class CostMetrics:
         for key in self._attributes:
             value = attributes.get(key)
             if key == RETRY_DEPTH:
-                tier = _retry_tier(value)
+                tier = retry_depth_tier(value)
                 if tier is not None:
                     out[key] = tier
                 continue

@@ -50,7 +50,6 @@ _TOKEN_KEYS: Final = (
 )
 _NOT_CALLS: Final = frozenset({conv.STATUS_AGGREGATE, conv.STATUS_DUPLICATE})
 _NO_PRICE: Final = frozenset({conv.STATUS_UNPRICED, conv.STATUS_INVALID_USAGE})
-_RETRY_TIERS: Final = ("0", "1", "2", ">2")
 
 
 def classify(attributes: dict[str, Any]) -> tuple[int, int]:
@@ -94,10 +93,9 @@ def tokens(attributes: dict[str, Any]) -> tuple[int, int, int, int, int]:
 
 
 def retry_tier(depth: object) -> str:
-    """``"0"``, ``"1"``, ``"2"`` or ``">2"`` for a ``retry.depth`` (absent: outside retries, 0)."""
-    if type(depth) is not int or depth <= 0:
-        return "0"
-    return _RETRY_TIERS[depth] if depth < 3 else ">2"
+    """``"0"``, ``"1"``, ``"2"`` or ``">2"`` for a ``retry.depth`` (absent or unreadable: outside
+    retries, ``"0"``); the tiers are ``conventions.retry_depth_tier``'s."""
+    return conv.retry_depth_tier(depth) or conv.RETRY_DEPTH_TIERS[0]
 
 
 def _first(span: Span, *keys: str) -> str | None:

@@ -165,7 +165,7 @@ class RetryTail:
     """List traces where one step's attempts went beyond this many retries."""
 
     def __post_init__(self) -> None:
-        self._tiers: dict[str, list[int]] = {t: [0, 0] for t in ("0", "1", "2", ">2")}
+        self._tiers: dict[str, list[int]] = {t: [0, 0] for t in conv.RETRY_DEPTH_TIERS}
         #: span id -> its retry.step (a retry scope) or its parent's id, for every span at depth >= 1:
         #: resolves a call's step. Keyed by the 64-bit random span id alone (no tuple per span).
         self._inside: dict[str, _Step | str | None] = {}
