@@ -5,7 +5,7 @@
 # (opentelemetry-instrumentation-openai-v2 needs opentelemetry-util-genai <= 1.1b0, its successor
 # opentelemetry-instrumentation-genai-openai needs >= 1.3b0; see docs/instrumentations.md), so
 # each set gets a venv under .venv-instrumentations/ with otel-costs (editable) and its pins.
-# A venv is rebuilt when its requirements file changes.
+# A venv is rebuilt when its requirements file changes (tests/venv.sh), and `pip check` must pass.
 #
 # Usage: bash tests/instrumentations/run.sh [SET ...] [-- PYTEST_ARGS ...]   (sets: main genai)
 # PYTEST_ARGS default to tests/instrumentations.
@@ -14,6 +14,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+# shellcheck source=../venv.sh
+. "$root/tests/venv.sh"
 
 sets=()
 while [ $# -gt 0 ]; do
@@ -32,16 +34,7 @@ for set in "${sets[@]}"; do
     genai) requirements="$here/requirements-genai.txt" ;;
   esac
   venv="$root/.venv-instrumentations/$set"
-  stamp="$venv/.requirements.sha256"
-  # The project's own dependencies count too: a changed pyproject.toml rebuilds the venv.
-  wanted="$(cat "$requirements" "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
-  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
-    echo "== creating $venv from $(basename "$requirements")"
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q -e "$root" -r "$requirements"
-    echo "$wanted" >"$stamp"
-  fi
+  ensure_venv "$venv" "$requirements"
   echo "== instrumentation set '$set'"
   OTEL_COSTS_INSTRUMENTATION_SET="$set" "$venv/bin/python" -m pytest -p no:cacheprovider "$@"
 done
