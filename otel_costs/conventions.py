@@ -257,6 +257,10 @@ UTILIZATION_METRIC: _Final = "otel_costs.budget.utilization"
 SPENT_METRIC: _Final = "otel_costs.budget.spent"
 #: Gauge: the limit of each budget counter, USD.
 LIMIT_METRIC: _Final = "otel_costs.budget.limit"
+#: Counter of workflow runs (``invoke_workflow`` spans rolled up), by workflow name, team, environment.
+WORKFLOW_RUNS_METRIC: _Final = "otel_costs.workflow.runs"
+#: Histogram of the cost of each workflow run (its ``cost.total``), USD.
+WORKFLOW_RUN_COST_METRIC: _Final = "otel_costs.workflow.run_cost"
 
 
 # --- budgets ---
@@ -412,5 +416,7 @@ __all__ = [
     "UTILIZATION_METRIC",
     "WORKFLOW_ID",
     "WORKFLOW_NAME",
+    "WORKFLOW_RUNS_METRIC",
+    "WORKFLOW_RUN_COST_METRIC",
     "retry_depth_tier",
 ]
