@@ -348,10 +348,21 @@ def test_a_run_listener_without_on_run_cost_is_refused() -> None:
         CostRollupExporter(InMemorySpanExporter(), run_listeners=[object()])  # type: ignore[list-item]
 
 
-def test_configure_hands_run_listeners_to_the_rollup_exporter() -> None:
-    """Of ``configure(listeners=...)``, those with ``on_run_cost`` also hear of runs; budgets do not."""
-    from otel_costs.pipeline._configure import run_listeners
+def test_configure_hands_run_listeners_to_the_rollup_exporter(
+    metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader],
+) -> None:
+    """``configure(listeners=[manager, metrics])`` counts runs on the metrics; the budgets only hear calls."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    metrics = CostMetrics(meter_provider=MeterProvider())
+    import otel_costs
+
+    metrics, reader = metrics_and_reader
     manager = BudgetManager([Budget(name="b", limit_usd=1)])
-    assert run_listeners([manager, metrics]) == [metrics]
+    provider = otel_costs.configure(
+        exporter=InMemorySpanExporter(), listeners=[manager, metrics], set_global=False, linger=0.0
+    )
+    with otel_costs.workflow("triage", team_id="a", tracer_provider=provider):
+        pass
+    provider.force_flush()
+    provider.shutdown()
+    assert list(points(reader, conv.WORKFLOW_RUNS_METRIC).values()) == [1]

@@ -1,4 +1,8 @@
-"""Reports from metrics: the PromQL of each question, and a real Prometheus scraping an instrumented app."""
+"""Reports from metrics: the PromQL of each question, and a real Prometheus scraping an instrumented app.
+
+The PromQL builders (``report._prometheus``, internal) are tested directly: their text is what
+docs/reports.md shows.
+"""
 
 from __future__ import annotations
 
