@@ -1,4 +1,9 @@
-"""The receiving side under attack: forged, replayed, re-targeted and dirty attribution, on loopback."""
+"""The receiving side under attack: forged, replayed, re-targeted and dirty attribution, on loopback.
+
+``otel_costs.capture._signature`` is internal: the replay cache and the canonical string have no
+public path, and the attacks on them (a full cache, racing threads, one text for both sides) are
+unit tests of that module. Every other attack goes through the public ``accept_attribution``.
+"""
 
 from __future__ import annotations
 
