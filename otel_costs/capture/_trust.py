@@ -264,7 +264,7 @@ class AttributionTrust:
     networks: tuple[str, ...] = ()
     """Peer addresses or CIDR networks whose attribution is accepted, e.g. ``("10.0.0.0/8", "::1")``.
     Pass the socket peer, not ``X-Forwarded-For`` (which any caller can write)."""
-    secrets: tuple[bytes, ...] = ()
+    secrets: tuple[bytes, ...] = field(default=(), repr=False)  # never in a log line
     """Shared HMAC-SHA256 secrets (>= 16 bytes): a request whose ``X-Attribution-Signature`` verifies
     under any of them is trusted. While rotating, list both the new and the old secret."""
     max_skew_seconds: float = 300.0
@@ -421,7 +421,22 @@ def _split_baggage(values: list[str]) -> tuple[dict[str, list[str]], list[str]]:
                 ours.setdefault(key, []).append(urllib.parse.unquote_plus(raw.split(";", 1)[0]).strip())
             elif member.strip():
                 others.append(member.strip())
-    return ours, others
+    return ours, _within_limits(others)
+
+
+def _within_limits(members: list[str]) -> list[str]:
+    """The leading ``members`` that fit the W3C limits (the propagator drops an over-long header
+    whole: the members past the limit are dropped instead, and logged)."""
+    members = [m for m in members if m.isascii() and len(m) <= _MAX_MEMBER_BYTES]  # as the propagator
+    length = 0
+    for index, member in enumerate(members):
+        length += (1 if index else 0) + len(member)
+        if index >= _MAX_MEMBERS or length > _MAX_BAGGAGE_BYTES:
+            logger.info(
+                "otel_costs: incoming baggage past the W3C limits: %d members dropped", len(members) - index
+            )
+            return members[:index]
+    return members
 
 
 def _claims(headers: dict[str, list[str]], baggage_members: dict[str, list[str]]) -> _Claims:
@@ -465,7 +480,9 @@ def _check_signature(
         return parsed
     if abs(now - parsed.timestamp) > trust.max_skew_seconds:
         return f"signature outside the validity window (+/- {trust.max_skew_seconds:g} s)"
-    request = [headers.get(name, [""])[0] for name in (":method", "host", ":path")]
+    # HTTP/2 servers may pass the authority as ":authority" rather than "host".
+    host = headers.get("host") or headers.get(":authority") or [""]
+    request = [headers.get(":method", [""])[0], host[0], headers.get(":path", [""])[0]]
     if not request[0] or not request[2]:
         return "signature not checked: pass method= and path= to accept_attribution"
     if not request[1]:

@@ -289,6 +289,21 @@ def test_oversized_baggage_keeps_the_attribution_keys_one_by_one(server: Server)
     assert baggage.get_baggage("region", ctx) == "eu"
 
 
+def test_oversized_baggage_keeps_its_leading_other_members(server: Server) -> None:
+    """Other baggage past 8,192 bytes loses only the members past the limit, not the whole header."""
+    header = ",".join(
+        ["a=" + "p" * 3000, "b=" + "p" * 3000, "region=eu", "c=" + "p" * 3000, "team.id=billing"]
+    )
+    ctx = server.accept({"baggage": header}, peer="10.0.0.5", trust=NETWORK_TRUST)
+    assert baggage.get_baggage("region", ctx) == "eu" and baggage.get_baggage("c", ctx) is None
+    assert attribution(ctx) == {conv.BAGGAGE_TEAM_ID: "billing"}
+
+
+def test_secrets_stay_out_of_reprs() -> None:
+    """A trust policy printed or logged does not show its secrets."""
+    assert SECRET.decode() not in repr(AttributionTrust(secrets=(SECRET,)))
+
+
 def test_a_repeated_key_is_ambiguous_and_flagged(server: Server) -> None:
     """The same attribution key twice in baggage is neither value: rejected and flagged."""
     ctx = server.accept({"baggage": "team.id=a,team.id=b,user.id=u-1"}, peer="10.0.0.5", trust=NETWORK_TRUST)
