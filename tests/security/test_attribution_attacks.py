@@ -299,6 +299,26 @@ def test_oversized_baggage_keeps_its_leading_other_members(server: Server) -> No
     assert attribution(ctx) == {conv.BAGGAGE_TEAM_ID: "billing"}
 
 
+@pytest.mark.parametrize(
+    "member", ["team%2Eid=victim", "team.id%20=victim", "+team.id=victim", "team.id\t=victim"]
+)
+def test_an_encoded_attribution_key_is_not_smuggled_as_other_baggage(server: Server, member: str) -> None:
+    """A percent-encoded or padded attribution key is still one: refused, not passed on as other baggage."""
+    ctx = server.accept({"baggage": f"{member},region=eu"}, trust=NETWORK_TRUST)
+    assert baggage.get_baggage(conv.BAGGAGE_TEAM_ID, ctx) is None
+    assert baggage.get_baggage("region", ctx) == "eu"
+    assert server.rejected() == {conv.BAGGAGE_TEAM_ID}
+
+
+def test_case_variants_of_a_header_are_a_repeat(server: Server) -> None:
+    """X-Team-Id and x-team-id in one mapping are the same header sent twice: ambiguous, refused."""
+    ctx = server.accept(
+        {"X-Team-Id": "a", "x-team-id": "b", "x-user-id": "u-1"}, peer="10.0.0.5", trust=NETWORK_TRUST
+    )
+    assert attribution(ctx) == {conv.BAGGAGE_USER_ID: "u-1"}
+    assert server.rejected() == {conv.BAGGAGE_TEAM_ID}
+
+
 def test_secrets_stay_out_of_reprs() -> None:
     """A trust policy printed or logged does not show its secrets."""
     assert SECRET.decode() not in repr(AttributionTrust(secrets=(SECRET,)))
