@@ -238,8 +238,9 @@ OPERATION_INVOKE_AGENT: _Final = "invoke_agent"
 TRACELOOP_REQUEST_TYPE: _Final = "llm.request.type"
 
 #: Marker attribute -> its values (as written; the classifier also tries them lower-cased, and
-#: upper-cased for OpenInference) -> kind. The markers are tried in this order and the first
-#: *known* value decides; a span with no known value has no kind: **an unknown operation is not a
+#: upper-cased for OpenInference) -> kind. A span that any marker calls an agent, workflow,
+#: task, tool or aggregate is that kind (never priced); else it is a model call if a marker says so;
+#: a span with no known value has no kind: **an unknown operation is not a
 #: model call** (nor an aggregate).
 SPAN_KINDS: _Final[dict[str, dict[str, str]]] = {
     # OpenTelemetry GenAI semantic conventions (gen-ai-spans.md, gen-ai-agent-spans.md), plus the
