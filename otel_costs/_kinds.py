@@ -85,7 +85,8 @@ _AGGREGATE_REASONS: Final = {
 }
 
 
-def _name(value: object) -> str | None:
+def valid_name(value: object) -> str | None:
+    """``value`` stripped if it is a name (a string of 1 to 256 characters), else ``None``."""
     if type(value) is not str:
         return None
     value = value.strip()
@@ -94,7 +95,7 @@ def _name(value: object) -> str | None:
 
 def _first_name(attributes: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
     for key in keys:
-        name = _name(attributes.get(key))
+        name = valid_name(attributes.get(key))
         if name is not None:
             return name
     return None
@@ -112,7 +113,7 @@ def metadata_agent(attributes: Mapping[str, object]) -> str | None:
     if not isinstance(data, dict):
         return None
     for key in conv.LC_AGENT_NAME_KEYS:
-        name = _name(data.get(key))
+        name = valid_name(data.get(key))
         if name is not None:
             return name
     return None
@@ -134,13 +135,13 @@ def scope_name(attributes: Mapping[str, object], kind: str | None) -> str | None
 
 def agent_id(attributes: Mapping[str, object], name: str) -> str:
     """The id an agent span goes by as a parent agent: its ``gen_ai.agent.id``, else its name."""
-    return _name(attributes.get(conv.AGENT_ID)) or name
+    return valid_name(attributes.get(conv.AGENT_ID)) or name
 
 
 def normalized_model(model: object) -> str | None:
     """A model name as compared between two spans of one call: lower-case, without a
     ``provider/`` prefix (``openai/gpt-4o`` is ``gpt-4o``); ``None`` if it is not a name."""
-    name = _name(model)
+    name = valid_name(model)
     if name is None:
         return None
     return name.lower().rsplit("/", 1)[-1]
@@ -166,6 +167,7 @@ __all__ = [
     "normalized_model",
     "own_agent",
     "same_model",
+    "valid_name",
     "scope_name",
     "span_kind",
 ]
