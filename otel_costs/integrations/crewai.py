@@ -22,9 +22,9 @@ module imports CrewAI only in ``instrument()``; it never raises into CrewAI (it 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -34,7 +34,6 @@ from opentelemetry import trace
 
 import otel_costs
 from otel_costs import conventions as conv
-from otel_costs.attribution import Attempt
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +64,17 @@ class _TaskRun:
 
     role: str
     scopes: list[_Open] = field(default_factory=list)
-    attempts: Iterator[Attempt] | None = None
+    retries_due: int = 0
+    """Rejected tool calls seen so far: the ``retry.depth`` of the task's next model calls."""
+
+
+#: The task run of the current context: CrewAI calls step callbacks and model calls in copies
+#: of the task's context (other threads), where this still finds the run.
+_RUN: contextvars.ContextVar[_TaskRun | None] = contextvars.ContextVar("otel_costs.crewai.run", default=None)
+#: The retry attempts open around model calls in this context, innermost first.
+_CALL: contextvars.ContextVar[tuple[_Open, Any] | None] = contextvars.ContextVar(
+    "otel_costs.crewai.call", default=None
+)
 
 
 class CrewAICosts:
@@ -94,7 +103,6 @@ class CrewAICosts:
         # Keyed by task, not by context: a hook that comes back in another context still finds
         # (and ends) the scopes of its task.
         self._tasks: dict[int, _TaskRun] = {}
-        self._current_task: dict[int, int] = {}  # thread id -> the task it is executing
         self._registered: list[tuple[Any, Any]] = []
 
     # --- registration -----------------------------------------------------------------------
@@ -110,6 +118,8 @@ class CrewAICosts:
             (InterceptionPoint.EXECUTION_END, self._on_execution_end),
             (InterceptionPoint.PRE_STEP, self._on_pre_step),
             (InterceptionPoint.POST_STEP, self._on_post_step),
+            (InterceptionPoint.PRE_MODEL_CALL, self._on_pre_model_call),
+            (InterceptionPoint.POST_MODEL_CALL, self._on_post_model_call),
         ):
             register_hook(point, hook)
             self._registered.append((point, hook))
@@ -127,7 +137,6 @@ class CrewAICosts:
             tasks, crews = list(self._tasks.values()), list(self._crews.values())
             self._tasks.clear()
             self._crews.clear()
-            self._current_task.clear()
         for run in reversed(tasks):
             for opened in reversed(run.scopes):
                 _leave(opened)
@@ -191,9 +200,10 @@ class CrewAICosts:
             task_name = _text(getattr(ctx, "step_name", None))
             if task_name:
                 opened.span.set_attribute(conv.GEN_AI_TASK_NAME, task_name)
+            run = _TaskRun(role, scopes=[opened])
             with self._lock:
-                self._tasks[id(task)] = _TaskRun(role, scopes=[opened])
-                self._current_task[threading.get_ident()] = id(task)
+                self._tasks[id(task)] = run
+            _RUN.set(run)
         except Exception:
             logger.exception("otel_costs: could not open the agent scope of a CrewAI task")
 
@@ -204,8 +214,8 @@ class CrewAICosts:
                 return
             with self._lock:
                 run = self._tasks.pop(id(task), None)
-                if self._current_task.get(threading.get_ident()) == id(task):
-                    del self._current_task[threading.get_ident()]
+            if _RUN.get() is run:
+                _RUN.set(None)
             if run is not None:
                 for opened in reversed(run.scopes):
                     _leave(opened)
@@ -217,31 +227,45 @@ class CrewAICosts:
     def step_callback(self, step: Any) -> None:
         """``Crew(step_callback=...)``: after a tool call CrewAI rejected, count what follows as a retry.
 
-        Each rejected tool call (a step whose ``result`` is one of ``TOOL_VALIDATION_ERRORS``)
-        opens the next ``retry {role} tool call`` attempt inside the task's agent scope, so the
-        model calls that follow carry ``retry.depth`` 1, 2, ...; the task's end closes it.
+        Each rejected tool call (an agent step whose ``result`` is one of
+        ``TOOL_VALIDATION_ERRORS``) makes the task's next model call open the next
+        ``retry {role} tool call`` attempt inside the task's agent scope, so the calls that retry
+        it carry ``retry.depth`` 1, 2, ...; the task's end closes it.
         """
         try:
-            if not _is_tool_validation_error(step):
-                return
-            with self._lock:
-                key = self._current_task.get(threading.get_ident())
-                run = self._tasks.get(key) if key is not None else None
-            if run is None:
-                return
-            if run.attempts is None:
-                retried = otel_costs.retry(
-                    f"{run.role} tool call", max_attempts=1_000_000, tracer_provider=self._tracer_provider
-                )
-                run.attempts = iter(retried)
-                next(run.attempts)  # depth 0 is the call that failed, already made
-            if len(run.scopes) > 1:
-                _leave(run.scopes.pop())
-            opened = _enter(next(run.attempts))
-            if opened is not None:
-                run.scopes.append(opened)
+            run = _RUN.get()
+            if run is not None and _is_tool_validation_error(step):
+                run.retries_due += 1
         except Exception:
             logger.exception("otel_costs: could not count a CrewAI tool retry")
+
+    def _on_pre_model_call(self, ctx: Any) -> None:
+        # The attempt is opened here and closed after the call, in the context that makes the
+        # call: CrewAI runs steps (and step callbacks) in copies of the task's context.
+        try:
+            run = _RUN.get()
+            if run is None or run.retries_due == 0:
+                return
+            retried = otel_costs.retry(
+                f"{run.role} tool call",
+                max_attempts=run.retries_due + 1,
+                tracer_provider=self._tracer_provider,
+            )
+            attempt = next(a for a in retried if a.depth == run.retries_due)
+            opened = _enter(attempt)
+            if opened is not None:
+                _CALL.set((opened, _CALL.get()))
+        except Exception:
+            logger.exception("otel_costs: could not open a CrewAI retry attempt")
+
+    def _on_post_model_call(self, ctx: Any) -> None:
+        try:
+            entry = _CALL.get()
+            if entry is not None:
+                _CALL.set(entry[1])
+                _leave(entry[0])
+        except Exception:
+            logger.exception("otel_costs: could not close a CrewAI retry attempt")
 
 
 def _text(value: Any) -> str | None:
@@ -254,6 +278,10 @@ def _task_of_crew(task_key: int, crew: Any) -> bool:
 
 
 def _is_tool_validation_error(step: Any) -> bool:
+    # CrewAI hands the step callback the tool's ToolResult and then the AgentAction carrying
+    # the same result: only the action (it names the tool) counts, so one rejection is one retry.
+    if not hasattr(step, "tool"):
+        return False
     result = getattr(step, "result", None)
     return isinstance(result, str) and result.lstrip().startswith(TOOL_VALIDATION_ERRORS)
 
