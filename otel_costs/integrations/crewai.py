@@ -37,7 +37,7 @@ from otel_costs import conventions as conv
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TOOL_VALIDATION_ERRORS", "CrewAICosts"]
+__all__ = ["CrewAICosts", "TOOL_VALIDATION_ERRORS"]
 
 #: How CrewAI words a tool call it rejected before running the tool (its ``en.json`` error
 #: texts): the model is asked again, so the next calls are a retry.

@@ -10,12 +10,14 @@ over the exported spans must say the same; and the run must have one root whose
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from types import ModuleType
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -138,3 +140,17 @@ def parse_by_agent(table: str) -> dict[str, tuple[int, Decimal, int]]:
         *agent, calls, cost, unpriced = line.split()
         rows[" ".join(agent)] = (int(calls), Decimal(cost.lstrip("$")), int(unpriced))
     return rows
+
+
+def public_names(module: ModuleType) -> list[str]:
+    """The public names ``module`` defines itself (its functions, classes and UPPER_CASE constants)."""
+    names = []
+    for name, value in vars(module).items():
+        if name.startswith("_") or inspect.ismodule(value):
+            continue
+        if inspect.isclass(value) or inspect.isfunction(value):
+            if value.__module__ == module.__name__:
+                names.append(name)
+        elif name.isupper():
+            names.append(name)
+    return sorted(names)

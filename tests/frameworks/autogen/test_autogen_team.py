@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_run_checks import check_run
+from agent_run_checks import check_run, public_names
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat
@@ -186,14 +186,11 @@ async def test_scopes_end_and_unwrap_when_the_run_fails(
 
 def test_all_names_the_public_api() -> None:
     """The module's ``__all__`` is exactly its public names, alphabetised, each published under it."""
-    public = sorted(
-        n
-        for n in vars(oc_autogen)
-        if not n.startswith("_")
-        and callable(getattr(oc_autogen, n))
-        and getattr(getattr(oc_autogen, n), "__module__", "") == oc_autogen.__name__
-    )
-    assert oc_autogen.__all__ == sorted(oc_autogen.__all__) == public
+    assert oc_autogen.__all__ == sorted(oc_autogen.__all__) == public_names(oc_autogen)
+    for name in oc_autogen.__all__:
+        value = getattr(oc_autogen, name)
+        if callable(value):
+            assert value.__module__ == oc_autogen.__name__, name
 
 
 def test_importing_the_integration_does_not_import_autogen() -> None:
