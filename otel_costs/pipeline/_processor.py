@@ -90,19 +90,6 @@ _STATUS_RANK = {conv.STATUS_PRICED: 2, conv.STATUS_PARTIAL: 1}
 _HeldSpan = tuple[float, ReadableSpan, dict[str, Any], dict[str, Any]]
 
 
-class _OpenCall:
-    """A model-call span that has started and not ended, and the nested call spans it holds."""
-
-    __slots__ = ("closed", "held", "trace_id")
-
-    def __init__(self, trace_id: int) -> None:
-        self.trace_id = trace_id
-        #: The span has ended: nothing more is held under it.
-        self.closed = False
-        #: ``(since, span, attributes, costed)`` of each nested call that ended inside it.
-        self.held: list[_HeldSpan] | None = None
-
-
 class CostSpanProcessor(SpanProcessor):
     """Wraps the next processor: copies attribution baggage onto spans and prices LLM calls.
 
@@ -154,10 +141,10 @@ class CostSpanProcessor(SpanProcessor):
         self._listeners = tuple(listener.on_span_cost for listener in listeners)
         self._baggage_keys = dict(conv.BAGGAGE_TO_ATTRIBUTE if baggage_keys is None else baggage_keys)
         self._seen: OrderedDict[tuple[int, str], None] = OrderedDict()
-        #: Open model-call spans by span id (tracked from ``on_start``).
-        self._open: dict[int, _OpenCall] = {}
-        #: Outer spans that hold nested ones (by ``id``), and how many are held in all.
-        self._holding: dict[int, _OpenCall] = {}
+        #: Open model-call spans: span id -> trace id (tracked from ``on_start``).
+        self._open: dict[int, int] = {}
+        #: Nested call spans held, by the span id of their open outer span; how many in all.
+        self._holding: dict[int, list[_HeldSpan]] = {}
         self._held_count = 0
         self._hold_lock = threading.Lock()
         self._seen_lock = threading.Lock()
@@ -196,7 +183,8 @@ class CostSpanProcessor(SpanProcessor):
             logger.exception("otel_costs: could not attribute span %r", getattr(span, "name", span))
         try:
             started = started_attributes(span)
-            if started and is_model_call(started):
+            # Most spans carry no kind marker at start: one set test over their keys says so.
+            if started and not MARKER_KEYS.isdisjoint(started) and is_model_call(started):
                 self._call_started(span)
         except Exception:
             logger.exception("otel_costs: could not track model call %r", getattr(span, "name", span))
@@ -213,7 +201,7 @@ class CostSpanProcessor(SpanProcessor):
             # meanwhile: then try again on the next span).
             with contextlib.suppress(RuntimeError, StopIteration):
                 opened.pop(next(iter(opened)), None)
-        opened[ctx.span_id] = _OpenCall(ctx.trace_id)
+        opened[ctx.span_id] = ctx.trace_id
 
     def _additions(self, entries: Mapping[str, object]) -> _Additions:
         """The prepared attribution of the baggage ``entries``, computed once per baggage content.
@@ -289,50 +277,72 @@ class CostSpanProcessor(SpanProcessor):
                 attributes = attributes_dict(span.attributes)
             # Most spans carry no LLM usage: one set test over their keys says so.
             if not _PRICE_KEYS.isdisjoint(attributes):
-                ended = self._priced(span, attributes)
-                if ended is None:
-                    return  # held: nested in an open model-call span, handed on when that ends
-                for out in ended:
-                    self._next.on_end(out)
-                return
+                if not self._open:
+                    span = self._costed(span, attributes, ())
+                else:
+                    ended = self._ended_call(span, attributes)
+                    if ended is None:
+                        return  # held: nested in an open model-call span, handed on when that ends
+                    span = ended[-1]
+                    for out in ended[:-1]:
+                        self._next.on_end(out)
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
 
-    def _priced(self, span: ReadableSpan, attributes: dict[str, Any]) -> list[ReadableSpan] | None:
-        """The spans to hand on now that ``span`` (which may be a model call) ended: itself costed,
-        and the nested call spans it held; ``None`` when ``span`` itself is held."""
+    def _ended_call(self, span: ReadableSpan, attributes: dict[str, Any]) -> list[ReadableSpan] | None:
+        """The spans to hand on now that ``span`` ended while model-call spans are open: itself
+        costed last, after the nested call spans it held; ``None`` when ``span`` itself is held."""
         ctx = span.context
-        outer: _OpenCall | None = None
+        if ctx is None:
+            return [self._costed(span, attributes, ())]
+        opened = self._open
         held: list[_HeldSpan] = []
-        if ctx is not None and self._open:
-            opened = self._open.pop(ctx.span_id, None)
-            if opened is not None:
-                held = self._take_held(opened)
-            parent = span.parent
-            if parent is not None and not parent.is_remote:
-                outer = self._open.get(parent.span_id)
-                if outer is not None and outer.trace_id != ctx.trace_id:
-                    outer = None
-        costed = self._cost(span, attributes)
-        result: list[ReadableSpan] | None
+        if opened.pop(ctx.span_id, None) is not None and self._holding:
+            held = self._take_held(ctx.span_id)
+        out: list[ReadableSpan] = []
+        if self._held_count:
+            out = self._release_stale()
+        parent = span.parent
+        if not held and parent is not None and opened.get(parent.span_id) == ctx.trace_id:
+            costed = self._cost(span, attributes)
+            if (
+                costed is not None
+                and costed.get(conv.COST_STATUS) != conv.STATUS_AGGREGATE
+                and is_model_call(attributes)
+                and self._hold(parent.span_id, span, attributes, costed)
+            ):
+                return out or None
+            out.append(self._costed(span, attributes, (), costed))
+            return out
+        out.append(self._costed(span, attributes, held))
+        return out
+
+    def _costed(
+        self,
+        span: ReadableSpan,
+        attributes: dict[str, Any],
+        held: Sequence[_HeldSpan],
+        costed: dict[str, Any] | None = None,
+    ) -> ReadableSpan:
+        """The copy of ``span`` (which carries usage; ``attributes`` are its own, only read) to
+        hand on: with its cost attributes and whatever the listeners added; or ``span`` itself.
+        ``held``: nested call spans that ended inside it, resolved against it first (handed on
+        through ``self._next`` here)."""
+        if costed is None:
+            costed = self._cost(span, attributes)
         if costed is None or costed.get(conv.COST_STATUS) == conv.STATUS_AGGREGATE:
-            result = [span if costed is None else annotated(span, costed)]
-            result += [self._finish(s, a, c) for _, s, a, c in held]
-        elif (
-            outer is not None
-            and not held
-            and is_model_call(attributes)
-            and self._hold(outer, span, attributes, costed)
-        ):
-            result = None
-        else:
-            result = self._resolve(held, span, attributes, costed)
-        if self._held_count and ctx is not None:
-            stale = self._release_stale()
-            if stale:
-                result = stale if result is None else result + stale
-        return result
+            for _, s, a, c in held:
+                self._next.on_end(self._finish(s, a, c))
+            # Nothing to price (e.g. an agent span without usage), or the usage of child calls:
+            # marked, never counted.
+            return span if costed is None else annotated(span, costed)
+        if held:
+            *others, span = self._resolve(list(held), span, attributes, costed)
+            for other in others:
+                self._next.on_end(other)
+            return span
+        return self._finish(span, attributes, costed)
 
     def _cost(self, span: ReadableSpan, attributes: dict[str, Any]) -> dict[str, Any] | None:
         """The cost attributes of ``span`` (``attributes`` are its own, only read), or ``None``."""
@@ -344,43 +354,35 @@ class CostSpanProcessor(SpanProcessor):
             return _unpriced(attributes, exc)
 
     def _hold(
-        self, outer: _OpenCall, span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]
+        self, outer: int, span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]
     ) -> bool:
-        """Keep a nested call span until its outer span ends; ``False`` when the bound is reached."""
+        """Keep a nested call span until its outer span (id ``outer``) ends; ``False`` when the
+        bound is reached or the outer span has ended meanwhile."""
         with self._hold_lock:
-            if self._held_count >= _MAX_HELD or outer.closed:
+            # Checked under the lock: the outer span leaves ``_open`` before it takes its held spans.
+            if self._held_count >= _MAX_HELD or outer not in self._open:
                 return False
-            if outer.held is None:
-                outer.held = []
-                self._holding[id(outer)] = outer
-            outer.held.append((time.monotonic(), span, dict(attributes), costed))
+            self._holding.setdefault(outer, []).append((time.monotonic(), span, dict(attributes), costed))
             self._held_count += 1
         return True
 
-    def _take_held(self, opened: _OpenCall) -> list[_HeldSpan]:
-        """Close ``opened`` (its span ended) and take the nested spans it held."""
+    def _take_held(self, outer: int) -> list[_HeldSpan]:
+        """The nested spans held for the outer span ``outer``, which has ended."""
         with self._hold_lock:
-            opened.closed = True
-            held, opened.held = opened.held, None
-            if held is None:
-                return []
-            self._holding.pop(id(opened), None)
+            held = self._holding.pop(outer, [])
             self._held_count -= len(held)
         return held
 
     def _resolve(
         self, held: list[_HeldSpan], span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]
     ) -> list[ReadableSpan]:
-        """``span`` costed, and the nested spans it held: of those for the same model, the one with
+        """The nested spans ``held`` and last ``span``: of those for ``span``'s model, the one with
         the fuller usage is counted and the others are marked ``duplicate``."""
-        if not held:
-            return [self._finish(span, attributes, costed)]
         model = _model(attributes)
-        same = [(s, a, c) for _, s, a, c in held if same_model(model, _model(a))]
-        others = [self._finish(s, a, c) for _, s, a, c in held if not same_model(model, _model(a))]
-        candidates = [*same, (span, attributes, costed)]
+        out = [self._finish(s, a, c) for _, s, a, c in held if not same_model(model, _model(a))]
+        candidates = [(s, a, c) for _, s, a, c in held if same_model(model, _model(a))]
+        candidates.append((span, attributes, costed))
         best = max(range(len(candidates)), key=lambda k: (_fullness(candidates[k][1], candidates[k][2]), -k))
-        out: list[ReadableSpan] = others
         for k, (s, a, c) in enumerate(candidates):
             if k == best:
                 out.append(self._finish(s, a, c))
@@ -414,15 +416,15 @@ class CostSpanProcessor(SpanProcessor):
         now = time.monotonic()
         released: list[_HeldSpan] = []
         with self._hold_lock:
-            for key, outer in list(self._holding.items()):
-                held = outer.held or []
+            for outer, held in list(self._holding.items()):
                 keep = [] if everything else [h for h in held if now - h[0] < _HOLD_SECONDS]
                 if len(keep) == len(held):
                     continue
                 released += [h for h in held if h not in keep]
-                outer.held = keep or None
-                if not keep:
-                    del self._holding[key]
+                if keep:
+                    self._holding[outer] = keep
+                else:
+                    del self._holding[outer]
             self._held_count -= len(released)
         return [self._finish(s, a, c) for _, s, a, c in released]
 
