@@ -25,6 +25,7 @@ from otel_costs import conventions as conv
 MARKERS: Final = tuple(conv.SPAN_KINDS)
 MARKER_KEYS: Final = frozenset(MARKERS)
 _TABLES: Final = tuple((marker, conv.SPAN_KINDS[marker]) for marker in MARKERS)
+_MODEL_CALL: Final = conv.KIND_MODEL_CALL
 #: Longest agent/workflow name accepted (as the processor's baggage values).
 MAX_NAME_LENGTH: Final = 256
 #: Longest ``metadata`` JSON string parsed for an agent name.
@@ -32,10 +33,8 @@ MAX_METADATA_LENGTH: Final = 64 * 1024
 
 
 def _lookup(table: Mapping[str, str], value: str) -> str | None:
-    kind = table.get(value)
-    if kind is None:
-        kind = table.get(value.lower()) or table.get(value.upper())
-    return kind
+    """``value`` looked up lower-case, then upper-case (after the exact spelling missed)."""
+    return table.get(value.lower()) or table.get(value.upper())
 
 
 def span_kind(attributes: Mapping[str, object]) -> str | None:
@@ -44,13 +43,14 @@ def span_kind(attributes: Mapping[str, object]) -> str | None:
     agent, workflow, task, tool or chain is that (its usage is an aggregate, never priced), even if
     another marker says model call; else the first known value decides."""
     found: str | None = None
+    # Runs for every span with usage: the exact spelling is tried inline before _lookup.
     for marker, table in _TABLES:
         value = attributes.get(marker)
         if type(value) is str:
-            kind = _lookup(table, value)
+            kind = table.get(value) or _lookup(table, value)
             if kind is None:
                 continue
-            if kind != conv.KIND_MODEL_CALL:
+            if kind != _MODEL_CALL:
                 return kind
             found = kind
     return found
@@ -71,8 +71,8 @@ def aggregate_reason(attributes: Mapping[str, object]) -> str | None:
     for marker, table in _TABLES:
         value = attributes.get(marker)
         if type(value) is str:
-            kind = _lookup(table, value)
-            if kind is not None and kind != conv.KIND_MODEL_CALL:
+            kind = table.get(value) or _lookup(table, value)
+            if kind is not None and kind != _MODEL_CALL:
                 return _AGGREGATE_REASONS.get(marker, _DEFAULT_REASON).format(value)
     return None
 

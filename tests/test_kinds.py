@@ -175,3 +175,32 @@ def test_an_openinference_llm_span_makes_the_capture_stand_down(fake: FakeLLMPro
         provider.shutdown()
     calls = [s.name for s in exporter.get_finished_spans() if is_model_call(s.attributes or {})]
     assert calls == ["ChatOpenAI"]
+
+
+def test_capture_span_inside_an_llm_span_is_counted_once(fake: FakeLLMProvider) -> None:
+    """Capture told not to stand down, under an OpenInference LLM span: one of the two is priced, once."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(
+        CostSpanProcessor(SimpleSpanProcessor(exporter), price_book=fixed_price_book())
+    )
+    instrument_httpx(tracer_provider=provider, llm_hosts={fake.host: None}, defer_to_sdk_spans=False)
+    try:
+        client = openai.OpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0)
+        oi = {
+            conv.OI_SPAN_KIND: "LLM",
+            conv.OI_MODEL_NAME: "gpt-5.2",
+            conv.OI_TOKEN_COUNT_PROMPT: 100,
+            conv.OI_TOKEN_COUNT_COMPLETION: 10,
+        }
+        with provider.get_tracer("test").start_as_current_span("ChatOpenAI", attributes=oi):
+            client.chat.completions.create(model="gpt-5.2", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        uninstrument_httpx()
+        provider.shutdown()
+    statuses = sorted(
+        str((s.attributes or {}).get(conv.COST_STATUS))
+        for s in exporter.get_finished_spans()
+        if is_model_call(s.attributes or {})
+    )
+    assert statuses == [conv.STATUS_DUPLICATE, conv.STATUS_PRICED]
