@@ -297,19 +297,22 @@ def _enter(cm: AbstractContextManager[Any]) -> _Open | None:
 
 
 def _leave(opened: _Open) -> None:
-    """Leave ``opened``: normally when its span is the current one, else end just its span.
+    """Leave ``opened``, and make sure its span has ended.
 
-    A hook called back in another context (or with an unbalanced span on top) cannot detach
-    what it attached; ending the span keeps the trace whole and logs nothing at error level.
+    A hook may come back in another context than the one it entered (CrewAI runs steps in
+    copies of the task's context): the scope is told to exit all the same (otel-costs' scopes end
+    their span cleanly there), and a span that is still open after that is ended here.
     """
     try:
-        if trace.get_current_span() is opened.span:
-            opened.cm.__exit__(None, None, None)
-        elif opened.span.is_recording():
+        opened.cm.__exit__(None, None, None)
+    except Exception:
+        logger.exception("otel_costs: could not leave %r", opened.cm)
+    try:
+        if opened.span.is_recording():
             logger.debug("otel_costs: %s left in another context; ending its span", opened.cm)
             opened.span.end()
     except Exception:
-        logger.exception("otel_costs: could not leave %r", opened.cm)
+        logger.exception("otel_costs: could not end the span of %r", opened.cm)
 
 
 from otel_costs._public import publish as _publish  # noqa: E402

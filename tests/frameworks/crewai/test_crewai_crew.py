@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import os
 
 # CrewAI's own switches, never OTEL_SDK_DISABLED (which would switch otel-costs off too); set
@@ -19,6 +21,8 @@ from typing import Any
 import pytest
 from agent_run_checks import check_run, public_names
 from crewai import LLM, Agent, Crew, Process, Task
+from crewai.hooks import InterceptionPoint, dispatch
+from crewai.hooks.contexts import StepContext
 from crewai.tools import tool
 from openinference.instrumentation.crewai import CrewAIInstrumentor as OpenInferenceCrewAI
 from opentelemetry.instrumentation.crewai import CrewAIInstrumentor as OpenLLMetryCrewAI
@@ -166,6 +170,23 @@ def test_a_failed_task_still_ends_its_scopes(
     assert otel_costs.current_attribution() == {}
     names = {s.name for s in pipeline.spans()}
     assert {"invoke_workflow cats", "invoke_agent Researcher"} <= names
+
+
+def test_a_task_left_in_another_context_ends_cleanly(
+    pipeline: InMemoryPipeline, costs: oc_crewai.CrewAICosts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task whose post_step comes back in another context still ends its agent span, logging no error."""
+    task = object()
+    step = {"kind": "task", "agent_role": "Researcher", "task": task, "step_name": "Research cats"}
+    entered = contextvars.copy_context()
+    entered.run(dispatch, InterceptionPoint.PRE_STEP, StepContext(**step))
+    contextvars.copy_context().run(dispatch, InterceptionPoint.POST_STEP, StepContext(**step))
+
+    agent_spans = [s for s in pipeline.spans() if s.name == "invoke_agent Researcher"]
+    assert len(agent_spans) == 1
+    assert (agent_spans[0].attributes or {})[conv.GEN_AI_TASK_NAME] == "Research cats"
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert otel_costs.current_attribution() == {}
 
 
 def test_all_names_the_public_api() -> None:
