@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import subprocess
+import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -21,14 +23,26 @@ from types import ModuleType
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+import otel_costs
 from otel_costs import PriceBook
 from otel_costs import conventions as conv
 from otel_costs.cli import main as cli_main
 from otel_costs.pipeline import OtlpJsonFileExporter
 from otel_costs.pricing import LlmCall, TokenUsage
-from otel_costs.testing import FakeLLMProvider, RecordedRequest
+from otel_costs.testing import FakeLLMProvider, InMemoryPipeline, RecordedRequest
 
 _BOOK = PriceBook()
+
+
+@contextlib.contextmanager
+def priced_pipeline(fake: FakeLLMProvider) -> Iterator[InMemoryPipeline]:
+    """The real pipeline at genai-prices' prices, ``instrument_httpx`` writing to it for ``fake``'s host."""
+    with InMemoryPipeline(price_book=otel_costs.PriceBook()) as pipeline:
+        otel_costs.instrument_httpx(tracer_provider=pipeline.tracer_provider, llm_hosts={fake.host: "openai"})
+        try:
+            yield pipeline
+        finally:
+            otel_costs.uninstrument_httpx()
 
 
 def genai_prices_nanos(request: RecordedRequest, provider: str = "openai") -> int:
@@ -140,6 +154,22 @@ def parse_by_agent(table: str) -> dict[str, tuple[int, Decimal, int]]:
         *agent, calls, cost, unpriced = line.split()
         rows[" ".join(agent)] = (int(calls), Decimal(cost.lstrip("$")), int(unpriced))
     return rows
+
+
+def assert_public_module(module: ModuleType) -> None:
+    """``module.__all__`` is exactly its public names, alphabetised, each published under it."""
+    assert module.__all__ == sorted(module.__all__) == public_names(module)
+    for name in module.__all__:
+        value = getattr(module, name)
+        if callable(value):
+            assert value.__module__ == module.__name__, name
+
+
+def modules_loaded_by_import(module_name: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The modules starting with ``prefixes`` that a fresh ``import module_name`` loads."""
+    code = f"import sys, {module_name}\nprint(sorted(m for m in sys.modules if m.startswith({prefixes!r})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return [m.strip(" '") for m in out.strip().strip("[]").split(",") if m.strip()]
 
 
 def public_names(module: ModuleType) -> list[str]:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_run_checks import check_run, public_names
+from agent_run_checks import assert_public_module, check_run, modules_loaded_by_import, priced_pipeline
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat
@@ -81,12 +78,8 @@ def fake() -> Iterator[FakeLLMProvider]:
 @pytest.fixture
 def pipeline(fake: FakeLLMProvider) -> Iterator[InMemoryPipeline]:
     """The real pipeline (genai-prices) with ``instrument_httpx`` writing to it."""
-    with InMemoryPipeline(price_book=otel_costs.PriceBook()) as p:
-        otel_costs.instrument_httpx(tracer_provider=p.tracer_provider, llm_hosts={fake.host: "openai"})
-        try:
-            yield p
-        finally:
-            otel_costs.uninstrument_httpx()
+    with priced_pipeline(fake) as p:
+        yield p
 
 
 @pytest.fixture(params=["none", "openinference", "native"])
@@ -186,19 +179,9 @@ async def test_scopes_end_and_unwrap_when_the_run_fails(
 
 def test_all_names_the_public_api() -> None:
     """The module's ``__all__`` is exactly its public names, alphabetised, each published under it."""
-    assert oc_autogen.__all__ == sorted(oc_autogen.__all__) == public_names(oc_autogen)
-    for name in oc_autogen.__all__:
-        value = getattr(oc_autogen, name)
-        if callable(value):
-            assert value.__module__ == oc_autogen.__name__, name
+    assert_public_module(oc_autogen)
 
 
 def test_importing_the_integration_does_not_import_autogen() -> None:
     """``import otel_costs.integrations.autogen`` loads no AutoGen module (it only duck-types teams)."""
-    code = (
-        "import sys, otel_costs.integrations.autogen\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('autogen', 'openai'))))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
-    assert importlib.import_module("otel_costs.integrations.autogen") is oc_autogen
+    assert modules_loaded_by_import("otel_costs.integrations.autogen", ("autogen", "openai")) == []

@@ -12,14 +12,12 @@ os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
 os.environ.setdefault("CREWAI_TESTING", "true")
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_run_checks import check_run, public_names
+from agent_run_checks import assert_public_module, check_run, modules_loaded_by_import, priced_pipeline
 from crewai import LLM, Agent, Crew, Process, Task
 from crewai.hooks import InterceptionPoint, dispatch
 from crewai.hooks.contexts import StepContext
@@ -46,12 +44,8 @@ def fake() -> Iterator[FakeLLMProvider]:
 @pytest.fixture
 def pipeline(fake: FakeLLMProvider) -> Iterator[InMemoryPipeline]:
     """The real pipeline (genai-prices) with ``instrument_httpx`` and the CrewAI hooks writing to it."""
-    with InMemoryPipeline(price_book=otel_costs.PriceBook()) as p:
-        otel_costs.instrument_httpx(tracer_provider=p.tracer_provider, llm_hosts={fake.host: "openai"})
-        try:
-            yield p
-        finally:
-            otel_costs.uninstrument_httpx()
+    with priced_pipeline(fake) as p:
+        yield p
 
 
 @pytest.fixture
@@ -191,18 +185,9 @@ def test_a_task_left_in_another_context_ends_cleanly(
 
 def test_all_names_the_public_api() -> None:
     """The module's ``__all__`` is exactly its public names, alphabetised, each published under it."""
-    assert oc_crewai.__all__ == sorted(oc_crewai.__all__) == public_names(oc_crewai)
-    for name in oc_crewai.__all__:
-        value = getattr(oc_crewai, name)
-        if callable(value):
-            assert value.__module__ == oc_crewai.__name__, name
+    assert_public_module(oc_crewai)
 
 
 def test_importing_the_integration_does_not_import_crewai() -> None:
     """``import otel_costs.integrations.crewai`` loads no CrewAI module until ``instrument()``."""
-    code = (
-        "import sys, otel_costs.integrations.crewai\n"
-        "print(sorted(m for m in sys.modules if m.startswith('crewai')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert modules_loaded_by_import("otel_costs.integrations.crewai", ("crewai",)) == []
