@@ -117,7 +117,11 @@ def test_no_usage_attributes_gives_none(finished_span) -> None:
             TokenUsage(100, 200, 20, 10, 30),
             id="pydantic-ai",
         ),
-        pytest.param({"gen_ai.usage.input_tokens": 42}, TokenUsage(42, 0), id="embeddings-input-only"),
+        pytest.param(
+            {"gen_ai.usage.input_tokens": 42, "gen_ai.operation.name": "embeddings"},
+            TokenUsage(42, 0),
+            id="embeddings-input-only",
+        ),
     ],
 )
 def test_reads_each_instrumentation(
@@ -149,6 +153,7 @@ def test_model_provider_and_server_are_read_in_priority_order() -> None:
         read_usage(
             {
                 "gen_ai.usage.input_tokens": 1,
+                "gen_ai.usage.output_tokens": 1,
                 "gen_ai.request.model": "gpt-4o",
                 "gen_ai.response.model": "gpt-4o-2024-08-06",
                 "llm.model_name": "other",
@@ -168,7 +173,14 @@ def test_model_provider_and_server_are_read_in_priority_order() -> None:
 def test_openinference_model_and_provider_names_are_read() -> None:
     """OpenInference's llm.model_name and llm.provider fill in when no gen_ai.* names exist."""
     call = _billable(
-        read_usage({"llm.token_count.prompt": 5, "llm.model_name": "claude", "llm.provider": "anthropic"})
+        read_usage(
+            {
+                "llm.token_count.prompt": 5,
+                "llm.token_count.completion": 1,
+                "llm.model_name": "claude",
+                "llm.provider": "anthropic",
+            }
+        )
     )
     assert (call.model, call.provider, call.server_address) == ("claude", "anthropic", None)
 
@@ -230,12 +242,21 @@ def test_bad_values_are_invalid_with_a_reason(value: object, fragment: str) -> N
 )
 def test_whole_numbers_in_other_types_are_accepted(value: object, expected: int) -> None:
     """Whole floats, digit strings and whole Decimals are read as the int they spell."""
-    assert _billable(read_usage({"gen_ai.usage.output_tokens": value})).usage.output_tokens == expected
+    reading = read_usage({"gen_ai.usage.input_tokens": 5, "gen_ai.usage.output_tokens": value})
+    assert _billable(reading).usage.output_tokens == expected
 
 
 def test_none_values_count_as_absent() -> None:
     """A None attribute (possible in plain dicts) is skipped and the next alias is used."""
-    call = _billable(read_usage({"gen_ai.usage.input_tokens": None, "gen_ai.usage.prompt_tokens": 9}))
+    call = _billable(
+        read_usage(
+            {
+                "gen_ai.usage.input_tokens": None,
+                "gen_ai.usage.prompt_tokens": 9,
+                "gen_ai.usage.output_tokens": 1,
+            }
+        )
+    )
     assert call.usage.input_tokens == 9
 
 
@@ -281,7 +302,9 @@ def test_agent_workflow_and_tool_spans_are_aggregate(marker: dict[str, str]) -> 
 )
 def test_llm_call_spans_stay_billable(marker: dict[str, str]) -> None:
     """Chat, embeddings and LLM-kind spans are billable calls."""
-    assert _billable(read_usage({**marker, "gen_ai.usage.input_tokens": 5})).usage.input_tokens == 5
+    # Embeddings report no output count; the others report both (one-sided usage is partial).
+    output = {} if marker.get("gen_ai.operation.name") == "embeddings" else {"gen_ai.usage.output_tokens": 1}
+    assert _billable(read_usage({**marker, **output, "gen_ai.usage.input_tokens": 5})).usage.input_tokens == 5
 
 
 def test_aggregate_span_with_bad_values_stays_aggregate() -> None:

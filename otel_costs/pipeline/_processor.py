@@ -31,6 +31,7 @@ from otel_costs._sdk import (
     started_attributes,
 )
 from otel_costs.pipeline._spans import annotated, attributes_dict
+from otel_costs.pricing._results import flag_evicted
 from otel_costs.pricing._usage import USAGE_OR_CALL_KEYS
 
 #: Keys of a span that may be a model call or carry usage: others skip pricing at once.
@@ -286,6 +287,8 @@ class CostSpanProcessor(SpanProcessor):
                     span = ended[-1]
                     for out in ended[:-1]:
                         self._next.on_end(out)
+            elif self._open and span.dropped_attributes:
+                span = self._evicted(span, attributes)
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
@@ -347,11 +350,27 @@ class CostSpanProcessor(SpanProcessor):
     def _cost(self, span: ReadableSpan, attributes: dict[str, Any]) -> dict[str, Any] | None:
         """The cost attributes of ``span`` (``attributes`` are its own, only read), or ``None``."""
         try:
-            return self._price_book._cost_attributes(attributes, span.start_time)
+            costed = self._price_book._cost_attributes(attributes, span.start_time)
+            if (
+                costed is not None
+                and costed.get(conv.COST_STATUS) != conv.STATUS_PRICED
+                and span.dropped_attributes
+            ):
+                costed = flag_evicted(attributes, costed, span.dropped_attributes)
+            return costed
         except Exception as exc:
             # A span with usage must still say it was not priced, never pass as $0.
             logger.exception("otel_costs: price book %r raised", self._price_book)
             return _unpriced(attributes, exc)
+
+    def _evicted(self, span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
+        """``span`` flagged when it started as a model call and the SDK's attribute limit evicted
+        its usage and kind markers (else ``span`` itself): never left without ``cost.status``."""
+        ctx = span.context
+        if ctx is None or self._open.pop(ctx.span_id, None) is None:
+            return span
+        held = self._take_held(ctx.span_id) if self._holding else []
+        return self._costed(span, attributes, held, flag_evicted(attributes, None, span.dropped_attributes))
 
     def _hold(
         self, outer: int, span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]

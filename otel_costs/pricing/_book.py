@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import MappingProxyType, TracebackType
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from otel_costs.conventions import (
     COST_STATUS,
+    COST_STATUS_REASON,
     PRICE_SOURCE_GENAI_PRICES,
     STATUS_AGGREGATE,
     STATUS_INVALID_USAGE,
@@ -46,6 +48,7 @@ from otel_costs.pricing._plans import (
 )
 from otel_costs.pricing._providers import normalize_provider_name, provider_for_server, resolve_model
 from otel_costs.pricing._results import (
+    KEPT_FLAGS,
     MAX_REASON,
     CostBreakdown,
     ModelRates,
@@ -250,12 +253,13 @@ class PriceBook:
                     figures = (
                         plan.span_costs(counts) if plan.error is None and entry.delegate is None else None
                     )
-                    if figures is not None:
+                    # A span the capture layer flagged unpriced or invalid_usage keeps its flag.
+                    preset = attributes.get(COST_STATUS)
+                    if figures is not None and (preset is None or preset not in KEPT_FLAGS):
                         nanos, parts = figures
-                        partial = attributes.get(COST_STATUS) == STATUS_PARTIAL
                         return write_cost(
                             dict(attributes),
-                            STATUS_PARTIAL if partial else STATUS_PRICED,
+                            STATUS_PARTIAL if preset == STATUS_PARTIAL else STATUS_PRICED,
                             None,
                             reported,
                             entry.model,
@@ -282,18 +286,30 @@ class PriceBook:
         reading = read_usage(own)
         if reading is None:
             return None
+        # The capture layer's flag (``partial``, ``unpriced``, ``invalid_usage``) and its precise
+        # reason ("HTTP 500", "streamed without include_usage", a cut stream) reach the exported
+        # span unchanged: what pricing would say instead is the generic guess.
+        preset = own.get(COST_STATUS)
+        kept = preset if type(preset) is str and preset in KEPT_FLAGS else None
+        kept_reason = own.get(COST_STATUS_REASON) if kept is not None else None
         if reading.kind == "aggregate":
             write_cost(own, STATUS_AGGREGATE, reading.reason or "aggregate usage of child calls")
+        elif kept is not None and (kept != STATUS_PARTIAL or reading.kind in ("missing", "invalid")):
+            write_cost(own, kept, None if kept_reason else reading.reason)
         elif reading.kind == "missing":
             write_cost(own, STATUS_UNPRICED, reading.reason or "no token usage reported")
         elif reading.kind == "invalid" or reading.call is None:
             write_cost(own, STATUS_INVALID_USAGE, reading.reason or "unreadable usage")
         else:
-            # The capture layer saw only part of the usage (e.g. a stream closed early): what
-            # was seen is priced, and the span stays flagged as a lower bound.
-            status = STATUS_PARTIAL if own.get(COST_STATUS) == STATUS_PARTIAL else None
+            # The capture layer saw only part of the usage (e.g. a stream closed early), or the
+            # span reports one side only: what was seen is priced, flagged as a lower bound.
+            partial = kept is not None or reading.kind == "partial"
+            status = STATUS_PARTIAL if partial else None
+            reason = None if kept_reason else reading.reason
             try:
                 cost = self.price(reading.call, at=datetime_of(_start_ns(start_ns)))
+                if reason and cost.status == STATUS_PRICED:
+                    cost = replace(cost, reason=reason)
                 write_breakdown(own, cost, status)
             except Exception as exc:
                 # PriceBook.price never raises, but a subclass might: the span must still say it

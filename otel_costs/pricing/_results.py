@@ -10,6 +10,7 @@ else, whichever arithmetic priced the call, so their keys, values and order cann
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -30,12 +31,17 @@ from otel_costs.conventions import (
     COST_STATUS_REASON,
     CURRENCY_USD,
     GEN_AI_USAGE_COST,
+    STATUS_INVALID_USAGE,
+    STATUS_PARTIAL,
     STATUS_PRICED,
+    STATUS_UNPRICED,
 )
 
-__all__ = ("CostBreakdown", "ModelRates", "RateTier", "write_breakdown", "write_cost")
+__all__ = ("CostBreakdown", "ModelRates", "RateTier", "flag_evicted", "write_breakdown", "write_cost")
 
 _ZERO: Final = Decimal(0)
+#: The flags the capture layer sets that pricing keeps, with their reason, instead of its own.
+KEPT_FLAGS: Final = frozenset({STATUS_PARTIAL, STATUS_UNPRICED, STATUS_INVALID_USAGE})
 #: Longest ``cost.status_reason`` written for an error raised by a price book.
 MAX_REASON: Final = 256
 
@@ -175,3 +181,31 @@ def write_breakdown(attributes: dict[str, Any], cost: CostBreakdown, status: str
     parts = (float(cost.input), float(cost.cache_read), float(cost.cache_write), float(cost.output))
     write_cost(attributes, status, cost.reason, cost.provider, cost.model, cost.source, nanos, parts)
     return nanos
+
+
+#: The reason of a model-call span that lost attributes to the SDK's attribute count limit (the
+#: SDK's BoundedAttributes evicts the oldest key: usage set early goes first).
+EVICTED_REASON: Final = (
+    "usage evicted by the attribute limit ({} attributes dropped): raise OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT"
+)
+
+
+def flag_evicted(
+    attributes: Mapping[str, object], costed: dict[str, Any] | None, dropped: int
+) -> dict[str, Any]:
+    """The cost attributes of a model-call span that dropped ``dropped`` attributes to the SDK's
+    attribute limit: ``costed`` (its pricing, ``None`` when no usage key survived) with the
+    eviction named in its reason, so the span is never left without ``cost.status``.
+
+    A span still ``priced`` keeps its figures (its usage survived); one without usage becomes
+    ``unpriced``; a ``partial``, ``unpriced`` or ``invalid_usage`` one keeps its status and gets
+    the eviction put before its reason.
+    """
+    note = EVICTED_REASON.format(dropped)
+    if costed is None:
+        return write_cost(dict(attributes), STATUS_UNPRICED, note)
+    status = costed.get(COST_STATUS)
+    if status in KEPT_FLAGS:
+        reason = costed.get(COST_STATUS_REASON)
+        costed[COST_STATUS_REASON] = f"{note}; {reason}" if reason else note
+    return costed

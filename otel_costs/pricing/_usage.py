@@ -30,6 +30,7 @@ from otel_costs.conventions import (
     GEN_AI_USAGE_OUTPUT_TOKENS,
     INPUT_KEYS,
     MODEL_KEYS,
+    OI_EMBEDDING_MODEL_NAME,
     OI_SPAN_KIND,
     OPENAI_API_BASE,
     OUTPUT_KEYS,
@@ -38,6 +39,7 @@ from otel_costs.conventions import (
     SERVER_ADDRESS,
     SERVER_KEYS,
     TOTAL_KEYS,
+    TRACELOOP_REQUEST_TYPE,
     TRACELOOP_SPAN_KIND,
 )
 
@@ -61,12 +63,19 @@ _TRIGGER_KEYS: Final = _USAGE_KEYS | frozenset(TOTAL_KEYS)
 _READ_KEYS: Final = (
     _TRIGGER_KEYS
     | frozenset(MODEL_KEYS + PROVIDER_KEYS + SERVER_KEYS)
-    | {GEN_AI_OPERATION_NAME, OI_SPAN_KIND, TRACELOOP_SPAN_KIND}
+    | {GEN_AI_OPERATION_NAME, OI_SPAN_KIND, TRACELOOP_SPAN_KIND, TRACELOOP_REQUEST_TYPE}
 )
 #: A span with none of these keys is one ``read_usage`` returns ``None`` for, whatever else it has.
 USAGE_OR_CALL_KEYS: Final = _TRIGGER_KEYS | _CALL_MARKERS
 #: The usage parts that are usually absent: one set test rules all three out.
 _PART_KEYS: Final = frozenset(CACHE_READ_KEYS + CACHE_WRITE_KEYS + REASONING_KEYS)
+
+#: The reason of a model call whose usage is all zero (issue 11: e.g. OpenInference AutoGen writes
+#: prompt=0, completion=0 on streams that carried no usage): never priced as $0.
+ZERO_USAGE_REASON: Final = "usage reported as zero"
+#: Operation names and span kinds (lower case) of embeddings calls, which have no output count.
+_EMBEDDING_KINDS: Final = frozenset({"embeddings", "embedding"})
+_KIND_KEYS: Final = (GEN_AI_OPERATION_NAME, OI_SPAN_KIND, TRACELOOP_REQUEST_TYPE)
 
 #: Counts in ``TokenUsage`` field order: input, output, cache read, cache write, reasoning.
 Counts = tuple[int, int, int, int, int]
@@ -110,14 +119,18 @@ class LlmCall:
 class UsageReading:
     """The outcome of reading a span's usage attributes."""
 
-    kind: Literal["billable", "aggregate", "invalid", "missing"]
-    """``billable``: an LLM call to price; ``aggregate``: a sum over child calls, never priced;
-    ``invalid``: usage attributes that cannot be read (see ``reason``); ``missing``: a model call
-    that reported no usage at all (flagged, never a silent $0)."""
+    kind: Literal["billable", "partial", "aggregate", "invalid", "missing"]
+    """``billable``: an LLM call to price; ``partial``: a call to price whose usage is not whole
+    (input without output, or output without input, on a call that is not an embeddings call:
+    priced as a lower bound and flagged ``partial``); ``aggregate``: a sum over child calls, never
+    priced; ``invalid``: usage attributes that cannot be read (see ``reason``); ``missing``: a
+    model call that reported no usage at all, or reported it as all zero (flagged ``unpriced``,
+    never a silent $0)."""
     call: LlmCall | None
-    """The call, for ``billable``; for ``aggregate`` when its counts are readable; else ``None``."""
+    """The call, for ``billable`` and ``partial`` (and ``missing``: with zero usage); for
+    ``aggregate`` when its counts are readable; else ``None``."""
     reason: str | None
-    """Why the reading is ``aggregate`` or ``invalid``; ``None`` for ``billable``."""
+    """Why the reading is not ``billable``; ``None`` for ``billable``."""
 
 
 def read_usage(attributes: Mapping[str, object]) -> UsageReading | None:
@@ -177,12 +190,8 @@ def billable_counts(
     output_tokens = get(GEN_AI_USAGE_OUTPUT_TOKENS)
     if output_tokens is None:
         output_tokens = _first_value(get, OUTPUT_KEYS)
-    if input_tokens is None:
-        if output_tokens is None:
-            return None
-        input_tokens = 0
-    elif output_tokens is None:
-        output_tokens = 0
+    if input_tokens is None or output_tokens is None:
+        return None  # one-sided usage: read_usage says whether it is partial (or an embeddings call)
     # Exactly the counts _parse_count and usage_problem accept unchanged (bools and int
     # subclasses are not ``int``; floats and strings are read by read_usage).
     if _PART_KEYS.isdisjoint(attributes):
@@ -190,7 +199,7 @@ def billable_counts(
             type(input_tokens) is int
             and type(output_tokens) is int
             and 0 <= input_tokens <= MAX_TOKENS
-            and 0 <= output_tokens <= MAX_TOKENS
+            and 0 < output_tokens <= MAX_TOKENS
         ):
             return None
         counts: Counts = (input_tokens, output_tokens, 0, 0, 0)
@@ -199,7 +208,7 @@ def billable_counts(
         cache_write = _first_value(get, CACHE_WRITE_KEYS, 0)
         reasoning = _first_value(get, REASONING_KEYS, 0)
         candidate = (input_tokens, output_tokens, cache_read, cache_write, reasoning)
-        if not plausible_counts(candidate):
+        if not plausible_counts(candidate) or not output_tokens:
             return None
         counts = candidate
     if aggregate_reason(attributes) is not None:
@@ -319,9 +328,40 @@ def _read(attributes: Mapping[str, object]) -> UsageReading:
     if aggregate is not None:
         reason = aggregate if problem is None else f"{aggregate}; its usage is unreadable: {problem}"
         return UsageReading("aggregate", call, reason)
-    if problem is not None:
-        return UsageReading("invalid", None, problem)
+    if problem is not None or call is None:
+        return UsageReading("invalid", None, problem or "unreadable usage")
+    return _whole(found, counts, call)
+
+
+def _whole(found: Mapping[str, object], counts: Mapping[str, int], call: LlmCall) -> UsageReading:
+    """The reading of a call with readable counts: ``billable``, or ``partial``/``missing`` when
+    its usage is one-sided or all zero (issue 13 item 4, issue 11 item 3)."""
+    usage = call.usage
+    if not any((usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens)):
+        return UsageReading("missing", call, ZERO_USAGE_REASON)
+    if "input_tokens" not in counts:
+        reason = (
+            f"no input token count ({INPUT_KEYS[0]}), only output tokens: priced on the output alone, "
+            "a lower bound"
+        )
+        return UsageReading("partial", call, reason)
+    if "output_tokens" not in counts and not _embeddings(found, call.model):
+        reason = (
+            f"no output token count ({OUTPUT_KEYS[0]}) on a call that is not an embeddings call: "
+            "priced on the input alone, a lower bound"
+        )
+        return UsageReading("partial", call, reason)
     return UsageReading("billable", call, None)
+
+
+def _embeddings(found: Mapping[str, object], model: str | None) -> bool:
+    """Whether the span is an embeddings call (which reports no output tokens): by its operation
+    or span kind in any convention, else by a model name that says so (``text-embedding-3-small``)."""
+    for key in _KIND_KEYS:
+        value = found.get(key)
+        if type(value) is str:
+            return value.strip().lower() in _EMBEDDING_KINDS
+    return OI_EMBEDDING_MODEL_NAME in found or (model is not None and "embed" in model.lower())
 
 
 def _parse_count(value: object) -> int | str:

@@ -407,7 +407,8 @@ def cases() -> list[dict[str, Any]]:
                     11,
                     1,
                     {
-                        "gen_ai.operation.name": "chat",
+                        # Input only: an embeddings call (a chat call reporting input only is partial).
+                        "gen_ai.operation.name": "embeddings",
                         "gen_ai.request.model": "gpt-4o",
                         "gen_ai.usage.input_tokens": 10,
                     },
