@@ -273,6 +273,8 @@ class Call:
         self, how: str, result: CaptureResult | None, exc: BaseException | None
     ) -> tuple[str, str] | None:
         """``(cost.status, reason)`` when the usage on the span is not the call's whole usage."""
+        if result is not None and result.usage_flag is not None:
+            return result.usage_flag  # a usage record read whole but not whole itself (issue 13.4)
         if result is not None and result.complete:
             return None
         status = self.status

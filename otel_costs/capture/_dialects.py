@@ -25,6 +25,17 @@ ANTHROPIC_MESSAGES: Final = "anthropic.messages"
 GEMINI_GENERATE: Final = "gemini.generate_content"
 
 _MAX_TOKENS: Final = 2**53
+#: Per dialect, the provider's names of the input and the output count that a whole usage record
+#: has (``None``: the output count may be absent: embeddings; Gemini omits a zero one).
+_OPENAI_KEYS: Final = ("prompt_tokens", "completion_tokens")
+_COUNT_KEYS: Final[dict[str, tuple[str, str | None]]] = {
+    OPENAI_CHAT: ("prompt_tokens", "completion_tokens"),
+    OPENAI_COMPLETIONS: ("prompt_tokens", "completion_tokens"),
+    OPENAI_EMBEDDINGS: ("prompt_tokens", None),
+    OPENAI_RESPONSES: ("input_tokens", "output_tokens"),
+    ANTHROPIC_MESSAGES: ("input_tokens", "output_tokens"),
+    GEMINI_GENERATE: ("promptTokenCount", None),
+}
 _DECODER: Final = json.JSONDecoder()
 _JSON_WHITESPACE: Final = " \t\n\r"
 
@@ -103,6 +114,12 @@ class CallState:
         # Anthropic reports input, cache read and cache write separately: summed in usage_attributes().
         self.raw_input: int | None = None
         self.dropped_events = 0
+        #: The first unusable usage field seen ("invalid usage field prompt_tokens=-5"), if any.
+        self.invalid: str | None = None
+        #: The provider's names of the input and output counts in the usage shape read last.
+        self.count_keys: tuple[str, str | None] = _COUNT_KEYS.get(
+            dialect, ("prompt_tokens", "completion_tokens")
+        )
 
     def usage_attributes(self) -> dict[str, int]:
         """The ``gen_ai.usage.*`` attributes of the counts reported (a count not reported is left out)."""
@@ -162,8 +179,27 @@ class CallState:
         if type(value) is not int or not 0 <= value < _MAX_TOKENS:  # bool is not an int here
             path = f"{key}.{sub}" if sub is not None else key
             self.problem = f"invalid usage field {path}={value!r}"[:200]
+            self.invalid = self.invalid or self.problem
             return None
         return value
+
+    def missing_count(self) -> str | None:
+        """Why the final usage record is not whole: it names the count it lacks (``prompt_tokens``
+        missing or ``null``), for a call that reports both; ``None`` when nothing is missing.
+
+        Embeddings report no output count, and Gemini leaves out a zero ``candidatesTokenCount``;
+        an error response may report its input only (nothing was generated).
+        """
+        if not self.complete or self.error_type is not None:
+            return None
+        input_key, output_key = self.count_keys
+        anthropic = self.dialect == ANTHROPIC_MESSAGES
+        has_input = (self.raw_input if anthropic else self.input) is not None
+        if not has_input:
+            return f"the usage record has no {input_key} (missing or null): priced on the output alone"
+        if output_key is not None and self.output is None:
+            return f"the usage record has no {output_key} (missing or null): priced on the input alone"
+        return None
 
     def note_usage(self, usage: Any, *, final: bool = True) -> None:
         """Read a usage object of this dialect; ``final`` marks the call's last usage record."""
@@ -196,6 +232,7 @@ class CallState:
             self.reasoning = thoughts
         elif "prompt_tokens" in usage or "completion_tokens" in usage:
             # Chat completions, completions, embeddings and most OpenAI-compatible servers.
+            self.count_keys = _COUNT_KEYS.get(self.dialect, _OPENAI_KEYS)
             self.input = t(usage, "prompt_tokens")
             if self.dialect != OPENAI_EMBEDDINGS or "completion_tokens" in usage:
                 self.output = t(usage, "completion_tokens")
@@ -204,6 +241,7 @@ class CallState:
             self.reasoning = t(usage, "completion_tokens_details", "reasoning_tokens")
         else:
             # The Responses API shape (also used by some compatible servers on chat completions).
+            self.count_keys = _COUNT_KEYS[OPENAI_RESPONSES]
             self.input = t(usage, "input_tokens")
             self.output = t(usage, "output_tokens")
             self.cache_read = t(usage, "input_tokens_details", "cached_tokens")

@@ -51,6 +51,10 @@ class CaptureResult:
     """Why the usage is missing or may be incomplete; ``None`` when nothing went wrong."""
     stream: bool
     """True for a server-sent-events body."""
+    usage_flag: tuple[str, str] | None = None
+    """``(cost.status, reason)`` when the provider's usage record is not whole although it was
+    read: ``invalid_usage`` for an unusable field (negative, bool, float, string: "invalid usage
+    field prompt_tokens=-5"), ``partial`` for a count it lacks or sends as ``null``; else ``None``."""
 
     @property
     def usage(self) -> TokenUsage | None:
@@ -164,6 +168,14 @@ class ResponseCapture:
             else:
                 problem = "the response carried no usage"
         problem = problem or state.problem
+        usage_flag: tuple[str, str] | None = None
+        if state.invalid is not None:
+            usage_flag = (conv.STATUS_INVALID_USAGE, state.invalid)
+        else:
+            missing = state.missing_count()
+            if missing is not None:
+                usage_flag = (conv.STATUS_PARTIAL, missing)
+                problem = problem or missing
         return CaptureResult(
             usage_attributes=state.usage_attributes(),
             complete=state.complete,
@@ -172,6 +184,7 @@ class ResponseCapture:
             error_type=state.error_type,
             problem=problem,
             stream=self._stream,
+            usage_flag=usage_flag,
         )
 
     def _fail(self, exc: Exception) -> None:

@@ -60,10 +60,12 @@ _FIELDS: Final = (
 )
 _USAGE_KEYS: Final = frozenset(INPUT_KEYS + OUTPUT_KEYS + CACHE_READ_KEYS + CACHE_WRITE_KEYS + REASONING_KEYS)
 _TRIGGER_KEYS: Final = _USAGE_KEYS | frozenset(TOTAL_KEYS)
+#: OpenTelemetry's ``error.type``: a failed call may report its input only (nothing was generated).
+_ERROR_TYPE: Final = "error.type"  # TODO(conventions)
 _READ_KEYS: Final = (
     _TRIGGER_KEYS
     | frozenset(MODEL_KEYS + PROVIDER_KEYS + SERVER_KEYS)
-    | {GEN_AI_OPERATION_NAME, OI_SPAN_KIND, TRACELOOP_SPAN_KIND, TRACELOOP_REQUEST_TYPE}
+    | {GEN_AI_OPERATION_NAME, OI_SPAN_KIND, TRACELOOP_SPAN_KIND, TRACELOOP_REQUEST_TYPE, _ERROR_TYPE}
 )
 #: A span with none of these keys is one ``read_usage`` returns ``None`` for, whatever else it has.
 USAGE_OR_CALL_KEYS: Final = _TRIGGER_KEYS | _CALL_MARKERS
@@ -121,7 +123,7 @@ class UsageReading:
 
     kind: Literal["billable", "partial", "aggregate", "invalid", "missing"]
     """``billable``: an LLM call to price; ``partial``: a call to price whose usage is not whole
-    (input without output, or output without input, on a call that is not an embeddings call:
+    (input without output on a call that is neither an embeddings call nor failed, or output without input:
     priced as a lower bound and flagged ``partial``); ``aggregate``: a sum over child calls, never
     priced; ``invalid``: usage attributes that cannot be read (see ``reason``); ``missing``: a
     model call that reported no usage at all, or reported it as all zero (flagged ``unpriced``,
@@ -345,7 +347,7 @@ def _whole(found: Mapping[str, object], counts: Mapping[str, int], call: LlmCall
             "a lower bound"
         )
         return UsageReading("partial", call, reason)
-    if "output_tokens" not in counts and not _embeddings(found, call.model):
+    if "output_tokens" not in counts and _ERROR_TYPE not in found and not _embeddings(found, call.model):
         reason = (
             f"no output token count ({OUTPUT_KEYS[0]}) on a call that is not an embeddings call: "
             "priced on the input alone, a lower bound"
