@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from otel_costs._config_checks import ConfigError, amount_text, check_url, load_yaml
 from otel_costs._money import to_nanos
 from otel_costs.budgets._alerts import DEFAULT_THRESHOLDS, AlertSink, LoggingAlertSink, WebhookAlertSink
 from otel_costs.budgets._windows import WindowError, load_zone, parse_duration, parse_window
@@ -51,7 +52,14 @@ DIMENSION_ALIASES: Final[Mapping[str, str]] = MappingProxyType(
 )
 
 
-class BudgetConfigError(ValueError):
+#: The largest budget limit accepted, USD: a higher one is a typo (or an attack), never a budget.
+MAX_LIMIT_USD: Final = Decimal(10**12)
+#: The URL schemes a Redis ledger accepts (redis-py's ``Redis.from_url``).
+_REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+_REDIS_EXAMPLE: Final = "redis://127.0.0.1:6379/0"
+
+
+class BudgetConfigError(ConfigError):
     """A budget configuration that cannot be used; the message says which entry and what to fix."""
 
 
@@ -62,6 +70,14 @@ class FailPolicy(StrEnum):
     """Allow the call, unchecked (availability first); the decision is flagged ``ledger_unavailable``."""
     CLOSED = "closed"
     """Deny the call (spend control first); ``enforce`` raises ``BudgetUnavailable``."""
+
+
+def _shown(value: Decimal | int) -> str:
+    """``repr(value)`` cut to 60 characters (``repr`` of an int of 5,000 digits raises)."""
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _resolve_key(key: object, where: str) -> str:
@@ -120,11 +136,13 @@ class Budget:
             raise BudgetConfigError(
                 f"{where}: limit_usd must be a Decimal or int, e.g. Decimal('25.00'), got {self.limit_usd!r}"
             )
-        if (
-            not Decimal(self.limit_usd).is_finite()
-            or self.limit_usd <= 0
-            or to_nanos(Decimal(self.limit_usd)) <= 0
-        ):
+        if not Decimal(self.limit_usd).is_finite() or abs(Decimal(self.limit_usd)) > MAX_LIMIT_USD:
+            # Checked before to_nanos, which cannot quantize an amount this large (InvalidOperation).
+            raise BudgetConfigError(
+                f"{where}: limit_usd must be a finite amount up to {MAX_LIMIT_USD:,} USD, e.g. "
+                f"Decimal('25.00'), got {_shown(self.limit_usd)}"
+            )
+        if self.limit_usd <= 0 or to_nanos(Decimal(self.limit_usd)) <= 0:
             raise BudgetConfigError(f"{where}: limit_usd must be a positive amount, got {self.limit_usd!r}")
         try:
             load_zone(self.timezone)
@@ -279,8 +297,15 @@ class BudgetConfig:
         if suffix not in (".toml", ".yaml", ".yml"):
             raise BudgetConfigError(f"{file}: name the budget file *.toml, *.yaml or *.yml")
         try:
-            data: object = tomllib.loads(raw.decode()) if suffix == ".toml" else _yaml_load(raw)
-        except (tomllib.TOMLDecodeError, ValueError) as exc:  # yaml.YAMLError is re-raised as ValueError
+            # YAML: a key given twice is an error (plain yaml.safe_load keeps the last one).
+            data: object = (
+                tomllib.loads(raw.decode())
+                if suffix == ".toml"
+                else load_yaml(raw, str(file), BudgetConfigError)
+            )
+        except BudgetConfigError:
+            raise
+        except (tomllib.TOMLDecodeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             raise BudgetConfigError(f"{file}: not valid {suffix[1:].upper()}: {exc}") from None
         if not isinstance(data, Mapping):
             raise BudgetConfigError(f"{file}: the top level must be a table/mapping with a 'budgets' list")
@@ -319,10 +344,14 @@ class BudgetConfig:
         if not isinstance(log, bool):
             raise BudgetConfigError(f"{source}: [alerts] log must be true or false")
         webhook = alerts.get("webhook_url")
-        if webhook is not None and (
-            not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))
-        ):
-            raise BudgetConfigError(f"{source}: [alerts] webhook_url must be an http(s) URL, got {webhook!r}")
+        if webhook is not None:
+            webhook = check_url(
+                webhook,
+                f"{source}: [alerts] webhook_url must be an http(s) URL:",
+                ("http", "https"),
+                "https://hooks.example.com/budget",
+                BudgetConfigError,
+            )
         return cls(
             budgets=budgets,
             on_ledger_error=FailPolicy(policy),
@@ -336,6 +365,12 @@ class BudgetConfig:
 _TOP_KEYS: Final = ("timezone", "on_ledger_error", "reservation_ttl", "ledger", "alerts", "budgets")
 _ALERT_KEYS: Final = ("thresholds", "log", "webhook_url")
 _LEDGER_KEYS: Final = ("kind", "path", "url", "prefix")
+#: The [ledger] keys each kind uses: another known key under a kind is an error, never ignored.
+_LEDGER_KIND_KEYS: Final = {
+    "memory": ("kind",),
+    "sqlite": ("kind", "path"),
+    "redis": ("kind", "url", "prefix"),
+}
 _BUDGET_KEYS: Final = (
     "name",
     "limit_usd",
@@ -349,16 +384,6 @@ _BUDGET_KEYS: Final = (
     "downgrade_to",
     "hard",
 )
-
-
-def _yaml_load(raw: bytes) -> object:
-    """Parse YAML (``yaml`` is imported here: only YAML files need it); syntax errors as ``ValueError``."""
-    import yaml
-
-    try:
-        return yaml.safe_load(raw) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(str(exc)) from None
 
 
 def _known(table: Mapping[str, Any], known: Sequence[str], where: str) -> None:
@@ -376,13 +401,18 @@ def _str(value: object, where: str) -> str:
 def _usd(value: object, where: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise BudgetConfigError(f'{where}: write an amount in USD such as "25.00", got {value!r}')
+    # repr() of a float is its shortest round-trip form: 0.1 -> Decimal("0.1"), not the binary expansion.
+    text = amount_text(value, where, example='"25.00"', unit="an amount in USD", error=BudgetConfigError)
     try:
-        # repr() of a float is its shortest round-trip form: 0.1 -> Decimal("0.1"), not the binary expansion.
-        amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        amount = Decimal(text)
     except InvalidOperation:
         raise BudgetConfigError(f'{where}: write an amount in USD such as "25.00", got {value!r}') from None
     if not amount.is_finite() or amount <= 0:
         raise BudgetConfigError(f"{where}: the amount must be positive, got {value!r}")
+    if amount > MAX_LIMIT_USD:
+        raise BudgetConfigError(
+            f'{where}: {value!r} is absurdly large (above {MAX_LIMIT_USD:,} USD); write e.g. "25.00"'
+        )
     return amount
 
 
@@ -430,10 +460,18 @@ def _ledger_from(table: object, source: str) -> LedgerConfig:
         raise BudgetConfigError(f"{where} must be a table")
     _known(table, _LEDGER_KEYS, where)
     kind = table.get("kind", "memory")
+    used = _LEDGER_KIND_KEYS.get(kind) if isinstance(kind, str) else None
+    unused = sorted(str(key) for key in table if used is not None and key not in used)
+    if unused:
+        raise BudgetConfigError(
+            f"{where}: {unused} do(es) not apply to kind {kind!r} (it reads {list(used or ())}); "
+            "remove it, or set the kind that uses it"
+        )
     if kind == "sqlite":
         return LedgerConfig(kind, path=_str(table.get("path"), f"{where} path (the SQLite file)"))
     if kind == "redis":
-        url = _str(table.get("url"), f"{where} url (e.g. 'redis://127.0.0.1:6379/0')")
+        url = _str(table.get("url"), f"{where} url (e.g. {_REDIS_EXAMPLE!r})")
+        url = check_url(url, f"{where} url", _REDIS_SCHEMES, _REDIS_EXAMPLE, BudgetConfigError)
         return LedgerConfig(kind, url=url, prefix=_str(table.get("prefix", "otel_costs"), f"{where} prefix"))
     if kind == "memory":
         return LedgerConfig()

@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from otel_costs._config_checks import ConfigError, amount_text, load_yaml
 from otel_costs.conventions import PRICE_SOURCE_OVERRIDE
 from otel_costs.pricing._plans import Entry
 
@@ -25,7 +26,13 @@ if TYPE_CHECKING:
 __all__ = ("Override", "PriceConfigError", "parse_overrides")
 
 
-class PriceConfigError(ValueError):
+#: The highest override rate accepted, USD per 1M tokens. A bound on sanity rather than on
+#: plausibility (``1e300`` and overflowing figures are refused; priced figures up to 2**63 USD per
+#: 1M tokens stay exact, as tests/test_pricing.py checks).
+MAX_RATE_USD: Final = Decimal(10**20)
+
+
+class PriceConfigError(ConfigError):
     """The price overrides (dict or file) are malformed; the message says where and how to fix it."""
 
 
@@ -88,14 +95,18 @@ def _load_overrides_file(path: Path) -> Mapping[str, Mapping[str, object]]:
         raise PriceConfigError(f"overrides_file {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
     import tomllib
 
-    import yaml
-
+    where = f"overrides_file {str(path)!r}"
     try:
-        loaded: object = tomllib.loads(data.decode("utf-8")) if suffix == ".toml" else yaml.safe_load(data)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise PriceConfigError(
-            f"overrides_file {str(path)!r} is not valid {suffix[1:].upper()}: {exc}"
-        ) from exc
+        # A model given twice in YAML is an error (plain yaml.safe_load keeps the last one).
+        loaded: object = (
+            tomllib.loads(data.decode("utf-8"))
+            if suffix == ".toml"
+            else load_yaml(data, where, PriceConfigError)
+        )
+    except PriceConfigError:
+        raise
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise PriceConfigError(f"{where} is not valid {suffix[1:].upper()}: {exc}") from exc
     if loaded is None:
         return {}
     return _check_models(loaded, f"overrides_file {str(path)!r}")
@@ -231,7 +242,8 @@ def _parse_rates(where: str, block: Mapping[str, object]) -> dict[str, Decimal]:
 
 
 def _parse_rate(where: str, value: object) -> Decimal:
-    """USD per 1M tokens as an exact Decimal (floats via ``str``, so 3.0 is exactly 3)."""
+    """USD per 1M tokens as an exact Decimal (floats via ``str``, so 3.0 is exactly 3): finite,
+    in ``[0, MAX_RATE_USD]``, its text at most ``MAX_AMOUNT_CHARS`` characters."""
     try:
         if isinstance(value, bool):
             raise TypeError
@@ -239,19 +251,28 @@ def _parse_rate(where: str, value: object) -> Decimal:
             if not math.isfinite(value):
                 raise ValueError
             rate = Decimal(str(value))
-        elif isinstance(value, int | Decimal):
-            rate = Decimal(value)
-        elif isinstance(value, str):
-            rate = Decimal(value.strip())
+        elif isinstance(value, int | Decimal | str):
+            # Bounded before parsing: a 5,000-digit price is no price.
+            rate = Decimal(amount_text(value, where, example="2.5", unit=_UNIT, error=PriceConfigError))
         else:
             raise TypeError
+    except PriceConfigError:
+        raise
     except (TypeError, ValueError, InvalidOperation):
         raise PriceConfigError(
             f"{where}: expected USD per 1M tokens as a number (e.g. 2.5), got {value!r}"
         ) from None
     if not rate.is_finite() or rate < 0:
         raise PriceConfigError(f"{where}: expected a finite price >= 0, got {value!r}")
+    if rate > MAX_RATE_USD:
+        raise PriceConfigError(
+            f"{where}: {value!r} USD per 1M tokens is absurdly large (above {MAX_RATE_USD:.0e}); "
+            "write the price per 1M tokens, e.g. 2.5"
+        )
     return rate
+
+
+_UNIT: Final = "USD per 1M tokens"
 
 
 def _parse_date(where: str, value: object) -> date:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from otel_costs._config_checks import check_url
 from otel_costs.budgets.ledger._base import (
     ALERT_MARKER,
     NOT_APPLIED,
@@ -257,6 +258,8 @@ class RedisLedger(Ledger):
             raise ValueError(f"prefix must be a non-empty string without braces, got {prefix!r}")
         if client is None:
             assert url is not None
+            # Checked here, not inside redis-py at the first call: "htp://x" is a config error.
+            check_url(url, "RedisLedger url", ("redis", "rediss", "unix"), "redis://127.0.0.1:6379/0")
             # No client-side retries: an unreachable ledger must be reported quickly, so the
             # budget manager can apply its fail policy instead of stalling the LLM call.
             client = redis_module.Redis.from_url(
