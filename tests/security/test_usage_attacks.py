@@ -57,6 +57,17 @@ def llm_span(pipeline: InMemoryPipeline) -> Mapping[str, Any]:
     return spans[0].attributes or {}
 
 
+def assert_flagged(attributes: Mapping[str, Any], status: str, fragment: str) -> None:
+    """The span has ``status`` and a reason holding ``fragment``; a partial one carries a cost
+    (what was seen, a lower bound), any other flag none."""
+    assert attributes[conv.COST_STATUS] == status
+    assert fragment in str(attributes.get(conv.COST_STATUS_REASON))
+    if status == conv.STATUS_PARTIAL:
+        assert attributes[conv.COST_DIRECT_NANOS] > 0
+    else:
+        assert conv.COST_DIRECT_NANOS not in attributes
+
+
 def reply(fake: FakeLLMProvider, path: str, body: object, *, sse: bool = False) -> None:
     """Have the fake provider answer the next request with ``body`` (JSON, or SSE events)."""
     if sse:
@@ -141,13 +152,7 @@ def test_a_reply_whose_usage_is_not_whole_is_flagged(
     """A provider reply with negative, null, non-integer, missing or all-zero counts gets the flag
     and a reason naming the field on the exported span; a partial one is priced on what it has."""
     reply(fake, path, body, sse=sse)
-    attributes = llm_span(captured)
-    assert attributes[conv.COST_STATUS] == status
-    assert fragment in str(attributes.get(conv.COST_STATUS_REASON))
-    if status == conv.STATUS_PARTIAL:
-        assert attributes[conv.COST_DIRECT_NANOS] > 0
-    else:
-        assert conv.COST_DIRECT_NANOS not in attributes
+    assert_flagged(llm_span(captured), status, fragment)
 
 
 def test_an_embeddings_reply_without_output_is_priced_whole(
@@ -262,13 +267,7 @@ def test_a_third_party_span_whose_usage_is_not_whole_is_flagged(
     """Usage read off OTel GenAI, OpenInference and OpenLLMetry spans that is one-sided, all zero,
     negative or not an integer gets the flag and a reason naming the field, never a whole price."""
     costs.tracer_provider.get_tracer("third-party").start_span("llm", attributes=attributes).end()
-    got = llm_span(costs)
-    assert got[conv.COST_STATUS] == status
-    assert fragment in str(got.get(conv.COST_STATUS_REASON))
-    if status == conv.STATUS_PARTIAL:
-        assert got[conv.COST_DIRECT_NANOS] > 0
-    else:
-        assert conv.COST_DIRECT_NANOS not in got
+    assert_flagged(llm_span(costs), status, fragment)
 
 
 @pytest.mark.parametrize(
