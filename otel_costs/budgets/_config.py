@@ -54,6 +54,8 @@ DIMENSION_ALIASES: Final[Mapping[str, str]] = MappingProxyType(
 
 #: The largest budget limit accepted, USD: a higher one is a typo (or an attack), never a budget.
 MAX_LIMIT_USD: Final = Decimal(10**12)
+#: The longest reservation and dedupe TTL accepted, seconds: a longer one is a unit mistake.
+MAX_TTL_S: Final = 30 * 86_400
 #: The URL schemes a Redis ledger accepts (redis-py's ``Redis.from_url``).
 _REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 _REDIS_EXAMPLE: Final = "redis://127.0.0.1:6379/0"
@@ -218,8 +220,11 @@ def check_settings(
             f"on_ledger_error must be 'open' or 'closed', got {on_ledger_error!r}"
         ) from None
     for label in ("reservation_ttl_s", "dedup_ttl_s"):
-        if not settings[label] > 0:
-            raise BudgetConfigError(f"{label} must be > 0 seconds, got {settings[label]!r}")
+        if not 0 < settings[label] <= MAX_TTL_S:
+            raise BudgetConfigError(
+                f"{label} must be > 0 and at most {MAX_TTL_S:,} seconds (30 days), e.g. 600, "
+                f"got {settings[label]!r}"
+            )
     if (
         min(
             settings["ledger_retry_s"], settings["default_output_tokens"], settings["unpriced_estimate_nanos"]
@@ -338,8 +343,11 @@ class BudgetConfig:
             ttl = parse_duration(data.get("reservation_ttl", 600))
         except WindowError as exc:
             raise BudgetConfigError(f"{source}: reservation_ttl: {exc}") from None
-        if ttl <= 0:
-            raise BudgetConfigError(f"{source}: reservation_ttl must be > 0")
+        if not 0 < ttl <= MAX_TTL_S:
+            raise BudgetConfigError(
+                f"{source}: reservation_ttl must be > 0 and at most {MAX_TTL_S:,} seconds (30 days), "
+                f"e.g. '10m', got {ttl!r}"
+            )
         log = alerts.get("log", True)
         if not isinstance(log, bool):
             raise BudgetConfigError(f"{source}: [alerts] log must be true or false")

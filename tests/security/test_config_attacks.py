@@ -52,6 +52,7 @@ FILE_CASES = [
      ["webhook_url", "'htp'", "https://"]),
     ("webhook-url-no-host", "b.toml", ONE_BUDGET + '[alerts]\nwebhook_url = "https://"\n', BudgetConfigError,
      ["webhook_url", "no host"]),
+    ("reservation-ttl-1e300", "b.toml", "reservation_ttl = 1e300\n" + ONE_BUDGET, BudgetConfigError, ["reservation_ttl", "at most", "'10m'"]),
     ("budget-yaml-key-twice", "b.yaml", "budgets:\n- name: team\n  limit_usd: '25'\n  limit_usd: '2500'\n",
      BudgetConfigError, ["'limit_usd'", "given twice", "keep one"]),
     ("price-5000-digits", "p.toml", PRICES.format(rate='"' + "9" * 5000 + '"'), PriceConfigError,
