@@ -7,6 +7,7 @@ instrumentation, streamed and not, over the Responses API and the chat-completio
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -17,12 +18,15 @@ from typing import Any
 import pytest
 from agents import (
     Agent,
+    ModelSettings,
     OpenAIChatCompletionsModel,
     OpenAIResponsesModel,
     Runner,
+    agent_span,
     set_default_openai_client,
     set_trace_processors,
 )
+from agents import trace as sdk_trace
 from cost_checks import MODEL, RESPONSE_MODELS, check_run, last_user_text
 from openai import AsyncOpenAI
 
@@ -109,12 +113,19 @@ def instrumentation(request: pytest.FixtureRequest, pipeline: InMemoryPipeline) 
 def _agents(client: AsyncOpenAI, api: str) -> Agent[Any]:
     model_type = OpenAIResponsesModel if api == "responses" else OpenAIChatCompletionsModel
     model = model_type(model=MODEL, openai_client=client)
-    billing = Agent(name="billing", instructions=INSTRUCTIONS["billing"], model=model)
-    researcher = Agent(name="researcher", instructions=INSTRUCTIONS["researcher"], model=model)
+    # A chat-completions stream reports usage only when asked (the SDK does not ask by default).
+    settings = ModelSettings(include_usage=True) if api == "chat" else ModelSettings()
+    billing = Agent(
+        name="billing", instructions=INSTRUCTIONS["billing"], model=model, model_settings=settings
+    )
+    researcher = Agent(
+        name="researcher", instructions=INSTRUCTIONS["researcher"], model=model, model_settings=settings
+    )
     return Agent(
         name="triage",
         instructions=INSTRUCTIONS["triage"],
         model=model,
+        model_settings=settings,
         handoffs=[billing],
         tools=[researcher.as_tool(tool_name="ask_researcher", tool_description="Ask the researcher.")],
     )
@@ -204,3 +215,32 @@ def test_importing_the_module_does_not_import_the_instrumentations() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("where", ["same", "child_task"])
+async def test_a_span_started_in_another_task_ends_cleanly_without_leaking(
+    pipeline: InMemoryPipeline, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SDK agent span started in a child task and ended here ends cleanly: no log, no leak."""
+    set_trace_processors([CostTracingProcessor(tracer_provider=pipeline.tracer_provider)])
+    try:
+        with caplog.at_level(logging.WARNING):
+            run = sdk_trace("w")
+            run.start(mark_as_current=True)
+            span = agent_span("a")
+            if where == "same":
+                span.start()
+            else:
+
+                async def start() -> None:
+                    span.start()
+
+                await asyncio.create_task(start())
+            span.finish()
+            run.finish(reset_current=True)
+    finally:
+        set_trace_processors([])
+    assert sorted(s.name for s in pipeline.spans()) == ["invoke_agent a", "invoke_workflow w"]
+    assert all(s.end_time for s in pipeline.spans())
+    assert otel_costs.current_attribution() == {}
+    assert not [r.getMessage() for r in caplog.records]
