@@ -9,12 +9,14 @@ table is the CLI's own output over the exported spans.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import wrapt
 from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_costs import PriceBook
@@ -122,3 +124,29 @@ def last_user_text(body: Any) -> str:
     if isinstance(body, list):
         return " ".join(last_user_text(v) for v in body)
     return ""
+
+
+#: The openai SDK classes whose methods the openai instrumentations patch (module, class names).
+OPENAI_SDK_CLASSES = (
+    ("openai.resources.chat.completions", ("Completions", "AsyncCompletions")),
+    ("openai.resources.responses", ("Responses", "AsyncResponses")),
+)
+
+
+def unwrap_openai_sdk() -> list[str]:
+    """Remove the wrapt patches an ``uninstrument()`` left on the openai SDK; the names it removed.
+
+    OpenLLMetry's openai instrumentation leaves some behind, which would send the next test's
+    spans to a pipeline already shut down (the same as ``tests/instrumentations``' helper does).
+    """
+    removed: list[str] = []
+    for module_name, class_names in OPENAI_SDK_CLASSES:
+        module = importlib.import_module(module_name)
+        for class_name in class_names:
+            cls = getattr(module, class_name)
+            for name, value in list(vars(cls).items()):
+                while isinstance(value, wrapt.FunctionWrapper):
+                    value = value.__wrapped__
+                    setattr(cls, name, value)
+                    removed.append(f"{class_name}.{name}")
+    return removed
