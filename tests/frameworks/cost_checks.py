@@ -12,13 +12,14 @@ import contextlib
 import importlib
 import io
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import wrapt
 from opentelemetry.sdk.trace import ReadableSpan
 
+import otel_costs
 from otel_costs import PriceBook
 from otel_costs import conventions as conv
 from otel_costs.cli import main as cli_main
@@ -29,6 +30,18 @@ from otel_costs.testing import FakeLLMProvider, InMemoryPipeline, RecordedReques
 #: A model genai-prices prices; the fake answers with its dated snapshot name, as the API does.
 MODEL = "gpt-4o"
 RESPONSE_MODELS: Mapping[str, str] = {MODEL: "gpt-4o-2024-08-06"}
+
+
+@contextlib.contextmanager
+def priced_pipeline(fake: FakeLLMProvider) -> Iterator[InMemoryPipeline]:
+    """The real pipeline at genai-prices' rates, ``instrument_httpx`` capturing the fake's calls."""
+    with InMemoryPipeline(price_book=PriceBook()) as pipeline:
+        otel_costs.instrument_httpx(tracer_provider=pipeline.tracer_provider, llm_hosts={fake.host: "openai"})
+        try:
+            yield pipeline
+        finally:
+            otel_costs.uninstrument_httpx()
+            pipeline.shutdown()
 
 
 def request_nanos(request: RecordedRequest, book: PriceBook) -> int:

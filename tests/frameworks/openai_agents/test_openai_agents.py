@@ -27,7 +27,7 @@ from agents import (
     set_trace_processors,
 )
 from agents import trace as sdk_trace
-from cost_checks import MODEL, RESPONSE_MODELS, check_run, last_user_text
+from cost_checks import MODEL, RESPONSE_MODELS, check_run, last_user_text, priced_pipeline
 from openai import AsyncOpenAI
 
 import otel_costs
@@ -73,13 +73,8 @@ def fake() -> Iterator[FakeLLMProvider]:
 @pytest.fixture
 def pipeline(fake: FakeLLMProvider) -> Iterator[InMemoryPipeline]:
     """The real pipeline at genai-prices' rates, ``instrument_httpx`` capturing the fake's calls."""
-    with InMemoryPipeline(price_book=otel_costs.PriceBook()) as p:
-        otel_costs.instrument_httpx(tracer_provider=p.tracer_provider, llm_hosts={fake.host: "openai"})
-        try:
-            yield p
-        finally:
-            otel_costs.uninstrument_httpx()
-            p.shutdown()
+    with priced_pipeline(fake) as p:
+        yield p
 
 
 def _instrumentor(which: str) -> Any:

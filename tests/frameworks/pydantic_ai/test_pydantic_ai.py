@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cost_checks import MODEL, RESPONSE_MODELS, check_run, unwrap_openai_sdk
+from cost_checks import MODEL, RESPONSE_MODELS, check_run, priced_pipeline, unwrap_openai_sdk
 from openai import AsyncOpenAI
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic_ai import Agent, AgentRunResultEvent, RunContext
@@ -71,14 +71,11 @@ def fake() -> Iterator[FakeLLMProvider]:
 @pytest.fixture
 def pipeline(fake: FakeLLMProvider) -> Iterator[InMemoryPipeline]:
     """The real pipeline at genai-prices' rates, ``instrument_httpx`` capturing the fake's calls."""
-    with InMemoryPipeline(price_book=otel_costs.PriceBook()) as p:
-        otel_costs.instrument_httpx(tracer_provider=p.tracer_provider, llm_hosts={fake.host: "openai"})
+    with priced_pipeline(fake) as p:
         try:
             yield p
         finally:
-            otel_costs.uninstrument_httpx()
             Agent.instrument_all(False)
-            p.shutdown()
 
 
 @pytest.fixture(params=["none", "openinference", "openllmetry"])
