@@ -149,6 +149,7 @@ async def test_each_call_is_priced_once_under_its_agent_with_one_exact_root(
         else:
             result = await Runner.run(triage, "I was charged twice")
     assert result.last_agent.name == "billing"
+    assert otel_costs.current_attribution() == {}, "the run's scopes leaked into the caller's context"
     assert [agent_of(r) for r in fake.requests] == ["triage", "researcher", "triage", "billing"]
     table = check_run(pipeline, fake, agent_of, tmp_path)
     print(f"\n[{instrumentation} {api} {'streamed' if streamed else 'whole'}]\n{pipeline.tree()}\n{table}")
