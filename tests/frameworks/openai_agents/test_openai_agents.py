@@ -27,10 +27,11 @@ from agents import (
     set_trace_processors,
 )
 from agents import trace as sdk_trace
-from cost_checks import MODEL, RESPONSE_MODELS, check_run, last_user_text, priced_pipeline
+from cost_checks import MODEL, RESPONSE_MODELS, check_run, last_user_text, priced_pipeline, priced_spans
 from openai import AsyncOpenAI
 
 import otel_costs
+from otel_costs import conventions as conv
 from otel_costs.integrations import openai_agents
 from otel_costs.integrations.openai_agents import CostTracingProcessor
 from otel_costs.testing import FakeLLMProvider, FakeReply, FakeToolCall, InMemoryPipeline, RecordedRequest
@@ -152,9 +153,32 @@ async def test_each_call_is_priced_once_under_its_agent_with_one_exact_root(
     assert otel_costs.current_attribution() == {}, "the run's scopes leaked into the caller's context"
     assert [agent_of(r) for r in fake.requests] == ["triage", "researcher", "triage", "billing"]
     table = check_run(pipeline, fake, agent_of, tmp_path)
+    priced = priced_spans(pipeline.spans())
+    workflows = {str((s.attributes or {}).get(conv.WORKFLOW_ID)) for s in priced}
+    assert len(workflows) == 1 and workflows.pop().startswith("trace_"), "one workflow per run: the SDK trace"
     print(f"\n[{instrumentation} {api} {'streamed' if streamed else 'whole'}]\n{pipeline.tree()}\n{table}")
     messages = [r.getMessage() for r in caplog.records]
     assert not [m for m in messages if "detach" in m or "another context" in m]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_each_call_carries_its_parent_agent(
+    fake: FakeLLMProvider, pipeline: InMemoryPipeline, instrumentation: str, streamed: bool
+) -> None:
+    """Each priced call names its parent agent: triage for the researcher (tool) and for billing (handoff)."""
+    client = AsyncOpenAI(base_url=fake.openai_base_url, api_key="test")
+    if streamed:
+        result = Runner.run_streamed(_agents(client, "responses"), "I was charged twice")
+        async for _ in result.stream_events():
+            pass
+    else:
+        await Runner.run(_agents(client, "responses"), "I was charged twice")
+    priced = priced_spans(pipeline.spans())
+    parents = {
+        str((s.attributes or {}).get(conv.AGENT_NAME)): (s.attributes or {}).get(conv.AGENT_PARENT_ID)
+        for s in priced
+    }
+    assert parents == {"triage": None, "researcher": "triage", "billing": "triage"}, parents
 
 
 async def test_handed_off_agent_has_the_triage_agent_as_parent(
