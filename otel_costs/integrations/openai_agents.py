@@ -28,7 +28,7 @@ import contextvars
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import baggage, context, trace
 
@@ -270,15 +270,17 @@ def install(
 
         install(team_id="support")
     """
-    from agents import add_trace_processor, set_trace_processors
+    from agents import TracingProcessor, add_trace_processor, set_trace_processors
 
     processor = CostTracingProcessor(
         tracer_provider=tracer_provider, workflow_name=workflow_name, user_id=user_id, team_id=team_id
     )
+    # The SDK's base class when it is installed (see _Base); the type checker may not know it.
+    registered = cast("TracingProcessor", processor)
     if replace:
-        set_trace_processors([processor])
+        set_trace_processors([registered])
     else:
-        add_trace_processor(processor)
+        add_trace_processor(registered)
     return processor
 
 

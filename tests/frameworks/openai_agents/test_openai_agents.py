@@ -264,3 +264,19 @@ async def test_a_span_started_in_another_task_ends_cleanly_without_leaking(
     assert all(s.end_time for s in pipeline.spans())
     assert otel_costs.current_attribution() == {}
     assert not [r.getMessage() for r in caplog.records]
+
+
+async def test_install_replaces_the_sdk_processors_and_names_the_workflow(
+    fake: FakeLLMProvider, pipeline: InMemoryPipeline
+) -> None:
+    """``install(replace=True, workflow_name=...)`` alone is enough: the run is one named workflow."""
+    openai_agents.install(tracer_provider=pipeline.tracer_provider, workflow_name="refunds", replace=True)
+    try:
+        client = AsyncOpenAI(base_url=fake.openai_base_url, api_key="test")
+        await Runner.run(_agents(client, "responses"), "I was charged twice")
+    finally:
+        set_trace_processors([])
+    assert pipeline.attributes("invoke_workflow refunds")[conv.WORKFLOW_NAME] == "refunds"
+    assert {str((s.attributes or {}).get(conv.WORKFLOW_NAME)) for s in priced_spans(pipeline.spans())} == {
+        "refunds"
+    }
