@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from otel_costs import conventions as conv
-from otel_costs._kinds import MARKER_KEYS, is_model_call, same_model
+from otel_costs._kinds import MARKER_KEYS, is_model_call, same_model, span_kind
 from otel_costs._sdk import (
     baggage_entries,
     ended_attributes,
@@ -84,6 +84,7 @@ _HOLD_SECONDS = 60.0
 #: The usage parts whose presence makes one span's usage fuller than another's.
 _PART_KEYS = (conv.CACHE_READ_KEYS, conv.CACHE_WRITE_KEYS, conv.REASONING_KEYS)
 _STATUS_RANK = {conv.STATUS_PRICED: 2, conv.STATUS_PARTIAL: 1}
+_MODEL_CALL = conv.KIND_MODEL_CALL
 
 
 #: A nested call span waiting for its outer span: since when, the span, its attributes, its cost.
@@ -165,6 +166,7 @@ class CostSpanProcessor(SpanProcessor):
     # --- on start: attribution ------------------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        started: Mapping[str, object] | None
         try:
             entries = baggage_entries(parent_context)
             if entries:
@@ -177,31 +179,26 @@ class CostSpanProcessor(SpanProcessor):
                 if not same:
                     additions = self._additions(entries)
                 attributes, longest = additions
-                if attributes:
-                    set_validated_attributes(span, attributes, longest, True)
+                started = set_validated_attributes(span, attributes, longest, True) if attributes else None
+            else:
+                started = None
+            # Track open model-call spans: a model-call span ending inside one is held (on_end).
+            # Most spans carry no kind marker at start: one set test over their keys says so.
+            if started is None:
+                started = started_attributes(span)
+            if started and not MARKER_KEYS.isdisjoint(started) and span_kind(started) == _MODEL_CALL:
+                ctx = span.context
+                opened = self._open
+                if len(opened) >= _MAX_OPEN_CALLS:
+                    # A span that never ended: forget the oldest (another thread may change the
+                    # dict meanwhile: then try again on the next span).
+                    with contextlib.suppress(RuntimeError, StopIteration):
+                        opened.pop(next(iter(opened)), None)
+                if ctx is not None:
+                    opened[ctx.span_id] = ctx.trace_id
         except Exception:
             logger.exception("otel_costs: could not attribute span %r", getattr(span, "name", span))
-        try:
-            started = started_attributes(span)
-            # Most spans carry no kind marker at start: one set test over their keys says so.
-            if started and not MARKER_KEYS.isdisjoint(started) and is_model_call(started):
-                self._call_started(span)
-        except Exception:
-            logger.exception("otel_costs: could not track model call %r", getattr(span, "name", span))
         self._next.on_start(span, parent_context)
-
-    def _call_started(self, span: Span) -> None:
-        """Track a model-call span while it is open: a model-call span ending inside it is held."""
-        ctx = span.context
-        if ctx is None:
-            return
-        opened = self._open
-        if len(opened) >= _MAX_OPEN_CALLS:
-            # A span that never ended: forget the oldest (another thread may change the dict
-            # meanwhile: then try again on the next span).
-            with contextlib.suppress(RuntimeError, StopIteration):
-                opened.pop(next(iter(opened)), None)
-        opened[ctx.span_id] = ctx.trace_id
 
     def _additions(self, entries: Mapping[str, object]) -> _Additions:
         """The prepared attribution of the baggage ``entries``, computed once per baggage content.
@@ -277,29 +274,40 @@ class CostSpanProcessor(SpanProcessor):
                 attributes = attributes_dict(span.attributes)
             # Most spans carry no LLM usage: one set test over their keys says so.
             if not _PRICE_KEYS.isdisjoint(attributes):
-                if not self._open:
-                    span = self._costed(span, attributes, ())
-                else:
-                    ended = self._ended_call(span, attributes)
-                    if ended is None:
-                        return  # held: nested in an open model-call span, handed on when that ends
-                    span = ended[-1]
-                    for out in ended[:-1]:
-                        self._next.on_end(out)
+                opened = self._open
+                if opened:
+                    ctx = span.context
+                    was_open = ctx is not None and opened.pop(ctx.span_id, None) is not None
+                    parent = span.parent
+                    if (
+                        self._held_count
+                        or (parent is not None and parent.span_id in opened)
+                        or (was_open and self._holding)
+                    ):
+                        ended = self._ended_call(span, attributes, was_open)
+                        if ended is None:
+                            return  # held: nested in an open model-call span, handed on when that ends
+                        span = ended[-1]
+                        for out in ended[:-1]:
+                            self._next.on_end(out)
+                        self._next.on_end(span)
+                        return
+                span = self._costed(span, attributes, ())
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
 
-    def _ended_call(self, span: ReadableSpan, attributes: dict[str, Any]) -> list[ReadableSpan] | None:
-        """The spans to hand on now that ``span`` ended while model-call spans are open: itself
-        costed last, after the nested call spans it held; ``None`` when ``span`` itself is held."""
+    def _ended_call(
+        self, span: ReadableSpan, attributes: dict[str, Any], was_open: bool
+    ) -> list[ReadableSpan] | None:
+        """The spans to hand on now that ``span`` ended near open model-call spans: itself costed
+        last, after the nested call spans it held (``was_open``: it was one of them) and any held
+        span released by age; ``None`` when ``span`` itself is held."""
         ctx = span.context
         if ctx is None:
             return [self._costed(span, attributes, ())]
         opened = self._open
-        held: list[_HeldSpan] = []
-        if opened.pop(ctx.span_id, None) is not None and self._holding:
-            held = self._take_held(ctx.span_id)
+        held = self._take_held(ctx.span_id) if was_open and self._holding else []
         out: list[ReadableSpan] = []
         if self._held_count:
             out = self._release_stale()
@@ -330,7 +338,12 @@ class CostSpanProcessor(SpanProcessor):
         ``held``: nested call spans that ended inside it, resolved against it first (handed on
         through ``self._next`` here)."""
         if costed is None:
-            costed = self._cost(span, attributes)
+            try:
+                costed = self._price_book._cost_attributes(attributes, span.start_time)
+            except Exception as exc:
+                # A span with usage must still say it was not priced, never pass as $0.
+                logger.exception("otel_costs: price book %r raised", self._price_book)
+                costed = _unpriced(attributes, exc)
         if costed is None or costed.get(conv.COST_STATUS) == conv.STATUS_AGGREGATE:
             for _, s, a, c in held:
                 self._next.on_end(self._finish(s, a, c))
