@@ -11,11 +11,12 @@ import asyncio
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_run_checks import check_run, priced_pipeline
 from agents import (
     Agent,
     ModelSettings,
@@ -27,8 +28,8 @@ from agents import (
     set_trace_processors,
 )
 from agents import trace as sdk_trace
-from cost_checks import MODEL, RESPONSE_MODELS, check_run, last_user_text, priced_pipeline, priced_spans
 from openai import AsyncOpenAI
+from opentelemetry.sdk.trace import ReadableSpan
 
 import otel_costs
 from otel_costs import conventions as conv
@@ -36,11 +37,31 @@ from otel_costs.integrations import openai_agents
 from otel_costs.integrations.openai_agents import CostTracingProcessor
 from otel_costs.testing import FakeLLMProvider, FakeReply, FakeToolCall, InMemoryPipeline, RecordedRequest
 
+#: A model genai-prices prices; the fake answers with its dated snapshot name, as the API does.
+MODEL = "gpt-4o"
+RESPONSE_MODELS = {MODEL: "gpt-4o-2024-08-06"}
+
 INSTRUCTIONS = {
     "triage": "You are triage. Ask the researcher, then hand off to billing.",
     "researcher": "You are the researcher. Answer briefly.",
     "billing": "You are billing. Settle the refund.",
 }
+
+
+def priced_spans(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
+    """The spans otel-costs priced (``cost.status=priced``)."""
+    return [s for s in spans if (s.attributes or {}).get(conv.COST_STATUS) == conv.STATUS_PRICED]
+
+
+def last_user_text(body: Any) -> str:
+    """Every string in a request body, joined (to find which agent's instructions it carries)."""
+    if isinstance(body, str):
+        return body
+    if isinstance(body, Mapping):
+        return " ".join(last_user_text(v) for v in body.values())
+    if isinstance(body, list):
+        return " ".join(last_user_text(v) for v in body)
+    return ""
 
 
 def agent_of(request: RecordedRequest) -> str:
@@ -152,7 +173,7 @@ async def test_each_call_is_priced_once_under_its_agent_with_one_exact_root(
     assert result.last_agent.name == "billing"
     assert otel_costs.current_attribution() == {}, "the run's scopes leaked into the caller's context"
     assert [agent_of(r) for r in fake.requests] == ["triage", "researcher", "triage", "billing"]
-    table = check_run(pipeline, fake, agent_of, tmp_path)
+    table = check_run(pipeline.spans(), fake, agent_of, tmp_path / "spans.jsonl").by_agent
     priced = priced_spans(pipeline.spans())
     workflows = {str((s.attributes or {}).get(conv.WORKFLOW_ID)) for s in priced}
     assert len(workflows) == 1 and workflows.pop().startswith("trace_"), "one workflow per run: the SDK trace"

@@ -9,6 +9,7 @@ OpenLLMetry's openai instrumentation, streamed and not.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cost_checks import MODEL, RESPONSE_MODELS, check_run, priced_pipeline, unwrap_openai_sdk
+import wrapt
+from agent_run_checks import check_run, priced_pipeline
 from openai import AsyncOpenAI
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic_ai import Agent, AgentRunResultEvent, RunContext
@@ -27,11 +29,35 @@ import otel_costs
 from otel_costs.integrations import pydantic_ai as integration
 from otel_costs.testing import FakeLLMProvider, FakeReply, FakeToolCall, InMemoryPipeline, RecordedRequest
 
+#: A model genai-prices prices; the fake answers with its dated snapshot name, as the API does.
+MODEL = "gpt-4o"
+RESPONSE_MODELS = {MODEL: "gpt-4o-2024-08-06"}
+#: The openai SDK classes whose methods the openai instrumentations patch (module, class names).
+OPENAI_SDK_CLASSES = (
+    ("openai.resources.chat.completions", ("Completions", "AsyncCompletions")),
+    ("openai.resources.responses", ("Responses", "AsyncResponses")),
+)
+
 INSTRUCTIONS = {
     "supervisor": "You are the supervisor. Delegate to the researcher and the writer.",
     "researcher": "You are the researcher. Find the facts.",
     "writer": "You are the writer. Write the summary.",
 }
+
+
+def unwrap_openai_sdk() -> None:
+    """Remove the wrapt patches an ``uninstrument()`` left on the openai SDK.
+
+    OpenLLMetry's openai instrumentation leaves some behind, which would send the next test's
+    spans to a pipeline already shut down (``tests/instrumentations``' helper does the same).
+    """
+    for module_name, class_names in OPENAI_SDK_CLASSES:
+        module = importlib.import_module(module_name)
+        for cls in (getattr(module, name) for name in class_names):
+            for name, value in list(vars(cls).items()):
+                while isinstance(value, wrapt.FunctionWrapper):
+                    value = value.__wrapped__
+                    setattr(cls, name, value)
 
 
 def _system_text(body: Any) -> str:
@@ -176,7 +202,7 @@ async def test_each_call_is_priced_once_under_its_agent_with_one_exact_root(
     async with _run_scope(scopes):
         await _run(supervisor, "Summarise the incident", streamed)
     assert sorted(agent_of(r) for r in fake.requests) == ["researcher", "supervisor", "supervisor", "writer"]
-    table = check_run(pipeline, fake, agent_of, tmp_path)
+    table = check_run(pipeline.spans(), fake, agent_of, tmp_path / "spans.jsonl").by_agent
     label = (
         f"{openai_instrumentation} {'on' if instrumented else 'off'} {'streamed' if streamed else 'whole'}"
     )
