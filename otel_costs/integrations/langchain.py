@@ -71,6 +71,9 @@ class _Run:
     opened: list[_Opened] = field(default_factory=list)
     """Scopes entered for this run, outermost first."""
     children: list[UUID] = field(default_factory=list)
+    stale: list[context.Context] = field(default_factory=list)
+    """Contexts of descendants' scopes left in another contextvars.Context: still current where
+    they were entered, so this run's own leave there drops them rather than keeping them."""
     task: str | None = None
     """The LangGraph task namespace (``langgraph_checkpoint_ns``): the same across its retries."""
 
@@ -268,6 +271,11 @@ class CostCallbackHandler(BaseCallbackHandler):
                     pending.extend(current.children)
             for each in reversed(order):
                 self._leave(each, error if each is run else None)
+                if each.stale and each.parent is not None:
+                    with self._lock:
+                        parent = self._runs.get(each.parent)
+                    if parent is not None:
+                        parent.stale.extend(each.stale)
             with self._lock:
                 if error is not None:
                     self._count_failure(run)
@@ -294,7 +302,7 @@ class CostCallbackHandler(BaseCallbackHandler):
                         opened.scope.__exit__(None, None, None)
                     else:
                         opened.scope.__exit__(type(error), error, error.__traceback__)
-                    if observed is not opened.entered:
+                    if observed is not opened.entered and not any(observed is c for c in run.stale):
                         context.attach(observed)
                     continue
                 # Left in another contextvars.Context: the entry's context is not ours to restore
@@ -303,6 +311,7 @@ class CostCallbackHandler(BaseCallbackHandler):
                     opened.span.record_exception(error)
                     opened.span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
                 opened.span.end()
+                run.stale.append(opened.entered)
             except Exception:
                 logger.exception("otel_costs: could not end scope %r", opened.scope)
 
