@@ -200,6 +200,27 @@ ended_attributes: Callable[[ReadableSpan], dict[str, Any] | None] = (
 )
 
 
+def _started_attributes_public(span: Span) -> Mapping[str, object] | None:
+    attributes = getattr(span, "attributes", None)
+    return attributes if isinstance(attributes, Mapping) else None
+
+
+def _started_attributes_fast(span: Span, _bounded: type = BoundedAttributes) -> Mapping[str, object] | None:
+    bounded = span.__dict__.get("_attributes") if type(span) in SDK_SPAN_TYPES else None
+    if type(bounded) is not _bounded:
+        return _started_attributes_public(span)
+    raw = getattr(bounded, "_dict", None)
+    return raw if type(raw) is dict else None
+
+
+#: ``started_attributes(span)``: the attributes of a span in ``on_start``, to be only read (a few
+#: ``get``s: is it a model call?): the plain dict under an SDK span's ``BoundedAttributes``, whose
+#: own ``get`` is Python code; else ``span.attributes``.
+started_attributes: Callable[[Span], Mapping[str, object] | None] = (
+    _started_attributes_fast if HAS_SDK_SPAN_FIELDS else _started_attributes_public
+)
+
+
 def set_validated_attributes(
     span: Span, attributes: dict[str, Any], longest: int, starting: bool = False
 ) -> None:

@@ -1,4 +1,8 @@
-"""Budget alerts: thresholds, dedup across processes, the logging and webhook sinks, the monitor."""
+"""Budget alerts: thresholds, dedup across processes, the logging and webhook sinks, the monitor.
+
+``severity_of`` and ``usd_text`` are internal: tested directly because every sink's message is built
+from them.
+"""
 
 from __future__ import annotations
 

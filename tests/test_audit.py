@@ -1,4 +1,7 @@
-"""``otel-costs audit``, the Attribution Auditor, and ``assert_attribution_complete``."""
+"""``otel-costs audit``, the Attribution Auditor, and ``assert_attribution_complete``.
+
+The ``code.*`` names come from ``report._spans`` (internal), where the auditor reads them.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""configure() and default_exporter(): the one-call pipeline and the standard OTEL_* variables."""
+"""configure() and default_exporter(): the one-call pipeline and the standard OTEL_* variables.
+
+The OTLP/JSON reader (``pipeline._otlp``, internal) reads back what the embedded default wrote.
+"""
 
 from __future__ import annotations
 

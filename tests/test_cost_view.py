@@ -1,4 +1,7 @@
-"""``otel-costs report --html``: a self-contained cost view whose figures are the JSON report's."""
+"""``otel-costs report --html``: a self-contained cost view whose figures are the JSON report's.
+
+The icicle's layout (``report._html``, internal) is tested directly: its widths are the exact-money claim.
+"""
 
 from __future__ import annotations
 

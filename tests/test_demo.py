@@ -1,4 +1,7 @@
-"""``otel-costs demo``: OpenAI chat completions over httpx to the fake provider, through the pipeline."""
+"""``otel-costs demo``: OpenAI chat completions over httpx to the fake provider, through the pipeline.
+
+The OTLP/JSON reader (``pipeline._otlp``, internal) reads back the demo's file.
+"""
 
 from __future__ import annotations
 

@@ -765,11 +765,13 @@ def test_signed_attribution_round_trips(capture: Capture, fake: FakeLLMProvider)
         otel_context.detach(token)
     headers = dict(fake.requests[-1].headers)
     assert HEADER_ATTRIBUTION_SIGNATURE.lower() in headers
-    accepted = accept_attribution(headers, peer="203.0.113.9", trusted=AttributionTrust(secrets=(SECRET,)))
+    request = {"method": "POST", "path": fake.requests[-1].path}
+    trust = AttributionTrust(secrets=(SECRET,))
+    accepted = accept_attribution(headers, peer="203.0.113.9", trusted=trust, **request)
     assert baggage.get_baggage(conv.BAGGAGE_TEAM_ID, accepted) == "billing"
     assert attribution_rejection(accepted) is None
     headers["x-team-id"] = "someone-else"
-    forged = accept_attribution(headers, peer="203.0.113.9", trusted=AttributionTrust(secrets=(SECRET,)))
+    forged = accept_attribution(headers, peer="203.0.113.9", trusted=trust, **request)
     assert baggage.get_baggage(conv.BAGGAGE_TEAM_ID, forged) is None
     assert attribution_rejection(forged) is not None
 
@@ -851,14 +853,23 @@ def test_signatures_are_checked(mutate: Callable[[dict[str, str], float], None],
     """Only an intact signature made within the allowed skew is trusted."""
     token = with_attribution()
     try:
-        headers = {k.lower(): v for k, v in attribution_headers(secret=SECRET).items()}
+        signed = attribution_headers(secret=SECRET, method="POST", url="http://svc.internal/run")
+        headers = {k.lower(): v for k, v in signed.items()}
+        # What the global propagator sends alongside (the signature covers it too).
+        propagate.inject(headers)
     finally:
         otel_context.detach(token)
-    headers["baggage"] = "region=eu"
+    headers["baggage"] += ",region=eu"
+    headers["host"] = "svc.internal"
     now = time.time()
     mutate(headers, now)
     ctx = accept_attribution(
-        headers, peer="203.0.113.1", trusted=AttributionTrust(secrets=(SECRET,)), now=now
+        headers,
+        peer="203.0.113.1",
+        trusted=AttributionTrust(secrets=(SECRET,)),
+        now=now,
+        method="POST",
+        path="/run",
     )
     assert (baggage.get_baggage(conv.BAGGAGE_USER_ID, ctx) == "u-42") is ok
     assert (attribution_rejection(ctx) is None) is ok

@@ -2,6 +2,9 @@
 
 Internal: the contract's arguments and results (``Counter``, ``CounterUsage``, ``has_room``) are
 private to ``otel_costs.budgets.ledger._base``; the manager builds them, and a ledger must keep them.
+
+The counter types (``ledger._base``, internal) are the contract every ledger implements, so the
+contract tests use them.
 """
 
 from __future__ import annotations

@@ -225,3 +225,144 @@ def test_environment_comes_from_the_span_resource(
     metrics.on_span_cost(span, 1_000)
     ((attributes, _),) = points(reader, COST_METRIC).items()
     assert dict(attributes)[conv.DEPLOYMENT_ENVIRONMENT_NAME] == "prod"
+
+
+def histogram(
+    reader: InMemoryMetricReader, name: str
+) -> dict[frozenset[tuple[str, object]], tuple[int, float]]:
+    """(count, sum) of each data point of histogram ``name``, keyed by its attribute set."""
+    data = reader.get_metrics_data()
+    out: dict[frozenset[tuple[str, object]], tuple[int, float]] = {}
+    for resource in data.resource_metrics if data is not None else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        out[frozenset((point.attributes or {}).items())] = (point.count, point.sum)  # type: ignore[union-attr]
+    return out
+
+
+def _run(pipeline: object, team: str, calls: int) -> None:
+    """One run of the ``triage`` workflow making ``calls`` priced calls (0.012 USD each)."""
+    import otel_costs
+
+    provider = pipeline.tracer_provider  # type: ignore[attr-defined]
+    with otel_costs.workflow("triage", team_id=team, tracer_provider=provider):
+        for _ in range(calls):
+            attributes = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-5.2",
+                "gen_ai.usage.input_tokens": 1500,
+                "gen_ai.usage.output_tokens": 500,
+            }
+            provider.get_tracer("t").start_span("chat gpt-5.2", attributes=attributes).end()
+
+
+def test_each_workflow_run_is_counted_with_its_exact_cost(
+    metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader],
+) -> None:
+    """Each workflow run adds one to the run counter and its cost.total to the cost-per-run histogram."""
+    from otel_costs.testing import InMemoryPipeline
+
+    metrics, reader = metrics_and_reader
+    with InMemoryPipeline(listeners=[metrics]) as pipeline:
+        _run(pipeline, "a", 1)
+        _run(pipeline, "a", 3)
+        _run(pipeline, "b", 0)
+        totals = sorted(
+            int((s.attributes or {}).get(conv.COST_TOTAL_NANOS, 0))
+            for s in pipeline.spans()
+            if s.name == "invoke_workflow triage"
+        )
+    assert totals == [0, 12_000_000, 36_000_000]
+    runs = {dict(k)[conv.TEAM_ID]: v for k, v in points(reader, conv.WORKFLOW_RUNS_METRIC).items()}
+    assert runs == {"a": 2, "b": 1}
+    costs = {dict(k)[conv.TEAM_ID]: v for k, v in histogram(reader, conv.WORKFLOW_RUN_COST_METRIC).items()}
+    assert costs["a"][0] == 2 and costs["a"][1] == pytest.approx(0.048)
+    assert costs["b"] == (1, 0.0)
+
+
+def test_run_metrics_carry_workflow_team_and_environment_only(
+    metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader],
+) -> None:
+    """A run's labels are its workflow name, team and environment: never its id, user or a model."""
+    metrics, reader = metrics_and_reader
+    ended = priced_span("invoke_workflow triage", CALL)
+    span = ReadableSpan(
+        name=ended.name,
+        context=ended.context,
+        attributes=CALL,
+        resource=Resource.create({"deployment.environment.name": "prod"}),
+    )
+    metrics.on_run_cost(span, 5_000_000)
+    ((labels, value),) = points(reader, conv.WORKFLOW_RUNS_METRIC).items()
+    assert dict(labels) == {
+        conv.WORKFLOW_NAME: "triage",
+        conv.TEAM_ID: "a",
+        conv.DEPLOYMENT_ENVIRONMENT_NAME: "prod",
+    }
+    assert value == 1
+
+
+def test_invalid_run_totals_are_logged_not_counted(
+    metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A negative, bool or float run total is logged and counts no run."""
+    metrics, reader = metrics_and_reader
+    span = priced_span("invoke_workflow triage", CALL)
+    for bad in (-1, True, 1.5):
+        metrics.on_run_cost(span, bad)  # type: ignore[arg-type]
+    assert points(reader, conv.WORKFLOW_RUNS_METRIC) == {}
+    assert caplog.text.count("ignored invalid total_nanos") == 3
+
+
+def test_a_failing_run_listener_is_logged_and_the_spans_still_go_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A run listener that raises is logged; the trace is exported all the same."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_costs.rollup import CostRollupExporter
+
+    class Broken:
+        def on_run_cost(self, span: ReadableSpan, total_nanos: int) -> None:
+            raise RuntimeError("boom")
+
+    exporter = InMemorySpanExporter()
+    rollup = CostRollupExporter(exporter, linger=0.0, run_listeners=[Broken()])
+    span = priced_span("invoke_workflow triage", {**CALL, conv.GEN_AI_OPERATION_NAME: "invoke_workflow"})
+    rollup.export([span])
+    assert rollup.force_flush()
+    assert [s.name for s in exporter.get_finished_spans()] == [span.name]
+    assert "run listener" in caplog.text and "boom" in caplog.text
+    rollup.shutdown()
+
+
+def test_a_run_listener_without_on_run_cost_is_refused() -> None:
+    """``run_listeners`` objects must have ``on_run_cost``: a mistake is a TypeError at construction."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_costs.rollup import CostRollupExporter
+
+    with pytest.raises(TypeError, match="on_run_cost"):
+        CostRollupExporter(InMemorySpanExporter(), run_listeners=[object()])  # type: ignore[list-item]
+
+
+def test_configure_hands_run_listeners_to_the_rollup_exporter(
+    metrics_and_reader: tuple[CostMetrics, InMemoryMetricReader],
+) -> None:
+    """``configure(listeners=[manager, metrics])`` counts runs on the metrics; the budgets only hear calls."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import otel_costs
+
+    metrics, reader = metrics_and_reader
+    manager = BudgetManager([Budget(name="b", limit_usd=1)])
+    provider = otel_costs.configure(
+        exporter=InMemorySpanExporter(), listeners=[manager, metrics], set_global=False, linger=0.0
+    )
+    with otel_costs.workflow("triage", team_id="a", tracer_provider=provider):
+        pass
+    provider.force_flush()
+    provider.shutdown()
+    assert list(points(reader, conv.WORKFLOW_RUNS_METRIC).values()) == [1]

@@ -1,4 +1,7 @@
-"""Exact money helpers: nano-USD rounding and the USD double on the wire."""
+"""Exact money helpers: nano-USD rounding and the USD double on the wire.
+
+``otel_costs._money`` is internal: these are the unit tests of the one module that converts money.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""OTLP/JSON lines: encoding, decoding, the file exporter and the file reader."""
+"""OTLP/JSON lines: encoding, decoding, the file exporter and the file reader.
+
+Internal: the OTLP/JSON codec (``pipeline._otlp``) is tested directly, line format by line format.
+"""
 
 from __future__ import annotations
 

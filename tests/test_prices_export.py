@@ -5,6 +5,9 @@ The fast tests check the file against the format (``collector/costrollupprocesso
 restrictions) round-trip. The slow test runs the real built Collector with ``costrollup`` reading
 an exported file and checks that usage-only spans come out with the same ``cost.direct_nanos`` as
 ``PriceBook`` gives in Python, for genai-prices models and overrides.
+
+The price file's keys and provider aliases (internal) are the contract with the Go processor, so the
+tests read them.
 """
 
 from __future__ import annotations

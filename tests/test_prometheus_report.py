@@ -1,4 +1,8 @@
-"""Reports from metrics: the PromQL of each question, and a real Prometheus scraping an instrumented app."""
+"""Reports from metrics: the PromQL of each question, and a real Prometheus scraping an instrumented app.
+
+The PromQL builders (``report._prometheus``, internal) are tested directly: their text is what
+docs/reports.md shows.
+"""
 
 from __future__ import annotations
 
@@ -17,19 +21,34 @@ from typing import Any
 import pytest
 from test_report_workload import run_cli, run_workload, write_otlp
 
-from otel_costs.report._prometheus import METRIC, PrometheusError, prometheus_chargeback, queries, query
+from otel_costs.report._prometheus import (
+    METRIC,
+    RUN_COST_BUCKETS,
+    RUNS_METRIC,
+    PrometheusError,
+    prometheus_chargeback,
+    queries,
+    query,
+)
 
 PROMETHEUS = "/usr/bin/prometheus"
 NS = 1_000_000_000
 
 
 def test_every_question_has_a_query_over_the_period() -> None:
-    """Chargeback, cost by team/model/agent/workflow and the retry tail each have PromQL over the period."""
+    """Chargeback, cost by team/model/agent/workflow, the retry tail and cost per run each have PromQL
+    over the period."""
     found = queries(since=0, until=30 * 86400 * NS)
-    assert {"chargeback", "by_team", "by_model", "by_agent", "by_workflow", "retry_tail", "total"} <= set(
-        found
+    assert set(found) == {
+        "chargeback", "by_team", "by_model", "by_agent", "by_workflow", "retry_tail", "total",
+        "runs", "cost_per_run", "run_cost_p95",
+    }  # fmt: skip
+    assert all("[2592000s]" in q for q in found.values())
+    assert all(METRIC in q for name, q in found.items() if name not in {"runs", "run_cost_p95"})
+    assert RUNS_METRIC in found["runs"] and RUNS_METRIC in found["cost_per_run"]
+    assert RUN_COST_BUCKETS in found["run_cost_p95"] and found["run_cost_p95"].startswith(
+        "histogram_quantile(0.95"
     )
-    assert all(METRIC in q and "[2592000s]" in q for q in found.values())
     assert found["chargeback"].startswith("sum by (team_id, gen_ai_request_model)")
 
 
@@ -117,13 +136,17 @@ def _poll(check: Any, timeout: float, what: str) -> Any:
     not shutil.which(PROMETHEUS) and not os.environ.get("CI"), reason="Debian's prometheus is not installed"
 )
 def test_promql_chargeback_equals_the_trace_file_chargeback(tmp_path: Path) -> None:
-    """A real Prometheus scraping the app's cost counter gives, by PromQL, the trace file's invoices."""
+    """A real Prometheus scraping the app's cost metrics gives, by PromQL, the trace file's invoices,
+    runs per workflow and mean cost per run."""
     since = time.time_ns() - 300 * NS
     with instrumented_app() as (app_port, spans), prometheus(tmp_path, app_port) as url:
         traces = write_otlp(tmp_path / "t.jsonl", spans)
         with contextlib.redirect_stdout(io.StringIO()) as out:
             assert run_cli(["chargeback", str(traces), "--format", "json"]) == 0
         expected = json.loads(out.getvalue())
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert run_cli(["report", str(traces), "--format", "json"]) == 0
+        per_run = json.loads(out.getvalue())
 
         def scraped() -> bool | None:
             try:
@@ -152,3 +175,14 @@ def test_promql_chargeback_equals_the_trace_file_chargeback(tmp_path: Path) -> N
         row["labels"].get("team_id"): row["cost_nanos"] for row in answers["queries"]["by_team"]["rows"]
     }
     assert by_team == {inv["tenant"]: inv["total"]["cost_nanos"] for inv in expected["invoices"]}
+    # Cost per run: the run counter gives the trace report's runs per workflow, and the mean.
+    features = {f["feature"]: f for f in per_run["cost_per_run"]["features"]}
+    runs = {row["labels"]["workflow_name"]: row["count"] for row in answers["queries"]["runs"]["rows"]}
+    assert runs == {name: f["runs"] for name, f in features.items()}
+    means = {
+        row["labels"]["workflow_name"]: row["cost_nanos"]
+        for row in answers["queries"]["cost_per_run"]["rows"]
+    }
+    assert {
+        name: abs(means[name] - f["cost_nanos"] / f["runs"]) <= 1 for name, f in features.items()
+    } == dict.fromkeys(features, True)

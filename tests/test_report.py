@@ -1,4 +1,8 @@
-"""``otel-costs report``: the cost table, its special rows, buckets, periods, formats and inputs."""
+"""``otel-costs report``: the cost table, its special rows, buckets, periods, formats and inputs.
+
+Time buckets, the features file and the progress bar (internal) are tested directly where the CLI
+would hide an off-by-one.
+"""
 
 from __future__ import annotations
 

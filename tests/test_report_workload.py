@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 import otel_costs
 from otel_costs import conventions as conv
 from otel_costs.pipeline import OtlpJsonFileExporter
-from otel_costs.report._cli import add_report_parsers
+from otel_costs.report import add_report_parsers
 from otel_costs.testing import InMemoryPipeline
 
 #: 2026-11-03T10:00:00Z, inside the month the chargeback tests bill.

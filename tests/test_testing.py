@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 import otel_costs
 import otel_costs.testing
 from otel_costs import conventions as conv
-from otel_costs.pricing._usage import LlmCall, TokenUsage
+from otel_costs.pricing import LlmCall, TokenUsage
 from otel_costs.testing import FIXED_PRICES, InMemoryPipeline, fixed_price_book
 
 RunFn = Callable[[trace.TracerProvider], None]

@@ -2,6 +2,9 @@
 
 Internal: windows are private (``otel_costs.budgets._windows``); a budget names its window as text
 (``day``, ``month``, ``1h``), and these tests pin the bucket arithmetic that text turns into.
+
+Budget windows (``budgets._windows``, internal) are tested directly: calendar edge cases are easier
+to hit without a ledger.
 """
 
 from __future__ import annotations

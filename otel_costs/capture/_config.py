@@ -7,7 +7,7 @@ one consistent set of settings) and ``PreCallBudgets``, what the capture needs o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -53,7 +53,7 @@ class Config:
     """Host -> provider name (``None``: from the API path) of the LLM APIs to capture."""
     attribution_hosts: HostRules[bool]
     """Hosts that receive attribution headers and baggage."""
-    attribution_secret: bytes | None
+    attribution_secret: bytes | None = field(repr=False)  # never in a log line
     """HMAC secret signing the attribution headers, if any."""
     strip_attribution_baggage: bool
     """Remove the attribution keys from the baggage sent to other hosts."""

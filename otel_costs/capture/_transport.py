@@ -1,11 +1,11 @@
 """The wrapped httpx transports: per request, the header policy and the LLM span, sync and async.
 
 Owns what runs inside ``HTTPTransport.handle_request`` and ``AsyncHTTPTransport.handle_async_request``
-once ``instrument_httpx`` has wrapped them (``transport_methods`` makes the pair for one httpx-like
-module). The work is sans-IO and shared: ``_prepare`` applies the attribution header policy and
-starts the LLM-call span (``_call.start_call``); ``_received`` hands the response body to the
-call; the body's end ends the span (``_call.Call``). The sync and async methods and streams are
-thin shells that only do the I/O (and differ only by ``await``).
+(once per hop of a redirect) once ``instrument_httpx`` has wrapped them (``transport_methods``
+makes the pair for one httpx-like module). The work is sans-IO and shared: ``_prepare`` applies
+the attribution header policy and starts the LLM-call span (``_call.start_call``); ``_received``
+hands the response body to the call; the body's end ends the span (``_call.Call``). The sync and
+async methods and streams are thin shells that only do the I/O (and differ only by ``await``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from otel_costs.capture._trust import (
     STRIP_KEY,
     AttributionFilter,
     add_attribution_headers,
+    strip_attribution_headers,
     strip_baggage_header,
     without_keys,
 )
@@ -106,14 +107,19 @@ def _prepare(config: Config, request: Any, direct: bool) -> tuple[Call | None, C
         entries = baggage.get_all(current)
         ours = [key for key in entries if key in ATTRIBUTION_KEYS] if entries else []
         strip = False
+        # Every hop of a redirect comes through here with the previous hop's headers copied:
+        # the policy is applied to each hop's own host, and a signature is made for each hop.
         if config.attribution_hosts.match(host, port) is not NO_MATCH:
+            target = (request.method, request.headers.get("host") or url.netloc.decode("ascii"), url.path)
             add_attribution_headers(
-                request.headers, entries, config.attribution_secret, trace.get_current_span(current)
+                request.headers, entries, config.attribution_secret, trace.get_current_span(current), target
             )
-        elif config.strip_attribution_baggage:
-            if "baggage" in request.headers:
-                strip_baggage_header(request.headers)
-            strip = bool(ours)
+        else:
+            strip_attribution_headers(request.headers)
+            if config.strip_attribution_baggage:
+                if "baggage" in request.headers:
+                    strip_baggage_header(request.headers)
+                strip = bool(ours)
         if request.method == "POST" and config.llm_hosts and is_instrumentation_enabled():
             provider = config.llm_hosts.match(host, port)
             if provider is not NO_MATCH:

@@ -1,4 +1,5 @@
-"""Cost metrics through the OpenTelemetry metrics API: a cost counter and budget-utilization gauges.
+"""Cost metrics through the OpenTelemetry metrics API: a cost counter, workflow-run metrics and
+budget-utilization gauges.
 
 They go wherever the application's ``MeterProvider`` sends metrics: OTLP, Prometheus
 (``opentelemetry-exporter-prometheus``), or an ``InMemoryMetricReader`` in tests.
@@ -41,6 +42,8 @@ from otel_costs.conventions import (
     UTILIZATION_METRIC,
     WORKFLOW_ID,
     WORKFLOW_NAME,
+    WORKFLOW_RUN_COST_METRIC,
+    WORKFLOW_RUNS_METRIC,
     retry_depth_tier,
 )
 
@@ -61,6 +64,13 @@ COST_METRIC_ATTRIBUTES: Final = (
 )
 #: Attributes refused on the counter: one series per user, run or agent instance.
 HIGH_CARDINALITY_ATTRIBUTES: Final = frozenset({USER_ID, WORKFLOW_ID, AGENT_ID})
+#: Of the counter's attributes, those the run metrics carry: a run has no single model or agent.
+RUN_METRIC_ATTRIBUTES: Final = frozenset({WORKFLOW_NAME, TEAM_ID, DEPLOYMENT_ENVIRONMENT_NAME})
+#: Bucket bounds of the cost-per-run histogram, USD: runs cost from a fraction of a cent to
+#: dollars, and the SDK's default bounds (0 to 10,000) would put nearly all of them in one bucket.
+RUN_COST_BUCKETS_USD: Final = (
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 100.0,
+)  # fmt: skip
 #: Longest attribute value put on the counter; longer values are cut (bounded series size).
 _MAX_VALUE_LEN: Final = 128
 
@@ -88,13 +98,17 @@ class BudgetSource(Protocol):
 
 
 class CostMetrics:
-    """The cost counter and the budget gauges on one meter.
+    """The cost counter, the workflow-run metrics and the budget gauges on one meter.
+
+    A ``CostListener`` (``on_span_cost``: each priced call onto the cost counter) and a
+    ``RunListener`` (``on_run_cost``: each workflow run onto the run counter and the cost-per-run
+    histogram); ``configure(listeners=[metrics])`` wires both.
 
     Example::
 
         metrics = CostMetrics()                      # global MeterProvider
-        manager = BudgetManager(budgets, metrics=metrics)
-        # ... or, without budgets: CostSpanProcessor(next, listeners=[metrics])
+        otel_costs.configure(listeners=[metrics])
+        # ... or with budgets: BudgetManager(budgets, metrics=metrics)
     """
 
     def __init__(
@@ -122,6 +136,18 @@ class CostMetrics:
             COST_METRIC,
             unit="USD",
             description="Cost of LLM calls in US dollars, by model, provider, agent, team",
+        )
+        self._run_attributes = tuple(key for key in self._attributes if key in RUN_METRIC_ATTRIBUTES)
+        self._runs = meter.create_counter(
+            WORKFLOW_RUNS_METRIC,
+            unit="{run}",
+            description="Workflow runs, by workflow name, team and environment",
+        )
+        self._run_cost = meter.create_histogram(
+            WORKFLOW_RUN_COST_METRIC,
+            unit="USD",
+            description="Cost of each workflow run (its cost.total) in US dollars",
+            explicit_bucket_boundaries_advisory=RUN_COST_BUCKETS_USD,
         )
         meter.create_observable_gauge(
             UTILIZATION_METRIC,
@@ -171,6 +197,21 @@ class CostMetrics:
         """
         resource = span.resource.attributes if span.resource is not None else None
         self._count(span.attributes or {}, cost_nanos, resource)
+
+    def on_run_cost(self, span: ReadableSpan, total_nanos: int) -> None:
+        """The ``RunListener`` hook: count a workflow run and its cost (``total_nanos``, nano-USD)
+        on the run counter and the cost-per-run histogram. Never raises."""
+        try:
+            if isinstance(total_nanos, bool) or not isinstance(total_nanos, int) or total_nanos < 0:
+                logger.error("run metrics: ignored invalid total_nanos %r (want an int >= 0)", total_nanos)
+                return
+            resource = span.resource.attributes if span.resource is not None else None
+            every = self.metric_attributes(span.attributes or {}, resource)
+            labels = {key: every[key] for key in self._run_attributes if key in every}
+            self._runs.add(1, labels)
+            self._run_cost.record(nanos_to_usd(total_nanos), labels)
+        except Exception:
+            logger.exception("run metrics: recording failed")
 
     def _count(
         self, attributes: Mapping[str, object], cost_nanos: int, resource: Mapping[str, object] | None = None

@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -30,6 +30,7 @@ from otel_costs.pipeline._sampling import RecordLlmSpans
 
 if TYPE_CHECKING:
     from otel_costs.pricing._book import PriceBook
+    from otel_costs.rollup._exporter import RunListener
 
 logger = logging.getLogger("otel_costs")
 
@@ -163,6 +164,15 @@ class _Tee(SpanExporter):
                 logger.exception("otel_costs: shutdown of %r failed", exporter)
 
 
+def run_listeners(listeners: Sequence[object]) -> list[RunListener]:
+    """The ``listeners`` that also listen to workflow runs (``on_run_cost``, e.g. ``CostMetrics``)."""
+    return [
+        cast("RunListener", listener)
+        for listener in listeners
+        if callable(getattr(listener, "on_run_cost", None))
+    ]
+
+
 def build_pipeline(
     exporter: SpanExporter | None,
     *,
@@ -181,7 +191,7 @@ def build_pipeline(
 
     if exporter is None:
         return CostSpanProcessor(SpanProcessor(), price_book=price_book, listeners=listeners)
-    rollup = CostRollupExporter(exporter, linger=linger)
+    rollup = CostRollupExporter(exporter, linger=linger, run_listeners=run_listeners(listeners))
     inner: SpanProcessor = BatchSpanProcessor(rollup) if batch else SimpleSpanProcessor(rollup)
     return CostSpanProcessor(inner, price_book=price_book, listeners=listeners)
 

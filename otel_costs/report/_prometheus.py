@@ -2,7 +2,9 @@
 
 ``CostMetrics`` exports ``gen_ai.client.cost`` (USD) with bounded-cardinality labels only; on a
 Prometheus scrape it is ``gen_ai_client_cost_USD_total`` with ``team_id``,
-``gen_ai_request_model``, ``gen_ai_provider_name``, ``gen_ai_agent_name``, ``workflow_name``.
+``gen_ai_request_model``, ``gen_ai_provider_name``, ``gen_ai_agent_name``, ``workflow_name``; and
+per workflow run ``otel_costs_workflow_runs_total`` and the histogram
+``otel_costs_workflow_run_cost_USD`` (``workflow_name``, ``team_id``, environment).
 ``queries(since, until)`` gives the PromQL of each question (``docs/reports.md`` explains them),
 and ``prometheus_report(url, ...)`` runs them against ``/api/v1/query``.
 
@@ -28,6 +30,11 @@ from otel_costs.report._time import iso
 
 #: The cost counter as Prometheus names it (``gen_ai.client.cost``, unit USD, a counter).
 METRIC: Final = "gen_ai_client_cost_USD_total"
+#: The run counter (``otel_costs.workflow.runs``) and the cost-per-run histogram's buckets.
+RUNS_METRIC: Final = "otel_costs_workflow_runs_total"
+RUN_COST_BUCKETS: Final = "otel_costs_workflow_run_cost_USD_bucket"
+#: Queries whose values are counts, not USD.
+COUNT_QUERIES: Final = frozenset({"runs"})
 #: Prometheus label of each report dimension (the counter's attributes, dots as underscores).
 LABELS: Final = {
     "team": "team_id",
@@ -63,6 +70,11 @@ def queries(since: int, until: int) -> dict[str, str]:
         "by_workflow": rise("workflow_name", range_s),
         "retry_tail": rise("retry_depth", range_s),
         "total": f"sum(({_last(range_s)} - {_start(range_s)}) or {_last(range_s)})",
+        "runs": rise("workflow_name", range_s, RUNS_METRIC),
+        # Mean cost per run: the calls' cost over the runs, per workflow (exact while no restart).
+        "cost_per_run": f"{rise('workflow_name', range_s)} / {rise('workflow_name', range_s, RUNS_METRIC)}",
+        # p95 cost per run, interpolated within the histogram's buckets (an estimate).
+        "run_cost_p95": f"histogram_quantile(0.95, {rise('le, workflow_name', range_s, RUN_COST_BUCKETS)})",
     }
 
 
@@ -76,6 +88,17 @@ def _start(range_s: int) -> str:
 
 def query(url: str, promql: str, at_ns: int, timeout: float = 30.0) -> list[tuple[dict[str, str], int]]:
     """Run an instant query; each series' labels and its value as nano-USD."""
+    out = []
+    for labels, value in query_values(url, promql, at_ns, timeout):
+        nanos = usd_wire_to_nanos(value)
+        out.append((labels, 0 if nanos is None else nanos))
+    return out
+
+
+def query_values(
+    url: str, promql: str, at_ns: int, timeout: float = 30.0
+) -> list[tuple[dict[str, str], float]]:
+    """Run an instant query; each series' labels and its value as Prometheus gives it."""
     target = f"{url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode(
         {"query": promql, "time": at_ns / _NS}
     )
@@ -91,11 +114,7 @@ def query(url: str, promql: str, at_ns: int, timeout: float = 30.0) -> list[tupl
         data = json.loads(body)
         if data.get("status") != "success":
             raise PrometheusError(f"{target}: query failed: {data.get('error')}")
-        out = []
-        for series in data["data"]["result"]:
-            nanos = usd_wire_to_nanos(float(series["value"][1]))
-            out.append((dict(series["metric"]), 0 if nanos is None else nanos))
-        return out
+        return [(dict(series["metric"]), float(series["value"][1])) for series in data["data"]["result"]]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PrometheusError(f"{target}: not a Prometheus query answer ({exc})") from exc
 
@@ -132,19 +151,26 @@ def prometheus_report(url: str, since: int | None, until: int | None, tz: tzinfo
     start = since if since is not None else end - 30 * 86400 * _NS
     answers: dict[str, Any] = {"period": {"since": iso(start, tz), "until": iso(end, tz)}, "queries": {}}
     for name, promql in queries(start, end).items():
-        found = sorted(query(url, promql, end), key=lambda series: -series[1])
-        answers["queries"][name] = {
-            "promql": promql,
-            "rows": [{"labels": labels, "cost_nanos": n, "cost_usd": usd(n)} for labels, n in found],
-        }
+        if name in COUNT_QUERIES:
+            counted = sorted(query_values(url, promql, end), key=lambda series: -series[1])
+            rows = [{"labels": labels, "count": round(value)} for labels, value in counted]
+        else:
+            found = sorted(query(url, promql, end), key=lambda series: -series[1])
+            rows = [{"labels": labels, "cost_nanos": n, "cost_usd": usd(n)} for labels, n in found]
+        answers["queries"][name] = {"promql": promql, "rows": rows}
     if fmt == "json":
         return to_json(answers)
     tables: list[tuple[str, list[str], list[list[str]]]] = []
     for name, answer in answers["queries"].items():
         keys = sorted({k for row in answer["rows"] for k in row["labels"]})
+        counts = name in COUNT_QUERIES
         cells = [
-            [*(row["labels"].get(k, "") for k in keys), money(row["cost_nanos"])] for row in answer["rows"]
+            [
+                *(row["labels"].get(k, "") for k in keys),
+                str(row["count"]) if counts else money(row["cost_nanos"]),
+            ]
+            for row in answer["rows"]
         ]
         empty = [["(no series)"] + [""] * len(keys)]
-        tables.append((f"{name}: {answer['promql']}", [*keys, "cost"], cells or empty))
+        tables.append((f"{name}: {answer['promql']}", [*keys, "runs" if counts else "cost"], cells or empty))
     return render_tables(tables, "markdown" if fmt == "markdown" else "table")

@@ -10,13 +10,14 @@ Example::
 """
 
 from otel_costs._public import publish as _publish
-from otel_costs.rollup._exporter import CostRollupExporter
+from otel_costs.rollup._exporter import CostRollupExporter, RunListener
 from otel_costs.rollup._tree import CostNode, NodeRollup, cost_node, rollup
 
 __all__ = [
     "CostNode",
     "CostRollupExporter",
     "NodeRollup",
+    "RunListener",
     "cost_node",
     "rollup",
 ]

@@ -1,5 +1,6 @@
 """``CostRollupExporter``: the trace window (buffer spans by trace until the trace is complete),
-then each trace's rollup (``annotate_trace``) onto its spans, forwarded to the wrapped exporter."""
+then each trace's rollup (``annotate_trace``) onto its spans, forwarded to the wrapped exporter;
+and ``RunListener``, told of each workflow run's total once its trace is rolled up."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -17,12 +18,35 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from otel_costs import conventions as conv
 from otel_costs._sdk import suppress_instrumentation
 from otel_costs.pipeline._spans import annotated, attributes_dict, readable_attributes
+from otel_costs.rollup._agents import inherited_attributes, is_target
 from otel_costs.rollup._tree import own_cost, rollup_columns, write_rollup
 
 logger = logging.getLogger("otel_costs")
 
 #: Attributes ``cost_node`` reads: a span with none of them costs nothing and is not billable.
 _COST_KEYS = frozenset({conv.COST_STATUS, conv.COST_DIRECT_NANOS, conv.COST_DIRECT})
+
+
+class RunListener(Protocol):
+    """Listens to workflow runs: each ``invoke_workflow`` span once its trace is rolled up.
+
+    ``CostMetrics`` is one (the run counter and the cost-per-run histogram); ``configure()`` and
+    ``InMemoryPipeline`` hand every listener that has ``on_run_cost`` to the rollup exporter.
+
+    Example::
+
+        class Runs:
+            def on_run_cost(self, span, total_nanos):
+                print(span.attributes["workflow.name"], total_nanos)
+
+        CostRollupExporter(exporter, run_listeners=[Runs()])
+    """
+
+    def on_run_cost(self, span: ReadableSpan, total_nanos: int) -> None:
+        """Called once per workflow span, rolled up (``total_nanos`` = its ``cost.total_nanos``:
+        the exact sum of the calls under it in this process, 0 if none was billable), before it is
+        exported. Exceptions are caught and logged by the exporter."""
+        ...
 
 
 @dataclass(slots=True)
@@ -49,7 +73,8 @@ class CostRollupExporter(SpanExporter):
     reason ``late``. Past ``max_buffered_spans`` the oldest traces are forwarded at once,
     flagged ``partial`` with reason ``buffer_full``. ``force_flush`` and ``shutdown`` forward
     everything. Totals cover this process only (``cost.rollup.scope=process``); spans whose
-    parent is in another process say so with ``cost.rollup.remote_parent``.
+    parent is in another process say so with ``cost.rollup.remote_parent``. Each
+    ``invoke_workflow`` span, rolled up, goes to every ``run_listeners`` (``RunListener``).
 
     Example::
 
@@ -65,6 +90,7 @@ class CostRollupExporter(SpanExporter):
         max_buffered_spans: int = 100_000,
         remember_flushed: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        run_listeners: Sequence[RunListener] = (),
     ) -> None:
         if not isinstance(exporter, SpanExporter):
             raise TypeError(f"exporter must be a SpanExporter (e.g. OTLPSpanExporter()), got {exporter!r}")
@@ -72,6 +98,10 @@ class CostRollupExporter(SpanExporter):
             raise ValueError(f"need 0 <= linger <= max_wait, got linger={linger}, max_wait={max_wait}")
         if max_buffered_spans < 1 or remember_flushed < 0:
             raise ValueError("max_buffered_spans must be >= 1 and remember_flushed >= 0")
+        bad = [listener for listener in run_listeners if not callable(getattr(listener, "on_run_cost", None))]
+        if bad:
+            raise TypeError(f"run_listeners need an on_run_cost(span, total_nanos) method: {bad!r}")
+        self._run_listeners = tuple(listener.on_run_cost for listener in run_listeners)
         self._exporter = exporter
         self._linger = linger
         self._max_wait = max_wait
@@ -212,6 +242,8 @@ class CostRollupExporter(SpanExporter):
                 logger.exception("otel_costs: rollup failed; forwarding %d spans as is", len(pending.spans))
                 out.extend(pending.spans)
             self._remember_flushed(pending)
+        if self._run_listeners:
+            self._tell_runs(out)
         try:
             # The wrapped exporter's own HTTP/gRPC calls must not become spans of this pipeline.
             with suppress_instrumentation(), self._export_lock:
@@ -220,6 +252,21 @@ class CostRollupExporter(SpanExporter):
                 logger.warning("otel_costs: %r failed to export %d spans", self._exporter, len(out))
         except Exception:
             logger.exception("otel_costs: %r raised exporting %d spans", self._exporter, len(out))
+
+    def _tell_runs(self, spans: Sequence[ReadableSpan]) -> None:
+        """Hand each workflow span of ``spans`` (rolled up) to the run listeners; never raises."""
+        for span in spans:
+            attributes = span.attributes
+            if not attributes or attributes.get(conv.GEN_AI_OPERATION_NAME) != conv.OPERATION_INVOKE_WORKFLOW:
+                continue
+            total = attributes.get(conv.COST_TOTAL_NANOS, 0)
+            if isinstance(total, bool) or not isinstance(total, int):
+                total = 0  # written by someone else as a non-integer: not a figure of ours
+            for on_run_cost in self._run_listeners:
+                try:
+                    on_run_cost(span, total)
+                except Exception:
+                    logger.exception("otel_costs: run listener %r failed on span %r", on_run_cost, span.name)
 
     def _remember_flushed(self, pending: _Pending) -> None:
         if not self._remember or not pending.spans:
@@ -240,7 +287,8 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
     ``partial_reason`` flags every span of the trace (e.g. ``"buffer_full"``, ``"late"``).
     The same figures as ``rollup_attributes(cost_node(...), rollup(...))`` per span, computed
     over columns: no ``CostNode`` or ``NodeRollup`` per span, and a span whose subtree holds
-    no cost and that is not flagged is handed on as it is.
+    no cost and that is not flagged is handed on as it is. Each billable span also gets the agent,
+    parent agent and workflow it ran under where it lacks them (``_agents``).
     """
     n = len(spans)
     span_ids: list[Hashable] = [0] * n
@@ -250,6 +298,7 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
     billable = [False] * n
     unpriced = [0] * n
     attributes_of: list[Mapping[str, Any] | None] = [None] * n
+    any_target = False
     for i, span in enumerate(spans):
         ctx = span.context
         if ctx is not None:
@@ -264,6 +313,10 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
             direct[i], billable[i], flagged = own_cost(attributes)
             if flagged:
                 unpriced[i] = 1
+            if is_target(attributes):
+                any_target = True
+    # The agent each billable span ran under, from the tree (docs/conventions.md).
+    inherited = inherited_attributes(span_ids, parent_ids, attributes_of) if any_target else {}
     children_nanos, total, billable_subtree, unpriced_subtree, root_kind = rollup_columns(
         span_ids, parent_ids, remote, direct, billable, unpriced
     )
@@ -274,6 +327,9 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
             out.append(span)
             continue
         attributes = attributes_dict(attributes_of[i])
+        written = inherited.get(i)
+        if written:
+            attributes.update(written)
         write_rollup(attributes, children_nanos[i], total[i], billable_subtree[i], unpriced_subtree[i], kind)
         if partial_reason is not None:
             attributes[conv.COST_ROLLUP_PARTIAL] = True

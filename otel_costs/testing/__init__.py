@@ -15,13 +15,15 @@ windows in tests::
 
 from otel_costs.budgets._windows import ManualClock
 from otel_costs.report._audit import assert_attribution_complete
-from otel_costs.testing._fake_model import FakeUsage, Misbehaviour, RecordedRequest
+from otel_costs.testing._fake_model import FakeReply, FakeToolCall, FakeUsage, Misbehaviour, RecordedRequest
 from otel_costs.testing._fake_provider import FakeLLMProvider
 from otel_costs.testing._pipeline import FIXED_PRICES, InMemoryPipeline, fixed_price_book
 
 __all__ = [
     "FIXED_PRICES",
     "FakeLLMProvider",
+    "FakeReply",
+    "FakeToolCall",
     "FakeUsage",
     "InMemoryPipeline",
     "ManualClock",

@@ -20,16 +20,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
-from otel_costs.testing._fake_model import FakeUsage, Misbehaviour, RecordedRequest, _Fault
+from otel_costs.testing._fake_model import FakeReply, FakeUsage, Misbehaviour, RecordedRequest, _Fault
 from otel_costs.testing._fake_wire import Builder, api_of, error_body
 
 if TYPE_CHECKING:
     from otel_costs.testing._fake_provider import FakeLLMProvider
 
 logger = logging.getLogger("otel_costs")
+
+#: What ``_scripted`` returns when the responder failed and an error was already sent.
+_FAILED: Final = object()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -84,34 +87,32 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(provider._latency)
         self._usage: FakeUsage | None = None
         self._recorded = False
+        arrived = RecordedRequest(
+            method=self.command,
+            path=path,
+            query=MappingProxyType(query),
+            headers=MappingProxyType(headers),
+            raw_body=raw,
+            body=body,
+            usage=None,
+            status=0,
+        )
 
         def record(status: int) -> None:
             # Recorded before the first byte of the answer leaves, so a client that has its
             # response can rely on finding its request in ``requests``.
             if not self._recorded:
                 self._recorded = True
-                provider._record(
-                    RecordedRequest(
-                        method=self.command,
-                        path=path,
-                        query=MappingProxyType(query),
-                        headers=MappingProxyType(headers),
-                        raw_body=raw,
-                        body=body,
-                        usage=self._usage,
-                        status=status,
-                    )
-                )
+                provider._record(replace(arrived, usage=self._usage, status=status))
 
         self._record_as = record
         try:
-            self._route(path, query, body, raw, fault)
+            self._route(arrived, fault)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def _route(
-        self, path: str, query: Mapping[str, str], body: Any, raw: bytes, fault: _Fault | None
-    ) -> None:
+    def _route(self, arrived: RecordedRequest, fault: _Fault | None) -> None:
+        path, query, body, raw = arrived.path, arrived.query, arrived.body, arrived.raw_body
         api = api_of(path)
         if api is None or self.command != "POST":
             self._send_json(404, error_body("openai", 404, f"no route for {self.command} {path}"))
@@ -134,10 +135,19 @@ class _Handler(BaseHTTPRequestHandler):
             blob = bytes(range(256)) * 64
             self._send_bytes(200, blob, "application/octet-stream", {})
             return
-        pieces = list(self.provider._pieces)
+        reply = self._scripted(arrived, api)
+        if reply is _FAILED:
+            return
+        if isinstance(reply, FakeReply):
+            words = reply.text.split()
+            pieces = [("" if i == 0 else " ") + word for i, word in enumerate(words)]
+            tool_calls = tuple(reply.tool_calls)
+        else:
+            pieces, tool_calls = list(self.provider._pieces), ()
+        counted = len(pieces) + len(tool_calls)
         if Misbehaviour.LARGE in modes:
             pieces.append(" " + "x" * self.provider._large_body_bytes)
-        usage = self.provider._resolve_usage(model, body, len(self.provider._pieces))
+        usage = self.provider._resolve_usage(model, body, counted)
         include_usage = Misbehaviour.MISSING_USAGE not in modes
         if api == "openai_chat" and stream:
             options = request.get("stream_options")
@@ -150,7 +160,9 @@ class _Handler(BaseHTTPRequestHandler):
             serial = (
                 int.from_bytes(hashlib.sha256(path.encode() + b"\0" + raw).digest()[:4], "big") % 1_000_000
             )
-        builder = Builder(api, model, response_model, serial, pieces, usage, include_usage, request)
+        builder = Builder(
+            api, model, response_model, serial, pieces, usage, include_usage, request, tool_calls
+        )
         if api == "openai_embeddings":
             self._usage = replace(usage, output_tokens=0) if include_usage else None
             self._send_json(200, builder.embeddings(), modes)
@@ -165,6 +177,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, chunks, modes)
             return
         self._send_stream(builder, modes)
+
+    def _scripted(self, arrived: RecordedRequest, api: str) -> FakeReply | object | None:
+        """The responder's answer to ``arrived``; ``_FAILED`` (a 500 was sent) if it raised."""
+        responder = self.provider._responder
+        if responder is None:
+            return None
+        try:
+            reply = responder(arrived)
+            if reply is not None and not isinstance(reply, FakeReply):
+                raise TypeError(f"the responder returned {reply!r}, not a FakeReply or None")
+        except Exception as exc:
+            logger.exception("fake provider: the responder raised on %s", arrived.path)
+            message = f"the fake provider's responder raised {type(exc).__name__}: {exc}"
+            self._send_json(500, error_body(api, 500, message))
+            return _FAILED
+        return reply
 
     # --- senders ------------------------------------------------------------------------
     def _send_bytes(

@@ -1,14 +1,16 @@
 """What the fake LLM provider is configured with and what it records.
 
-``FakeUsage`` (the token usage it reports), ``Misbehaviour`` (the bad-output modes it can be
-told to inject), ``RecordedRequest`` (one request as it arrived) and the pending-fault record
-the server and its request handler share.
+``FakeUsage`` (the token usage it reports), ``FakeReply`` and ``FakeToolCall`` (a scripted
+answer: text and tool calls), ``Misbehaviour`` (the bad-output modes it can be told to inject),
+``RecordedRequest`` (one request as it arrived) and the pending-fault record the server and its
+request handler share.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,77 @@ class FakeUsage:
     ``cache_write_tokens`` in the prompt/input token details when non-zero; not reported by Gemini)."""
     reasoning_tokens: int = 0
     """Output tokens spent on reasoning/thinking (OpenAI and Gemini report them separately)."""
+
+
+@dataclass(frozen=True)
+class FakeToolCall:
+    """One tool (function) call in a scripted reply, in each provider's wire format."""
+
+    name: str
+    """The tool's name, e.g. ``"transfer_to_billing"``."""
+    arguments: Mapping[str, Any] | str = field(default_factory=dict)
+    """The call's arguments: a mapping (sent as JSON), or a JSON string sent as it is."""
+    id: str | None = None
+    """The call id (OpenAI ``call_id``, Anthropic ``tool_use`` id); ``None`` = derived from the
+    response and the call's position."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"FakeToolCall.name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.arguments, str | Mapping):
+            raise TypeError(
+                f"FakeToolCall.arguments must be a mapping or a JSON string, got {self.arguments!r}"
+            )
+
+    @property
+    def arguments_json(self) -> str:
+        """The arguments as the JSON string OpenAI sends."""
+        if isinstance(self.arguments, str):
+            return self.arguments
+        return json.dumps(dict(self.arguments), separators=(",", ":"))
+
+    @property
+    def arguments_object(self) -> dict[str, Any]:
+        """The arguments as the JSON object Anthropic and Gemini send (``{}`` if not an object)."""
+        if not isinstance(self.arguments, str):
+            return dict(self.arguments)
+        try:
+            value = json.loads(self.arguments)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class FakeReply:
+    """A scripted answer to one request: the assistant's text and the tools it calls.
+
+    Returned by a ``FakeLLMProvider(responder=...)`` function. The output tokens it reports
+    (unless ``FakeUsage`` sets them) are its text's words plus one per tool call.
+
+    Example::
+
+        def responder(request: RecordedRequest) -> FakeReply | None:
+            if "tools" in request.body and not any(m.get("role") == "tool" for m in request.body["messages"]):
+                return FakeReply(tool_calls=[FakeToolCall("transfer_to_billing")])
+            return None  # the provider's default text reply
+    """
+
+    text: str = ""
+    """The assistant's text, streamed one word per delta event; may be empty with tool calls."""
+    tool_calls: Sequence[FakeToolCall] = ()
+    """The tool calls, in order (OpenAI chat ``tool_calls``, Responses ``function_call`` items,
+    Anthropic ``tool_use`` blocks, Gemini ``functionCall`` parts)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise TypeError(f"FakeReply.text must be a string, got {self.text!r}")
+        calls = tuple(self.tool_calls)
+        if not all(isinstance(call, FakeToolCall) for call in calls):
+            raise TypeError("FakeReply.tool_calls must hold FakeToolCall objects")
+        if not self.text.split() and not calls:
+            raise ValueError("a FakeReply needs some text or at least one tool call")
+        object.__setattr__(self, "tool_calls", calls)
 
 
 class Misbehaviour(enum.StrEnum):
@@ -78,6 +151,10 @@ class RecordedRequest:
     ``None`` when the response carried no usage (errors, embeddings-free paths, ``MISSING_USAGE``)."""
     status: int
     """The status code the fake answered with."""
+
+
+Responder = Callable[[RecordedRequest], "FakeReply | None"]
+"""Chooses the answer to a request (``usage`` and ``status`` of the request are not known yet)."""
 
 
 @dataclass

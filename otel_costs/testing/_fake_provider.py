@@ -14,8 +14,9 @@ truncated or interleaved SSE, missing usage, gzip/br bodies, very large or binar
 Token usage is deterministic. Unless configured, a call's input tokens are the number of
 characters in every JSON string value of its prompt fields (``messages``, ``input``,
 ``instructions``, ``prompt``, ``system``, ``contents``, ``systemInstruction``) divided by 4,
-rounded up, at least 1; its output tokens are the number of text pieces in the reply plus the
-configured reasoning tokens. ``FakeUsage`` overrides any of these, for all models or per model.
+rounded up, at least 1; its output tokens are the number of text pieces in the reply, plus one
+per tool call of a scripted ``FakeReply``, plus the configured reasoning tokens. ``FakeUsage``
+overrides any of these, for all models or per model.
 The usage the fake reported for a call is recorded on its ``RecordedRequest`` in OpenTelemetry
 semantics (input includes cached tokens, output includes reasoning tokens), whatever the
 provider's own wire semantics.
@@ -40,9 +41,17 @@ from types import TracebackType
 from typing import Any, Final
 
 from otel_costs.testing._fake_http import _Handler
-from otel_costs.testing._fake_model import FakeUsage, Misbehaviour, RecordedRequest, _Fault
+from otel_costs.testing._fake_model import (
+    FakeReply,
+    FakeToolCall,
+    FakeUsage,
+    Misbehaviour,
+    RecordedRequest,
+    Responder,
+    _Fault,
+)
 
-__all__ = ["FakeLLMProvider", "FakeUsage", "Misbehaviour", "RecordedRequest"]
+__all__ = ["FakeLLMProvider", "FakeReply", "FakeToolCall", "FakeUsage", "Misbehaviour", "RecordedRequest"]
 
 #: The default usage: every figure derived from the request (see the module doc).
 _DERIVED: Final = FakeUsage()
@@ -66,6 +75,9 @@ class FakeLLMProvider:
     - ``usage``: a ``FakeUsage`` for every model, or a mapping model name -> ``FakeUsage``
       (models not in it get the derived default).
     - ``reply``: the assistant's text; streamed one word per delta event.
+    - ``responder``: a function ``(RecordedRequest) -> FakeReply | None`` that scripts the answer to
+      each request (text and tool calls, e.g. for agent handoffs); ``None`` from it, or no
+      responder, means the ``reply`` text. If it raises, the request gets an HTTP 500.
     - ``stream_chunks``: if set, the reply is exactly this many pieces (words of ``reply``, cycled).
     - ``latency``: seconds to wait before answering each request.
     - ``chunk_interval``: seconds to wait between streamed events.
@@ -95,6 +107,7 @@ class FakeLLMProvider:
         large_body_bytes: int = 4 * 1024 * 1024,
         port: int = 0,
         unique_ids: bool = True,
+        responder: Responder | None = None,
     ) -> None:
         if latency < 0 or chunk_interval < 0:
             raise ValueError("latency and chunk_interval must be >= 0 seconds")
@@ -102,6 +115,10 @@ class FakeLLMProvider:
             raise ValueError(f"stream_chunks must be >= 1 or None, got {stream_chunks}")
         if not reply.split():
             raise ValueError("reply must contain at least one word")
+        if responder is not None and not callable(responder):
+            raise TypeError(
+                f"responder must be a function (RecordedRequest) -> FakeReply | None, got {responder!r}"
+            )
         if large_body_bytes < 1:
             raise ValueError(f"large_body_bytes must be >= 1, got {large_body_bytes}")
         if not isinstance(usage, FakeUsage | Mapping):
@@ -116,6 +133,7 @@ class FakeLLMProvider:
         self._large_body_bytes = large_body_bytes
         self._port = port
         self._unique_ids = unique_ids
+        self._responder = responder
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []

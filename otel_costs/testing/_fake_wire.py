@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from otel_costs.testing._fake_model import FakeUsage
+from otel_costs.testing._fake_model import FakeToolCall, FakeUsage
 
 _CREATED: Final = 1_735_689_600  # 2025-01-01T00:00:00Z: fixed, so bodies are reproducible.
 
@@ -63,6 +63,16 @@ class Builder:
     usage: FakeUsage
     include_usage: bool
     request: dict[str, Any]
+    tool_calls: tuple[FakeToolCall, ...] = ()
+
+    def _call_id(self, index: int, prefix: str = "call") -> str:
+        call = self.tool_calls[index]
+        return call.id if call.id is not None else f"{prefix}_fake{self.serial:06d}_{index}"
+
+    @property
+    def _has_message(self) -> bool:
+        """Whether the reply has a text part (a reply of tool calls only has none)."""
+        return bool(self.pieces) or not self.tool_calls
 
     @property
     def text(self) -> str:
@@ -111,7 +121,9 @@ class Builder:
     def _response_object(self, status: str, text: str | None) -> dict[str, Any]:
         output: list[dict[str, Any]] = []
         if text is not None:
-            output.append(self._message_item("completed", text))
+            if self._has_message:
+                output.append(self._message_item("completed", text))
+            output += [self._function_call_item(i, "completed") for i in range(len(self.tool_calls))]
         return {
             "id": f"resp_fake{self.serial:06d}",
             "object": "response",
@@ -152,6 +164,31 @@ class Builder:
             "content": content,
         }
 
+    def _function_call_item(self, index: int, status: str) -> dict[str, Any]:
+        call = self.tool_calls[index]
+        return {
+            "type": "function_call",
+            "id": f"fc_fake{self.serial:06d}_{index}",
+            "call_id": self._call_id(index),
+            "name": call.name,
+            "arguments": call.arguments_json if status == "completed" else "",
+            "status": status,
+        }
+
+    def _chat_tool_calls(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": self._call_id(i),
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_json},
+            }
+            for i, call in enumerate(self.tool_calls)
+        ]
+
+    @property
+    def _finish_reason(self) -> str:
+        return "tool_calls" if self.tool_calls else "stop"
+
     def _chat_chunk(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         chunk: dict[str, Any] = {
             "id": f"chatcmpl-fake{self.serial:06d}",
@@ -182,13 +219,25 @@ class Builder:
             "type": "message",
             "role": "assistant",
             "model": self.response_model,
-            "content": [{"type": "text", "text": text}] if text is not None else [],
-            "stop_reason": "end_turn" if final else None,
+            "content": self._anthropic_content(text),
+            "stop_reason": ("tool_use" if self.tool_calls else "end_turn") if final else None,
             "stop_sequence": None,
         }
         if self.include_usage:
             message["usage"] = self._anthropic_usage(final=final)
         return message
+
+    def _anthropic_content(self, text: str | None) -> list[dict[str, Any]]:
+        if text is None:
+            return []
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}] if self._has_message else []
+        for index, call in enumerate(self.tool_calls):
+            content.append(self._tool_use_block(index, call.arguments_object))
+        return content
+
+    def _tool_use_block(self, index: int, arguments: dict[str, Any]) -> dict[str, Any]:
+        name = self.tool_calls[index].name
+        return {"type": "tool_use", "id": self._call_id(index, "toolu"), "name": name, "input": arguments}
 
     # --- Gemini ---------------------------------------------------------------------------
     def _gemini_usage(self, final: bool, pieces_so_far: int) -> dict[str, Any]:
@@ -207,7 +256,13 @@ class Builder:
         return usage
 
     def _gemini_chunk(self, text: str, final: bool, pieces_so_far: int) -> dict[str, Any]:
-        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        parts: list[dict[str, Any]] = [{"text": text}] if self._has_message else []
+        if final:
+            parts += [
+                {"functionCall": {"name": call.name, "args": call.arguments_object}}
+                for call in self.tool_calls
+            ]
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
         if final:
             candidate["finishReason"] = "STOP"
         chunk: dict[str, Any] = {"candidates": [candidate]}
@@ -229,14 +284,9 @@ class Builder:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {
-                            "role": "assistant",
-                            "content": self.text,
-                            "refusal": None,
-                            "annotations": [],
-                        },
+                        "message": self._chat_message(),
                         "logprobs": None,
-                        "finish_reason": "stop",
+                        "finish_reason": self._finish_reason,
                     }
                 ],
             }
@@ -265,6 +315,17 @@ class Builder:
         if self.api == "anthropic":
             return self._anthropic_message(self.text, final=True)
         return self._gemini_chunk(self.text, True, len(self.pieces))
+
+    def _chat_message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": self.text if self._has_message else None,
+            "refusal": None,
+            "annotations": [],
+        }
+        if self.tool_calls:
+            message["tool_calls"] = self._chat_tool_calls()
+        return message
 
     def embeddings(self) -> dict[str, Any]:
         """The body of an embeddings response (base64 when the request asked for it, as the SDK does)."""
@@ -308,7 +369,14 @@ class Builder:
             yield None, self._chat_chunk({"role": "assistant", "content": "", "refusal": None}, None)
             for piece in self.pieces:
                 yield None, self._chat_chunk({"content": piece}, None)
-            yield None, self._chat_chunk({}, "stop")
+            for index, call in enumerate(self._chat_tool_calls()):
+                # The SDKs' accumulators: id, type and name first, then the arguments in deltas.
+                head = {"index": index, "id": call["id"], "type": "function"}
+                head["function"] = {"name": call["function"]["name"], "arguments": ""}
+                yield None, self._chat_chunk({"tool_calls": [head]}, None)
+                arguments = {"index": index, "function": {"arguments": call["function"]["arguments"]}}
+                yield None, self._chat_chunk({"tool_calls": [arguments]}, None)
+            yield None, self._chat_chunk({}, self._finish_reason)
             if self.include_usage:
                 last = self._chat_chunk({}, None)
                 last["choices"] = []
@@ -339,16 +407,26 @@ class Builder:
 
     def _responses_events(self) -> Events:
         seq = iter(range(1_000_000_000))
-        item_id = f"msg_fake{self.serial:06d}"
         created = self._response_object("in_progress", None)
+        for kind in ("response.created", "response.in_progress"):
+            yield kind, {"type": kind, "sequence_number": next(seq), "response": created}
+        output_index = 0
+        if self._has_message:
+            yield from self._responses_message_events(seq)
+            output_index = 1
+        for index in range(len(self.tool_calls)):
+            yield from self._responses_call_events(seq, index, output_index + index)
         yield (
-            "response.created",
-            {"type": "response.created", "sequence_number": next(seq), "response": created},
+            "response.completed",
+            {
+                "type": "response.completed",
+                "sequence_number": next(seq),
+                "response": self._response_object("completed", self.text),
+            },
         )
-        yield (
-            "response.in_progress",
-            {"type": "response.in_progress", "sequence_number": next(seq), "response": created},
-        )
+
+    def _responses_message_events(self, seq: Iterator[int]) -> Events:
+        item_id = f"msg_fake{self.serial:06d}"
         yield (
             "response.output_item.added",
             {
@@ -399,33 +477,65 @@ class Builder:
                 "item": self._message_item("completed", self.text),
             },
         )
-        yield (
-            "response.completed",
-            {
-                "type": "response.completed",
-                "sequence_number": next(seq),
-                "response": self._response_object("completed", self.text),
-            },
-        )
+
+    def _responses_call_events(self, seq: Iterator[int], index: int, output_index: int) -> Events:
+        item = self._function_call_item(index, "in_progress")
+        at = {"item_id": item["id"], "output_index": output_index}
+        added = {
+            "type": "response.output_item.added",
+            "sequence_number": next(seq),
+            "output_index": output_index,
+        }
+        yield "response.output_item.added", {**added, "item": item}
+        arguments = self.tool_calls[index].arguments_json
+        kind = "response.function_call_arguments.delta"
+        yield kind, {"type": kind, "sequence_number": next(seq), **at, "delta": arguments}
+        kind = "response.function_call_arguments.done"
+        yield kind, {"type": kind, "sequence_number": next(seq), **at, "arguments": arguments}
+        done = {
+            "type": "response.output_item.done",
+            "sequence_number": next(seq),
+            "output_index": output_index,
+        }
+        yield "response.output_item.done", {**done, "item": self._function_call_item(index, "completed")}
 
     def _anthropic_events(self) -> Events:
         yield (
             "message_start",
             {"type": "message_start", "message": self._anthropic_message(None, final=False)},
         )
-        yield (
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        )
-        for piece in self.pieces:
+        block = 0
+        if self._has_message:
             yield (
-                "content_block_delta",
-                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
             )
-        yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+            for piece in self.pieces:
+                yield (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": piece},
+                    },
+                )
+            yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+            block = 1
+        for index, call in enumerate(self.tool_calls):
+            start = {
+                "type": "content_block_start",
+                "index": block,
+                "content_block": self._tool_use_block(index, {}),
+            }
+            yield "content_block_start", start
+            partial = json.dumps(call.arguments_object, separators=(",", ":"))
+            json_delta = {"type": "input_json_delta", "partial_json": partial}
+            yield "content_block_delta", {"type": "content_block_delta", "index": block, "delta": json_delta}
+            yield "content_block_stop", {"type": "content_block_stop", "index": block}
+            block += 1
         delta: dict[str, Any] = {
             "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "delta": {"stop_reason": "tool_use" if self.tool_calls else "end_turn", "stop_sequence": None},
         }
         if self.include_usage:
             delta["usage"] = {"output_tokens": self._out}

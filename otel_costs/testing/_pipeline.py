@@ -7,11 +7,10 @@ exporter on its own ``TracerProvider``; ``fixed_price_book`` prices a few model 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -21,8 +20,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_costs import conventions as conv
 from otel_costs._money import nanos_to_decimal
 from otel_costs.cli._report import cost_trees, format_tree
+from otel_costs.pipeline._configure import run_listeners
 from otel_costs.pipeline._otlp import SpanRecord
-from otel_costs.pipeline._processor import CostSpanProcessor
+from otel_costs.pipeline._processor import CostListener, CostSpanProcessor
 from otel_costs.pricing._book import PriceBook
 from otel_costs.rollup._exporter import CostRollupExporter
 
@@ -40,29 +40,13 @@ def fixed_price_book(extra: Mapping[str, Mapping[str, object]] | None = None) ->
     return PriceBook({**FIXED_PRICES, **(extra or {})}, use_genai_prices=False)
 
 
-class CostListener(Protocol):
-    """TODO(merge): ``otel_costs.pipeline.CostListener`` once the pipeline branch lands (delete this)."""
-
-    def on_span_cost(self, span: ReadableSpan, cost_nanos: int) -> ReadableSpan | None: ...
-
-
-def _listener_arguments(listeners: Sequence[CostListener]) -> dict[str, Any]:
-    """TODO(merge): a bridge until the pipeline branch lands; then pass ``listeners=`` directly.
-
-    The pipeline branch's ``CostSpanProcessor`` takes ``listeners=``; this branch's still takes
-    ``cost_listeners=`` callables (whose return value it ignores).
-    """
-    if "listeners" in inspect.signature(CostSpanProcessor).parameters:
-        return {"listeners": tuple(listeners)}
-    return {"cost_listeners": [listener.on_span_cost for listener in listeners]}
-
-
 class InMemoryPipeline:
     """The whole cost pipeline over an in-memory exporter, on its own ``TracerProvider``.
 
     ``CostSpanProcessor -> SimpleSpanProcessor -> CostRollupExporter -> InMemorySpanExporter``.
     ``listeners`` (``otel_costs.pipeline.CostListener``, e.g. a ``BudgetManager`` or
-    ``CostMetrics``) hear of every priced span, as with ``configure(listeners=...)``.
+    ``CostMetrics``) hear of every priced span, and those with ``on_run_cost`` of every workflow
+    run, as with ``configure(listeners=...)``.
     It does not touch the global tracer provider: pass ``pipeline.tracer_provider`` to the
     code under test (``otel_costs.workflow(..., tracer_provider=...)``, instrumentations).
     """
@@ -75,11 +59,11 @@ class InMemoryPipeline:
         service_name: str = "test",
     ) -> None:
         self.exporter = InMemorySpanExporter()
-        self.rollup = CostRollupExporter(self.exporter, linger=0.0)
+        self.rollup = CostRollupExporter(self.exporter, linger=0.0, run_listeners=run_listeners(listeners))
         self.processor = CostSpanProcessor(
             SimpleSpanProcessor(self.rollup),
             price_book=price_book if price_book is not None else fixed_price_book(),
-            **_listener_arguments(listeners),
+            listeners=listeners,
         )
         self.tracer_provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         self.tracer_provider.add_span_processor(self.processor)
