@@ -24,9 +24,11 @@ It never raises into LangChain: a failure is logged and the run goes on.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +60,8 @@ class _Opened:
     span: trace.Span
     entered: context.Context
     """The OpenTelemetry context current right after entry."""
+    before: context.Context
+    """The OpenTelemetry context current before entry."""
     probe: contextvars.Token[object]
 
 
@@ -71,9 +75,6 @@ class _Run:
     opened: list[_Opened] = field(default_factory=list)
     """Scopes entered for this run, outermost first."""
     children: list[UUID] = field(default_factory=list)
-    stale: list[context.Context] = field(default_factory=list)
-    """Contexts of descendants' scopes left in another contextvars.Context: still current where
-    they were entered, so this run's own leave there drops them rather than keeping them."""
     task: str | None = None
     """The LangGraph task namespace (``langgraph_checkpoint_ns``): the same across its retries."""
 
@@ -213,10 +214,12 @@ class CostCallbackHandler(BaseCallbackHandler):
         if depth > 0:
             step = agent or _run_name(serialized, kwargs) or "run"
             scopes.append(Attempt(otel_costs.retry(step, max_attempts=depth + 1), depth))
+        _heal()
         for scope in scopes:
+            before = context.get_current()
             probe = _PROBE.set(object())
             scope.__enter__()
-            run.opened.append(_Opened(scope, trace.get_current_span(), context.get_current(), probe))
+            run.opened.append(_Opened(scope, trace.get_current_span(), context.get_current(), before, probe))
         with self._lock:
             self._runs[run_id] = run
             if parent is not None:
@@ -271,11 +274,6 @@ class CostCallbackHandler(BaseCallbackHandler):
                     pending.extend(current.children)
             for each in reversed(order):
                 self._leave(each, error if each is run else None)
-                if each.stale and each.parent is not None:
-                    with self._lock:
-                        parent = self._runs.get(each.parent)
-                    if parent is not None:
-                        parent.stale.extend(each.stale)
             with self._lock:
                 if error is not None:
                     self._count_failure(run)
@@ -302,7 +300,7 @@ class CostCallbackHandler(BaseCallbackHandler):
                         opened.scope.__exit__(None, None, None)
                     else:
                         opened.scope.__exit__(type(error), error, error.__traceback__)
-                    if observed is not opened.entered and not any(observed is c for c in run.stale):
+                    if observed is not opened.entered and not _is_stale(observed):
                         context.attach(observed)
                     continue
                 # Left in another contextvars.Context: the entry's context is not ours to restore
@@ -311,7 +309,8 @@ class CostCallbackHandler(BaseCallbackHandler):
                     opened.span.record_exception(error)
                     opened.span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
                 opened.span.end()
-                run.stale.append(opened.entered)
+                _mark_stale(opened)
+                _heal()
             except Exception:
                 logger.exception("otel_costs: could not end scope %r", opened.scope)
 
@@ -365,13 +364,93 @@ def instrument_langchain(*, tracer_provider: trace.TracerProvider | None = None)
             register_configure_hook(_HOOK, inheritable=True)
             _hooked = True
         _DISPATCH.handler = handler
+        _wrap_astream()
     return handler
+
+
+#: LangGraph's ``Pregel.astream`` before :func:`instrument_langchain` wrapped it.
+_original_astream: Any = None
+
+
+def _wrap_astream() -> None:
+    """Make ``Pregel.astream`` (and so ``ainvoke``) put the caller's context back when it ends.
+
+    LangGraph starts each async node task in the caller's context and ends it (and the graph's own
+    run) in another, so no callback can restore the caller's context: this wrapper, running in the
+    caller's context after the last item, does (``_heal``). Without langgraph there is nothing to do.
+    """
+    global _original_astream
+    if _original_astream is not None:
+        return
+    try:
+        from langgraph.pregel import Pregel
+    except ImportError:
+        return
+    original = Pregel.astream
+
+    @functools.wraps(original)
+    async def astream(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async for item in original(self, *args, **kwargs):
+                yield item
+        finally:
+            try:
+                _heal()
+            except Exception:  # never into LangGraph
+                logger.exception("otel_costs: could not restore the context after a LangGraph stream")
+
+    Pregel.astream = astream
+    _original_astream = original
+
+
+def _unwrap_astream() -> None:
+    global _original_astream
+    if _original_astream is None:
+        return
+    from langgraph.pregel import Pregel
+
+    Pregel.astream = _original_astream
+    _original_astream = None
 
 
 def uninstrument_langchain() -> None:
     """Stop attaching the handler of :func:`instrument_langchain` to new runs (idempotent)."""
     with _hook_lock:
         _DISPATCH.handler = None
+        _unwrap_astream()
+
+
+#: Contexts of scopes that ended in another contextvars.Context than they were entered in, by id
+#: -> (that context, the context before it). Where they were entered they are still current:
+#: the next callback there (LangGraph starts each async node task eagerly in the caller's context
+#: and ends it in the task's own) puts the context from before back. Bounded, oldest out first.
+_STALE: OrderedDict[int, tuple[context.Context, context.Context]] = OrderedDict()
+_STALE_MAX = 4096
+_stale_lock = threading.Lock()
+
+
+def _mark_stale(opened: _Opened) -> None:
+    with _stale_lock:
+        _STALE[id(opened.entered)] = (opened.entered, opened.before)
+        while len(_STALE) > _STALE_MAX:
+            _STALE.popitem(last=False)
+
+
+def _is_stale(ctx: context.Context) -> bool:
+    with _stale_lock:
+        found = _STALE.get(id(ctx))
+    return found is not None and found[0] is ctx
+
+
+def _heal() -> None:
+    """If the current context is one a scope left behind (see ``_STALE``), restore what it replaced."""
+    for _ in range(64):  # a chain of stale scopes is as deep as the runs that nested: bounded anyway
+        current = context.get_current()
+        with _stale_lock:
+            found = _STALE.get(id(current))
+        if found is None or found[0] is not current:
+            return
+        context.attach(found[1])  # a set, not a detach: the token of that entry is not valid here
 
 
 def _same_context(probe: contextvars.Token[object]) -> bool:

@@ -53,8 +53,15 @@ def _prompt(node: str) -> str:
 
 def build_graph(fake: FakeLLMProvider, *, streamed: bool) -> Any:
     """The supervisor graph: supervisor -> researcher -> supervisor -> writer -> supervisor -> end."""
+    # Clients of this test's event loop: langchain_openai's shared default client outlives it.
     llm = ChatOpenAI(
-        model=MODEL, base_url=fake.openai_base_url, api_key="test", max_retries=0, stream_usage=streamed
+        model=MODEL,
+        base_url=fake.openai_base_url,
+        api_key="test",
+        max_retries=0,
+        stream_usage=streamed,
+        http_client=openai.DefaultHttpxClient(),
+        http_async_client=openai.DefaultAsyncHttpxClient(),
     )
 
     def route(state: State) -> str:
