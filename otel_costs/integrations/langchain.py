@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 import logging
 import re
 import threading
@@ -386,6 +387,9 @@ def _wrap_astream() -> None:
         from langgraph.pregel import Pregel
     except ImportError:
         return
+    # The raw class attribute: another instrumentation's wrapt wrapper, not a bound view of it,
+    # so that restoring it lets that instrumentation unwrap itself later.
+    raw = inspect.getattr_static(Pregel, "astream")
     original = Pregel.astream
 
     @functools.wraps(original)
@@ -400,7 +404,7 @@ def _wrap_astream() -> None:
                 logger.exception("otel_costs: could not restore the context after a LangGraph stream")
 
     Pregel.astream = astream
-    _original_astream = original
+    _original_astream = raw
 
 
 def _unwrap_astream() -> None:

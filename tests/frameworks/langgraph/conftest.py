@@ -7,6 +7,7 @@ through its instrumentor's public API and removed again when the test ends.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,29 @@ def _instrumentor(kind: str) -> Any:
     return None
 
 
+def _unwrap_openllmetry_langgraph() -> None:
+    """Remove the wrappers OpenLLMetry 0.62.4's ``uninstrument()`` leaves in place (a bug of it).
+
+    It leaves ``BaseCallbackManager.__init__`` (so its callback handler, on a shut-down provider,
+    stays in every later run and parents its spans) and LangGraph's ``Pregel.stream``/``astream``
+    and ``Command.__init__`` wrapped.
+    """
+    from langchain_core.callbacks import BaseCallbackManager
+    from langgraph.pregel import Pregel
+    from langgraph.types import Command
+
+    for owner, name in (
+        (BaseCallbackManager, "__init__"),
+        (Pregel, "stream"),
+        (Pregel, "astream"),
+        (Command, "__init__"),
+    ):
+        attribute = inspect.getattr_static(owner, name)
+        while hasattr(attribute, "__wrapped__") and type(attribute).__name__.endswith("FunctionWrapper"):
+            attribute = attribute.__wrapped__
+        setattr(owner, name, attribute)
+
+
 @pytest.fixture
 def pipeline(request: pytest.FixtureRequest, fake: FakeLLMProvider) -> Iterator[InMemoryPipeline]:
     """The real pipeline priced from genai-prices, httpx capture on, and the test's instrumentation."""
@@ -62,5 +86,7 @@ def pipeline(request: pytest.FixtureRequest, fake: FakeLLMProvider) -> Iterator[
     finally:
         if instrumentor is not None:
             instrumentor.uninstrument()
+            if kind == "openllmetry":
+                _unwrap_openllmetry_langgraph()
         uninstrument_httpx()
         pipe.shutdown()

@@ -200,6 +200,7 @@ async def test_supervisor_graph_is_priced_once_per_call_by_agent(
     streamed call priced twice with agent scopes inside a node (+11.3%), and the node calling the
     SDK directly inside OpenLLMetry's ``execute_task`` span getting no LLM span (7 of 8 priced).
     """
+    assert not trace.get_current_span().get_span_context().is_valid, "a span is current before the run"
     await run_graph(fake, pipeline, streamed=streamed)
 
     calls = requested(fake)
@@ -218,7 +219,7 @@ async def test_supervisor_graph_is_priced_once_per_call_by_agent(
     assert cli_by_agent(spans, tmp_path / "traces.jsonl", capsys) == dict(want)
 
     roots = [s for s in spans if s.parent is None]
-    assert len(roots) == 1, [r.name for r in roots]
+    assert len(roots) == 1, ([r.name for r in roots], sorted({s.name for s in spans}))
     assert (roots[0].attributes or {})[conv.COST_TOTAL_NANOS] == sum(n for _, n in calls)
     # Nothing of the run is left in the caller's context.
     assert current_attribution() == {} and not baggage.get_all()
