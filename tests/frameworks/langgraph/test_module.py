@@ -73,3 +73,35 @@ def test_a_run_ended_in_another_context_ends_its_scope_cleanly_and_does_not_leak
         assert writer.parent.span_id == spans["invoke_workflow LangGraph"].context.span_id
         assert not trace.get_current_span().get_span_context().is_valid
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize(
+    ("tags", "failures_before", "depth"),
+    [(["retry:attempt:2"], 0, "1"), (["retry:attempt:3"], 0, "2"), ([], 1, "1"), ([], 0, None)],
+    ids=["runnable-retry-2", "runnable-retry-3", "langgraph-task-again", "first-attempt"],
+)
+def test_a_re_attempt_runs_at_the_next_retry_depth(
+    tags: list[str], failures_before: int, depth: str | None
+) -> None:
+    """A ``retry:attempt:N`` run, or a LangGraph task started again after a failure, is at depth N-1."""
+    from uuid import uuid4
+
+    from otel_costs import current_attribution
+    from otel_costs.integrations.langchain import CostCallbackHandler
+    from otel_costs.testing import InMemoryPipeline
+
+    with InMemoryPipeline() as pipeline:
+        handler = CostCallbackHandler(tracer_provider=pipeline.tracer_provider)
+        graph = uuid4()
+        task = {"langgraph_node": "researcher", "langgraph_checkpoint_ns": "researcher:task-1"}
+        handler.on_chain_start({}, {}, run_id=graph, metadata={"otel_workflow_span": True})
+        for _ in range(failures_before):
+            failed = uuid4()
+            handler.on_chain_start({}, {}, run_id=failed, parent_run_id=graph, metadata=task)
+            handler.on_chain_error(RuntimeError("rate limited"), run_id=failed)
+        again = uuid4()
+        handler.on_chain_start({}, {}, run_id=again, parent_run_id=graph, tags=tags, metadata=task)
+        seen = current_attribution().get("retry.depth")
+        handler.on_chain_end({}, run_id=again)
+        handler.on_chain_end({}, run_id=graph)
+    assert seen == (depth or "0")
