@@ -86,6 +86,9 @@ _HOLD_SECONDS = 60.0
 _PART_KEYS = (conv.CACHE_READ_KEYS, conv.CACHE_WRITE_KEYS, conv.REASONING_KEYS)
 _STATUS_RANK = {conv.STATUS_PRICED: 2, conv.STATUS_PARTIAL: 1}
 _MODEL_CALL = conv.KIND_MODEL_CALL
+_OPERATION = conv.GEN_AI_OPERATION_NAME
+#: ``gen_ai.operation.name`` values of a model call: the common case, tested inline in ``on_start``.
+_CALL_OPERATIONS = conv.LLM_OPERATIONS
 
 
 #: A nested call span waiting for its outer span: since when, the span, its attributes, its cost.
@@ -102,7 +105,11 @@ class CostSpanProcessor(SpanProcessor):
     Aggregate usage on agent/workflow/tool spans is marked, never priced. Each billable span
     (not aggregate, not a call already counted on another span) goes to every listener in
     ``listeners`` (``CostListener``: e.g. a ``BudgetManager``, whose threshold events then land
-    on the exported span, or ``CostMetrics``), exactly once per span, in order.
+    on the exported span, or ``CostMetrics``), exactly once per span, in order. One call traced
+    twice is counted once: by ``gen_ai.response.id`` within a trace, and by structure: a model-call
+    span started inside another for the same model is held until the outer one ends, then the
+    fuller reading is priced and the other marked ``duplicate`` (at most ``_MAX_HELD`` held, each
+    for at most ``_HOLD_SECONDS``; ``force_flush`` and ``shutdown`` release them).
 
     Example::
 
@@ -185,10 +192,13 @@ class CostSpanProcessor(SpanProcessor):
                 started = None
             # A model-call span started inside another (two instrumentations tracing one call):
             # its outer span is tracked until it ends, and this one is held when it ends first.
-            # Most spans carry no kind marker at start: one set test over their keys says so.
             if started is None:
                 started = started_attributes(span)
-            if started and not MARKER_KEYS.isdisjoint(started) and span_kind(started) == _MODEL_CALL:
+            # Most spans carry no kind marker at start: one set test over their keys says so.
+            operation = started.get(_OPERATION) if started else None
+            if (type(operation) is str and operation in _CALL_OPERATIONS) or (
+                started and not MARKER_KEYS.isdisjoint(started) and span_kind(started) == _MODEL_CALL
+            ):
                 parent = span.parent
                 if parent is not None and not parent.is_remote:
                     self._track_outer(parent.span_id, parent.trace_id, parent_context)
