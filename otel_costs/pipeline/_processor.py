@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -74,8 +75,8 @@ _ATTRIBUTION_CACHE = 1024
 #: included), and the length of their longest string (-1: add them through ``set_attributes``).
 _Additions = tuple[dict[str, Any], int]
 _NOTHING: _Additions = ({}, -1)
-#: How many open (started, not ended) model-call spans are tracked as possible outer spans of a
-#: nested one; past it the oldest is forgotten (its nested calls are then priced as today).
+#: How many open (started, not ended) model-call spans with a model-call span started inside them
+#: are tracked; past it the oldest is forgotten (its nested calls are then priced as they are).
 _MAX_OPEN_CALLS = 4096
 #: How many nested model-call spans may wait for their outer span; past it they are priced at once.
 _MAX_HELD = 1024
@@ -85,6 +86,9 @@ _HOLD_SECONDS = 60.0
 _PART_KEYS = (conv.CACHE_READ_KEYS, conv.CACHE_WRITE_KEYS, conv.REASONING_KEYS)
 _STATUS_RANK = {conv.STATUS_PRICED: 2, conv.STATUS_PARTIAL: 1}
 _MODEL_CALL = conv.KIND_MODEL_CALL
+_OPERATION = conv.GEN_AI_OPERATION_NAME
+#: ``gen_ai.operation.name`` values of a model call: the common case, tested inline in ``on_start``.
+_CALL_OPERATIONS = conv.LLM_OPERATIONS
 
 
 #: A nested call span waiting for its outer span: since when, the span, its attributes, its cost.
@@ -101,7 +105,11 @@ class CostSpanProcessor(SpanProcessor):
     Aggregate usage on agent/workflow/tool spans is marked, never priced. Each billable span
     (not aggregate, not a call already counted on another span) goes to every listener in
     ``listeners`` (``CostListener``: e.g. a ``BudgetManager``, whose threshold events then land
-    on the exported span, or ``CostMetrics``), exactly once per span, in order.
+    on the exported span, or ``CostMetrics``), exactly once per span, in order. One call traced
+    twice is counted once: by ``gen_ai.response.id`` within a trace, and by structure: a model-call
+    span started inside another for the same model is held until the outer one ends, then the
+    fuller reading is priced and the other marked ``duplicate`` (at most ``_MAX_HELD`` held, each
+    for at most ``_HOLD_SECONDS``; ``force_flush`` and ``shutdown`` release them).
 
     Example::
 
@@ -182,23 +190,40 @@ class CostSpanProcessor(SpanProcessor):
                 started = set_validated_attributes(span, attributes, longest, True) if attributes else None
             else:
                 started = None
-            # Track open model-call spans: a model-call span ending inside one is held (on_end).
-            # Most spans carry no kind marker at start: one set test over their keys says so.
+            # A model-call span started inside another (two instrumentations tracing one call):
+            # its outer span is tracked until it ends, and this one is held when it ends first.
             if started is None:
                 started = started_attributes(span)
-            if started and not MARKER_KEYS.isdisjoint(started) and span_kind(started) == _MODEL_CALL:
-                ctx = span.context
-                opened = self._open
-                if len(opened) >= _MAX_OPEN_CALLS:
-                    # A span that never ended: forget the oldest (another thread may change the
-                    # dict meanwhile: then try again on the next span).
-                    with contextlib.suppress(RuntimeError, StopIteration):
-                        opened.pop(next(iter(opened)), None)
-                if ctx is not None:
-                    opened[ctx.span_id] = ctx.trace_id
+            # Most spans carry no kind marker at start: one set test over their keys says so.
+            operation = started.get(_OPERATION) if started else None
+            if (type(operation) is str and operation in _CALL_OPERATIONS) or (
+                started and not MARKER_KEYS.isdisjoint(started) and span_kind(started) == _MODEL_CALL
+            ):
+                parent = span.parent
+                if parent is not None and not parent.is_remote:
+                    self._track_outer(parent.span_id, parent.trace_id, parent_context)
         except Exception:
             logger.exception("otel_costs: could not attribute span %r", getattr(span, "name", span))
         self._next.on_start(span, parent_context)
+
+    def _track_outer(self, span_id: int, trace_id: int, parent_context: Context | None) -> None:
+        """Track the parent span (``span_id``) of a model-call span while it is open, if it is a
+        model call too (its span in ``parent_context``)."""
+        opened = self._open
+        if span_id in opened:
+            return
+        outer = trace.get_current_span(parent_context)
+        if outer.get_span_context().span_id != span_id or not outer.is_recording():
+            return
+        attributes = started_attributes(outer) if isinstance(outer, Span) else None
+        if not attributes or span_kind(attributes) != _MODEL_CALL:
+            return
+        if len(opened) >= _MAX_OPEN_CALLS:
+            # A span that never ended: forget the oldest (another thread may change the dict
+            # meanwhile: then try again next time).
+            with contextlib.suppress(RuntimeError, StopIteration):
+                opened.pop(next(iter(opened)), None)
+        opened[span_id] = trace_id
 
     def _additions(self, entries: Mapping[str, object]) -> _Additions:
         """The prepared attribution of the baggage ``entries``, computed once per baggage content.
