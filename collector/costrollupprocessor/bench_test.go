@@ -11,6 +11,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor/processortest"
+
+	"github.com/otel-costs/otel-costs/collector/costrollupprocessor/internal/benchdata"
 )
 
 // benchMix: "usage" (LLM spans to price), "priced" (priced in-process), "none" (no LLM spans).
@@ -187,6 +189,59 @@ func BenchmarkPipeline(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "spans/s")
+		})
+	}
+}
+
+// BenchmarkConsumeTraces: ConsumeTraces + release of the farm-bench batch (internal/benchdata, as
+// internal/loadgen sends it: 100 traces x 16 spans, 3 LLM calls each) per mix, each batch held and
+// released (root_wait passed) into a consumer that drops it. Reports ns/span and allocs/span of the
+// processor alone (the batch is built outside the timer).
+func BenchmarkConsumeTraces(b *testing.B) {
+	const traces, perTrace = 100, 16
+	for _, mix := range []string{benchdata.MixPriced, benchdata.MixUsage, benchdata.MixNone} {
+		b.Run(mix, func(b *testing.B) {
+			cfg := createDefaultConfig().(*Config)
+			cfg.PricesFile = goldenDir + "/prices.json"
+			p, err := newProcessor(processortest.NewNopSettings(componentType), cfg, consumertest.NewNop())
+			if err != nil {
+				b.Fatal(err)
+			}
+			c := &clock{now: time.Unix(1_780_000_000, 0)}
+			p.now = c.Now
+			ctx := context.Background()
+			start := pcommon.NewTimestampFromTime(c.now)
+			template := benchdata.Traces(1, 0, traces, perTrace, mix, start)
+			batch := ptrace.NewTraces()
+			var allocs uint64
+			var ms runtime.MemStats
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				batch = ptrace.NewTraces()
+				template.CopyTo(batch)
+				spans := batch.ResourceSpans().At(0).ScopeSpans().At(0).Spans()
+				for k := 0; k < spans.Len(); k++ {
+					id := spans.At(k).TraceID()
+					id[0] = byte(i >> 16)
+					id[1] = byte(i >> 8)
+					id[2] = byte(i)
+					spans.At(k).SetTraceID(id)
+				}
+				runtime.ReadMemStats(&ms)
+				before := ms.Mallocs
+				b.StartTimer()
+				_ = p.ConsumeTraces(ctx, batch)
+				c.Advance(cfg.RootWait + time.Millisecond)
+				p.releaseDue()
+				b.StopTimer()
+				runtime.ReadMemStats(&ms)
+				allocs += ms.Mallocs - before
+				b.StartTimer()
+			}
+			n := float64(b.N * traces * perTrace)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/span")
+			b.ReportMetric(float64(allocs)/n, "allocs/span")
 		})
 	}
 }

@@ -98,11 +98,38 @@ type usageReading struct {
 	reason   string
 }
 
-// found holds the usage-related attributes of a span (the last value of a repeated key wins).
-type found map[string]pcommon.Value
+// found holds the usage-related attributes of a span (the last value of a repeated key wins): a
+// short list, not a map (a span has a handful of them; a map per priced span cost more than the
+// linear look-ups).
+type found []foundKV
+
+type foundKV struct {
+	k string
+	v pcommon.Value
+}
+
+// set records k (replacing an earlier value of the same key).
+func (f *found) set(k string, v pcommon.Value) {
+	for i := range *f {
+		if (*f)[i].k == k {
+			(*f)[i].v = v
+			return
+		}
+	}
+	*f = append(*f, foundKV{k, v})
+}
+
+func (f found) get(k string) (pcommon.Value, bool) {
+	for i := range f {
+		if f[i].k == k {
+			return f[i].v, true
+		}
+	}
+	return pcommon.Value{}, false
+}
 
 func (f found) str(key string) (string, bool) {
-	v, ok := f[key]
+	v, ok := f.get(key)
 	if !ok || v.Type() != pcommon.ValueTypeStr {
 		return "", false
 	}
@@ -249,8 +276,8 @@ const missingUsageReason = "the model call reported no token usage (an error res
 // readUsage reads a span's usage from its found attributes (readNone: it carries none).
 func readUsage(f found) usageReading {
 	hasTrigger := false
-	for k := range f {
-		if triggerKeys[k] {
+	for _, kv := range f {
+		if triggerKeys[kv.k] {
 			hasTrigger = true
 			break
 		}
@@ -258,8 +285,8 @@ func readUsage(f found) usageReading {
 	if !hasTrigger {
 		op, _ := f.str("gen_ai.operation.name")
 		kind, _ := f.str("openinference.span.kind")
-		if _, hasOp := f["gen_ai.operation.name"]; !hasOp {
-			if _, hasKind := f["openinference.span.kind"]; !hasKind {
+		if _, hasOp := f.get("gen_ai.operation.name"); !hasOp {
+			if _, hasKind := f.get("openinference.span.kind"); !hasKind {
 				return usageReading{}
 			}
 		}
@@ -274,7 +301,7 @@ func readUsage(f found) usageReading {
 	problem := ""
 	for i, keys := range fieldKeys {
 		for _, key := range keys {
-			v, ok := f[key]
+			v, ok := f.get(key)
 			if !ok || v.Type() == pcommon.ValueTypeEmpty {
 				continue
 			}
@@ -292,9 +319,9 @@ func readUsage(f found) usageReading {
 	}
 	if problem == "" && !have[0] && !have[1] {
 		var present []string
-		for k := range f {
-			if triggerKeys[k] {
-				present = append(present, k)
+		for _, kv := range f {
+			if triggerKeys[kv.k] {
+				present = append(present, kv.k)
 			}
 		}
 		sort.Strings(present)
