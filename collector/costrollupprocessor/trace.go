@@ -5,7 +5,6 @@ import (
 	"math/bits"
 	"net/url"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -493,13 +492,11 @@ func llmish(attrs pcommon.Map) bool {
 		}
 		return ""
 	}
-	op := str("gen_ai.operation.name")
-	oiKind := strings.ToUpper(str("openinference.span.kind"))
-	if aggregateOperations[op] || oiAggregateKinds[oiKind] || tlAggregateKinds[strings.ToLower(str("traceloop.span.kind"))] ||
-		str("cost.status") == "aggregate" {
+	kind := spanKindOf(attrs)
+	if kind.aggregate() || str("cost.status") == "aggregate" {
 		return false
 	}
-	if llmOperations[op] || oiLLMKinds[oiKind] {
+	if kind == opModelCall {
 		return true
 	}
 	is := false

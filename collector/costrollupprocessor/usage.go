@@ -44,12 +44,6 @@ var (
 	fieldNames = []string{"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens"}
 	fieldKeys  = [][]string{inputKeys, outputKeys, cacheReadKeys, cacheWriteKeys, reasoningKeys}
 
-	aggregateOperations = map[string]bool{"invoke_agent": true, "invoke_workflow": true, "execute_tool": true, "create_agent": true}
-	llmOperations       = map[string]bool{"chat": true, "text_completion": true, "generate_content": true, "embeddings": true}
-	oiAggregateKinds    = map[string]bool{"AGENT": true, "CHAIN": true, "TOOL": true}
-	tlAggregateKinds    = map[string]bool{"workflow": true, "agent": true, "task": true, "tool": true}
-	oiLLMKinds          = map[string]bool{"LLM": true, "EMBEDDING": true}
-
 	triggerKeys = map[string]bool{}
 	readKeys    = map[string]bool{}
 )
@@ -70,7 +64,7 @@ func init() {
 			readKeys[k] = true
 		}
 	}
-	for _, k := range []string{"gen_ai.operation.name", "openinference.span.kind", "traceloop.span.kind", "gen_ai.response.id"} {
+	for _, k := range []string{markerOperation, markerOISpanKind, markerTLSpanKind, markerTLRequestTy, "gen_ai.response.id"} {
 		readKeys[k] = true
 	}
 	interesting['c'] = true
@@ -258,16 +252,17 @@ func usageProblem(u Usage) string {
 }
 
 func aggregateReason(f found) string {
-	if op, ok := f.str("gen_ai.operation.name"); ok && aggregateOperations[op] {
-		return fmt.Sprintf("usage on a %s span is the sum of its child calls", op)
+	kind, marker, value := classify(f.get)
+	if !kind.aggregate() {
+		return ""
 	}
-	if kind, ok := f.str("openinference.span.kind"); ok && oiAggregateKinds[strings.ToUpper(kind)] {
-		return fmt.Sprintf("usage on an OpenInference %s span is the sum of its child calls", strings.ToUpper(kind))
+	switch marker {
+	case markerOISpanKind:
+		return fmt.Sprintf("usage on an OpenInference %s span is the sum of its child calls", strings.ToUpper(value))
+	case markerTLSpanKind:
+		return fmt.Sprintf("usage on a traceloop %s span is the sum of its child calls", strings.ToLower(value))
 	}
-	if kind, ok := f.str("traceloop.span.kind"); ok && tlAggregateKinds[strings.ToLower(kind)] {
-		return fmt.Sprintf("usage on a traceloop %s span is the sum of its child calls", strings.ToLower(kind))
-	}
-	return ""
+	return fmt.Sprintf("usage on a %s span is the sum of its child calls", value)
 }
 
 const missingUsageReason = "the model call reported no token usage (an error response, or a stream read without its usage " +
@@ -283,14 +278,8 @@ func readUsage(f found) usageReading {
 		}
 	}
 	if !hasTrigger {
-		op, _ := f.str("gen_ai.operation.name")
-		kind, _ := f.str("openinference.span.kind")
-		if _, hasOp := f.get("gen_ai.operation.name"); !hasOp {
-			if _, hasKind := f.get("openinference.span.kind"); !hasKind {
-				return usageReading{}
-			}
-		}
-		if !llmOperations[op] && !oiLLMKinds[kind] {
+		// No usage: only a model call (by the span-kind table) is flagged for it.
+		if kind, _, _ := classify(f.get); kind != opModelCall {
 			return usageReading{}
 		}
 		return usageReading{kind: readMissing, model: f.firstString(modelKeys), provider: f.firstString(providerKeys),
