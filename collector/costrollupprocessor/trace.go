@@ -197,6 +197,7 @@ type scratch struct {
 	index               map[pcommon.SpanID]int32
 	roots, order, stack []int32
 	done                []bool
+	tree                treeInfo
 }
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{} }}
@@ -209,6 +210,7 @@ func putScratch(sc *scratch) {
 	}
 	clear(sc.views[:cap(sc.views)])
 	clear(sc.spans[:cap(sc.spans)])
+	clear(sc.tree.name[:cap(sc.tree.name)]) // no span strings kept alive in the pool
 	scratchPool.Put(sc)
 }
 
@@ -262,6 +264,10 @@ func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStat
 		}
 	}
 	rollupNodes(nodes, sc)
+	agentsFromTree(spans, nodes, &sc.tree, func(i int) bool {
+		v := &views[i]
+		return v.hasStatus && (v.status.Type() != pcommon.ValueTypeStr || v.status.Str() != "aggregate")
+	})
 	for i, sp := range spans {
 		nd := &nodes[i]
 		v := &views[i]
