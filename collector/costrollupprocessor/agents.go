@@ -66,7 +66,7 @@ func firstName(attrs pcommon.Map, keys []string) (string, bool) {
 // metadataAgent reads lc_agent_name / agent_name from an OpenInference metadata JSON object.
 func metadataAgent(attrs pcommon.Map) (string, bool) {
 	v, ok := attrs.Get(attrOIMetadata)
-	if !ok || v.Type() != pcommon.ValueTypeStr || len(v.Str()) > maxMetadataLen || !strings.Contains(v.Str(), "agent_name") {
+	if !ok || v.Type() != pcommon.ValueTypeStr || len(v.Str()) > maxMetadataLen || !strings.HasPrefix(v.Str(), "{") {
 		return "", false
 	}
 	var obj map[string]any
@@ -101,6 +101,7 @@ type treeInfo struct {
 	upTask     []int32  // nearest strict ancestor that is a named task
 	upWorkflow []int32  // nearest strict ancestor that is a named workflow
 	nextDiff   []int32  // agents: the nearest agent above with another name
+	parent     []int32  // the first span with the parent's id (-1: none, or itself)
 	path       []int32
 }
 
@@ -118,12 +119,15 @@ func (t *treeInfo) reset(n int) {
 	clear(t.state)
 	clear(t.name)
 	t.upAgent, t.upTask, t.upWorkflow, t.nextDiff = grow(t.upAgent), grow(t.upTask), grow(t.upWorkflow), grow(t.nextDiff)
+	t.parent = grow(t.parent)
 }
 
-// resolve fills i and every ancestor of it not yet filled.
-func (t *treeInfo) resolve(spans []ptrace.Span, nodes []node, i int32) {
+// resolve fills i and every ancestor of it not yet filled. A parent link back into the path being
+// climbed (a cycle) ends the climb there, as the Python walk stops at a span it has seen.
+func (t *treeInfo) resolve(spans []ptrace.Span, i int32) {
 	path := t.path[:0]
-	for j := i; j >= 0 && t.state[j] == 0; j = nodes[j].parentIdx {
+	for j := i; j >= 0 && t.state[j] == 0; j = t.parent[j] {
+		t.state[j] = 2 // on the path
 		path = append(path, j)
 	}
 	for k := len(path) - 1; k >= 0; k-- {
@@ -137,7 +141,7 @@ func (t *treeInfo) resolve(spans []ptrace.Span, nodes []node, i int32) {
 			t.name[x], _ = firstName(a, workflowNameKeys)
 		}
 		t.upAgent[x], t.upTask[x], t.upWorkflow[x] = -1, -1, -1
-		if p := nodes[x].parentIdx; p >= 0 {
+		if p := t.parent[x]; p >= 0 && t.state[p] == 1 {
 			t.upAgent[x], t.upTask[x], t.upWorkflow[x] = t.upAgent[p], t.upTask[p], t.upWorkflow[p]
 			if t.name[p] != "" {
 				switch t.kind[p] {
@@ -165,9 +169,12 @@ func (t *treeInfo) resolve(spans []ptrace.Span, nodes []node, i int32) {
 	t.path = path
 }
 
-// agentsFromTree applies the rule to spans[i] for every i with wants[i], walking parents by
-// nodes[i].parentIdx (a forest: rollupNodes has cut cycles and duplicate ids).
-func agentsFromTree(spans []ptrace.Span, nodes []node, t *treeInfo, wants func(i int) bool) {
+// targetStatus: the cost.status values the rule applies to (otel_costs.rollup._agents._TARGETS).
+var targetStatus = map[string]bool{"priced": true, "unpriced": true, "partial": true, "invalid_usage": true, "duplicate": true}
+
+// agentsFromTree applies the rule to spans[i] for every i with wants(i); index maps each span id
+// to its first span (rollupNodes' index), which parent links follow.
+func agentsFromTree(spans []ptrace.Span, nodes []node, index map[pcommon.SpanID]int32, t *treeInfo, wants func(i int) bool) {
 	ready := false
 	for i := range spans {
 		if !wants(i) {
@@ -175,9 +182,17 @@ func agentsFromTree(spans []ptrace.Span, nodes []node, t *treeInfo, wants func(i
 		}
 		if !ready {
 			t.reset(len(spans))
+			for x := range nodes {
+				t.parent[x] = -1
+				if nodes[x].hasParent {
+					if p, ok := index[nodes[x].parent]; ok && p != int32(x) {
+						t.parent[x] = p
+					}
+				}
+			}
 			ready = true
 		}
-		t.resolve(spans, nodes, int32(i))
+		t.resolve(spans, int32(i))
 		attrs := spans[i].Attributes()
 		agent, source := "", ""
 		from := int32(-1) // the span that gave the agent (-1: the span itself)

@@ -27,7 +27,7 @@ const (
 // aggregate: the span's usage (if any) is the sum of its child calls, never priced.
 func (k opKind) aggregate() bool { return k >= opAgent }
 
-// Marker attributes, in the order they are tried (the first known value decides).
+// Marker attributes, in the order they are tried.
 const (
 	markerOperation   = "gen_ai.operation.name"
 	markerOISpanKind  = "openinference.span.kind"
@@ -65,19 +65,25 @@ func markerValue(values map[string]opKind, v string) (opKind, bool) {
 	return k, ok
 }
 
-// classify returns the span's kind and the marker and value that decided it ("" when none), given
-// a look-up of its attributes.
+// classify returns the span's kind, given a look-up of its attributes, as otel_costs._kinds.span_kind:
+// a span that any marker calls an agent, workflow, task, tool or aggregate is that kind (the
+// first such marker decides), even if another marker says model call; else model call if a marker
+// says so. Also the marker and value that made it an aggregate ("" otherwise), for the reason.
 func classify(get func(string) (pcommon.Value, bool)) (opKind, string, string) {
+	found := opNone
 	for _, m := range spanKindMarkers {
 		v, ok := get(m.key)
 		if !ok || v.Type() != pcommon.ValueTypeStr {
 			continue
 		}
 		if k, ok := markerValue(m.values, v.Str()); ok {
-			return k, m.key, v.Str()
+			if k != opModelCall {
+				return k, m.key, v.Str()
+			}
+			found = k
 		}
 	}
-	return opNone, "", ""
+	return found, "", ""
 }
 
 // spanKindOf is classify over a span's attributes.

@@ -46,7 +46,8 @@ func TestSpanKindTable(t *testing.T) {
 		{"unknown value falls through to the next marker", map[string]any{
 			markerOperation: "execute_node", markerTLSpanKind: "llm",
 		}, opModelCall},
-		{"first known marker decides", map[string]any{markerOperation: "execute_task", markerTLRequestTy: "chat"}, opTask},
+		{"an aggregate marker wins over a model call", map[string]any{markerOperation: "chat", markerOISpanKind: "AGENT"}, opAgent},
+		{"the first aggregate marker decides", map[string]any{markerOperation: "execute_task", markerTLSpanKind: "agent"}, opTask},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

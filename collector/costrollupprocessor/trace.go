@@ -264,9 +264,9 @@ func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStat
 		}
 	}
 	rollupNodes(nodes, sc)
-	agentsFromTree(spans, nodes, &sc.tree, func(i int) bool {
+	agentsFromTree(spans, nodes, sc.index, &sc.tree, func(i int) bool {
 		v := &views[i]
-		return v.hasStatus && (v.status.Type() != pcommon.ValueTypeStr || v.status.Str() != "aggregate")
+		return v.hasStatus && v.status.Type() == pcommon.ValueTypeStr && targetStatus[v.status.Str()]
 	})
 	for i, sp := range spans {
 		nd := &nodes[i]
