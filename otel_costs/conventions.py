@@ -150,11 +150,6 @@ GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: _Final = "gen_ai.usage.cache_write.input_
 GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: _Final = "gen_ai.usage.reasoning.output_tokens"
 SERVER_ADDRESS: _Final = "server.address"
 
-#: ``gen_ai.operation.name`` values whose usage is an aggregate of child calls (never priced).
-AGGREGATE_OPERATIONS: _Final = frozenset({"invoke_agent", "invoke_workflow", "execute_tool", "create_agent"})
-OPERATION_INVOKE_WORKFLOW: _Final = "invoke_workflow"
-OPERATION_INVOKE_AGENT: _Final = "invoke_agent"
-
 
 # --- usage attributes of every instrumentation (read by otel_costs.pricing) ---
 # --- attribute names read here (not in _conventions: only this module reads them) -----------
@@ -218,16 +213,118 @@ MODEL_KEYS: _Final = (GEN_AI_RESPONSE_MODEL, GEN_AI_REQUEST_MODEL, OI_MODEL_NAME
 PROVIDER_KEYS: _Final = (GEN_AI_PROVIDER_NAME, GEN_AI_SYSTEM, OI_PROVIDER, OI_SYSTEM)
 SERVER_KEYS: _Final = (SERVER_ADDRESS, OPENAI_API_BASE)
 
+# --- span kinds: the one table of which spans are model calls, agents, workflows, tasks, tools ---
+# Read only through ``otel_costs._kinds`` (``span_kind``, ``is_model_call``, ``is_aggregate``,
+# ``agent_of``), which every stage asks: capture stand-down, pricing, dedupe, sampling, rollup,
+# reports. docs/conventions.md ("Span kinds") is the same table in prose.
+#: A single model call (chat, completion, embeddings): priced.
+KIND_MODEL_CALL: _Final = "model_call"
+#: An agent invocation: its name is the agent of the calls below it.
+KIND_AGENT: _Final = "agent"
+#: A workflow (a run of agents): its name is the workflow of the calls below it.
+KIND_WORKFLOW: _Final = "workflow"
+#: A task, a graph node or a handoff: an aggregate; names an agent only where no agent span is above.
+KIND_TASK: _Final = "task"
+#: A tool execution: an aggregate.
+KIND_TOOL: _Final = "tool"
+#: Any other span whose usage sums its children's (an OpenInference CHAIN, ``create_agent``).
+KIND_AGGREGATE: _Final = "aggregate"
+#: The kinds whose usage is the sum of their child calls: never priced.
+AGGREGATE_KINDS: _Final = frozenset({KIND_AGENT, KIND_WORKFLOW, KIND_TASK, KIND_TOOL, KIND_AGGREGATE})
+
+OPERATION_INVOKE_WORKFLOW: _Final = "invoke_workflow"
+OPERATION_INVOKE_AGENT: _Final = "invoke_agent"
+#: OpenLLMetry's request type on its LLM spans (``chat``, ``completion``, ``embedding``, ``rerank``).
+TRACELOOP_REQUEST_TYPE: _Final = "llm.request.type"
+
+#: Marker attribute -> its values (as written; the classifier also tries them lower-cased, and
+#: upper-cased for OpenInference) -> kind. A span that any marker calls an agent, workflow,
+#: task, tool or aggregate is that kind (never priced); else it is a model call if a marker says so;
+#: a span with no known value has no kind: **an unknown operation is not a
+#: model call** (nor an aggregate).
+SPAN_KINDS: _Final[dict[str, dict[str, str]]] = {
+    # OpenTelemetry GenAI semantic conventions (gen-ai-spans.md, gen-ai-agent-spans.md), plus the
+    # operations OpenLLMetry and the OpenAI Agents SDK instrumentations write in that attribute.
+    GEN_AI_OPERATION_NAME: {
+        "chat": KIND_MODEL_CALL,
+        "text_completion": KIND_MODEL_CALL,
+        "generate_content": KIND_MODEL_CALL,
+        "embeddings": KIND_MODEL_CALL,
+        "invoke_agent": KIND_AGENT,
+        "create_agent": KIND_AGGREGATE,
+        "invoke_workflow": KIND_WORKFLOW,
+        "execute_task": KIND_TASK,
+        "handoff": KIND_TASK,
+        "execute_tool": KIND_TOOL,
+    },
+    # OpenInference (openinference-semantic-conventions), upper-case as written.
+    OI_SPAN_KIND: {
+        "LLM": KIND_MODEL_CALL,
+        "EMBEDDING": KIND_MODEL_CALL,
+        "AGENT": KIND_AGENT,
+        "CHAIN": KIND_AGGREGATE,
+        "TOOL": KIND_TOOL,
+    },
+    # OpenLLMetry (traceloop semconv_ai), lower-case as written.
+    TRACELOOP_SPAN_KIND: {
+        "llm": KIND_MODEL_CALL,
+        "workflow": KIND_WORKFLOW,
+        "agent": KIND_AGENT,
+        "task": KIND_TASK,
+        "tool": KIND_TOOL,
+    },
+    TRACELOOP_REQUEST_TYPE: {
+        "chat": KIND_MODEL_CALL,
+        "completion": KIND_MODEL_CALL,
+        "embedding": KIND_MODEL_CALL,
+    },
+}
+
+# Where each convention puts the agent's and the workflow's names (read by ``_kinds.agent_of``).
+#: OpenInference AGENT spans: the agent's name and, in a graph, its node and parent node.
+OI_AGENT_NAME: _Final = "agent.name"
+OI_GRAPH_NODE_ID: _Final = "graph.node.id"
+OI_GRAPH_NODE_PARENT_ID: _Final = "graph.node.parent_id"
+#: OpenInference LangChain spans: a JSON object string holding ``lc_agent_name``/``langgraph_node``.
+OI_METADATA: _Final = "metadata"
+#: Keys of that JSON object (and of LangChain run metadata) naming the agent, in priority order.
+LC_AGENT_NAME_KEYS: _Final = ("lc_agent_name", "agent_name")
+#: OpenLLMetry: task/agent/workflow spans name their entity; LangChain LLM spans carry the agent
+#: in the association properties and the chain of entity names above them in ``entity.path``.
+GEN_AI_TASK_NAME: _Final = "gen_ai.task.name"
+TRACELOOP_ENTITY_NAME: _Final = "traceloop.entity.name"
+TRACELOOP_ENTITY_PATH: _Final = "traceloop.entity.path"
+TRACELOOP_LC_AGENT_NAME: _Final = "traceloop.association.properties.lc_agent_name"
+#: A model-call span's own agent, first present wins: the names a call span carries itself.
+CALL_AGENT_NAME_KEYS: _Final = (AGENT_NAME, TRACELOOP_LC_AGENT_NAME, OI_AGENT_NAME)
+#: An agent (or task) span's name, first present wins.
+SCOPE_AGENT_NAME_KEYS: _Final = (AGENT_NAME, OI_AGENT_NAME, GEN_AI_TASK_NAME, TRACELOOP_ENTITY_NAME)
+#: A workflow span's name, first present wins.
+SCOPE_WORKFLOW_NAME_KEYS: _Final = (WORKFLOW_NAME, TRACELOOP_ENTITY_NAME)
+#: Where the agent written on a model-call span came from: the span itself (``own``: one of
+#: ``CALL_AGENT_NAME_KEYS`` or the ``metadata`` JSON) or the nearest agent above it (``inherited``).
+#: Written by ``CostRollupExporter`` (and the Collector's ``costrollup``) on every billable span
+#: it finds an agent for; ``gen_ai.agent.name``, ``agent.parent_id`` and ``workflow.name`` are
+#: written only when absent.
+AGENT_SOURCE: _Final = "otel_costs.agent.source"
+AGENT_SOURCE_OWN: _Final = "own"
+AGENT_SOURCE_INHERITED: _Final = "inherited"
+
+
+# --- derived views of SPAN_KINDS (kept for existing readers and tests) ---
+def _values(marker: str, *kinds: str) -> frozenset[str]:
+    return frozenset(value for value, kind in SPAN_KINDS[marker].items() if kind in kinds)
+
+
+#: ``gen_ai.operation.name`` values whose usage is an aggregate of child calls (never priced).
+AGGREGATE_OPERATIONS: _Final = _values(GEN_AI_OPERATION_NAME, *AGGREGATE_KINDS)
+#: ``gen_ai.operation.name`` values of a single model call, and OpenInference span kinds of one.
+LLM_OPERATIONS: _Final = _values(GEN_AI_OPERATION_NAME, KIND_MODEL_CALL)
+OI_LLM_KINDS: _Final = _values(OI_SPAN_KIND, KIND_MODEL_CALL)
 #: OpenInference span kinds whose token counts sum their children's (upper-case, as written).
-OI_AGGREGATE_KINDS: _Final = frozenset({"AGENT", "CHAIN", "TOOL"})
+OI_AGGREGATE_KINDS: _Final = _values(OI_SPAN_KIND, *AGGREGATE_KINDS)
 #: traceloop span kinds whose token counts sum their children's.
-TRACELOOP_AGGREGATE_KINDS: _Final = frozenset({"workflow", "agent", "task", "tool"})
-
-#: ``gen_ai.operation.name`` values of a single model call, and OpenInference span kinds of one:
-#: such a span with no usage at all is flagged (e.g. a stream read without its usage record).
-LLM_OPERATIONS: _Final = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
-OI_LLM_KINDS: _Final = frozenset({"LLM", "EMBEDDING"})
-
+TRACELOOP_AGGREGATE_KINDS: _Final = _values(TRACELOOP_SPAN_KIND, *AGGREGATE_KINDS)
 
 # --- budget alerts: the threshold event and its attributes ---
 #: Name of the span event added to the span whose cost crossed a threshold.
@@ -278,6 +375,10 @@ __all__ = [
     "AGENT_ID",
     "AGENT_NAME",
     "AGENT_PARENT_ID",
+    "AGENT_SOURCE",
+    "AGENT_SOURCE_INHERITED",
+    "AGENT_SOURCE_OWN",
+    "AGGREGATE_KINDS",
     "AGGREGATE_OPERATIONS",
     "ATTRIBUTION_REJECTED",
     "BAGGAGE_AGENT_ID",
@@ -298,6 +399,7 @@ __all__ = [
     "BUDGET_WINDOW",
     "CACHE_READ_KEYS",
     "CACHE_WRITE_KEYS",
+    "CALL_AGENT_NAME_KEYS",
     "CODE_FILE_PATH",
     "CODE_FUNCTION_NAME",
     "CODE_LINE_NUMBER",
@@ -333,6 +435,7 @@ __all__ = [
     "GEN_AI_RESPONSE_ID",
     "GEN_AI_RESPONSE_MODEL",
     "GEN_AI_SYSTEM",
+    "GEN_AI_TASK_NAME",
     "GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS",
     "GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS",
     "GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS",
@@ -352,14 +455,25 @@ __all__ = [
     "HEADER_WORKFLOW_ID",
     "HEADER_WORKFLOW_NAME",
     "INPUT_KEYS",
+    "KIND_AGENT",
+    "KIND_AGGREGATE",
+    "KIND_MODEL_CALL",
+    "KIND_TASK",
+    "KIND_TOOL",
+    "KIND_WORKFLOW",
+    "LC_AGENT_NAME_KEYS",
     "LIMIT_METRIC",
     "LLM_OPERATIONS",
     "MODEL_KEYS",
+    "OI_AGENT_NAME",
     "OI_AGGREGATE_KINDS",
     "OI_CACHE_READ",
     "OI_CACHE_WRITE",
     "OI_EMBEDDING_MODEL_NAME",
+    "OI_GRAPH_NODE_ID",
+    "OI_GRAPH_NODE_PARENT_ID",
     "OI_LLM_KINDS",
+    "OI_METADATA",
     "OI_MODEL_NAME",
     "OI_PROVIDER",
     "OI_REASONING",
@@ -383,14 +497,17 @@ __all__ = [
     "RETRY_DEPTH",
     "RETRY_DEPTH_TIERS",
     "RETRY_STEP",
+    "SCOPE_AGENT_NAME_KEYS",
     "SCOPE_PROCESS",
     "SCOPE_TRACE",
+    "SCOPE_WORKFLOW_NAME_KEYS",
     "SERVER_ADDRESS",
     "SERVER_KEYS",
     "SERVICE_NAME",
     "SEVERITY_CRITICAL",
     "SEVERITY_EXCEEDED",
     "SEVERITY_WARNING",
+    "SPAN_KINDS",
     "SPENT_METRIC",
     "STATUS_AGGREGATE",
     "STATUS_DUPLICATE",
@@ -404,8 +521,12 @@ __all__ = [
     "TRACELOOP_AGGREGATE_KINDS",
     "TRACELOOP_CACHE_CREATION_INPUT_TOKENS",
     "TRACELOOP_CACHE_READ_INPUT_TOKENS",
+    "TRACELOOP_ENTITY_NAME",
+    "TRACELOOP_ENTITY_PATH",
+    "TRACELOOP_LC_AGENT_NAME",
     "TRACELOOP_LLM_REASONING_TOKENS",
     "TRACELOOP_REASONING_TOKENS",
+    "TRACELOOP_REQUEST_TYPE",
     "TRACELOOP_SPAN_KIND",
     "TRACELOOP_TOTAL_TOKENS",
     "USER_ID",

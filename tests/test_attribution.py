@@ -154,6 +154,8 @@ def test_agent_spans_and_parent_agent(pipeline: InMemoryPipeline, llm_call: LlmC
         conv.AGENT_NAME: "coder",
         conv.AGENT_ID: "coder-7",
         conv.RETRY_DEPTH: 0,
+        # Written by the exporter's agent-from-the-tree rule (issue 11): the next agent above.
+        conv.AGENT_PARENT_ID: "coordinator",
     }
 
 
@@ -551,3 +553,127 @@ def test_a_decorated_function_records_its_caller(pipeline: InMemoryPipeline) -> 
     attributes = pipeline.attributes("invoke_agent deco")
     assert attributes[conv.CODE_FUNCTION_NAME] == f"{__name__}.test_a_decorated_function_records_its_caller"
     assert attributes[conv.CODE_LINE_NUMBER] == line
+
+
+# --- scopes left in another context than they were entered (issue 11, item 8) --------------------
+
+Factory = Callable[..., Any]
+SCOPES: list[tuple[str, Factory]] = [
+    ("agent", lambda tp: otel_costs.agent("hooked", tracer_provider=tp)),
+    ("workflow", lambda tp: otel_costs.workflow("hooked", tracer_provider=tp)),
+]
+
+
+def _assert_clean_exit(
+    pipeline: InMemoryPipeline, caplog: pytest.LogCaptureFixture, llm_call: Callable[..., None]
+) -> None:
+    """The scope's span ended, nothing was logged at warning or above, and a call made now is not
+    attributed to the scope."""
+    names = [s.name for s in pipeline.spans()]
+    assert any(name.endswith(" hooked") for name in names), names
+    assert [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")] == []
+    llm_call(pipeline.tracer_provider, "gpt-5.2", 10, 10)
+    assert attribution_of(pipeline.attributes("chat gpt-5.2")).get(conv.AGENT_NAME) is None
+    assert conv.BAGGAGE_AGENT_NAME not in otel_costs.current_attribution()
+
+
+@pytest.mark.parametrize(("kind", "make"), SCOPES, ids=[k for k, _ in SCOPES])
+def test_scope_entered_in_one_task_and_exited_in_another(
+    kind: str, make: Factory, pipeline: InMemoryPipeline, caplog: pytest.LogCaptureFixture, llm_call: Any
+) -> None:
+    """Entered in one asyncio task and exited in another (hooks of async frameworks): ends cleanly."""
+    scope = make(pipeline.tracer_provider)
+
+    async def main() -> None:
+        entered = asyncio.Event()
+
+        async def start() -> None:
+            scope.__enter__()
+            entered.set()
+
+        async def end() -> None:
+            await entered.wait()
+            scope.__exit__(None, None, None)
+
+        await asyncio.gather(asyncio.create_task(start()), asyncio.create_task(end()))
+
+    asyncio.run(main())
+    _assert_clean_exit(pipeline, caplog, llm_call)
+
+
+@pytest.mark.parametrize(("kind", "make"), SCOPES, ids=[k for k, _ in SCOPES])
+def test_scope_entered_in_a_copied_context_and_exited_outside(
+    kind: str, make: Factory, pipeline: InMemoryPipeline, caplog: pytest.LogCaptureFixture, llm_call: Any
+) -> None:
+    """Entered inside ``copy_context().run`` and exited in the caller's context: ends cleanly."""
+    scope = make(pipeline.tracer_provider)
+    contextvars.copy_context().run(scope.__enter__)
+    scope.__exit__(None, None, None)
+    _assert_clean_exit(pipeline, caplog, llm_call)
+
+
+@pytest.mark.parametrize(("kind", "make"), SCOPES, ids=[k for k, _ in SCOPES])
+def test_scope_exited_in_a_context_copied_from_inside_it(
+    kind: str, make: Factory, pipeline: InMemoryPipeline, caplog: pytest.LogCaptureFixture, llm_call: Any
+) -> None:
+    """Entered in a callback context and exited in a copy of it made inside the scope: that copy's
+    next call is not attributed to the scope."""
+    scope = make(pipeline.tracer_provider)
+    hook = contextvars.copy_context()
+    inner = hook.run(lambda: (scope.__enter__(), contextvars.copy_context())[1])
+
+    def exit_and_call() -> None:
+        scope.__exit__(None, None, None)
+        _assert_clean_exit(pipeline, caplog, llm_call)
+
+    inner.run(exit_and_call)
+
+
+@pytest.mark.parametrize(("kind", "make"), SCOPES, ids=[k for k, _ in SCOPES])
+def test_scope_entered_and_exited_in_different_threads(
+    kind: str, make: Factory, pipeline: InMemoryPipeline, caplog: pytest.LogCaptureFixture, llm_call: Any
+) -> None:
+    """Entered in one thread and exited in another: the span ends, no error, no leak into the next call."""
+    scope = make(pipeline.tracer_provider)
+    entered = threading.Event()
+    errors: list[BaseException] = []
+
+    def run(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    def exit_then_check() -> None:
+        assert entered.wait(10)
+        scope.__exit__(None, None, None)
+        _assert_clean_exit(pipeline, caplog, llm_call)
+
+    def enter() -> None:
+        scope.__enter__()
+        entered.set()
+
+    first = threading.Thread(target=run, args=(enter,))
+    second = threading.Thread(target=run, args=(exit_then_check,))
+    first.start()
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert errors == []
+    assert not first.is_alive() and not second.is_alive()
+
+
+def test_exception_recorded_when_exited_elsewhere(pipeline: InMemoryPipeline) -> None:
+    """An error passed to an exit in another context is recorded on the scope's span."""
+    scope = otel_costs.agent("hooked", tracer_provider=pipeline.tracer_provider)
+    contextvars.copy_context().run(scope.__enter__)
+    scope.__exit__(ValueError, ValueError("boom"), None)
+    span = pipeline.span("invoke_agent hooked")
+    assert span.status.description == "ValueError: boom"
+    assert [e.name for e in span.events] == ["exception"]
+
+
+def test_exit_without_entry_is_ignored(pipeline: InMemoryPipeline, caplog: pytest.LogCaptureFixture) -> None:
+    """Exiting a scope that was never entered does nothing and logs no warning."""
+    otel_costs.agent("never", tracer_provider=pipeline.tracer_provider).__exit__(None, None, None)
+    assert pipeline.spans() == [] and [r for r in caplog.records if r.levelname == "WARNING"] == []

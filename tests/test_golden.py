@@ -108,6 +108,12 @@ def test_golden_case(path: Path, golden_book: PriceBook) -> None:
                     f"span #{index} {span['spanId']} {key}: expected {want.get(key, '<absent>')!r}, "
                     f"Python wrote {actual.get(key, '<absent>')!r}"
                 )
+        written = regen.agent_written(span, attrs)
+        if written != expected.get("agent", {}):
+            problems.append(
+                f"span #{index} {span['spanId']} agent rule: expected {expected.get('agent')!r}, "
+                f"Python wrote {written!r}"
+            )
     assert not problems, "\n".join(problems)
 
 

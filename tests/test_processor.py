@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import pytest
 from opentelemetry import baggage, context
+from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -662,3 +663,93 @@ def test_fast_path_failure_falls_back_to_the_price_book(
     assert attrs[conv.COST_DIRECT_NANOS] == 12_000_000
     assert "fast pricing failed" in caplog.text
     h.provider.shutdown()
+
+
+# --- one call traced by two instrumentations, nested: counted once --------------------------------
+
+
+def _oi_llm(model: str, prompt: int, completion: int, **extra: Any) -> dict[str, Any]:
+    """The attributes of an OpenInference LLM span (no response id, no cache counts)."""
+    return {
+        conv.OI_SPAN_KIND: "LLM",
+        conv.OI_MODEL_NAME: model,
+        conv.OI_PROVIDER: "openai",
+        conv.OI_TOKEN_COUNT_PROMPT: prompt,
+        conv.OI_TOKEN_COUNT_COMPLETION: completion,
+        **extra,
+    }
+
+
+def _nested(harness: Harness, outer: dict[str, Any], inner: dict[str, Any]) -> tuple[Mapping[str, Any], ...]:
+    tracer = harness.provider.get_tracer("tests")
+    with (
+        tracer.start_as_current_span("outer", attributes=outer),
+        tracer.start_as_current_span("inner", attributes=inner),
+    ):
+        pass
+    spans = {s.name: s.attributes or {} for s in harness.exporter.get_finished_spans()}
+    return spans["outer"], spans["inner"]
+
+
+def test_nested_call_with_fuller_usage_is_counted_and_the_outer_is_duplicate(harness: Harness) -> None:
+    """An SDK span with cache counts inside an OpenInference LLM span: inner priced, outer duplicate."""
+    inner_attrs = chat("gpt-5.2", 1500, 500, **{conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 1000})
+    outer, inner = _nested(harness, _oi_llm("gpt-5.2", 1500, 500), inner_attrs)
+    assert inner[conv.COST_STATUS] == conv.STATUS_PRICED
+    assert outer[conv.COST_STATUS] == conv.STATUS_DUPLICATE
+    assert "nested" in str(outer[conv.COST_STATUS_REASON]) and conv.COST_DIRECT_NANOS not in outer
+    assert [name for name, _ in harness.costs] == ["inner"]
+
+
+def test_nested_call_counts_the_outer_when_its_usage_is_fuller(harness: Harness) -> None:
+    """When the outer span has the fuller usage (reasoning) it is priced and the inner is duplicate."""
+    outer_attrs = chat("gpt-5.2", 1500, 500, **{conv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: 100})
+    outer, inner = _nested(harness, outer_attrs, _oi_llm("openai/gpt-5.2", 1500, 500))
+    assert (outer[conv.COST_STATUS], inner[conv.COST_STATUS]) == (conv.STATUS_PRICED, conv.STATUS_DUPLICATE)
+    assert [name for name, _ in harness.costs] == ["outer"]
+
+
+def test_nested_calls_for_another_model_are_both_counted(harness: Harness) -> None:
+    """A call for another model inside a model-call span is a call of its own: both are priced."""
+    outer, inner = _nested(harness, chat("gpt-5.2", 1500, 500), chat("gemini-3-pro", 100, 10))
+    assert (outer[conv.COST_STATUS], inner[conv.COST_STATUS]) == (conv.STATUS_PRICED, conv.STATUS_PRICED)
+    assert sorted(name for name, _ in harness.costs) == ["inner", "outer"]
+
+
+def test_nested_call_without_id_is_duplicate_of_one_with_an_id(harness: Harness) -> None:
+    """Only the inner span has a ``gen_ai.response.id``: the structure still says one call."""
+    outer, inner = _nested(
+        harness, _oi_llm("gpt-5.2", 1500, 500), chat("gpt-5.2", 1500, 500, **{conv.GEN_AI_RESPONSE_ID: "r-1"})
+    )
+    assert sorted([outer[conv.COST_STATUS], inner[conv.COST_STATUS]]) == [
+        conv.STATUS_DUPLICATE,
+        conv.STATUS_PRICED,
+    ]
+    assert len(harness.costs) == 1
+
+
+def test_held_span_is_released_by_force_flush_when_its_outer_span_never_ends(harness: Harness) -> None:
+    """A nested call whose outer span is still open is priced as it is on force_flush: never lost."""
+    tracer = harness.provider.get_tracer("tests")
+    outer = tracer.start_span("outer", attributes=_oi_llm("gpt-5.2", 1, 1))
+    with (
+        trace_api.use_span(outer),
+        tracer.start_as_current_span("inner", attributes=chat("gpt-5.2", 1500, 500)),
+    ):
+        pass
+    assert [s.name for s in harness.exporter.get_finished_spans()] == []
+    harness.provider.force_flush()
+    (inner,) = harness.exporter.get_finished_spans()
+    assert (inner.attributes or {})[conv.COST_STATUS] == conv.STATUS_PRICED
+    outer.end()
+    spans = {s.name: s.attributes or {} for s in harness.exporter.get_finished_spans()}
+    assert spans["outer"][conv.COST_STATUS] == conv.STATUS_PRICED  # released before: no longer paired
+
+
+def test_plain_child_of_a_model_call_is_not_held(harness: Harness) -> None:
+    """A span that is no model call (an HTTP span) inside a model-call span goes on at once."""
+    tracer = harness.provider.get_tracer("tests")
+    with tracer.start_as_current_span("outer", attributes=chat("gpt-5.2", 1, 1)):
+        with tracer.start_as_current_span("POST", attributes={"http.request.method": "POST"}):
+            pass
+        assert [s.name for s in harness.exporter.get_finished_spans()] == ["POST"]

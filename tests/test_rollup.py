@@ -211,3 +211,170 @@ def test_rollup_attributes_empty_without_billable_usage() -> None:
 def test_rollup_attributes_flag_root_kinds(kind: str, flags: dict[str, object]) -> None:
     """Why a node is a root is published even when its subtree costs nothing."""
     assert rollup_attributes(CostNode("a", "p"), NodeRollup(0, 0, False, 0, kind)) == flags
+
+
+# --- agent from the tree (docs/conventions.md) ------------------------------------------------
+
+from otel_costs.cli._report import by_agent  # noqa: E402
+from otel_costs.pipeline._otlp import SpanRecord  # noqa: E402
+from otel_costs.rollup._agents import inherited_attributes  # noqa: E402
+
+OP = conv.GEN_AI_OPERATION_NAME
+PRICED = {OP: "chat", conv.COST_STATUS: conv.STATUS_PRICED}
+
+
+@pytest.mark.parametrize(
+    ("chain", "written"),
+    [
+        # AutoGen / OpenLLMetry CrewAI: invoke_agent spans above, a workflow on top.
+        (
+            [
+                {OP: "invoke_workflow", conv.WORKFLOW_NAME: "crew"},
+                {OP: "invoke_agent", conv.AGENT_NAME: "supervisor", conv.AGENT_ID: "sup-1"},
+                {OP: "invoke_agent", conv.AGENT_NAME: "researcher"},
+                {OP: "execute_tool"},
+            ],
+            {
+                conv.AGENT_NAME: "researcher",
+                conv.AGENT_SOURCE: conv.AGENT_SOURCE_INHERITED,
+                conv.AGENT_PARENT_ID: "sup-1",
+                conv.WORKFLOW_NAME: "crew",
+            },
+        ),
+        # OpenLLMetry LangChain: a workflow span, a task per sub-agent, no agent span.
+        (
+            [
+                {conv.TRACELOOP_SPAN_KIND: "workflow", conv.TRACELOOP_ENTITY_NAME: "LangGraph"},
+                {OP: "execute_task", conv.GEN_AI_TASK_NAME: "research_agent"},
+            ],
+            {
+                conv.AGENT_NAME: "research_agent",
+                conv.AGENT_SOURCE: conv.AGENT_SOURCE_INHERITED,
+                conv.WORKFLOW_NAME: "LangGraph",
+            },
+        ),
+        # OpenInference AGENT spans of a graph: the parent node when no agent span is above.
+        (
+            [
+                {
+                    conv.OI_SPAN_KIND: "AGENT",
+                    conv.OI_AGENT_NAME: "writer",
+                    conv.OI_GRAPH_NODE_PARENT_ID: "boss",
+                }
+            ],
+            {
+                conv.AGENT_NAME: "writer",
+                conv.AGENT_SOURCE: conv.AGENT_SOURCE_INHERITED,
+                conv.AGENT_PARENT_ID: "boss",
+            },
+        ),
+        # An agent span wins over a task below it (a CrewAI task under its agent).
+        (
+            [
+                {OP: "invoke_agent", conv.AGENT_NAME: "analyst"},
+                {OP: "execute_task", conv.GEN_AI_TASK_NAME: "t1"},
+            ],
+            {conv.AGENT_NAME: "analyst", conv.AGENT_SOURCE: conv.AGENT_SOURCE_INHERITED},
+        ),
+        # An unnamed agent span gives nothing; nothing above: nothing written.
+        ([{OP: "invoke_agent"}, {OP: "handoff"}], {}),
+    ],
+)
+def test_agent_from_the_tree(chain: list[dict[str, object]], written: dict[str, object]) -> None:
+    """A billable span without an agent gets the nearest agent above, its parent agent, the workflow."""
+    attrs: list[dict[str, object] | None] = [*chain, dict(PRICED)]
+    ids = list(range(1, len(attrs) + 1))
+    parents: list[Hashable | None] = [None, *ids[:-1]]
+    assert inherited_attributes(ids, parents, attrs).get(len(attrs) - 1, {}) == written
+
+
+@pytest.mark.parametrize(
+    ("own", "written"),
+    [
+        (
+            {conv.AGENT_NAME: "coder"},
+            {conv.AGENT_SOURCE: conv.AGENT_SOURCE_OWN, conv.AGENT_PARENT_ID: "lead"},
+        ),
+        (
+            {conv.TRACELOOP_LC_AGENT_NAME: "coder"},
+            {
+                conv.AGENT_NAME: "coder",
+                conv.AGENT_SOURCE: conv.AGENT_SOURCE_OWN,
+                conv.AGENT_PARENT_ID: "lead",
+            },
+        ),
+        (
+            {conv.OI_METADATA: '{"lc_agent_name": "coder", "langgraph_node": "code"}'},
+            {
+                conv.AGENT_NAME: "coder",
+                conv.AGENT_SOURCE: conv.AGENT_SOURCE_OWN,
+                conv.AGENT_PARENT_ID: "lead",
+            },
+        ),
+        (
+            {conv.AGENT_NAME: "coder", conv.AGENT_PARENT_ID: "set-by-app"},
+            {conv.AGENT_SOURCE: conv.AGENT_SOURCE_OWN},
+        ),
+    ],
+)
+def test_own_agent_wins_and_nothing_present_is_replaced(
+    own: dict[str, object], written: dict[str, object]
+) -> None:
+    """A span's own agent (any convention) is kept, marked own; the parent is the next other agent."""
+    attrs: list[dict[str, object] | None] = [
+        {OP: "invoke_agent", conv.AGENT_NAME: "lead"},
+        {OP: "invoke_agent", conv.AGENT_NAME: "coder"},
+        {**PRICED, **own},
+    ]
+    assert inherited_attributes([1, 2, 3], [None, 1, 2], attrs).get(2, {}) == written
+
+
+def test_agent_rule_survives_cycles_missing_parents_and_skips_aggregates() -> None:
+    """Parent links that loop or point nowhere end the walk; aggregate and unmarked spans get nothing."""
+    attrs: list[dict[str, object] | None] = [
+        {OP: "invoke_agent", conv.AGENT_NAME: "a", conv.COST_STATUS: conv.STATUS_AGGREGATE},
+        dict(PRICED),
+        dict(PRICED),
+        None,
+    ]
+    out = inherited_attributes([1, 2, 3, 4], [3, 1, 2, 99], attrs)
+    assert out == {
+        1: {conv.AGENT_NAME: "a", conv.AGENT_SOURCE: conv.AGENT_SOURCE_INHERITED},
+        2: {conv.AGENT_NAME: "a", conv.AGENT_SOURCE: conv.AGENT_SOURCE_INHERITED},
+    }
+
+
+def test_by_agent_splits_foreign_agent_spans_with_no_glue(pipeline: object, llm_call: object) -> None:
+    """Calls under a framework's ``invoke_agent`` spans are exported named; --by-agent splits them."""
+    from otel_costs.testing import InMemoryPipeline
+
+    assert isinstance(pipeline, InMemoryPipeline) and callable(llm_call)
+    tracer = pipeline.tracer_provider.get_tracer("autogen-like")
+    with tracer.start_as_current_span(
+        "team run", attributes={OP: "invoke_workflow", conv.WORKFLOW_NAME: "chat"}
+    ):
+        for agent in ("planner", "coder"):
+            with tracer.start_as_current_span(
+                f"invoke_agent {agent}", attributes={OP: "invoke_agent", conv.AGENT_NAME: agent}
+            ):
+                llm_call(pipeline.tracer_provider, "gpt-5.2", 1000, 100)
+    pipeline.tracer_provider.force_flush()
+    calls = [s for s in pipeline.spans() if (s.attributes or {}).get(OP) == "chat"]
+    assert sorted((s.attributes or {})[conv.AGENT_NAME] for s in calls) == ["coder", "planner"]
+    assert all((s.attributes or {})[conv.AGENT_SOURCE] == conv.AGENT_SOURCE_INHERITED for s in calls)
+    records = [
+        SpanRecord(
+            trace_id=s.context.trace_id.to_bytes(16, "big"),
+            span_id=s.context.span_id.to_bytes(8, "big"),
+            parent_span_id=s.parent.span_id.to_bytes(8, "big") if s.parent else None,
+            name=s.name,
+            attributes=dict(s.attributes or {}),
+            service_name=None,
+            start_time_unix_nano=s.start_time or 0,
+            end_time_unix_nano=s.end_time or 0,
+            remote_parent=False,
+        )
+        for s in pipeline.spans()
+        if s.context is not None
+    ]
+    assert sorted(row[0] for row in by_agent(records)) == ["coder", "planner"]

@@ -19,14 +19,16 @@ import contextvars
 import functools
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
 from opentelemetry import baggage, context, trace
+from opentelemetry.trace import Status, StatusCode
 from ulid import ULID
 
 from otel_costs import conventions as conv
@@ -45,13 +47,15 @@ class _Entry:
     """One active entry of a scope."""
 
     token: object
-    """The token of the context attached on entry (with the scope's baggage)."""
+    """The token of the context attached on entry (the scope's baggage and span)."""
     span: trace.Span
     """The scope's span."""
-    cm: AbstractContextManager[Any]
-    """The context manager that made ``span`` current."""
+    before: context.Context
+    """The context that was current on entry."""
     previous: contextvars.Token[tuple[_Entry, ...]] | None = None
     """Restores the scope's entry stack as it was before this entry."""
+    done: bool = False
+    """The entry was exited (in its own context or another)."""
 
 
 def _tracer(provider: trace.TracerProvider | None) -> trace.Tracer:
@@ -84,6 +88,10 @@ class Scope(AbstractContextManager["Scope"]):
         self._stack: contextvars.ContextVar[tuple[_Entry, ...]] = contextvars.ContextVar(
             "otel_costs.scope", default=()
         )
+        # Also on the object, in entry order: a scope left in another context than it was
+        # entered (framework callbacks, another asyncio task) finds its entry here.
+        self._open: list[_Entry] = []
+        self._open_lock = threading.Lock()
 
     def _prepare(self) -> tuple[str, dict[str, Any], dict[str, str | None]]:
         """Span name, span attributes, and baggage entries to set (``None``: remove the key)."""
@@ -95,15 +103,17 @@ class Scope(AbstractContextManager["Scope"]):
     def __enter__(self) -> Scope:
         name, attributes, entries = self._prepare()
         attributes.update(call_site())
-        ctx = context.get_current()
+        before = ctx = context.get_current()
         for key, value in entries.items():
             ctx = baggage.remove_baggage(key, ctx) if value is None else baggage.set_baggage(key, value, ctx)
-        token = context.attach(ctx)
-        cm = _tracer(self._tracer_provider).start_as_current_span(
-            name, attributes=attributes, record_exception=True, set_status_on_exception=True
-        )
-        entry = _Entry(token, cm.__enter__(), cm)
+        # One attach for baggage and span (not start_as_current_span, whose generator would
+        # detach its own token wherever it is garbage-collected: an error log in another context).
+        span = _tracer(self._tracer_provider).start_span(name, context=ctx, attributes=attributes)
+        token = context.attach(trace.set_span_in_context(span, ctx))
+        entry = _Entry(token, span, before)
         entry.previous = self._stack.set((*self._stack.get(), entry))
+        with self._open_lock:
+            self._open.append(entry)
         return self
 
     def __exit__(
@@ -113,18 +123,47 @@ class Scope(AbstractContextManager["Scope"]):
         tb: TracebackType | None,
     ) -> None:
         stack = self._stack.get()
-        if not stack:
-            logger.warning("otel_costs: %r exited in another context than it was entered", self)
-            return
-        entry = stack[-1]
-        try:
-            self._stack.reset(cast(Any, entry.previous))
-        except (ValueError, RuntimeError):  # the context changed in between: drop just this entry
-            self._stack.set(stack[:-1])
-        try:
-            entry.cm.__exit__(exc_type, exc, tb)
-        finally:
+        entry = stack[-1] if stack and not stack[-1].done else None
+        if entry is not None:
+            try:
+                self._stack.reset(cast(Any, entry.previous))
+            except (ValueError, RuntimeError):
+                # A copy of the entering context (a task or callback started inside the scope):
+                # this is another context than the one the scope was entered in.
+                self._stack.set(stack[:-1])
+                self._exit_elsewhere(entry, exc)
+                return
+            self._close(entry, exc)
             context.detach(cast(Any, entry.token))
+            return
+        with self._open_lock:
+            entry = next((e for e in reversed(self._open) if not e.done), None)
+        if entry is None:
+            logger.debug("otel_costs: %r exited more often than entered; ignored", self)
+            return
+        self._exit_elsewhere(entry, exc)
+
+    def _close(self, entry: _Entry, exc: BaseException | None) -> None:
+        """End the entry's span (recording ``exc`` as ``start_as_current_span`` would)."""
+        with self._open_lock:
+            entry.done = True
+            with suppress(ValueError):
+                self._open.remove(entry)
+        span = entry.span
+        if isinstance(exc, Exception) and span.is_recording():
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.end()
+
+    def _exit_elsewhere(self, entry: _Entry, exc: BaseException | None) -> None:
+        """Leave ``entry`` from another context than it was entered in: end its span, and if this
+        context still carries the scope (it was copied from inside it), restore what was current
+        before the entry, so the next call here is not attributed to the ended scope. The
+        entering context's token cannot be detached here (a ``contextvars`` token belongs to its
+        context): it is left to that context, which the frameworks discard."""
+        self._close(entry, exc)
+        if trace.get_current_span() is entry.span:
+            context.attach(entry.before)  # this context never attached the entry: nothing to detach
 
     async def __aenter__(self) -> Scope:
         return self.__enter__()

@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_costs import conventions as conv
 from otel_costs._callsite import call_site
+from otel_costs._kinds import is_model_call
 from otel_costs._sdk import set_validated_attributes as _add_attributes
 from otel_costs.capture._config import Config, PreCallBudgets
 from otel_costs.capture._dialects import OPENAI_CHAT, OPENAI_COMPLETIONS, ApiCall, loads_json
@@ -39,13 +40,14 @@ BATCH_BYTES: Final = 64 * 1024
 
 
 def inside_llm_span(ctx: Context) -> bool:
-    """Whether the span of ``ctx`` is already an LLM call (e.g. the Anthropic SDK's own span)."""
+    """Whether the span of ``ctx`` is already a model call in any convention (the Anthropic SDK's
+    own span, an OpenInference ``LLM`` span, an OpenLLMetry ``llm`` span): the capture then stands
+    down. A task/handoff/node span or an unknown operation is no model call (``_kinds``)."""
     span = trace.get_current_span(ctx)
     if not span.is_recording():
         return False
     attributes = getattr(span, "attributes", None)
-    operation = attributes.get(conv.GEN_AI_OPERATION_NAME) if isinstance(attributes, Mapping) else None
-    return isinstance(operation, str) and operation not in conv.AGGREGATE_OPERATIONS
+    return isinstance(attributes, Mapping) and is_model_call(attributes)
 
 
 def _request_fields(request: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from otel_costs import conventions as conv
+from otel_costs._kinds import is_aggregate, scope_name, span_kind
 from otel_costs._money import nanos_to_decimal
 from otel_costs.pipeline._otlp import SpanRecord, hex_id
 from otel_costs.rollup._tree import NodeRollup, cost_node, rollup
@@ -34,11 +35,15 @@ class TreeNode:
     def label(self) -> str:
         """The agent name for agent spans, the workflow name for workflow spans, else the span name."""
         attrs = self.record.attributes
-        operation = attrs.get(conv.GEN_AI_OPERATION_NAME)
-        if operation == conv.OPERATION_INVOKE_AGENT and attrs.get(conv.AGENT_NAME):
-            return str(attrs[conv.AGENT_NAME])
-        if operation == conv.OPERATION_INVOKE_WORKFLOW and attrs.get(conv.WORKFLOW_NAME):
-            return f"workflow {attrs[conv.WORKFLOW_NAME]}"
+        kind = span_kind(attrs)
+        if kind == conv.KIND_AGENT:
+            name = scope_name(attrs, kind)
+            if name:
+                return name
+        if kind == conv.KIND_WORKFLOW:
+            name = scope_name(attrs, kind)
+            if name:
+                return f"workflow {name}"
         return self.record.name
 
 
@@ -119,8 +124,7 @@ def by_agent(records: Iterable[SpanRecord]) -> list[tuple[str, int, int, int]]:
     table: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for record in records:
         node = cost_node(record.span_id, record.parent_span_id, record.attributes)
-        operation = record.attributes.get(conv.GEN_AI_OPERATION_NAME)
-        if not node.billable or operation in conv.AGGREGATE_OPERATIONS:
+        if not node.billable or is_aggregate(record.attributes):
             continue
         row = table[str(record.attributes.get(conv.AGENT_NAME, "(no agent)"))]
         row[0] += 1

@@ -9,20 +9,33 @@ entry, ``PriceBook._cost_attributes``); flag a call already counted; copy the sp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from otel_costs import conventions as conv
-from otel_costs._sdk import baggage_entries, ended_attributes, forward_on_ending, set_validated_attributes
+from otel_costs._kinds import MARKER_KEYS, is_model_call, same_model, span_kind
+from otel_costs._sdk import (
+    baggage_entries,
+    ended_attributes,
+    forward_on_ending,
+    set_validated_attributes,
+    started_attributes,
+)
 from otel_costs.pipeline._spans import annotated, attributes_dict
 from otel_costs.pricing._usage import USAGE_OR_CALL_KEYS
+
+#: Keys of a span that may be a model call or carry usage: others skip pricing at once.
+_PRICE_KEYS = USAGE_OR_CALL_KEYS | MARKER_KEYS
 
 if TYPE_CHECKING:
     from otel_costs.pricing._book import PriceBook
@@ -62,6 +75,24 @@ _ATTRIBUTION_CACHE = 1024
 #: included), and the length of their longest string (-1: add them through ``set_attributes``).
 _Additions = tuple[dict[str, Any], int]
 _NOTHING: _Additions = ({}, -1)
+#: How many open (started, not ended) model-call spans with a model-call span started inside them
+#: are tracked; past it the oldest is forgotten (its nested calls are then priced as they are).
+_MAX_OPEN_CALLS = 4096
+#: How many nested model-call spans may wait for their outer span; past it they are priced at once.
+_MAX_HELD = 1024
+#: A nested span whose outer span has not ended after this many seconds is priced as it is.
+_HOLD_SECONDS = 60.0
+#: The usage parts whose presence makes one span's usage fuller than another's.
+_PART_KEYS = (conv.CACHE_READ_KEYS, conv.CACHE_WRITE_KEYS, conv.REASONING_KEYS)
+_STATUS_RANK = {conv.STATUS_PRICED: 2, conv.STATUS_PARTIAL: 1}
+_MODEL_CALL = conv.KIND_MODEL_CALL
+_OPERATION = conv.GEN_AI_OPERATION_NAME
+#: ``gen_ai.operation.name`` values of a model call: the common case, tested inline in ``on_start``.
+_CALL_OPERATIONS = conv.LLM_OPERATIONS
+
+
+#: A nested call span waiting for its outer span: since when, the span, its attributes, its cost.
+_HeldSpan = tuple[float, ReadableSpan, dict[str, Any], dict[str, Any]]
 
 
 class CostSpanProcessor(SpanProcessor):
@@ -74,7 +105,11 @@ class CostSpanProcessor(SpanProcessor):
     Aggregate usage on agent/workflow/tool spans is marked, never priced. Each billable span
     (not aggregate, not a call already counted on another span) goes to every listener in
     ``listeners`` (``CostListener``: e.g. a ``BudgetManager``, whose threshold events then land
-    on the exported span, or ``CostMetrics``), exactly once per span, in order.
+    on the exported span, or ``CostMetrics``), exactly once per span, in order. One call traced
+    twice is counted once: by ``gen_ai.response.id`` within a trace, and by structure: a model-call
+    span started inside another for the same model is held until the outer one ends, then the
+    fuller reading is priced and the other marked ``duplicate`` (at most ``_MAX_HELD`` held, each
+    for at most ``_HOLD_SECONDS``; ``force_flush`` and ``shutdown`` release them).
 
     Example::
 
@@ -115,6 +150,12 @@ class CostSpanProcessor(SpanProcessor):
         self._listeners = tuple(listener.on_span_cost for listener in listeners)
         self._baggage_keys = dict(conv.BAGGAGE_TO_ATTRIBUTE if baggage_keys is None else baggage_keys)
         self._seen: OrderedDict[tuple[int, str], None] = OrderedDict()
+        #: Open model-call spans: span id -> trace id (tracked from ``on_start``).
+        self._open: dict[int, int] = {}
+        #: Nested call spans held, by the span id of their open outer span; how many in all.
+        self._holding: dict[int, list[_HeldSpan]] = {}
+        self._held_count = 0
+        self._hold_lock = threading.Lock()
         self._seen_lock = threading.Lock()
         self._max_value_length = max_value_length
         self._attribution_cache: dict[tuple[tuple[str, object], ...], _Additions] = {}
@@ -133,6 +174,7 @@ class CostSpanProcessor(SpanProcessor):
     # --- on start: attribution ------------------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        started: Mapping[str, object] | None
         try:
             entries = baggage_entries(parent_context)
             if entries:
@@ -145,11 +187,43 @@ class CostSpanProcessor(SpanProcessor):
                 if not same:
                     additions = self._additions(entries)
                 attributes, longest = additions
-                if attributes:
-                    set_validated_attributes(span, attributes, longest, True)
+                started = set_validated_attributes(span, attributes, longest, True) if attributes else None
+            else:
+                started = None
+            # A model-call span started inside another (two instrumentations tracing one call):
+            # its outer span is tracked until it ends, and this one is held when it ends first.
+            if started is None:
+                started = started_attributes(span)
+            # Most spans carry no kind marker at start: one set test over their keys says so.
+            operation = started.get(_OPERATION) if started else None
+            if (type(operation) is str and operation in _CALL_OPERATIONS) or (
+                started and not MARKER_KEYS.isdisjoint(started) and span_kind(started) == _MODEL_CALL
+            ):
+                parent = span.parent
+                if parent is not None and not parent.is_remote:
+                    self._track_outer(parent.span_id, parent.trace_id, parent_context)
         except Exception:
             logger.exception("otel_costs: could not attribute span %r", getattr(span, "name", span))
         self._next.on_start(span, parent_context)
+
+    def _track_outer(self, span_id: int, trace_id: int, parent_context: Context | None) -> None:
+        """Track the parent span (``span_id``) of a model-call span while it is open, if it is a
+        model call too (its span in ``parent_context``)."""
+        opened = self._open
+        if span_id in opened:
+            return
+        outer = trace.get_current_span(parent_context)
+        if outer.get_span_context().span_id != span_id or not outer.is_recording():
+            return
+        attributes = started_attributes(outer) if isinstance(outer, Span) else None
+        if not attributes or span_kind(attributes) != _MODEL_CALL:
+            return
+        if len(opened) >= _MAX_OPEN_CALLS:
+            # A span that never ended: forget the oldest (another thread may change the dict
+            # meanwhile: then try again next time).
+            with contextlib.suppress(RuntimeError, StopIteration):
+                opened.pop(next(iter(opened)), None)
+        opened[span_id] = trace_id
 
     def _additions(self, entries: Mapping[str, object]) -> _Additions:
         """The prepared attribution of the baggage ``entries``, computed once per baggage content.
@@ -224,25 +298,139 @@ class CostSpanProcessor(SpanProcessor):
             if attributes is None:
                 attributes = attributes_dict(span.attributes)
             # Most spans carry no LLM usage: one set test over their keys says so.
-            if not USAGE_OR_CALL_KEYS.isdisjoint(attributes):
-                span = self._costed(span, attributes)
+            if not _PRICE_KEYS.isdisjoint(attributes):
+                opened = self._open
+                if opened:
+                    ctx = span.context
+                    was_open = ctx is not None and opened.pop(ctx.span_id, None) is not None
+                    parent = span.parent
+                    if (
+                        self._held_count
+                        or (parent is not None and parent.span_id in opened)
+                        or (was_open and self._holding)
+                    ):
+                        ended = self._ended_call(span, attributes, was_open)
+                        if ended is None:
+                            return  # held: nested in an open model-call span, handed on when that ends
+                        span = ended[-1]
+                        for out in ended[:-1]:
+                            self._next.on_end(out)
+                        self._next.on_end(span)
+                        return
+                span = self._costed(span, attributes, ())
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
 
-    def _costed(self, span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
+    def _ended_call(
+        self, span: ReadableSpan, attributes: dict[str, Any], was_open: bool
+    ) -> list[ReadableSpan] | None:
+        """The spans to hand on now that ``span`` ended near open model-call spans: itself costed
+        last, after the nested call spans it held (``was_open``: it was one of them) and any held
+        span released by age; ``None`` when ``span`` itself is held."""
+        ctx = span.context
+        if ctx is None:
+            return [self._costed(span, attributes, ())]
+        opened = self._open
+        held = self._take_held(ctx.span_id) if was_open and self._holding else []
+        out: list[ReadableSpan] = []
+        if self._held_count:
+            out = self._release_stale()
+        parent = span.parent
+        if not held and parent is not None and opened.get(parent.span_id) == ctx.trace_id:
+            costed = self._cost(span, attributes)
+            if (
+                costed is not None
+                and costed.get(conv.COST_STATUS) != conv.STATUS_AGGREGATE
+                and is_model_call(attributes)
+                and self._hold(parent.span_id, span, attributes, costed)
+            ):
+                return out or None
+            out.append(self._costed(span, attributes, (), costed))
+            return out
+        out.append(self._costed(span, attributes, held))
+        return out
+
+    def _costed(
+        self,
+        span: ReadableSpan,
+        attributes: dict[str, Any],
+        held: Sequence[_HeldSpan],
+        costed: dict[str, Any] | None = None,
+    ) -> ReadableSpan:
         """The copy of ``span`` (which carries usage; ``attributes`` are its own, only read) to
-        hand on: with its cost attributes and whatever the listeners added; or ``span`` itself."""
+        hand on: with its cost attributes and whatever the listeners added; or ``span`` itself.
+        ``held``: nested call spans that ended inside it, resolved against it first (handed on
+        through ``self._next`` here)."""
+        if costed is None:
+            try:
+                costed = self._price_book._cost_attributes(attributes, span.start_time)
+            except Exception as exc:
+                # A span with usage must still say it was not priced, never pass as $0.
+                logger.exception("otel_costs: price book %r raised", self._price_book)
+                costed = _unpriced(attributes, exc)
+        if costed is None or costed.get(conv.COST_STATUS) == conv.STATUS_AGGREGATE:
+            for _, s, a, c in held:
+                self._next.on_end(self._finish(s, a, c))
+            # Nothing to price (e.g. an agent span without usage), or the usage of child calls:
+            # marked, never counted.
+            return span if costed is None else annotated(span, costed)
+        if held:
+            *others, span = self._resolve(list(held), span, attributes, costed)
+            for other in others:
+                self._next.on_end(other)
+            return span
+        return self._finish(span, attributes, costed)
+
+    def _cost(self, span: ReadableSpan, attributes: dict[str, Any]) -> dict[str, Any] | None:
+        """The cost attributes of ``span`` (``attributes`` are its own, only read), or ``None``."""
         try:
-            costed = self._price_book._cost_attributes(attributes, span.start_time)
+            return self._price_book._cost_attributes(attributes, span.start_time)
         except Exception as exc:
             # A span with usage must still say it was not priced, never pass as $0.
             logger.exception("otel_costs: price book %r raised", self._price_book)
-            costed = _unpriced(attributes, exc)
-        if costed is None:
-            return span  # nothing to price (e.g. an agent span without usage)
-        if costed.get(conv.COST_STATUS) == conv.STATUS_AGGREGATE:
-            return annotated(span, costed)  # the usage of child calls: marked, never counted
+            return _unpriced(attributes, exc)
+
+    def _hold(
+        self, outer: int, span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]
+    ) -> bool:
+        """Keep a nested call span until its outer span (id ``outer``) ends; ``False`` when the
+        bound is reached or the outer span has ended meanwhile."""
+        with self._hold_lock:
+            # Checked under the lock: the outer span leaves ``_open`` before it takes its held spans.
+            if self._held_count >= _MAX_HELD or outer not in self._open:
+                return False
+            self._holding.setdefault(outer, []).append((time.monotonic(), span, dict(attributes), costed))
+            self._held_count += 1
+        return True
+
+    def _take_held(self, outer: int) -> list[_HeldSpan]:
+        """The nested spans held for the outer span ``outer``, which has ended."""
+        with self._hold_lock:
+            held = self._holding.pop(outer, [])
+            self._held_count -= len(held)
+        return held
+
+    def _resolve(
+        self, held: list[_HeldSpan], span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]
+    ) -> list[ReadableSpan]:
+        """The nested spans ``held`` and last ``span``: of those for ``span``'s model, the one with
+        the fuller usage is counted and the others are marked ``duplicate``."""
+        model = _model(attributes)
+        out = [self._finish(s, a, c) for _, s, a, c in held if not same_model(model, _model(a))]
+        candidates = [(s, a, c) for _, s, a, c in held if same_model(model, _model(a))]
+        candidates.append((span, attributes, costed))
+        best = max(range(len(candidates)), key=lambda k: (_fullness(candidates[k][1], candidates[k][2]), -k))
+        for k, (s, a, c) in enumerate(candidates):
+            if k == best:
+                out.append(self._finish(s, a, c))
+            else:
+                out.append(annotated(s, _mark_duplicate(dict(a), _NESTED_REASON)))
+        return out
+
+    def _finish(self, span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]) -> ReadableSpan:
+        """The copy of ``span`` to hand on: costed and seen by the listeners, or marked duplicate
+        when its ``gen_ai.response.id`` was already counted in the trace."""
         response_id = attributes.get(conv.GEN_AI_RESPONSE_ID)
         if response_id is not None and self._already_counted(span, response_id):
             return annotated(span, _mark_duplicate(dict(attributes)))
@@ -261,6 +449,23 @@ class CostSpanProcessor(SpanProcessor):
                     span = replacement
         return span
 
+    def _release_stale(self, everything: bool = False) -> list[ReadableSpan]:
+        """Price the held spans older than ``_HOLD_SECONDS`` (all of them: ``everything``) as they are."""
+        now = time.monotonic()
+        released: list[_HeldSpan] = []
+        with self._hold_lock:
+            for outer, held in list(self._holding.items()):
+                keep = [] if everything else [h for h in held if now - h[0] < _HOLD_SECONDS]
+                if len(keep) == len(held):
+                    continue
+                released += [h for h in held if h not in keep]
+                if keep:
+                    self._holding[outer] = keep
+                else:
+                    del self._holding[outer]
+            self._held_count -= len(released)
+        return [self._finish(s, a, c) for _, s, a, c in released]
+
     def _already_counted(self, span: ReadableSpan, response_id: object) -> bool:
         """True if a span of the same trace with the same ``gen_ai.response.id`` was seen before."""
         ctx = span.context
@@ -275,10 +480,22 @@ class CostSpanProcessor(SpanProcessor):
                 self._seen.popitem(last=False)
         return False
 
+    def _release_all(self) -> None:
+        """Hand on every held nested span, priced as it is (flush, shutdown)."""
+        if not self._held_count:
+            return
+        try:
+            for span in self._release_stale(everything=True):
+                self._next.on_end(span)
+        except Exception:
+            logger.exception("otel_costs: could not release held spans")
+
     def shutdown(self) -> None:
+        self._release_all()
         self._next.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        self._release_all()
         flushed = self._next.force_flush(timeout_millis)
         # The SDK's Simple/BatchSpanProcessor never flush their exporter, so a CostRollupExporter
         # behind them would keep its buffered traces until ``linger``: flush it too.
@@ -301,15 +518,41 @@ def _unpriced(attributes: Mapping[str, Any], exc: Exception) -> dict[str, Any]:
     return flagged
 
 
-def _mark_duplicate(extra: dict[str, Any]) -> dict[str, Any]:
+_RESPONSE_REASON = (
+    "this response was already counted on another span of the trace (two instrumentations "
+    "traced one call); instrument each call once"
+)
+_NESTED_REASON = (
+    "a model-call span nested in another for the same model (two instrumentations traced one "
+    "call): counted once, on the span with the fuller usage"
+)
+
+
+def _mark_duplicate(extra: dict[str, Any], reason: str = _RESPONSE_REASON) -> dict[str, Any]:
     """``extra`` with the attributes of a call already counted on another span; ``extra`` itself."""
     extra[conv.COST_CURRENCY] = conv.CURRENCY_USD
     extra[conv.COST_STATUS] = conv.STATUS_DUPLICATE
-    extra[conv.COST_STATUS_REASON] = (
-        "this response was already counted on another span of the trace (two instrumentations "
-        "traced one call); instrument each call once"
-    )
+    extra[conv.COST_STATUS_REASON] = reason
     return extra
+
+
+def _model(attributes: Mapping[str, Any]) -> object:
+    for key in conv.MODEL_KEYS:
+        value = attributes.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def _fullness(attributes: Mapping[str, Any], costed: Mapping[str, Any]) -> tuple[int, int]:
+    """How complete a span's reading of one call is: its status (priced > partial > other), then
+    how many usage parts (cache read, cache write, reasoning) it reports."""
+    parts = 0
+    for keys in _PART_KEYS:
+        if any(attributes.get(key) for key in keys):
+            parts += 1
+    status = costed.get(conv.COST_STATUS)
+    return (_STATUS_RANK.get(status, 0) if isinstance(status, str) else 0), parts
 
 
 def _parse_depth(value: str) -> int | None:

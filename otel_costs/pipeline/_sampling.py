@@ -24,12 +24,12 @@ from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
+from otel_costs._kinds import span_kind
 from otel_costs.conventions import (
-    AGGREGATE_OPERATIONS,
-    GEN_AI_OPERATION_NAME,
     GEN_AI_PROVIDER_NAME,
     GEN_AI_REQUEST_MODEL,
     GEN_AI_SYSTEM,
+    KIND_MODEL_CALL,
 )
 
 logger = logging.getLogger(__name__)
@@ -39,14 +39,16 @@ LlmCallPredicate = Callable[[str, Mapping[str, object]], bool]
 
 
 def is_llm_call(name: str, attributes: Mapping[str, object]) -> bool:
-    """An LLM call: a GenAI operation that is no aggregate (agent, workflow, tool), or a model/provider.
+    """An LLM call: a span of kind ``model_call`` (``_kinds``: ``chat``, an OpenInference ``LLM``, ...);
+    a span of another known kind (agent, workflow, task, tool) is none; a span of no known kind is
+    one when it names a model or provider.
 
     Instrumentations set ``gen_ai.operation.name`` (e.g. ``chat``) and ``gen_ai.request.model`` when
     they start the span, so the decision is available at sampling time.
     """
-    operation = attributes.get(GEN_AI_OPERATION_NAME)
-    if isinstance(operation, str):
-        return operation not in AGGREGATE_OPERATIONS
+    kind = span_kind(attributes)
+    if kind is not None:
+        return kind == KIND_MODEL_CALL
     return any(
         attributes.get(key) is not None for key in (GEN_AI_REQUEST_MODEL, GEN_AI_PROVIDER_NAME, GEN_AI_SYSTEM)
     )

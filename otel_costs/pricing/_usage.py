@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, Literal, TypeGuard
 
+from otel_costs._kinds import MARKER_KEYS, aggregate_reason, is_model_call
 from otel_costs.conventions import (
-    AGGREGATE_OPERATIONS,
     CACHE_READ_KEYS,
     CACHE_WRITE_KEYS,
     GEN_AI_OPERATION_NAME,
@@ -31,8 +31,6 @@ from otel_costs.conventions import (
     INPUT_KEYS,
     LLM_OPERATIONS,
     MODEL_KEYS,
-    OI_AGGREGATE_KINDS,
-    OI_LLM_KINDS,
     OI_SPAN_KIND,
     OPENAI_API_BASE,
     OUTPUT_KEYS,
@@ -41,14 +39,13 @@ from otel_costs.conventions import (
     SERVER_ADDRESS,
     SERVER_KEYS,
     TOTAL_KEYS,
-    TRACELOOP_AGGREGATE_KINDS,
     TRACELOOP_SPAN_KIND,
 )
 
 logger = logging.getLogger(__name__)
 
 
-_CALL_MARKERS: Final = frozenset({GEN_AI_OPERATION_NAME, OI_SPAN_KIND})
+_CALL_MARKERS: Final = MARKER_KEYS
 
 #: Largest token count accepted on one span; anything above is a unit or overflow bug.
 MAX_TOKENS: Final = 10**10
@@ -206,12 +203,14 @@ def billable_counts(
         if not plausible_counts(candidate):
             return None
         counts = candidate
+    # The common case inline (a GenAI call span, no other convention's kind): no aggregate.
     operation = get(GEN_AI_OPERATION_NAME)
-    if isinstance(operation, str) and operation in AGGREGATE_OPERATIONS:
-        return None
-    if (get(OI_SPAN_KIND) is not None or get(TRACELOOP_SPAN_KIND) is not None) and _aggregate_reason(
-        attributes
-    ) is not None:
+    if not (
+        type(operation) is str
+        and operation in LLM_OPERATIONS
+        and get(OI_SPAN_KIND) is None
+        and get(TRACELOOP_SPAN_KIND) is None
+    ) and (aggregate_reason(attributes) is not None):
         return None
     # _first_string, with the first name of each list tried inline.
     model = get(GEN_AI_RESPONSE_MODEL)
@@ -240,11 +239,7 @@ def _first_value(get: Callable[[str], object], keys: tuple[str, ...], default: o
 
 def _missing(attributes: Mapping[str, object]) -> UsageReading | None:
     """A ``missing`` reading when the span is one model call that reported no usage, else ``None``."""
-    operation = attributes.get(GEN_AI_OPERATION_NAME)
-    kind = attributes.get(OI_SPAN_KIND)
-    if not (operation in LLM_OPERATIONS if isinstance(operation, str) else False) and not (
-        kind in OI_LLM_KINDS if isinstance(kind, str) else False
-    ):
+    if not is_model_call(attributes):
         return None
     found = {key: attributes[key] for key in _READ_KEYS.intersection(attributes)}
     call = LlmCall(
@@ -382,13 +377,4 @@ def _first_string(found: Mapping[str, object], keys: tuple[str, ...]) -> str | N
 
 
 def _aggregate_reason(found: Mapping[str, object]) -> str | None:
-    operation = found.get(GEN_AI_OPERATION_NAME)
-    if isinstance(operation, str) and operation in AGGREGATE_OPERATIONS:
-        return f"usage on a {operation} span is the sum of its child calls"
-    kind = found.get(OI_SPAN_KIND)
-    if isinstance(kind, str) and kind.upper() in OI_AGGREGATE_KINDS:
-        return f"usage on an OpenInference {kind.upper()} span is the sum of its child calls"
-    kind = found.get(TRACELOOP_SPAN_KIND)
-    if isinstance(kind, str) and kind.lower() in TRACELOOP_AGGREGATE_KINDS:
-        return f"usage on a traceloop {kind.lower()} span is the sum of its child calls"
-    return None
+    return aggregate_reason(found)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from otel_costs import conventions as conv
+from otel_costs._kinds import is_aggregate
 from otel_costs._money import nanos_to_decimal
 from otel_costs.report._spans import DEPLOYMENT_ENVIRONMENT, DEPLOYMENT_ENVIRONMENT_OLD, Span
 from otel_costs.report._time import Bucketer
@@ -55,7 +56,7 @@ _NO_PRICE: Final = frozenset({conv.STATUS_UNPRICED, conv.STATUS_INVALID_USAGE})
 def classify(attributes: dict[str, Any]) -> tuple[int, int]:
     """``(state, nano-USD)`` of a span: ``NOT_A_CALL``, ``PRICED``, ``UNPRICED`` or ``PARTIAL``."""
     status = attributes.get(conv.COST_STATUS)
-    if status in _NOT_CALLS or attributes.get(conv.GEN_AI_OPERATION_NAME) in conv.AGGREGATE_OPERATIONS:
+    if status in _NOT_CALLS or is_aggregate(attributes):
         return NOT_A_CALL, 0
     nanos = attributes.get(conv.COST_DIRECT_NANOS)
     if status is None and nanos is None:

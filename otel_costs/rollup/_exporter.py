@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from otel_costs import conventions as conv
 from otel_costs._sdk import suppress_instrumentation
 from otel_costs.pipeline._spans import annotated, attributes_dict, readable_attributes
+from otel_costs.rollup._agents import inherited_attributes, is_target
 from otel_costs.rollup._tree import own_cost, rollup_columns, write_rollup
 
 logger = logging.getLogger("otel_costs")
@@ -240,7 +241,8 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
     ``partial_reason`` flags every span of the trace (e.g. ``"buffer_full"``, ``"late"``).
     The same figures as ``rollup_attributes(cost_node(...), rollup(...))`` per span, computed
     over columns: no ``CostNode`` or ``NodeRollup`` per span, and a span whose subtree holds
-    no cost and that is not flagged is handed on as it is.
+    no cost and that is not flagged is handed on as it is. Each billable span also gets the agent,
+    parent agent and workflow it ran under where it lacks them (``_agents``).
     """
     n = len(spans)
     span_ids: list[Hashable] = [0] * n
@@ -250,6 +252,7 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
     billable = [False] * n
     unpriced = [0] * n
     attributes_of: list[Mapping[str, Any] | None] = [None] * n
+    any_target = False
     for i, span in enumerate(spans):
         ctx = span.context
         if ctx is not None:
@@ -264,6 +267,10 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
             direct[i], billable[i], flagged = own_cost(attributes)
             if flagged:
                 unpriced[i] = 1
+            if is_target(attributes):
+                any_target = True
+    # The agent each billable span ran under, from the tree (docs/conventions.md).
+    inherited = inherited_attributes(span_ids, parent_ids, attributes_of) if any_target else {}
     children_nanos, total, billable_subtree, unpriced_subtree, root_kind = rollup_columns(
         span_ids, parent_ids, remote, direct, billable, unpriced
     )
@@ -274,6 +281,9 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
             out.append(span)
             continue
         attributes = attributes_dict(attributes_of[i])
+        written = inherited.get(i)
+        if written:
+            attributes.update(written)
         write_rollup(attributes, children_nanos[i], total[i], billable_subtree[i], unpriced_subtree[i], kind)
         if partial_reason is not None:
             attributes[conv.COST_ROLLUP_PARTIAL] = True

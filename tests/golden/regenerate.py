@@ -35,6 +35,7 @@ from otel_costs import conventions as conv
 from otel_costs.pipeline import CostSpanProcessor
 from otel_costs.pricing import PriceBook
 from otel_costs.pricing._export import price_document
+from otel_costs.rollup._agents import inherited_attributes
 from otel_costs.rollup._tree import own_cost, rollup_columns, write_rollup
 
 HERE = Path(__file__).resolve().parent
@@ -494,6 +495,90 @@ def cases() -> list[dict[str, Any]]:
             ]
         },
     )
+    # Agent from the tree (docs/conventions.md): each convention's agent/workflow spans above calls.
+    oi_meta = '{"lc_agent_name": "writer", "langgraph_node": "write"}'
+    case(
+        "agent_from_tree_frameworks",
+        "agent, parent agent and workflow from the tree: OTel invoke_agent (AutoGen, CrewAI), OpenLLMetry "
+        "workflow/task (LangChain), OpenInference AGENT and metadata, own names kept, nothing replaced",
+        {
+            "svc-a": [
+                span(1, None, {"gen_ai.operation.name": "invoke_workflow", "workflow.name": "support"}),
+                span(
+                    2,
+                    1,
+                    {
+                        "gen_ai.operation.name": "invoke_agent",
+                        "gen_ai.agent.name": "supervisor",
+                        "gen_ai.agent.id": "sup-1",
+                    },
+                ),
+                span(3, 2, {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "researcher"}),
+                span(4, 3, {"gen_ai.operation.name": "execute_tool"}),
+                span(5, 4, llm("gpt-4o", 100, 10)),
+                span(6, 3, llm("gpt-4o", 200, 20, **{"gen_ai.agent.name": "researcher"})),
+                span(7, 2, {"gen_ai.operation.name": "handoff"}),
+                span(8, 7, llm("gpt-4o", 300, 30)),
+                span(9, None, {"traceloop.span.kind": "workflow", "traceloop.entity.name": "LangGraph"}),
+                span(10, 9, {"gen_ai.operation.name": "execute_task", "gen_ai.task.name": "research_node"}),
+                span(11, 10, llm("gpt-4o", 400, 40)),
+                span(
+                    12,
+                    10,
+                    llm(
+                        "gpt-4o",
+                        500,
+                        50,
+                        **{"traceloop.association.properties.lc_agent_name": "lc_researcher"},
+                    ),
+                ),
+                span(
+                    13,
+                    None,
+                    {
+                        "openinference.span.kind": "AGENT",
+                        "agent.name": "writer_agent",
+                        "graph.node.id": "writer",
+                        "graph.node.parent_id": "boss",
+                    },
+                ),
+                span(
+                    14,
+                    13,
+                    {
+                        "openinference.span.kind": "LLM",
+                        "llm.model_name": "gpt-4o",
+                        "llm.provider": "openai",
+                        "llm.token_count.prompt": 600,
+                        "llm.token_count.completion": 60,
+                    },
+                ),
+                span(
+                    15,
+                    13,
+                    {
+                        "openinference.span.kind": "LLM",
+                        "llm.model_name": "gpt-4o",
+                        "llm.provider": "openai",
+                        "llm.token_count.prompt": 700,
+                        "llm.token_count.completion": 70,
+                        "metadata": oi_meta,
+                    },
+                ),
+                span(
+                    16,
+                    2,
+                    llm(
+                        "gpt-4o",
+                        800,
+                        80,
+                        **{"agent.parent_id": "set-by-app", "workflow.name": "own-workflow"},
+                    ),
+                ),
+                span(17, 2, {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}),
+            ]
+        },
+    )
     return out
 
 
@@ -629,6 +714,7 @@ def trace_rollup(spans: list[dict[str, Any]], partial_reason: str | None) -> lis
             nanos, is_billable, is_unpriced = own_cost({k: a[k] for k in _READ_KEYS if k in a})
             direct[i], billable[i], unpriced[i] = nanos, is_billable, int(is_unpriced)
     columns = rollup_columns(span_ids, parent_ids, remote, direct, billable, unpriced)
+    inherited = inherited_attributes(span_ids, parent_ids, attrs)
     out = []
     for i, (children, total, billable_subtree, unpriced_count, root_kind) in enumerate(
         zip(*columns, strict=True)
@@ -642,8 +728,19 @@ def trace_rollup(spans: list[dict[str, Any]], partial_reason: str | None) -> lis
         if conv.COST_CURRENCY in kept:
             extra.pop(conv.COST_CURRENCY, None)  # the pricing already wrote it (always USD)
         kept.update(extra)
+        kept.update(inherited.get(i, {}))
         out.append(kept)
     return out
+
+
+#: The attributes the agent-from-the-tree rule may write (``expected[].agent``).
+AGENT_RULE_KEYS = (conv.AGENT_NAME, conv.AGENT_PARENT_ID, conv.WORKFLOW_NAME, conv.AGENT_SOURCE)
+
+
+def agent_written(span: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What the agent rule wrote on ``span`` (its OTLP/JSON input): the keys new or changed in ``after``."""
+    before = {a["key"]: from_any(a["value"]) for a in span["attributes"]}
+    return {k: after[k] for k in AGENT_RULE_KEYS if k in after and before.get(k) != after[k]}
 
 
 def expected_for(case: dict[str, Any], book: PriceBook) -> dict[str, Any]:
@@ -658,7 +755,7 @@ def expected_for(case: dict[str, Any], book: PriceBook) -> dict[str, Any]:
         cost = {
             k: json_number(v) for k, v in attrs.items() if k.startswith("cost.") or k == "gen_ai.usage.cost"
         }
-        expected.append({"span_id": s["spanId"], "attributes": cost})
+        expected.append({"span_id": s["spanId"], "attributes": cost, "agent": agent_written(s, attrs)})
     return {
         "name": case["name"],
         "description": case["description"],
