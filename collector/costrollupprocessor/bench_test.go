@@ -2,7 +2,6 @@ package costrollupprocessor
 
 import (
 	"context"
-	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -18,49 +17,11 @@ import (
 // benchMix: "usage" (LLM spans to price), "priced" (priced in-process), "none" (no LLM spans).
 var benchMix = "usage"
 
-// benchBatch builds `traces` traces of 10 spans: a root, 7 plain spans with a few attributes and 2
-// LLM calls with usage (priced by the processor), as a gateway would forward them.
+// benchBatch builds `traces` traces of 10 spans of the benchMix (internal/benchdata: a tree of
+// fan-out 3, 2 LLM calls per trace, the others plain HTTP spans), as a gateway would forward them.
 func benchBatch(first, traces int) ptrace.Traces {
-	td := ptrace.NewTraces()
-	rs := td.ResourceSpans().AppendEmpty()
-	rs.Resource().Attributes().PutStr("service.name", "bench")
-	ss := rs.ScopeSpans().AppendEmpty()
-	ss.Scope().SetName("bench")
-	spans := ss.Spans()
-	spans.EnsureCapacity(traces * 10)
-	start := pcommon.NewTimestampFromTime(time.Unix(1_780_000_000, 0))
-	for t := first; t < first+traces; t++ {
-		for i := 1; i <= 10; i++ {
-			s := spans.AppendEmpty()
-			s.SetTraceID(tid(uint64(t)))
-			s.SetSpanID(spid(uint64(i)))
-			s.SetName(fmt.Sprintf("op %d", i))
-			s.SetStartTimestamp(start)
-			s.SetEndTimestamp(start + 1000)
-			a := s.Attributes()
-			if i > 1 {
-				s.SetParentSpanID(spid(uint64(1 + (i-2)/3)))
-			}
-			switch {
-			case (i == 4 || i == 8) && benchMix != "none":
-				a.PutStr("gen_ai.operation.name", "chat")
-				a.PutStr("gen_ai.provider.name", "openai")
-				a.PutStr("gen_ai.request.model", "gpt-4o")
-				a.PutInt("gen_ai.usage.input_tokens", 1200)
-				a.PutInt("gen_ai.usage.output_tokens", 300)
-				if benchMix == "priced" {
-					a.PutStr("cost.status", "priced")
-					a.PutInt("cost.direct_nanos", 6_000_000)
-					a.PutDouble("cost.direct", 0.006)
-				}
-			default:
-				a.PutStr("http.request.method", "GET")
-				a.PutStr("url.path", "/api/items")
-				a.PutInt("http.response.status_code", 200)
-			}
-		}
-	}
-	return td
+	return benchdata.Traces(1, uint64(first), traces, 10, benchMix,
+		pcommon.NewTimestampFromTime(time.Unix(1_780_000_000, 0)))
 }
 
 // BenchmarkProcessTrace: pricing + rollup of one 10-span trace.
