@@ -26,6 +26,11 @@ MARKERS: Final = tuple(conv.SPAN_KINDS)
 MARKER_KEYS: Final = frozenset(MARKERS)
 _TABLES: Final = tuple((marker, conv.SPAN_KINDS[marker]) for marker in MARKERS)
 _MODEL_CALL: Final = conv.KIND_MODEL_CALL
+_OP: Final = conv.GEN_AI_OPERATION_NAME
+_OI: Final = conv.OI_SPAN_KIND
+_TL: Final = conv.TRACELOOP_SPAN_KIND
+#: ``gen_ai.operation.name`` values of a model call, as written (the fast paths' test).
+_OP_CALLS: Final = frozenset(v for v, k in conv.SPAN_KINDS[_OP].items() if k == _MODEL_CALL)
 #: Longest agent/workflow name accepted (as the processor's baggage values).
 MAX_NAME_LENGTH: Final = 256
 #: Longest ``metadata`` JSON string parsed for an agent name.
@@ -42,6 +47,10 @@ def span_kind(attributes: Mapping[str, object]) -> str | None:
     a known value (an unknown operation is not a model call). A span that any convention calls an
     agent, workflow, task, tool or chain is that (its usage is an aggregate, never priced), even if
     another marker says model call; else the first known value decides."""
+    # The common case, a call span in the GenAI names only: settled without the loop.
+    op = attributes.get(_OP)
+    if type(op) is str and op in _OP_CALLS and _OI not in attributes and _TL not in attributes:
+        return _MODEL_CALL
     found: str | None = None
     # Runs for every span with usage: the exact spelling is tried inline before _lookup.
     for marker, table in _TABLES:
@@ -68,6 +77,10 @@ def is_aggregate(attributes: Mapping[str, object]) -> bool:
 
 def aggregate_reason(attributes: Mapping[str, object]) -> str | None:
     """Why usage on this span is not priced (it sums its child calls), or ``None`` if it is no aggregate."""
+    # The common case, a call span in the GenAI names only: settled without the loop.
+    op = attributes.get(_OP)
+    if type(op) is str and op in _OP_CALLS and _OI not in attributes and _TL not in attributes:
+        return None
     for marker, table in _TABLES:
         value = attributes.get(marker)
         if type(value) is str:

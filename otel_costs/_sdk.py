@@ -223,7 +223,7 @@ started_attributes: Callable[[Span], Mapping[str, object] | None] = (
 
 def set_validated_attributes(
     span: Span, attributes: dict[str, Any], longest: int, starting: bool = False
-) -> None:
+) -> dict[str, Any] | None:
     """``span.set_attributes(attributes)``, for attributes already validated by the caller.
 
     ``set_attributes`` re-validates every value (about 1 µs per attribute). The values here are
@@ -234,6 +234,8 @@ def set_validated_attributes(
     when ``starting`` (in ``on_start`` the span is not yet returned to anyone, so no other thread
     can touch it). Anything else (another layout, a limit that could bite, an ended span) goes
     through ``set_attributes``, which then warns or drops exactly as it always does.
+    Returns, when ``starting`` on the SDK's span, the span's stored attributes dict (to be only
+    read, as ``started_attributes`` gives it); else ``None``.
     """
     if HAS_SDK_SPAN_FIELDS and longest >= 0 and type(span) in SDK_SPAN_TYPES:
         bounded = getattr(span, "_attributes", None)
@@ -252,13 +254,14 @@ def set_validated_attributes(
                             _merge(stored, attributes)  # an instrumentation's start attribute set again
                         else:
                             stored.update(attributes)
-                        return
+                        return stored
                 else:
                     with span._lock, bounded._lock:
                         if span._end_time is None:
                             _merge(stored, attributes)
-                            return
+                            return None
     span.set_attributes(attributes)
+    return None
 
 
 def _merge(stored: dict[str, Any], attributes: dict[str, Any]) -> None:

@@ -2,7 +2,6 @@ package costrollupprocessor
 
 import (
 	"context"
-	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -11,54 +10,18 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor/processortest"
+
+	"github.com/otel-costs/otel-costs/collector/costrollupprocessor/internal/benchdata"
 )
 
 // benchMix: "usage" (LLM spans to price), "priced" (priced in-process), "none" (no LLM spans).
 var benchMix = "usage"
 
-// benchBatch builds `traces` traces of 10 spans: a root, 7 plain spans with a few attributes and 2
-// LLM calls with usage (priced by the processor), as a gateway would forward them.
+// benchBatch builds `traces` traces of 10 spans of the benchMix (internal/benchdata: a tree of
+// fan-out 3, 2 LLM calls per trace, the others plain HTTP spans), as a gateway would forward them.
 func benchBatch(first, traces int) ptrace.Traces {
-	td := ptrace.NewTraces()
-	rs := td.ResourceSpans().AppendEmpty()
-	rs.Resource().Attributes().PutStr("service.name", "bench")
-	ss := rs.ScopeSpans().AppendEmpty()
-	ss.Scope().SetName("bench")
-	spans := ss.Spans()
-	spans.EnsureCapacity(traces * 10)
-	start := pcommon.NewTimestampFromTime(time.Unix(1_780_000_000, 0))
-	for t := first; t < first+traces; t++ {
-		for i := 1; i <= 10; i++ {
-			s := spans.AppendEmpty()
-			s.SetTraceID(tid(uint64(t)))
-			s.SetSpanID(spid(uint64(i)))
-			s.SetName(fmt.Sprintf("op %d", i))
-			s.SetStartTimestamp(start)
-			s.SetEndTimestamp(start + 1000)
-			a := s.Attributes()
-			if i > 1 {
-				s.SetParentSpanID(spid(uint64(1 + (i-2)/3)))
-			}
-			switch {
-			case (i == 4 || i == 8) && benchMix != "none":
-				a.PutStr("gen_ai.operation.name", "chat")
-				a.PutStr("gen_ai.provider.name", "openai")
-				a.PutStr("gen_ai.request.model", "gpt-4o")
-				a.PutInt("gen_ai.usage.input_tokens", 1200)
-				a.PutInt("gen_ai.usage.output_tokens", 300)
-				if benchMix == "priced" {
-					a.PutStr("cost.status", "priced")
-					a.PutInt("cost.direct_nanos", 6_000_000)
-					a.PutDouble("cost.direct", 0.006)
-				}
-			default:
-				a.PutStr("http.request.method", "GET")
-				a.PutStr("url.path", "/api/items")
-				a.PutInt("http.response.status_code", 200)
-			}
-		}
-	}
-	return td
+	return benchdata.Traces(1, uint64(first), traces, 10, benchMix,
+		pcommon.NewTimestampFromTime(time.Unix(1_780_000_000, 0)))
 }
 
 // BenchmarkProcessTrace: pricing + rollup of one 10-span trace.
@@ -187,6 +150,59 @@ func BenchmarkPipeline(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "spans/s")
+		})
+	}
+}
+
+// BenchmarkConsumeTraces: ConsumeTraces + release of the farm-bench batch (internal/benchdata, as
+// internal/loadgen sends it: 100 traces x 16 spans, 3 LLM calls each) per mix, each batch held and
+// released (root_wait passed) into a consumer that drops it. Reports ns/span and allocs/span of the
+// processor alone (the batch is built outside the timer).
+func BenchmarkConsumeTraces(b *testing.B) {
+	const traces, perTrace = 100, 16
+	for _, mix := range []string{benchdata.MixPriced, benchdata.MixUsage, benchdata.MixNone} {
+		b.Run(mix, func(b *testing.B) {
+			cfg := createDefaultConfig().(*Config)
+			cfg.PricesFile = goldenDir + "/prices.json"
+			p, err := newProcessor(processortest.NewNopSettings(componentType), cfg, consumertest.NewNop())
+			if err != nil {
+				b.Fatal(err)
+			}
+			c := &clock{now: time.Unix(1_780_000_000, 0)}
+			p.now = c.Now
+			ctx := context.Background()
+			start := pcommon.NewTimestampFromTime(c.now)
+			template := benchdata.Traces(1, 0, traces, perTrace, mix, start)
+			batch := ptrace.NewTraces()
+			var allocs uint64
+			var ms runtime.MemStats
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				batch = ptrace.NewTraces()
+				template.CopyTo(batch)
+				spans := batch.ResourceSpans().At(0).ScopeSpans().At(0).Spans()
+				for k := 0; k < spans.Len(); k++ {
+					id := spans.At(k).TraceID()
+					id[0] = byte(i >> 16)
+					id[1] = byte(i >> 8)
+					id[2] = byte(i)
+					spans.At(k).SetTraceID(id)
+				}
+				runtime.ReadMemStats(&ms)
+				before := ms.Mallocs
+				b.StartTimer()
+				_ = p.ConsumeTraces(ctx, batch)
+				c.Advance(cfg.RootWait + time.Millisecond)
+				p.releaseDue()
+				b.StopTimer()
+				runtime.ReadMemStats(&ms)
+				allocs += ms.Mallocs - before
+				b.StartTimer()
+			}
+			n := float64(b.N * traces * perTrace)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/span")
+			b.ReportMetric(float64(allocs)/n, "allocs/span")
 		})
 	}
 }

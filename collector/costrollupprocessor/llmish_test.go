@@ -32,6 +32,11 @@ func TestLLMish(t *testing.T) {
 		}, false},
 		{"traceloop task", map[string]any{"traceloop.span.kind": "task", "gen_ai.usage.prompt_tokens": int64(3)}, false},
 		{"aggregate status", map[string]any{"cost.status": "aggregate", "gen_ai.usage.input_tokens": int64(3)}, false},
+		{"openllmetry task (a LangGraph node)", map[string]any{"gen_ai.operation.name": "execute_task"}, false},
+		{"agents sdk handoff", map[string]any{"gen_ai.operation.name": "handoff"}, false},
+		{"traceloop llm", map[string]any{"traceloop.span.kind": "llm"}, true},
+		{"openllmetry request type", map[string]any{"llm.request.type": "chat"}, true},
+		{"unknown operation alone", map[string]any{"gen_ai.operation.name": "rerank"}, false},
 		{"plain HTTP", map[string]any{"http.request.method": "POST", "server.address": "agent-b"}, false},
 	}
 	for _, tc := range cases {

@@ -260,10 +260,15 @@ func (p *costRollupProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trace
 		spans   int
 		clients int
 		root    bool
+		last    *block // the block of chunks[len-1]: a trace's spans in one block share a chunk
 	}
-	byTrace := map[pcommon.TraceID]*arriving{}
-	var orphaned *arriving
+	// Per-trace state in one slice and by position (no struct, map or growing index slice per
+	// trace): the map holds positions, each block's span indexes are carved out of one array.
 	rss := td.ResourceSpans()
+	all := make([]arriving, 0, 16)
+	byTrace := make(map[pcommon.TraceID]int32, 16)
+	orphaned := -1
+	var counts []int32 // spans of each arriving trace in the current block
 	for i := 0; i < rss.Len(); i++ {
 		rs := rss.At(i)
 		sss := rs.ScopeSpans()
@@ -280,30 +285,32 @@ func (p *costRollupProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trace
 			b := &block{g: g, spans: ptrace.NewSpanSlice()}
 			spans.MoveAndAppendTo(b.spans) // moves the span pointers, no copy
 			spans = b.spans
-			dest := map[pcommon.TraceID]int{} // trace -> its chunk in a.chunks
+			// First pass: which trace each span is in, and how many of this block's spans each has.
+			pos := make([]int32, spans.Len())
+			counts = counts[:0]
 			for k := 0; k < spans.Len(); k++ {
 				sp := spans.At(k)
 				id := sp.TraceID()
-				a := orphaned
-				if !id.IsEmpty() {
-					a = byTrace[id]
-				}
-				if a == nil {
-					a = &arriving{}
-					if id.IsEmpty() {
-						orphaned = a
-					} else {
-						byTrace[id] = a
+				var ai int32
+				if id.IsEmpty() {
+					if orphaned < 0 {
+						orphaned = len(all)
+						all = append(all, arriving{})
 					}
+					ai = int32(orphaned)
+				} else if x, ok := byTrace[id]; ok {
+					ai = x
+				} else {
+					ai = int32(len(all))
+					byTrace[id] = ai
+					all = append(all, arriving{})
 				}
-				ci, ok := dest[id]
-				if !ok {
-					ci = len(a.chunks)
-					dest[id] = ci
-					a.chunks = append(a.chunks, chunk{b: b})
-					b.pending++
+				pos[k] = ai
+				for int(ai) >= len(counts) {
+					counts = append(counts, 0)
 				}
-				a.chunks[ci].idx = append(a.chunks[ci].idx, int32(k))
+				counts[ai]++
+				a := &all[ai]
 				if sp.ParentSpanID().IsEmpty() {
 					a.root = true
 				}
@@ -312,16 +319,32 @@ func (p *costRollupProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trace
 				}
 				a.spans++
 			}
+			// Second pass: each trace's chunk of this block gets its slice of one index array.
+			arena := make([]int32, 0, spans.Len())
+			for k := 0; k < spans.Len(); k++ {
+				a := &all[pos[k]]
+				if a.last != b {
+					a.last = b
+					n := int(counts[pos[k]])
+					a.chunks = append(a.chunks, chunk{b: b, idx: arena[len(arena) : len(arena) : len(arena)+n]})
+					arena = arena[:len(arena)+n]
+					b.pending++
+				}
+				c := &a.chunks[len(a.chunks)-1]
+				c.idx = append(c.idx, int32(k))
+			}
 		}
 	}
-	if orphaned != nil {
+	if orphaned >= 0 {
 		// No trace id: nothing to group by. Rolled up alone and passed on now.
-		p.emit(ctx, []released{{t: &traceState{chunks: orphaned.chunks, spans: orphaned.spans}, reason: releaseNoTraceID}})
+		o := &all[orphaned]
+		p.emit(ctx, []released{{t: &traceState{chunks: o.chunks, spans: o.spans}, reason: releaseNoTraceID}})
 	}
 	now := p.now()
 	var evicted []released
 	p.mu.Lock()
-	for id, a := range byTrace {
+	for id, ai := range byTrace {
+		a := &all[ai]
 		for p.spans+a.spans > p.cfg.MaxBufferedSpans && p.order.Len() > 0 {
 			oldest := p.order.Front().Value.(*traceState)
 			p.removeLocked(oldest)

@@ -2,9 +2,9 @@ package costrollupprocessor // import "github.com/otel-costs/otel-costs/collecto
 
 import (
 	"math"
+	"math/bits"
 	"net/url"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -164,10 +164,10 @@ func viewSpan(attrs pcommon.Map) spanCostView {
 	})
 	if v.hasUsage && !v.hasStatus {
 		// To be priced: collect what the pricing reads (a second pass, only for these spans).
-		v.usage = found{}
+		v.usage = make(found, 0, 8)
 		attrs.Range(func(k string, val pcommon.Value) bool {
 			if k != "" && interesting[k[0]] && readKeys[k] {
-				v.usage[k] = val
+				v.usage.set(k, val)
 			}
 			return true
 		})
@@ -197,6 +197,7 @@ type scratch struct {
 	index               map[pcommon.SpanID]int32
 	roots, order, stack []int32
 	done                []bool
+	tree                treeInfo
 }
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{} }}
@@ -209,6 +210,7 @@ func putScratch(sc *scratch) {
 	}
 	clear(sc.views[:cap(sc.views)])
 	clear(sc.spans[:cap(sc.spans)])
+	clear(sc.tree.name[:cap(sc.tree.name)]) // no span strings kept alive in the pool
 	scratchPool.Put(sc)
 }
 
@@ -262,6 +264,10 @@ func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStat
 		}
 	}
 	rollupNodes(nodes, sc)
+	agentsFromTree(spans, nodes, sc.index, &sc.tree, func(i int) bool {
+		v := &views[i]
+		return v.hasStatus && v.status.Type() == pcommon.ValueTypeStr && targetStatus[v.status.Str()]
+	})
 	for i, sp := range spans {
 		nd := &nodes[i]
 		v := &views[i]
@@ -306,7 +312,11 @@ func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStat
 		} else if v.dropMask&^write != 0 {
 			attrs.RemoveIf(func(k string, _ pcommon.Value) bool { return replacedBit[k]&^write != 0 })
 		}
-		attrs.EnsureCapacity(attrs.Len() + 8)
+		// Room for exactly the keys not there yet: EnsureCapacity copies the attribute slice
+		// whenever it grows it (it was the costliest line here when sized generously every time).
+		if add := bits.OnesCount16(write &^ v.dropMask); add > 0 || (nd.billableSubtree && !v.hasCurr) {
+			attrs.EnsureCapacity(attrs.Len() + add + 1)
+		}
 		if nd.billableSubtree {
 			setDouble(attrs, attrCostChildren, nanosToUSD(nd.childrenNanos))
 			setDouble(attrs, attrCostTotal, nanosToUSD(nd.totalNanos))
@@ -388,7 +398,8 @@ func priceSpan(sp ptrace.Span, v *spanCostView, book *PriceBook, seen map[string
 			seen[id] = true
 		}
 	}
-	attrs.EnsureCapacity(attrs.Len() + 14)
+	// The 12 keys priced here and the 6 rollup keys written next (processSpans): one growth.
+	attrs.EnsureCapacity(attrs.Len() + 18)
 	attrs.PutStr("cost.currency", "USD")
 	switch r.kind {
 	case readAggregate:
@@ -487,13 +498,11 @@ func llmish(attrs pcommon.Map) bool {
 		}
 		return ""
 	}
-	op := str("gen_ai.operation.name")
-	oiKind := strings.ToUpper(str("openinference.span.kind"))
-	if aggregateOperations[op] || oiAggregateKinds[oiKind] || tlAggregateKinds[strings.ToLower(str("traceloop.span.kind"))] ||
-		str("cost.status") == "aggregate" {
+	kind := spanKindOf(attrs)
+	if kind.aggregate() || str("cost.status") == "aggregate" {
 		return false
 	}
-	if llmOperations[op] || oiLLMKinds[oiKind] {
+	if kind == opModelCall {
 		return true
 	}
 	is := false

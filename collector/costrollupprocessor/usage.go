@@ -44,12 +44,6 @@ var (
 	fieldNames = []string{"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens"}
 	fieldKeys  = [][]string{inputKeys, outputKeys, cacheReadKeys, cacheWriteKeys, reasoningKeys}
 
-	aggregateOperations = map[string]bool{"invoke_agent": true, "invoke_workflow": true, "execute_tool": true, "create_agent": true}
-	llmOperations       = map[string]bool{"chat": true, "text_completion": true, "generate_content": true, "embeddings": true}
-	oiAggregateKinds    = map[string]bool{"AGENT": true, "CHAIN": true, "TOOL": true}
-	tlAggregateKinds    = map[string]bool{"workflow": true, "agent": true, "task": true, "tool": true}
-	oiLLMKinds          = map[string]bool{"LLM": true, "EMBEDDING": true}
-
 	triggerKeys = map[string]bool{}
 	readKeys    = map[string]bool{}
 )
@@ -70,7 +64,7 @@ func init() {
 			readKeys[k] = true
 		}
 	}
-	for _, k := range []string{"gen_ai.operation.name", "openinference.span.kind", "traceloop.span.kind", "gen_ai.response.id"} {
+	for _, k := range []string{markerOperation, markerOISpanKind, markerTLSpanKind, markerTLRequestTy, "gen_ai.response.id"} {
 		readKeys[k] = true
 	}
 	interesting['c'] = true
@@ -98,11 +92,38 @@ type usageReading struct {
 	reason   string
 }
 
-// found holds the usage-related attributes of a span (the last value of a repeated key wins).
-type found map[string]pcommon.Value
+// found holds the usage-related attributes of a span (the last value of a repeated key wins): a
+// short list, not a map (a span has a handful of them; a map per priced span cost more than the
+// linear look-ups).
+type found []foundKV
+
+type foundKV struct {
+	k string
+	v pcommon.Value
+}
+
+// set records k (replacing an earlier value of the same key).
+func (f *found) set(k string, v pcommon.Value) {
+	for i := range *f {
+		if (*f)[i].k == k {
+			(*f)[i].v = v
+			return
+		}
+	}
+	*f = append(*f, foundKV{k, v})
+}
+
+func (f found) get(k string) (pcommon.Value, bool) {
+	for i := range f {
+		if f[i].k == k {
+			return f[i].v, true
+		}
+	}
+	return pcommon.Value{}, false
+}
 
 func (f found) str(key string) (string, bool) {
-	v, ok := f[key]
+	v, ok := f.get(key)
 	if !ok || v.Type() != pcommon.ValueTypeStr {
 		return "", false
 	}
@@ -231,16 +252,17 @@ func usageProblem(u Usage) string {
 }
 
 func aggregateReason(f found) string {
-	if op, ok := f.str("gen_ai.operation.name"); ok && aggregateOperations[op] {
-		return fmt.Sprintf("usage on a %s span is the sum of its child calls", op)
+	kind, marker, value := classify(f.get)
+	if !kind.aggregate() {
+		return ""
 	}
-	if kind, ok := f.str("openinference.span.kind"); ok && oiAggregateKinds[strings.ToUpper(kind)] {
-		return fmt.Sprintf("usage on an OpenInference %s span is the sum of its child calls", strings.ToUpper(kind))
+	switch marker {
+	case markerOISpanKind:
+		return fmt.Sprintf("usage on an OpenInference %s span is the sum of its child calls", strings.ToUpper(value))
+	case markerTLSpanKind:
+		return fmt.Sprintf("usage on a traceloop %s span is the sum of its child calls", strings.ToLower(value))
 	}
-	if kind, ok := f.str("traceloop.span.kind"); ok && tlAggregateKinds[strings.ToLower(kind)] {
-		return fmt.Sprintf("usage on a traceloop %s span is the sum of its child calls", strings.ToLower(kind))
-	}
-	return ""
+	return fmt.Sprintf("usage on a %s span is the sum of its child calls", value)
 }
 
 const missingUsageReason = "the model call reported no token usage (an error response, or a stream read without its usage " +
@@ -249,21 +271,15 @@ const missingUsageReason = "the model call reported no token usage (an error res
 // readUsage reads a span's usage from its found attributes (readNone: it carries none).
 func readUsage(f found) usageReading {
 	hasTrigger := false
-	for k := range f {
-		if triggerKeys[k] {
+	for _, kv := range f {
+		if triggerKeys[kv.k] {
 			hasTrigger = true
 			break
 		}
 	}
 	if !hasTrigger {
-		op, _ := f.str("gen_ai.operation.name")
-		kind, _ := f.str("openinference.span.kind")
-		if _, hasOp := f["gen_ai.operation.name"]; !hasOp {
-			if _, hasKind := f["openinference.span.kind"]; !hasKind {
-				return usageReading{}
-			}
-		}
-		if !llmOperations[op] && !oiLLMKinds[kind] {
+		// No usage: only a model call (by the span-kind table) is flagged for it.
+		if kind, _, _ := classify(f.get); kind != opModelCall {
 			return usageReading{}
 		}
 		return usageReading{kind: readMissing, model: f.firstString(modelKeys), provider: f.firstString(providerKeys),
@@ -274,7 +290,7 @@ func readUsage(f found) usageReading {
 	problem := ""
 	for i, keys := range fieldKeys {
 		for _, key := range keys {
-			v, ok := f[key]
+			v, ok := f.get(key)
 			if !ok || v.Type() == pcommon.ValueTypeEmpty {
 				continue
 			}
@@ -292,9 +308,9 @@ func readUsage(f found) usageReading {
 	}
 	if problem == "" && !have[0] && !have[1] {
 		var present []string
-		for k := range f {
-			if triggerKeys[k] {
-				present = append(present, k)
+		for _, kv := range f {
+			if triggerKeys[kv.k] {
+				present = append(present, kv.k)
 			}
 		}
 		sort.Strings(present)

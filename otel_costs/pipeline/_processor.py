@@ -17,12 +17,13 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from otel_costs import conventions as conv
-from otel_costs._kinds import MARKER_KEYS, is_model_call, same_model
+from otel_costs._kinds import MARKER_KEYS, is_model_call, same_model, span_kind
 from otel_costs._sdk import (
     baggage_entries,
     ended_attributes,
@@ -31,7 +32,7 @@ from otel_costs._sdk import (
     started_attributes,
 )
 from otel_costs.pipeline._spans import annotated, attributes_dict
-from otel_costs.pricing._results import flag_evicted
+from otel_costs.pricing._results import attribute_count_limit, flag_evicted
 from otel_costs.pricing._usage import USAGE_OR_CALL_KEYS
 
 #: Keys of a span that may be a model call or carry usage: others skip pricing at once.
@@ -75,8 +76,8 @@ _ATTRIBUTION_CACHE = 1024
 #: included), and the length of their longest string (-1: add them through ``set_attributes``).
 _Additions = tuple[dict[str, Any], int]
 _NOTHING: _Additions = ({}, -1)
-#: How many open (started, not ended) model-call spans are tracked as possible outer spans of a
-#: nested one; past it the oldest is forgotten (its nested calls are then priced as today).
+#: How many open (started, not ended) model-call spans with a model-call span started inside them
+#: are tracked; past it the oldest is forgotten (its nested calls are then priced as they are).
 _MAX_OPEN_CALLS = 4096
 #: How many nested model-call spans may wait for their outer span; past it they are priced at once.
 _MAX_HELD = 1024
@@ -85,6 +86,10 @@ _HOLD_SECONDS = 60.0
 #: The usage parts whose presence makes one span's usage fuller than another's.
 _PART_KEYS = (conv.CACHE_READ_KEYS, conv.CACHE_WRITE_KEYS, conv.REASONING_KEYS)
 _STATUS_RANK = {conv.STATUS_PRICED: 2, conv.STATUS_PARTIAL: 1}
+_MODEL_CALL = conv.KIND_MODEL_CALL
+_OPERATION = conv.GEN_AI_OPERATION_NAME
+#: ``gen_ai.operation.name`` values of a model call: the common case, tested inline in ``on_start``.
+_CALL_OPERATIONS = conv.LLM_OPERATIONS
 
 
 #: A nested call span waiting for its outer span: since when, the span, its attributes, its cost.
@@ -101,7 +106,11 @@ class CostSpanProcessor(SpanProcessor):
     Aggregate usage on agent/workflow/tool spans is marked, never priced. Each billable span
     (not aggregate, not a call already counted on another span) goes to every listener in
     ``listeners`` (``CostListener``: e.g. a ``BudgetManager``, whose threshold events then land
-    on the exported span, or ``CostMetrics``), exactly once per span, in order.
+    on the exported span, or ``CostMetrics``), exactly once per span, in order. One call traced
+    twice is counted once: by ``gen_ai.response.id`` within a trace, and by structure: a model-call
+    span started inside another for the same model is held until the outer one ends, then the
+    fuller reading is priced and the other marked ``duplicate`` (at most ``_MAX_HELD`` held, each
+    for at most ``_HOLD_SECONDS``; ``force_flush`` and ``shutdown`` release them).
 
     Example::
 
@@ -144,6 +153,9 @@ class CostSpanProcessor(SpanProcessor):
         self._seen: OrderedDict[tuple[int, str], None] = OrderedDict()
         #: Open model-call spans: span id -> trace id (tracked from ``on_start``).
         self._open: dict[int, int] = {}
+        #: Attributes an ended span has when the SDK's limit may have evicted some: below it,
+        #: ``dropped_attributes`` is not even read (the env limit; a smaller one set in code is missed).
+        self._attribute_limit = attribute_count_limit()
         #: Nested call spans held, by the span id of their open outer span; how many in all.
         self._holding: dict[int, list[_HeldSpan]] = {}
         self._held_count = 0
@@ -166,6 +178,7 @@ class CostSpanProcessor(SpanProcessor):
     # --- on start: attribution ------------------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        started: Mapping[str, object] | None
         try:
             entries = baggage_entries(parent_context)
             if entries:
@@ -178,31 +191,43 @@ class CostSpanProcessor(SpanProcessor):
                 if not same:
                     additions = self._additions(entries)
                 attributes, longest = additions
-                if attributes:
-                    set_validated_attributes(span, attributes, longest, True)
+                started = set_validated_attributes(span, attributes, longest, True) if attributes else None
+            else:
+                started = None
+            # A model-call span started inside another (two instrumentations tracing one call):
+            # its outer span is tracked until it ends, and this one is held when it ends first.
+            if started is None:
+                started = started_attributes(span)
+            # Most spans carry no kind marker at start: one set test over their keys says so.
+            operation = started.get(_OPERATION) if started else None
+            if (type(operation) is str and operation in _CALL_OPERATIONS) or (
+                started and not MARKER_KEYS.isdisjoint(started) and span_kind(started) == _MODEL_CALL
+            ):
+                parent = span.parent
+                if parent is not None and not parent.is_remote:
+                    self._track_outer(parent.span_id, parent.trace_id, parent_context)
         except Exception:
             logger.exception("otel_costs: could not attribute span %r", getattr(span, "name", span))
-        try:
-            started = started_attributes(span)
-            # Most spans carry no kind marker at start: one set test over their keys says so.
-            if started and not MARKER_KEYS.isdisjoint(started) and is_model_call(started):
-                self._call_started(span)
-        except Exception:
-            logger.exception("otel_costs: could not track model call %r", getattr(span, "name", span))
         self._next.on_start(span, parent_context)
 
-    def _call_started(self, span: Span) -> None:
-        """Track a model-call span while it is open: a model-call span ending inside it is held."""
-        ctx = span.context
-        if ctx is None:
-            return
+    def _track_outer(self, span_id: int, trace_id: int, parent_context: Context | None) -> None:
+        """Track the parent span (``span_id``) of a model-call span while it is open, if it is a
+        model call too (its span in ``parent_context``)."""
         opened = self._open
+        if span_id in opened:
+            return
+        outer = trace.get_current_span(parent_context)
+        if outer.get_span_context().span_id != span_id or not outer.is_recording():
+            return
+        attributes = started_attributes(outer) if isinstance(outer, Span) else None
+        if not attributes or span_kind(attributes) != _MODEL_CALL:
+            return
         if len(opened) >= _MAX_OPEN_CALLS:
             # A span that never ended: forget the oldest (another thread may change the dict
-            # meanwhile: then try again on the next span).
+            # meanwhile: then try again next time).
             with contextlib.suppress(RuntimeError, StopIteration):
                 opened.pop(next(iter(opened)), None)
-        opened[ctx.span_id] = ctx.trace_id
+        opened[span_id] = trace_id
 
     def _additions(self, entries: Mapping[str, object]) -> _Additions:
         """The prepared attribution of the baggage ``entries``, computed once per baggage content.
@@ -278,31 +303,44 @@ class CostSpanProcessor(SpanProcessor):
                 attributes = attributes_dict(span.attributes)
             # Most spans carry no LLM usage: one set test over their keys says so.
             if not _PRICE_KEYS.isdisjoint(attributes):
-                if not self._open:
-                    span = self._costed(span, attributes, ())
-                else:
-                    ended = self._ended_call(span, attributes)
-                    if ended is None:
-                        return  # held: nested in an open model-call span, handed on when that ends
-                    span = ended[-1]
-                    for out in ended[:-1]:
-                        self._next.on_end(out)
-            elif self._open and span.dropped_attributes:
+                opened = self._open
+                if opened:
+                    ctx = span.context
+                    was_open = ctx is not None and opened.pop(ctx.span_id, None) is not None
+                    parent = span.parent
+                    if (
+                        self._held_count
+                        or (parent is not None and parent.span_id in opened)
+                        or (was_open and self._holding)
+                    ):
+                        ended = self._ended_call(span, attributes, was_open)
+                        if ended is None:
+                            return  # held: nested in an open model-call span, handed on when that ends
+                        span = ended[-1]
+                        for out in ended[:-1]:
+                            self._next.on_end(out)
+                        self._next.on_end(span)
+                        return
+                span = self._costed(span, attributes, ())
+            elif len(attributes) >= self._attribute_limit and span.dropped_attributes:
+                # Over the SDK's attribute count limit (the oldest keys, usage and kind marker
+                # first, are evicted): a GenAI span still says why it has no cost.
                 span = self._evicted(span, attributes)
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
 
-    def _ended_call(self, span: ReadableSpan, attributes: dict[str, Any]) -> list[ReadableSpan] | None:
-        """The spans to hand on now that ``span`` ended while model-call spans are open: itself
-        costed last, after the nested call spans it held; ``None`` when ``span`` itself is held."""
+    def _ended_call(
+        self, span: ReadableSpan, attributes: dict[str, Any], was_open: bool
+    ) -> list[ReadableSpan] | None:
+        """The spans to hand on now that ``span`` ended near open model-call spans: itself costed
+        last, after the nested call spans it held (``was_open``: it was one of them) and any held
+        span released by age; ``None`` when ``span`` itself is held."""
         ctx = span.context
         if ctx is None:
             return [self._costed(span, attributes, ())]
         opened = self._open
-        held: list[_HeldSpan] = []
-        if opened.pop(ctx.span_id, None) is not None and self._holding:
-            held = self._take_held(ctx.span_id)
+        held = self._take_held(ctx.span_id) if was_open and self._holding else []
         out: list[ReadableSpan] = []
         if self._held_count:
             out = self._release_stale()
@@ -333,7 +371,12 @@ class CostSpanProcessor(SpanProcessor):
         ``held``: nested call spans that ended inside it, resolved against it first (handed on
         through ``self._next`` here)."""
         if costed is None:
-            costed = self._cost(span, attributes)
+            try:
+                costed = self._price_book._cost_attributes(attributes, span.start_time)
+            except Exception as exc:
+                # A span with usage must still say it was not priced, never pass as $0.
+                logger.exception("otel_costs: price book %r raised", self._price_book)
+                costed = _unpriced(attributes, exc)
         if costed is None or costed.get(conv.COST_STATUS) == conv.STATUS_AGGREGATE:
             for _, s, a, c in held:
                 self._next.on_end(self._finish(s, a, c))
@@ -364,13 +407,10 @@ class CostSpanProcessor(SpanProcessor):
             return _unpriced(attributes, exc)
 
     def _evicted(self, span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
-        """``span`` flagged when it started as a model call and the SDK's attribute limit evicted
-        its usage and kind markers (else ``span`` itself): never left without ``cost.status``."""
-        ctx = span.context
-        if ctx is None or self._open.pop(ctx.span_id, None) is None:
-            return span
-        held = self._take_held(ctx.span_id) if self._holding else []
-        return self._costed(span, attributes, held, flag_evicted(attributes, None, span.dropped_attributes))
+        """``span`` flagged when the SDK's attribute limit evicted its usage and kind marker and
+        what is left is a GenAI span's (else ``span`` itself): never left without ``cost.status``."""
+        costed = flag_evicted(attributes, None, span.dropped_attributes)
+        return span if costed is None else self._costed(span, attributes, (), costed)
 
     def _hold(
         self, outer: int, span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]

@@ -192,20 +192,40 @@ EVICTED_REASON: Final = (
 
 def flag_evicted(
     attributes: Mapping[str, object], costed: dict[str, Any] | None, dropped: int
-) -> dict[str, Any]:
-    """The cost attributes of a model-call span that dropped ``dropped`` attributes to the SDK's
-    attribute limit: ``costed`` (its pricing, ``None`` when no usage key survived) with the
-    eviction named in its reason, so the span is never left without ``cost.status``.
+) -> dict[str, Any] | None:
+    """The cost attributes of a span that dropped ``dropped`` attributes to the SDK's attribute
+    limit: ``costed`` (its pricing) with the eviction named in its reason, so the span is never
+    left without ``cost.status``.
 
-    A span still ``priced`` keeps its figures (its usage survived); one without usage becomes
-    ``unpriced``; a ``partial``, ``unpriced`` or ``invalid_usage`` one keeps its status and gets
-    the eviction put before its reason.
+    ``costed`` is ``None`` when no usage key or kind marker survived: the span is then flagged
+    ``unpriced`` if what is left is a GenAI span's (an attribute under ``gen_ai.`` or ``llm.``,
+    such as the message contents that pushed it over the limit), else ``None`` (not an LLM span).
+    A span still ``priced`` keeps its figures (its usage survived); a ``partial``, ``unpriced`` or
+    ``invalid_usage`` one keeps its status and gets the eviction put before its reason.
     """
     note = EVICTED_REASON.format(dropped)
     if costed is None:
+        if not any(type(key) is str and key.startswith(_GENAI_PREFIXES) for key in attributes):
+            return None
         return write_cost(dict(attributes), STATUS_UNPRICED, note)
     status = costed.get(COST_STATUS)
     if status in KEPT_FLAGS:
         reason = costed.get(COST_STATUS_REASON)
         costed[COST_STATUS_REASON] = f"{note}; {reason}" if reason else note
     return costed
+
+
+#: Attribute prefixes of the GenAI conventions (OTel GenAI, OpenLLMetry; OpenInference ``llm.``).
+_GENAI_PREFIXES: Final = ("gen_ai.", "llm.")
+
+
+def attribute_count_limit() -> int | float:
+    """The SDK's span attribute count limit from the environment (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``,
+    else ``OTEL_ATTRIBUTE_COUNT_LIMIT``, else 128); infinity when unlimited."""
+    from opentelemetry.sdk.trace import SpanLimits
+
+    try:
+        limit = SpanLimits().max_span_attributes
+    except Exception:  # a malformed variable: the SDK reports it where it builds its own limits
+        limit = 128
+    return float("inf") if limit is None else limit

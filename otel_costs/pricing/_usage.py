@@ -29,6 +29,7 @@ from otel_costs.conventions import (
     GEN_AI_USAGE_INPUT_TOKENS,
     GEN_AI_USAGE_OUTPUT_TOKENS,
     INPUT_KEYS,
+    LLM_OPERATIONS,
     MODEL_KEYS,
     OI_EMBEDDING_MODEL_NAME,
     OI_SPAN_KIND,
@@ -213,7 +214,14 @@ def billable_counts(
         if not plausible_counts(candidate) or not output_tokens:
             return None
         counts = candidate
-    if aggregate_reason(attributes) is not None:
+    # The common case inline (a GenAI call span, no other convention's kind): no aggregate.
+    operation = get(GEN_AI_OPERATION_NAME)
+    if not (
+        type(operation) is str
+        and operation in LLM_OPERATIONS
+        and get(OI_SPAN_KIND) is None
+        and get(TRACELOOP_SPAN_KIND) is None
+    ) and (aggregate_reason(attributes) is not None):
         return None
     # _first_string, with the first name of each list tried inline.
     model = get(GEN_AI_RESPONSE_MODEL)

@@ -16,12 +16,13 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/encoding/gzip" // the Collector's OTLP exporter compresses by default
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/otel-costs/otel-costs/collector/costrollupprocessor/internal/benchdata"
 )
 
 // sink is the OTLP/gRPC server the worker exports to. It does not decode what it gets (that would
@@ -93,58 +94,8 @@ func (s *sink) export(_ any, stream grpc.ServerStream) error {
 var mix = flag.String("mix", "usage", "LLM spans: usage | priced | none")
 
 func request(seq uint64, traces, spansPerTrace int) ptraceotlp.ExportRequest {
-	td := ptrace.NewTraces()
-	rs := td.ResourceSpans().AppendEmpty()
-	rs.Resource().Attributes().PutStr("service.name", "loadgen")
-	ss := rs.ScopeSpans().AppendEmpty()
-	ss.Scope().SetName("loadgen")
-	spans := ss.Spans()
-	spans.EnsureCapacity(traces * spansPerTrace)
-	now := pcommon.NewTimestampFromTime(time.Now())
-	for t := 0; t < traces; t++ {
-		var tid pcommon.TraceID
-		binary.BigEndian.PutUint64(tid[:8], uint64(os.Getpid()))
-		binary.BigEndian.PutUint64(tid[8:], seq*uint64(traces)+uint64(t))
-		for i := 1; i <= spansPerTrace; i++ {
-			s := spans.AppendEmpty()
-			s.SetTraceID(tid)
-			var sid pcommon.SpanID
-			binary.BigEndian.PutUint64(sid[:], uint64(i))
-			s.SetSpanID(sid)
-			if i > 1 {
-				var pid pcommon.SpanID
-				binary.BigEndian.PutUint64(pid[:], uint64(1+(i-2)/3))
-				s.SetParentSpanID(pid)
-			}
-			s.SetName(fmt.Sprintf("op %d", i))
-			s.SetStartTimestamp(now)
-			s.SetEndTimestamp(now + 1_000_000)
-			a := s.Attributes()
-			if i%5 == 4 && *mix != "none" { // 2 of 10 spans are LLM calls
-				a.PutStr("gen_ai.operation.name", "chat")
-				a.PutStr("gen_ai.provider.name", "openai")
-				a.PutStr("gen_ai.request.model", "gpt-4o")
-				a.PutInt("gen_ai.usage.input_tokens", int64(1000+i))
-				a.PutInt("gen_ai.usage.output_tokens", 300)
-				if *mix == "priced" {
-					// As otel-costs' CostSpanProcessor + CostRollupExporter left the span in-process.
-					nanos := int64(1000+i)*2500 + 300*10000
-					for k, v := range map[string]any{"cost.currency": "USD", "cost.status": "priced", "cost.provider": "openai",
-						"cost.model": "gpt-4o", "cost.price_source": "genai-prices", "cost.direct": float64(nanos) / 1e9,
-						"gen_ai.usage.cost": float64(nanos) / 1e9, "cost.direct_nanos": nanos, "cost.input": float64(1000+i) * 2.5e-6,
-						"cost.cache_read": 0.0, "cost.cache_write": 0.0, "cost.output": 0.003, "cost.children": 0.0,
-						"cost.children_nanos": int64(0), "cost.total": float64(nanos) / 1e9, "cost.total_nanos": nanos,
-						"cost.rollup.scope": "process"} {
-						_ = a.PutEmpty(k).FromRaw(v)
-					}
-				}
-			} else {
-				a.PutStr("http.request.method", "GET")
-				a.PutStr("url.path", "/api/items")
-				a.PutInt("http.response.status_code", 200)
-			}
-		}
-	}
+	td := benchdata.Traces(uint64(os.Getpid()), seq*uint64(traces), traces, spansPerTrace, *mix,
+		pcommon.NewTimestampFromTime(time.Now()))
 	return ptraceotlp.NewExportRequestFromTraces(td)
 }
 
