@@ -86,6 +86,7 @@ _HOLD_SECONDS = 60.0
 #: The usage parts whose presence makes one span's usage fuller than another's.
 _PART_KEYS = (conv.CACHE_READ_KEYS, conv.CACHE_WRITE_KEYS, conv.REASONING_KEYS)
 _STATUS_RANK = {conv.STATUS_PRICED: 2, conv.STATUS_PARTIAL: 1}
+_PRICED = conv.STATUS_PRICED
 _MODEL_CALL = conv.KIND_MODEL_CALL
 _OPERATION = conv.GEN_AI_OPERATION_NAME
 #: ``gen_ai.operation.name`` values of a model call: the common case, tested inline in ``on_start``.
@@ -373,6 +374,9 @@ class CostSpanProcessor(SpanProcessor):
         if costed is None:
             try:
                 costed = self._price_book._cost_attributes(attributes, span.start_time)
+                # Not priced, and over the SDK's attribute limit: usage may have been evicted.
+                if costed and costed.get(conv.COST_STATUS) != _PRICED and span.dropped_attributes:
+                    costed = flag_evicted(attributes, costed, span.dropped_attributes)
             except Exception as exc:
                 # A span with usage must still say it was not priced, never pass as $0.
                 logger.exception("otel_costs: price book %r raised", self._price_book)
@@ -394,11 +398,8 @@ class CostSpanProcessor(SpanProcessor):
         """The cost attributes of ``span`` (``attributes`` are its own, only read), or ``None``."""
         try:
             costed = self._price_book._cost_attributes(attributes, span.start_time)
-            if (
-                costed is not None
-                and costed.get(conv.COST_STATUS) != conv.STATUS_PRICED
-                and span.dropped_attributes
-            ):
+            # Not priced, and over the SDK's attribute limit: usage may have been evicted.
+            if costed and costed.get(conv.COST_STATUS) != _PRICED and span.dropped_attributes:
                 costed = flag_evicted(attributes, costed, span.dropped_attributes)
             return costed
         except Exception as exc:
