@@ -25,7 +25,7 @@ if _typing.TYPE_CHECKING:
     from otel_costs.attribution import agent, current_attribution, retry, workflow
     from otel_costs.budgets import Budget, BudgetExceeded, BudgetManager
     from otel_costs.capture import accept_attribution, instrument_httpx, uninstrument_httpx
-    from otel_costs.pipeline import CostSpanProcessor, configure
+    from otel_costs.pipeline import ConfigError, CostSpanProcessor, configure
     from otel_costs.pricing import PriceBook
     from otel_costs.rollup import CostRollupExporter
 
@@ -34,6 +34,7 @@ _HOMES: dict[str, str] = {
     "Budget": "otel_costs.budgets",
     "BudgetExceeded": "otel_costs.budgets",
     "BudgetManager": "otel_costs.budgets",
+    "ConfigError": "otel_costs.pipeline",
     "CostRollupExporter": "otel_costs.rollup",
     "CostSpanProcessor": "otel_costs.pipeline",
     "PriceBook": "otel_costs.pricing",
@@ -51,6 +52,7 @@ __all__ = [
     "Budget",
     "BudgetExceeded",
     "BudgetManager",
+    "ConfigError",
     "CostRollupExporter",
     "CostSpanProcessor",
     "PriceBook",

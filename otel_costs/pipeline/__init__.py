@@ -8,6 +8,7 @@ Example::
     provider = configure(service_name="agents")
 """
 
+from otel_costs._config_checks import ConfigError
 from otel_costs._public import publish as _publish
 from otel_costs.pipeline._configure import ConfigurationError, configure, default_exporter
 from otel_costs.pipeline._otlp import OtlpFormatError, OtlpJsonFileExporter
@@ -15,6 +16,7 @@ from otel_costs.pipeline._processor import CostListener, CostSpanProcessor
 from otel_costs.pipeline._sampling import RecordLlmSpans
 
 __all__ = [
+    "ConfigError",
     "ConfigurationError",
     "CostListener",
     "CostSpanProcessor",

@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.sampling import Sampler
 
+from otel_costs._config_checks import ConfigError
 from otel_costs.pipeline._otlp import OtlpJsonFileExporter
 from otel_costs.pipeline._processor import CostListener, CostSpanProcessor
 from otel_costs.pipeline._sampling import RecordLlmSpans
@@ -41,7 +42,7 @@ FILE_ENV = "OTEL_COSTS_FILE"
 _PROTOCOLS = "'http/protobuf' (the default) or 'grpc'"
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(ConfigError):
     """``configure()`` was given settings that cannot work together; the message says which."""
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from otel_costs._config_checks import ConfigError
 from otel_costs.budgets import Budget, BudgetConfig, BudgetConfigError
 from otel_costs.budgets.ledger import RedisLedger
+from otel_costs.pipeline import ConfigError
 from otel_costs.pricing import PriceBook, PriceConfigError
 
 BUDGET = '[[budgets]]\nname = "team"\nlimit_usd = {limit}\n'
