@@ -70,7 +70,8 @@ type spanCostView struct {
 	hasUsage  bool // some usage-related key
 	respID    pcommon.Value
 	hasRespID bool
-	usage     found // usage-related keys of a span to price (no cost.status), else nil
+	toPrice   bool  // usage-related keys and no cost.status: priceSpan reads them from found
+	foundAt   int32 // its found in the scratch (when toPrice)
 }
 
 // Bits of the rollup keys (replacedKeys) in a span, for replacing them in place.
@@ -126,8 +127,13 @@ func setBool(m pcommon.Map, k string) {
 // Filled in usage.go's init, after readKeys.
 var interesting [256]bool
 
-func viewSpan(attrs pcommon.Map) spanCostView {
+// viewSpan reads a span's attributes in one pass; the usage-related ones go into f (nil: not
+// kept), which holds them for pricing when the span turns out to need it (toPrice).
+func viewSpan(attrs pcommon.Map, f *found) spanCostView {
 	var v spanCostView
+	if f != nil {
+		f.has = 0
+	}
 	attrs.Range(func(k string, val pcommon.Value) bool {
 		if k == "" || !interesting[k[0]] {
 			return true
@@ -154,24 +160,18 @@ func viewSpan(attrs pcommon.Map) spanCostView {
 			}
 			return true
 		}
-		if readKeys[k] {
+		if s := slotOf[k]; s != 0 {
 			v.hasUsage = true
-			if k == "gen_ai.response.id" {
+			if s-1 == respIDSlot {
 				v.respID, v.hasRespID = val, true
+			}
+			if f != nil {
+				f.set(s-1, val)
 			}
 		}
 		return true
 	})
-	if v.hasUsage && !v.hasStatus {
-		// To be priced: collect what the pricing reads (a second pass, only for these spans).
-		v.usage = make(found, 0, 8)
-		attrs.Range(func(k string, val pcommon.Value) bool {
-			if k != "" && interesting[k[0]] && readKeys[k] {
-				v.usage.set(k, val)
-			}
-			return true
-		})
-	}
+	v.toPrice = v.hasUsage && !v.hasStatus && f != nil
 	return v
 }
 
@@ -198,6 +198,7 @@ type scratch struct {
 	roots, order, stack []int32
 	done                []bool
 	tree                treeInfo
+	found               []found // usage keys of the spans to price, in span order
 }
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{} }}
@@ -209,6 +210,13 @@ func putScratch(sc *scratch) {
 		*sc = scratch{} // do not keep a huge trace's buffers
 	}
 	clear(sc.views[:cap(sc.views)])
+	for i := range sc.found {
+		sc.found[i].has = 0
+		clear(sc.found[i].vals[:])
+	}
+	if cap(sc.found) > 64 {
+		sc.found = nil // a trace with many calls: do not keep its 600-byte slots
+	}
 	clear(sc.spans[:cap(sc.spans)])
 	clear(sc.tree.name[:cap(sc.tree.name)]) // no span strings kept alive in the pool
 	scratchPool.Put(sc)
@@ -229,8 +237,16 @@ func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStat
 	views := sc.views[:n]
 	clear(views)
 	var seenResponses map[string]bool
+	nFound := 0
 	for i, sp := range spans {
-		views[i] = viewSpan(sp.Attributes())
+		if nFound == len(sc.found) {
+			sc.found = append(sc.found, found{})
+		}
+		views[i] = viewSpan(sp.Attributes(), &sc.found[nFound])
+		if views[i].toPrice {
+			views[i].foundAt = int32(nFound)
+			nFound++
+		}
 		if views[i].hasStatus && views[i].hasRespID {
 			// Priced in-process: its response id counts as seen (unless it is itself a duplicate or an aggregate).
 			if s := views[i].status; s.Type() == pcommon.ValueTypeStr && s.Str() != "duplicate" && s.Str() != "aggregate" {
@@ -245,12 +261,21 @@ func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStat
 	}
 	for i, sp := range spans {
 		v := &views[i]
-		if !v.hasStatus && v.usage != nil {
+		if v.toPrice {
 			if seenResponses == nil {
 				seenResponses = map[string]bool{}
 			}
-			priceSpan(sp, v, opts.book, seenResponses, &st)
-			*v = viewSpan(sp.Attributes())
+			w, ok := priceSpan(sp, v, &sc.found[v.foundAt], opts.book, seenResponses, &st)
+			if ok {
+				// Written into a span that had no cost.* key: the view is known without a re-read.
+				v.hasCost, v.hasCurr = true, true
+				v.status, v.hasStatus = w.status, true
+				v.nanos, v.hasNanos = w.nanos, w.hasNanos
+				v.usd, v.hasUSD = w.usd, w.hasNanos
+			} else {
+				*v = viewSpan(sp.Attributes(), nil)
+			}
+			v.toPrice = false
 		}
 		nd := &nodes[i]
 		nd.id = sp.SpanID()
@@ -373,12 +398,33 @@ func (d dedupMap) clean() pcommon.Map {
 	return d.m
 }
 
+// written are the values priceSpan wrote that the rollup reads (valid until the span's
+// attributes change again).
+type written struct {
+	status, nanos, usd pcommon.Value
+	hasNanos           bool
+}
+
+// Strings of the cost attributes written on every priced span.
+const (
+	keyStatusReason = "cost.status_reason"
+	keyProvider     = "cost.provider"
+	keyModel        = "cost.model"
+	keyPriceSource  = "cost.price_source"
+	keyGenAICost    = "gen_ai.usage.cost"
+	keyInput        = "cost.input"
+	keyCacheRead    = "cost.cache_read"
+	keyCacheWrite   = "cost.cache_write"
+	keyOutput       = "cost.output"
+)
+
 // priceSpan writes the cost attributes of a span that carries usage but was not priced
-// in-process (as otel_costs.CostSpanProcessor would have written them).
-func priceSpan(sp ptrace.Span, v *spanCostView, book *PriceBook, seen map[string]bool, st *traceStats) {
-	r := readUsage(v.usage)
+// in-process (as otel_costs.CostSpanProcessor would have written them). ok: the span had no
+// cost.* key before and w holds what the rollup needs (else the caller views the span again).
+func priceSpan(sp ptrace.Span, v *spanCostView, f *found, book *PriceBook, seen map[string]bool, st *traceStats) (w written, ok bool) {
+	r := readUsage(f)
 	if r.kind == readNone {
-		return
+		return written{}, false
 	}
 	attrs := sp.Attributes()
 	if v.hasCost {
@@ -387,35 +433,38 @@ func priceSpan(sp ptrace.Span, v *spanCostView, book *PriceBook, seen map[string
 		attrs = dedupMap{attrs}.clean()
 	}
 	if r.kind != readAggregate {
-		if id, ok := v.usage.str("gen_ai.response.id"); ok && id != "" {
+		if id, ok := f.str(respIDSlot); ok && id != "" {
 			if seen[id] {
-				attrs.PutStr("cost.currency", "USD")
-				attrs.PutStr("cost.status", "duplicate")
-				attrs.PutStr("cost.status_reason", duplicateReason)
+				attrs.PutStr(attrCostCurrency, "USD")
+				attrs.PutStr(attrCostStatus, "duplicate")
+				attrs.PutStr(keyStatusReason, duplicateReason)
 				st.duplicate++
-				return
+				return written{}, false
 			}
 			seen[id] = true
 		}
 	}
-	// The 12 keys priced here and the 6 rollup keys written next (processSpans): one growth.
+	// The 12 keys priced here and the 6 rollup keys written next (processSpans): one growth,
+	// so the values handed back in w stay where they are.
 	attrs.EnsureCapacity(attrs.Len() + 18)
-	attrs.PutStr("cost.currency", "USD")
+	attrs.PutStr(attrCostCurrency, "USD")
+	w.status = attrs.PutEmpty(attrCostStatus)
+	ok = !v.hasCost
 	switch r.kind {
 	case readAggregate:
-		attrs.PutStr("cost.status", "aggregate")
-		attrs.PutStr("cost.status_reason", r.reason)
-		return
+		w.status.SetStr("aggregate")
+		attrs.PutStr(keyStatusReason, r.reason)
+		return w, ok
 	case readMissing:
-		attrs.PutStr("cost.status", "unpriced")
-		attrs.PutStr("cost.status_reason", r.reason)
+		w.status.SetStr("unpriced")
+		attrs.PutStr(keyStatusReason, r.reason)
 		st.unpriced++
-		return
+		return w, ok
 	case readInvalid:
-		attrs.PutStr("cost.status", "invalid_usage")
-		attrs.PutStr("cost.status_reason", r.reason)
+		w.status.SetStr("invalid_usage")
+		attrs.PutStr(keyStatusReason, r.reason)
 		st.invalid++
-		return
+		return w, ok
 	}
 	at := sp.StartTimestamp().AsTime()
 	if sp.StartTimestamp() == 0 {
@@ -423,41 +472,45 @@ func priceSpan(sp ptrace.Span, v *spanCostView, book *PriceBook, seen map[string
 	}
 	var cost Cost
 	reason := "no prices_file configured: the processor has no prices"
-	ok := false
+	priced := false
 	if book != nil {
-		cost, reason, ok = book.Price(r.provider, r.server, r.model, r.usage, at)
+		cost, reason, priced = book.Price(r.provider, r.server, r.model, r.usage, at)
 	}
-	if !ok {
-		attrs.PutStr("cost.status", "unpriced")
-		attrs.PutStr("cost.status_reason", reason)
+	if !priced {
+		w.status.SetStr("unpriced")
+		attrs.PutStr(keyStatusReason, reason)
 		if r.provider != "" {
-			attrs.PutStr("cost.provider", r.provider)
+			attrs.PutStr(keyProvider, r.provider)
 		}
 		if r.model != "" {
-			attrs.PutStr("cost.model", r.model)
+			attrs.PutStr(keyModel, r.model)
 		}
 		st.unpriced++
-		return
+		return w, ok
 	}
-	attrs.PutStr("cost.status", "priced")
+	w.status.SetStr("priced")
 	if cost.Provider != "" {
-		attrs.PutStr("cost.provider", cost.Provider)
+		attrs.PutStr(keyProvider, cost.Provider)
 	}
 	if cost.Model != "" {
-		attrs.PutStr("cost.model", cost.Model)
+		attrs.PutStr(keyModel, cost.Model)
 	}
 	if cost.Source != "" {
-		attrs.PutStr("cost.price_source", cost.Source)
+		attrs.PutStr(keyPriceSource, cost.Source)
 	}
 	usd := nanosToUSD(cost.Nanos)
-	attrs.PutDouble("cost.direct", usd)
-	attrs.PutDouble("gen_ai.usage.cost", usd)
-	attrs.PutInt("cost.direct_nanos", cost.Nanos)
-	attrs.PutDouble("cost.input", cost.Input)
-	attrs.PutDouble("cost.cache_read", cost.CacheRead)
-	attrs.PutDouble("cost.cache_write", cost.CacheWrite)
-	attrs.PutDouble("cost.output", cost.Output)
+	w.usd = attrs.PutEmpty(attrCostDirect)
+	w.usd.SetDouble(usd)
+	attrs.PutDouble(keyGenAICost, usd)
+	w.nanos = attrs.PutEmpty(attrCostDirectNanos)
+	w.nanos.SetInt(cost.Nanos)
+	w.hasNanos = true
+	attrs.PutDouble(keyInput, cost.Input)
+	attrs.PutDouble(keyCacheRead, cost.CacheRead)
+	attrs.PutDouble(keyCacheWrite, cost.CacheWrite)
+	attrs.PutDouble(keyOutput, cost.Output)
 	st.priced++
+	return w, ok
 }
 
 // --- CLIENT spans that wait for a child in another service ---------------------------------------
