@@ -343,14 +343,37 @@ func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStat
 			attrs.EnsureCapacity(attrs.Len() + add + 1)
 		}
 		if nd.billableSubtree {
-			setDouble(attrs, attrCostChildren, nanosToUSD(nd.childrenNanos))
-			setDouble(attrs, attrCostTotal, nanosToUSD(nd.totalNanos))
-			setInt(attrs, attrCostChildrenNanos, nd.childrenNanos)
-			setInt(attrs, attrCostTotalNanos, nd.totalNanos)
+			// A key the view did not see is absent: put it (one scan) instead of set's
+			// look-up first (two).
+			had := v.dropMask
+			if had&bitChildren != 0 {
+				setDouble(attrs, attrCostChildren, nanosToUSD(nd.childrenNanos))
+			} else {
+				attrs.PutDouble(attrCostChildren, nanosToUSD(nd.childrenNanos))
+			}
+			if had&bitTotal != 0 {
+				setDouble(attrs, attrCostTotal, nanosToUSD(nd.totalNanos))
+			} else {
+				attrs.PutDouble(attrCostTotal, nanosToUSD(nd.totalNanos))
+			}
+			if had&bitChildrenNanos != 0 {
+				setInt(attrs, attrCostChildrenNanos, nd.childrenNanos)
+			} else {
+				attrs.PutInt(attrCostChildrenNanos, nd.childrenNanos)
+			}
+			if had&bitTotalNanos != 0 {
+				setInt(attrs, attrCostTotalNanos, nd.totalNanos)
+			} else {
+				attrs.PutInt(attrCostTotalNanos, nd.totalNanos)
+			}
 			if !v.hasCurr {
 				attrs.PutStr(attrCostCurrency, "USD")
 			}
-			setStr(attrs, attrScope, "trace")
+			if had&bitScope != 0 {
+				setStr(attrs, attrScope, "trace")
+			} else {
+				attrs.PutStr(attrScope, "trace")
+			}
 			if nd.unpricedSubtree > 0 {
 				setInt(attrs, attrUnpriced, nd.unpricedSubtree)
 			}
@@ -407,15 +430,14 @@ type written struct {
 
 // Strings of the cost attributes written on every priced span.
 const (
-	keyStatusReason = "cost.status_reason"
-	keyProvider     = "cost.provider"
-	keyModel        = "cost.model"
-	keyPriceSource  = "cost.price_source"
-	keyGenAICost    = "gen_ai.usage.cost"
-	keyInput        = "cost.input"
-	keyCacheRead    = "cost.cache_read"
-	keyCacheWrite   = "cost.cache_write"
-	keyOutput       = "cost.output"
+	keyProvider    = "cost.provider"
+	keyModel       = "cost.model"
+	keyPriceSource = "cost.price_source"
+	keyGenAICost   = "gen_ai.usage.cost"
+	keyInput       = "cost.input"
+	keyCacheRead   = "cost.cache_read"
+	keyCacheWrite  = "cost.cache_write"
+	keyOutput      = "cost.output"
 )
 
 // priceSpan writes the cost attributes of a span that carries usage but was not priced
@@ -437,7 +459,7 @@ func priceSpan(sp ptrace.Span, v *spanCostView, f *found, book *PriceBook, seen 
 			if seen[id] {
 				attrs.PutStr(attrCostCurrency, "USD")
 				attrs.PutStr(attrCostStatus, "duplicate")
-				attrs.PutStr(keyStatusReason, duplicateReason)
+				attrs.PutStr(attrCostStatusReason, duplicateReason)
 				st.duplicate++
 				return written{}, false
 			}
@@ -453,16 +475,16 @@ func priceSpan(sp ptrace.Span, v *spanCostView, f *found, book *PriceBook, seen 
 	switch r.kind {
 	case readAggregate:
 		w.status.SetStr("aggregate")
-		attrs.PutStr(keyStatusReason, r.reason)
+		attrs.PutStr(attrCostStatusReason, r.reason)
 		return w, ok
 	case readMissing:
 		w.status.SetStr("unpriced")
-		attrs.PutStr(keyStatusReason, r.reason)
+		attrs.PutStr(attrCostStatusReason, r.reason)
 		st.unpriced++
 		return w, ok
 	case readInvalid:
 		w.status.SetStr("invalid_usage")
-		attrs.PutStr(keyStatusReason, r.reason)
+		attrs.PutStr(attrCostStatusReason, r.reason)
 		st.invalid++
 		return w, ok
 	}
@@ -478,7 +500,7 @@ func priceSpan(sp ptrace.Span, v *spanCostView, f *found, book *PriceBook, seen 
 	}
 	if !priced {
 		w.status.SetStr("unpriced")
-		attrs.PutStr(keyStatusReason, reason)
+		attrs.PutStr(attrCostStatusReason, reason)
 		if r.provider != "" {
 			attrs.PutStr(keyProvider, r.provider)
 		}
