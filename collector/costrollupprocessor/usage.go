@@ -6,12 +6,14 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
 // Token usage read from span attributes, as otel_costs/_usage.py reads it (same names, same
-// priority, same checks, same reasons).
+// priority, same checks, same reasons), and the cost attributes written on a span priced here.
 
 var (
 	inputKeys     = []string{"gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"}
@@ -375,4 +377,148 @@ func readUsage(f *found) usageReading {
 	}
 	r.kind = readBillable
 	return r
+}
+
+// --- Writing the cost attributes of a span priced here ---------------------------------------------
+
+var pricedKeys = map[string]bool{
+	"cost.currency": true, "cost.status": true, "cost.status_reason": true, "cost.provider": true, "cost.model": true,
+	"cost.price_source": true, "cost.direct": true, "gen_ai.usage.cost": true, "cost.direct_nanos": true,
+	"cost.input": true, "cost.cache_read": true, "cost.cache_write": true, "cost.output": true,
+}
+
+type dedupMap struct{ m pcommon.Map }
+
+// clean keeps only the last value of each key the pricing writes, so a Put replaces it fully.
+func (d dedupMap) clean() pcommon.Map {
+	last := map[string]int{}
+	i := 0
+	d.m.Range(func(k string, _ pcommon.Value) bool {
+		if pricedKeys[k] {
+			last[k] = i
+		}
+		i++
+		return true
+	})
+	i = 0
+	d.m.RemoveIf(func(k string, _ pcommon.Value) bool {
+		drop := pricedKeys[k] && last[k] != i
+		i++
+		return drop
+	})
+	return d.m
+}
+
+// written are the values priceSpan wrote that the rollup reads (valid until the span's
+// attributes change again).
+type written struct {
+	status, nanos, usd pcommon.Value
+	hasNanos           bool
+}
+
+// Strings of the cost attributes written on every priced span.
+const (
+	keyProvider    = "cost.provider"
+	keyModel       = "cost.model"
+	keyPriceSource = "cost.price_source"
+	keyGenAICost   = "gen_ai.usage.cost"
+	keyInput       = "cost.input"
+	keyCacheRead   = "cost.cache_read"
+	keyCacheWrite  = "cost.cache_write"
+	keyOutput      = "cost.output"
+)
+
+// priceSpan writes the cost attributes of a span that carries usage but was not priced
+// in-process (as otel_costs.CostSpanProcessor would have written them). ok: the span had no
+// cost.* key before and w holds what the rollup needs (else the caller views the span again).
+func priceSpan(sp ptrace.Span, v *spanCostView, f *found, book *PriceBook, seen map[string]bool, st *traceStats) (w written, ok bool) {
+	r := readUsage(f)
+	if r.kind == readNone {
+		return written{}, false
+	}
+	attrs := sp.Attributes()
+	if v.hasCost {
+		// The span already carries cost.* keys (maybe repeated): each key written here
+		// replaces all of its earlier values, the others stay as they are.
+		attrs = dedupMap{attrs}.clean()
+	}
+	if r.kind != readAggregate {
+		if id, ok := f.str(respIDSlot); ok && id != "" {
+			if seen[id] {
+				attrs.PutStr(attrCostCurrency, "USD")
+				attrs.PutStr(attrCostStatus, "duplicate")
+				attrs.PutStr(attrCostStatusReason, duplicateReason)
+				st.duplicate++
+				return written{}, false
+			}
+			seen[id] = true
+		}
+	}
+	// The 12 keys priced here and the 6 rollup keys written next (processSpans): one growth,
+	// so the values handed back in w stay where they are.
+	attrs.EnsureCapacity(attrs.Len() + 18)
+	attrs.PutStr(attrCostCurrency, "USD")
+	w.status = attrs.PutEmpty(attrCostStatus)
+	ok = !v.hasCost
+	switch r.kind {
+	case readAggregate:
+		w.status.SetStr("aggregate")
+		attrs.PutStr(attrCostStatusReason, r.reason)
+		return w, ok
+	case readMissing:
+		w.status.SetStr("unpriced")
+		attrs.PutStr(attrCostStatusReason, r.reason)
+		st.unpriced++
+		return w, ok
+	case readInvalid:
+		w.status.SetStr("invalid_usage")
+		attrs.PutStr(attrCostStatusReason, r.reason)
+		st.invalid++
+		return w, ok
+	}
+	at := sp.StartTimestamp().AsTime()
+	if sp.StartTimestamp() == 0 {
+		at = time.Now()
+	}
+	var cost Cost
+	reason := "no prices_file configured: the processor has no prices"
+	priced := false
+	if book != nil {
+		cost, reason, priced = book.Price(r.provider, r.server, r.model, r.usage, at)
+	}
+	if !priced {
+		w.status.SetStr("unpriced")
+		attrs.PutStr(attrCostStatusReason, reason)
+		if r.provider != "" {
+			attrs.PutStr(keyProvider, r.provider)
+		}
+		if r.model != "" {
+			attrs.PutStr(keyModel, r.model)
+		}
+		st.unpriced++
+		return w, ok
+	}
+	w.status.SetStr("priced")
+	if cost.Provider != "" {
+		attrs.PutStr(keyProvider, cost.Provider)
+	}
+	if cost.Model != "" {
+		attrs.PutStr(keyModel, cost.Model)
+	}
+	if cost.Source != "" {
+		attrs.PutStr(keyPriceSource, cost.Source)
+	}
+	usd := nanosToUSD(cost.Nanos)
+	w.usd = attrs.PutEmpty(attrCostDirect)
+	w.usd.SetDouble(usd)
+	attrs.PutDouble(keyGenAICost, usd)
+	w.nanos = attrs.PutEmpty(attrCostDirectNanos)
+	w.nanos.SetInt(cost.Nanos)
+	w.hasNanos = true
+	attrs.PutDouble(keyInput, cost.Input)
+	attrs.PutDouble(keyCacheRead, cost.CacheRead)
+	attrs.PutDouble(keyCacheWrite, cost.CacheWrite)
+	attrs.PutDouble(keyOutput, cost.Output)
+	st.priced++
+	return w, ok
 }
