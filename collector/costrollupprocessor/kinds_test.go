@@ -90,8 +90,9 @@ func TestUsageByKind(t *testing.T) {
 			if err := attrs.FromRaw(tc.attrs); err != nil {
 				t.Fatal(err)
 			}
-			if v := viewSpan(attrs); readUsage(v.usage).kind != tc.want {
-				t.Fatalf("readUsage(%v).kind = %d, want %d", tc.attrs, readUsage(v.usage).kind, tc.want)
+			var f found
+			if viewSpan(attrs, &f); readUsage(&f).kind != tc.want {
+				t.Fatalf("readUsage(%v).kind = %d, want %d", tc.attrs, readUsage(&f).kind, tc.want)
 			}
 		})
 	}

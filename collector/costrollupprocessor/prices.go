@@ -221,7 +221,22 @@ func (r *rate) at(totalInput int64) *big.Rat {
 
 type priceSet struct {
 	rates map[string]*rate
+	// The same rates by position (rateInput...rateRequests; nil: not priced), for price()
+	// without a map look-up per price key.
+	byKey [6]*rate
 }
+
+// Positions in priceSet.byKey.
+const (
+	rateInput = iota
+	rateCacheRead
+	rateCacheWrite
+	rateOutput
+	rateReasoning
+	rateRequests
+)
+
+var rateKeys = [6]string{"input_mtok", "cache_read_mtok", "cache_write_mtok", "output_mtok", "output_reasoning_mtok", "requests_kcount"}
 
 type constraint struct {
 	kind      int // 0 none, 1 start_date, 2 time of day
@@ -352,6 +367,9 @@ func parsePriceSet(where string, raw json.RawMessage) (*priceSet, error) {
 			return nil, err
 		}
 		ps.rates[key] = r
+	}
+	for i, key := range rateKeys {
+		ps.byKey[i] = ps.rates[key]
 	}
 	return ps, nil
 }
@@ -882,10 +900,10 @@ func roundHalfEven(r *big.Rat) *big.Int {
 // cliff tiers by total input tokens, one exact sum, quantized once to nano-USD.
 func (ps *priceSet) price(u Usage) (Cost, bool) {
 	inputLeaf := u.Input
-	if _, ok := ps.rates["cache_read_mtok"]; ok {
+	if ps.byKey[rateCacheRead] != nil {
 		inputLeaf -= u.CacheRead
 	}
-	if _, ok := ps.rates["cache_write_mtok"]; ok {
+	if ps.byKey[rateCacheWrite] != nil {
 		inputLeaf -= u.CacheWrite
 	}
 	if inputLeaf < 0 {
@@ -947,28 +965,24 @@ func (ps *priceSet) priceFixed(u Usage, inputLeaf int64) (Cost, bool) {
 	var slot [6]int // terms index per part: input, cache read, cache write, output, reasoning, requests
 	n := 0
 	outputLeaf := u.Output
-	if _, ok := ps.rates["output_reasoning_mtok"]; ok {
+	if ps.byKey[rateReasoning] != nil {
 		outputLeaf -= u.Reasoning
 	}
-	for i, k := range [...]struct {
-		key   string
-		count int64
-	}{{"input_mtok", inputLeaf}, {"cache_read_mtok", u.CacheRead}, {"cache_write_mtok", u.CacheWrite},
-		{"output_mtok", outputLeaf}, {"output_reasoning_mtok", u.Reasoning}, {"requests_kcount", 1}} {
+	counts := [6]int64{inputLeaf, u.CacheRead, u.CacheWrite, outputLeaf, u.Reasoning, 1}
+	for i, r := range ps.byKey {
 		slot[i] = -1
-		r, ok := ps.rates[k.key]
-		if !ok {
+		if r == nil {
 			continue
 		}
 		fp := r.fixedAt(u.Input)
-		if !fp.ok || k.count < 0 {
+		if !fp.ok || counts[i] < 0 {
 			return Cost{}, false
 		}
 		perE := 6
-		if k.key == "requests_kcount" {
+		if i == rateRequests {
 			perE = 3
 		}
-		terms[n] = term{p: fp, count: uint64(k.count), shift: fp.exp + perE - 9, perE: perE}
+		terms[n] = term{p: fp, count: uint64(counts[i]), shift: fp.exp + perE - 9, perE: perE}
 		slot[i] = n
 		n++
 	}

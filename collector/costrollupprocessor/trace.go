@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"regexp"
 	"sync"
-	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -70,7 +69,8 @@ type spanCostView struct {
 	hasUsage  bool // some usage-related key
 	respID    pcommon.Value
 	hasRespID bool
-	usage     found // usage-related keys of a span to price (no cost.status), else nil
+	toPrice   bool  // usage-related keys and no cost.status: priceSpan reads them from found
+	foundAt   int32 // its found in the scratch (when toPrice)
 }
 
 // Bits of the rollup keys (replacedKeys) in a span, for replacing them in place.
@@ -126,8 +126,13 @@ func setBool(m pcommon.Map, k string) {
 // Filled in usage.go's init, after readKeys.
 var interesting [256]bool
 
-func viewSpan(attrs pcommon.Map) spanCostView {
+// viewSpan reads a span's attributes in one pass; the usage-related ones go into f (nil: not
+// kept), which holds them for pricing when the span turns out to need it (toPrice).
+func viewSpan(attrs pcommon.Map, f *found) spanCostView {
 	var v spanCostView
+	if f != nil {
+		f.has = 0
+	}
 	attrs.Range(func(k string, val pcommon.Value) bool {
 		if k == "" || !interesting[k[0]] {
 			return true
@@ -154,24 +159,18 @@ func viewSpan(attrs pcommon.Map) spanCostView {
 			}
 			return true
 		}
-		if readKeys[k] {
+		if s := slotOf[k]; s != 0 {
 			v.hasUsage = true
-			if k == "gen_ai.response.id" {
+			if s-1 == respIDSlot {
 				v.respID, v.hasRespID = val, true
+			}
+			if f != nil {
+				f.set(s-1, val)
 			}
 		}
 		return true
 	})
-	if v.hasUsage && !v.hasStatus {
-		// To be priced: collect what the pricing reads (a second pass, only for these spans).
-		v.usage = make(found, 0, 8)
-		attrs.Range(func(k string, val pcommon.Value) bool {
-			if k != "" && interesting[k[0]] && readKeys[k] {
-				v.usage.set(k, val)
-			}
-			return true
-		})
-	}
+	v.toPrice = v.hasUsage && !v.hasStatus && f != nil
 	return v
 }
 
@@ -198,6 +197,7 @@ type scratch struct {
 	roots, order, stack []int32
 	done                []bool
 	tree                treeInfo
+	found               []found // usage keys of the spans to price, in span order
 }
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{} }}
@@ -209,6 +209,13 @@ func putScratch(sc *scratch) {
 		*sc = scratch{} // do not keep a huge trace's buffers
 	}
 	clear(sc.views[:cap(sc.views)])
+	for i := range sc.found {
+		sc.found[i].has = 0
+		clear(sc.found[i].vals[:])
+	}
+	if cap(sc.found) > 64 {
+		sc.found = nil // a trace with many calls: do not keep its 600-byte slots
+	}
 	clear(sc.spans[:cap(sc.spans)])
 	clear(sc.tree.name[:cap(sc.tree.name)]) // no span strings kept alive in the pool
 	scratchPool.Put(sc)
@@ -229,8 +236,16 @@ func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStat
 	views := sc.views[:n]
 	clear(views)
 	var seenResponses map[string]bool
+	nFound := 0
 	for i, sp := range spans {
-		views[i] = viewSpan(sp.Attributes())
+		if nFound == len(sc.found) {
+			sc.found = append(sc.found, found{})
+		}
+		views[i] = viewSpan(sp.Attributes(), &sc.found[nFound])
+		if views[i].toPrice {
+			views[i].foundAt = int32(nFound)
+			nFound++
+		}
 		if views[i].hasStatus && views[i].hasRespID {
 			// Priced in-process: its response id counts as seen (unless it is itself a duplicate or an aggregate).
 			if s := views[i].status; s.Type() == pcommon.ValueTypeStr && s.Str() != "duplicate" && s.Str() != "aggregate" {
@@ -245,12 +260,21 @@ func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStat
 	}
 	for i, sp := range spans {
 		v := &views[i]
-		if !v.hasStatus && v.usage != nil {
+		if v.toPrice {
 			if seenResponses == nil {
 				seenResponses = map[string]bool{}
 			}
-			priceSpan(sp, v, opts.book, seenResponses, &st)
-			*v = viewSpan(sp.Attributes())
+			w, ok := priceSpan(sp, v, &sc.found[v.foundAt], opts.book, seenResponses, &st)
+			if ok {
+				// Written into a span that had no cost.* key: the view is known without a re-read.
+				v.hasCost, v.hasCurr = true, true
+				v.status, v.hasStatus = w.status, true
+				v.nanos, v.hasNanos = w.nanos, w.hasNanos
+				v.usd, v.hasUSD = w.usd, w.hasNanos
+			} else {
+				*v = viewSpan(sp.Attributes(), nil)
+			}
+			v.toPrice = false
 		}
 		nd := &nodes[i]
 		nd.id = sp.SpanID()
@@ -318,14 +342,37 @@ func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStat
 			attrs.EnsureCapacity(attrs.Len() + add + 1)
 		}
 		if nd.billableSubtree {
-			setDouble(attrs, attrCostChildren, nanosToUSD(nd.childrenNanos))
-			setDouble(attrs, attrCostTotal, nanosToUSD(nd.totalNanos))
-			setInt(attrs, attrCostChildrenNanos, nd.childrenNanos)
-			setInt(attrs, attrCostTotalNanos, nd.totalNanos)
+			// A key the view did not see is absent: put it (one scan) instead of set's
+			// look-up first (two).
+			had := v.dropMask
+			if had&bitChildren != 0 {
+				setDouble(attrs, attrCostChildren, nanosToUSD(nd.childrenNanos))
+			} else {
+				attrs.PutDouble(attrCostChildren, nanosToUSD(nd.childrenNanos))
+			}
+			if had&bitTotal != 0 {
+				setDouble(attrs, attrCostTotal, nanosToUSD(nd.totalNanos))
+			} else {
+				attrs.PutDouble(attrCostTotal, nanosToUSD(nd.totalNanos))
+			}
+			if had&bitChildrenNanos != 0 {
+				setInt(attrs, attrCostChildrenNanos, nd.childrenNanos)
+			} else {
+				attrs.PutInt(attrCostChildrenNanos, nd.childrenNanos)
+			}
+			if had&bitTotalNanos != 0 {
+				setInt(attrs, attrCostTotalNanos, nd.totalNanos)
+			} else {
+				attrs.PutInt(attrCostTotalNanos, nd.totalNanos)
+			}
 			if !v.hasCurr {
 				attrs.PutStr(attrCostCurrency, "USD")
 			}
-			setStr(attrs, attrScope, "trace")
+			if had&bitScope != 0 {
+				setStr(attrs, attrScope, "trace")
+			} else {
+				attrs.PutStr(attrScope, "trace")
+			}
 			if nd.unpricedSubtree > 0 {
 				setInt(attrs, attrUnpriced, nd.unpricedSubtree)
 			}
@@ -343,121 +390,6 @@ func processSpans(spans []ptrace.Span, opts traceOptions, sc *scratch) traceStat
 		}
 	}
 	return st
-}
-
-var pricedKeys = map[string]bool{
-	"cost.currency": true, "cost.status": true, "cost.status_reason": true, "cost.provider": true, "cost.model": true,
-	"cost.price_source": true, "cost.direct": true, "gen_ai.usage.cost": true, "cost.direct_nanos": true,
-	"cost.input": true, "cost.cache_read": true, "cost.cache_write": true, "cost.output": true,
-}
-
-type dedupMap struct{ m pcommon.Map }
-
-// clean keeps only the last value of each key the pricing writes, so a Put replaces it fully.
-func (d dedupMap) clean() pcommon.Map {
-	last := map[string]int{}
-	i := 0
-	d.m.Range(func(k string, _ pcommon.Value) bool {
-		if pricedKeys[k] {
-			last[k] = i
-		}
-		i++
-		return true
-	})
-	i = 0
-	d.m.RemoveIf(func(k string, _ pcommon.Value) bool {
-		drop := pricedKeys[k] && last[k] != i
-		i++
-		return drop
-	})
-	return d.m
-}
-
-// priceSpan writes the cost attributes of a span that carries usage but was not priced
-// in-process (as otel_costs.CostSpanProcessor would have written them).
-func priceSpan(sp ptrace.Span, v *spanCostView, book *PriceBook, seen map[string]bool, st *traceStats) {
-	r := readUsage(v.usage)
-	if r.kind == readNone {
-		return
-	}
-	attrs := sp.Attributes()
-	if v.hasCost {
-		// The span already carries cost.* keys (maybe repeated): each key written here
-		// replaces all of its earlier values, the others stay as they are.
-		attrs = dedupMap{attrs}.clean()
-	}
-	if r.kind != readAggregate {
-		if id, ok := v.usage.str("gen_ai.response.id"); ok && id != "" {
-			if seen[id] {
-				attrs.PutStr("cost.currency", "USD")
-				attrs.PutStr("cost.status", "duplicate")
-				attrs.PutStr("cost.status_reason", duplicateReason)
-				st.duplicate++
-				return
-			}
-			seen[id] = true
-		}
-	}
-	// The 12 keys priced here and the 6 rollup keys written next (processSpans): one growth.
-	attrs.EnsureCapacity(attrs.Len() + 18)
-	attrs.PutStr("cost.currency", "USD")
-	switch r.kind {
-	case readAggregate:
-		attrs.PutStr("cost.status", "aggregate")
-		attrs.PutStr("cost.status_reason", r.reason)
-		return
-	case readMissing:
-		attrs.PutStr("cost.status", "unpriced")
-		attrs.PutStr("cost.status_reason", r.reason)
-		st.unpriced++
-		return
-	case readInvalid:
-		attrs.PutStr("cost.status", "invalid_usage")
-		attrs.PutStr("cost.status_reason", r.reason)
-		st.invalid++
-		return
-	}
-	at := sp.StartTimestamp().AsTime()
-	if sp.StartTimestamp() == 0 {
-		at = time.Now()
-	}
-	var cost Cost
-	reason := "no prices_file configured: the processor has no prices"
-	ok := false
-	if book != nil {
-		cost, reason, ok = book.Price(r.provider, r.server, r.model, r.usage, at)
-	}
-	if !ok {
-		attrs.PutStr("cost.status", "unpriced")
-		attrs.PutStr("cost.status_reason", reason)
-		if r.provider != "" {
-			attrs.PutStr("cost.provider", r.provider)
-		}
-		if r.model != "" {
-			attrs.PutStr("cost.model", r.model)
-		}
-		st.unpriced++
-		return
-	}
-	attrs.PutStr("cost.status", "priced")
-	if cost.Provider != "" {
-		attrs.PutStr("cost.provider", cost.Provider)
-	}
-	if cost.Model != "" {
-		attrs.PutStr("cost.model", cost.Model)
-	}
-	if cost.Source != "" {
-		attrs.PutStr("cost.price_source", cost.Source)
-	}
-	usd := nanosToUSD(cost.Nanos)
-	attrs.PutDouble("cost.direct", usd)
-	attrs.PutDouble("gen_ai.usage.cost", usd)
-	attrs.PutInt("cost.direct_nanos", cost.Nanos)
-	attrs.PutDouble("cost.input", cost.Input)
-	attrs.PutDouble("cost.cache_read", cost.CacheRead)
-	attrs.PutDouble("cost.cache_write", cost.CacheWrite)
-	attrs.PutDouble("cost.output", cost.Output)
-	st.priced++
 }
 
 // --- CLIENT spans that wait for a child in another service ---------------------------------------

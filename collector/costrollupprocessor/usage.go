@@ -6,12 +6,14 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
 // Token usage read from span attributes, as otel_costs/_usage.py reads it (same names, same
-// priority, same checks, same reasons).
+// priority, same checks, same reasons), and the cost attributes written on a span priced here.
 
 var (
 	inputKeys     = []string{"gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"}
@@ -46,6 +48,15 @@ var (
 
 	triggerKeys = map[string]bool{}
 	readKeys    = map[string]bool{}
+
+	// Every key the usage reading reads has a slot (slotOf[k] = slot+1), so one pass over a
+	// span's attributes files them with one map look-up each and the reading indexes slots.
+	slotKeys                            []string
+	slotOf                              = map[string]uint8{}
+	fieldSlots                          [5][]uint8
+	modelSlots, providerSlots, srvSlots []uint8
+	triggerMask                         uint64
+	respIDSlot                          uint8
 )
 
 const maxTokens = 10_000_000_000
@@ -71,6 +82,31 @@ func init() {
 	for k := range readKeys {
 		interesting[k[0]] = true
 	}
+	for k := range readKeys {
+		slotKeys = append(slotKeys, k)
+	}
+	sort.Strings(slotKeys)
+	if len(slotKeys) > usageSlots {
+		panic("costrollup: more usage keys than slots")
+	}
+	for i, k := range slotKeys {
+		slotOf[k] = uint8(i + 1)
+		if triggerKeys[k] {
+			triggerMask |= 1 << i
+		}
+	}
+	slots := func(keys []string) []uint8 {
+		out := make([]uint8, len(keys))
+		for i, k := range keys {
+			out[i] = slotOf[k] - 1
+		}
+		return out
+	}
+	for i, keys := range fieldKeys {
+		fieldSlots[i] = slots(keys)
+	}
+	modelSlots, providerSlots, srvSlots = slots(modelKeys), slots(providerKeys), slots(serverKeys)
+	respIDSlot = slotOf["gen_ai.response.id"] - 1
 }
 
 type readingKind int
@@ -92,53 +128,66 @@ type usageReading struct {
 	reason   string
 }
 
-// found holds the usage-related attributes of a span (the last value of a repeated key wins): a
-// short list, not a map (a span has a handful of them; a map per priced span cost more than the
-// linear look-ups).
-type found []foundKV
-
-type foundKV struct {
-	k string
-	v pcommon.Value
+// found holds the usage-related attributes of a span (the last value of a repeated key wins), one
+// slot per key the reading knows (slotKeys): filled in the pass that views the span, read by
+// index (no map and no linear look-ups per candidate name).
+type found struct {
+	has  uint64
+	vals [usageSlots]pcommon.Value
 }
 
-// set records k (replacing an earlier value of the same key).
-func (f *found) set(k string, v pcommon.Value) {
-	for i := range *f {
-		if (*f)[i].k == k {
-			(*f)[i].v = v
-			return
-		}
+// usageSlots is at least len(slotKeys) (init checks it).
+const usageSlots = 40
+
+// set records the value of slot i (replacing an earlier value of the same key).
+func (f *found) set(i uint8, v pcommon.Value) {
+	f.has |= 1 << i
+	f.vals[i] = v
+}
+
+func (f *found) at(i uint8) (pcommon.Value, bool) {
+	if f.has&(1<<i) == 0 {
+		return pcommon.Value{}, false
 	}
-	*f = append(*f, foundKV{k, v})
+	return f.vals[i], true
 }
 
-func (f found) get(k string) (pcommon.Value, bool) {
-	for i := range f {
-		if f[i].k == k {
-			return f[i].v, true
-		}
+// get is at by key name (for classify's marker keys).
+func (f *found) get(k string) (pcommon.Value, bool) {
+	if s := slotOf[k]; s != 0 {
+		return f.at(s - 1)
 	}
 	return pcommon.Value{}, false
 }
 
-func (f found) str(key string) (string, bool) {
-	v, ok := f.get(key)
+func (f *found) str(i uint8) (string, bool) {
+	v, ok := f.at(i)
 	if !ok || v.Type() != pcommon.ValueTypeStr {
 		return "", false
 	}
 	return v.Str(), true
 }
 
-func (f found) firstString(keys []string) string {
-	for _, k := range keys {
-		if s, ok := f.str(k); ok {
+func (f *found) firstString(slots []uint8) string {
+	for _, i := range slots {
+		if s, ok := f.str(i); ok {
 			if t := strings.TrimSpace(s); t != "" {
 				return t
 			}
 		}
 	}
 	return ""
+}
+
+// collectFound fills a found from a span's attributes (for callers outside viewSpan's pass).
+func collectFound(attrs pcommon.Map, f *found) {
+	f.has = 0
+	attrs.Range(func(k string, val pcommon.Value) bool {
+		if s := slotOf[k]; s != 0 {
+			f.set(s-1, val)
+		}
+		return true
+	})
 }
 
 func pyFloatRepr(v float64) string {
@@ -251,7 +300,7 @@ func usageProblem(u Usage) string {
 	return ""
 }
 
-func aggregateReason(f found) string {
+func aggregateReason(f *found) string {
 	kind, marker, value := classify(f.get)
 	if !kind.aggregate() {
 		return ""
@@ -269,34 +318,27 @@ const missingUsageReason = "the model call reported no token usage (an error res
 	"record: for OpenAI streams pass stream_options={'include_usage': True})"
 
 // readUsage reads a span's usage from its found attributes (readNone: it carries none).
-func readUsage(f found) usageReading {
-	hasTrigger := false
-	for _, kv := range f {
-		if triggerKeys[kv.k] {
-			hasTrigger = true
-			break
-		}
-	}
-	if !hasTrigger {
+func readUsage(f *found) usageReading {
+	if f.has&triggerMask == 0 {
 		// No usage: only a model call (by the span-kind table) is flagged for it.
 		if kind, _, _ := classify(f.get); kind != opModelCall {
 			return usageReading{}
 		}
-		return usageReading{kind: readMissing, model: f.firstString(modelKeys), provider: f.firstString(providerKeys),
-			server: f.firstString(serverKeys), reason: missingUsageReason}
+		return usageReading{kind: readMissing, model: f.firstString(modelSlots), provider: f.firstString(providerSlots),
+			server: f.firstString(srvSlots), reason: missingUsageReason}
 	}
 	var counts [5]int64
 	var have [5]bool
 	problem := ""
-	for i, keys := range fieldKeys {
-		for _, key := range keys {
-			v, ok := f.get(key)
+	for i, slots := range fieldSlots {
+		for _, slot := range slots {
+			v, ok := f.at(slot)
 			if !ok || v.Type() == pcommon.ValueTypeEmpty {
 				continue
 			}
 			n, p := parseCount(v)
 			if p != "" {
-				problem = key + " " + p
+				problem = slotKeys[slot] + " " + p
 			} else {
 				counts[i], have[i] = n, true
 			}
@@ -307,13 +349,12 @@ func readUsage(f found) usageReading {
 		}
 	}
 	if problem == "" && !have[0] && !have[1] {
-		var present []string
-		for _, kv := range f {
-			if triggerKeys[kv.k] {
-				present = append(present, kv.k)
+		var present []string // sorted: slotKeys is
+		for i, k := range slotKeys {
+			if f.has&triggerMask&(1<<i) != 0 {
+				present = append(present, k)
 			}
 		}
-		sort.Strings(present)
 		problem = "no input or output token count, only " + strings.Join(present, ", ")
 	}
 	r := usageReading{}
@@ -321,7 +362,7 @@ func readUsage(f found) usageReading {
 		r.usage = Usage{counts[0], counts[1], counts[2], counts[3], counts[4]}
 		problem = usageProblem(r.usage)
 		if problem == "" {
-			r.model, r.provider, r.server = f.firstString(modelKeys), f.firstString(providerKeys), f.firstString(serverKeys)
+			r.model, r.provider, r.server = f.firstString(modelSlots), f.firstString(providerSlots), f.firstString(srvSlots)
 		}
 	}
 	if agg := aggregateReason(f); agg != "" {
@@ -336,4 +377,148 @@ func readUsage(f found) usageReading {
 	}
 	r.kind = readBillable
 	return r
+}
+
+// --- Writing the cost attributes of a span priced here ---------------------------------------------
+
+var pricedKeys = map[string]bool{
+	"cost.currency": true, "cost.status": true, "cost.status_reason": true, "cost.provider": true, "cost.model": true,
+	"cost.price_source": true, "cost.direct": true, "gen_ai.usage.cost": true, "cost.direct_nanos": true,
+	"cost.input": true, "cost.cache_read": true, "cost.cache_write": true, "cost.output": true,
+}
+
+type dedupMap struct{ m pcommon.Map }
+
+// clean keeps only the last value of each key the pricing writes, so a Put replaces it fully.
+func (d dedupMap) clean() pcommon.Map {
+	last := map[string]int{}
+	i := 0
+	d.m.Range(func(k string, _ pcommon.Value) bool {
+		if pricedKeys[k] {
+			last[k] = i
+		}
+		i++
+		return true
+	})
+	i = 0
+	d.m.RemoveIf(func(k string, _ pcommon.Value) bool {
+		drop := pricedKeys[k] && last[k] != i
+		i++
+		return drop
+	})
+	return d.m
+}
+
+// written are the values priceSpan wrote that the rollup reads (valid until the span's
+// attributes change again).
+type written struct {
+	status, nanos, usd pcommon.Value
+	hasNanos           bool
+}
+
+// Strings of the cost attributes written on every priced span.
+const (
+	keyProvider    = "cost.provider"
+	keyModel       = "cost.model"
+	keyPriceSource = "cost.price_source"
+	keyGenAICost   = "gen_ai.usage.cost"
+	keyInput       = "cost.input"
+	keyCacheRead   = "cost.cache_read"
+	keyCacheWrite  = "cost.cache_write"
+	keyOutput      = "cost.output"
+)
+
+// priceSpan writes the cost attributes of a span that carries usage but was not priced
+// in-process (as otel_costs.CostSpanProcessor would have written them). ok: the span had no
+// cost.* key before and w holds what the rollup needs (else the caller views the span again).
+func priceSpan(sp ptrace.Span, v *spanCostView, f *found, book *PriceBook, seen map[string]bool, st *traceStats) (w written, ok bool) {
+	r := readUsage(f)
+	if r.kind == readNone {
+		return written{}, false
+	}
+	attrs := sp.Attributes()
+	if v.hasCost {
+		// The span already carries cost.* keys (maybe repeated): each key written here
+		// replaces all of its earlier values, the others stay as they are.
+		attrs = dedupMap{attrs}.clean()
+	}
+	if r.kind != readAggregate {
+		if id, ok := f.str(respIDSlot); ok && id != "" {
+			if seen[id] {
+				attrs.PutStr(attrCostCurrency, "USD")
+				attrs.PutStr(attrCostStatus, "duplicate")
+				attrs.PutStr(attrCostStatusReason, duplicateReason)
+				st.duplicate++
+				return written{}, false
+			}
+			seen[id] = true
+		}
+	}
+	// The 12 keys priced here and the 6 rollup keys written next (processSpans): one growth,
+	// so the values handed back in w stay where they are.
+	attrs.EnsureCapacity(attrs.Len() + 18)
+	attrs.PutStr(attrCostCurrency, "USD")
+	w.status = attrs.PutEmpty(attrCostStatus)
+	ok = !v.hasCost
+	switch r.kind {
+	case readAggregate:
+		w.status.SetStr("aggregate")
+		attrs.PutStr(attrCostStatusReason, r.reason)
+		return w, ok
+	case readMissing:
+		w.status.SetStr("unpriced")
+		attrs.PutStr(attrCostStatusReason, r.reason)
+		st.unpriced++
+		return w, ok
+	case readInvalid:
+		w.status.SetStr("invalid_usage")
+		attrs.PutStr(attrCostStatusReason, r.reason)
+		st.invalid++
+		return w, ok
+	}
+	at := sp.StartTimestamp().AsTime()
+	if sp.StartTimestamp() == 0 {
+		at = time.Now()
+	}
+	var cost Cost
+	reason := "no prices_file configured: the processor has no prices"
+	priced := false
+	if book != nil {
+		cost, reason, priced = book.Price(r.provider, r.server, r.model, r.usage, at)
+	}
+	if !priced {
+		w.status.SetStr("unpriced")
+		attrs.PutStr(attrCostStatusReason, reason)
+		if r.provider != "" {
+			attrs.PutStr(keyProvider, r.provider)
+		}
+		if r.model != "" {
+			attrs.PutStr(keyModel, r.model)
+		}
+		st.unpriced++
+		return w, ok
+	}
+	w.status.SetStr("priced")
+	if cost.Provider != "" {
+		attrs.PutStr(keyProvider, cost.Provider)
+	}
+	if cost.Model != "" {
+		attrs.PutStr(keyModel, cost.Model)
+	}
+	if cost.Source != "" {
+		attrs.PutStr(keyPriceSource, cost.Source)
+	}
+	usd := nanosToUSD(cost.Nanos)
+	w.usd = attrs.PutEmpty(attrCostDirect)
+	w.usd.SetDouble(usd)
+	attrs.PutDouble(keyGenAICost, usd)
+	w.nanos = attrs.PutEmpty(attrCostDirectNanos)
+	w.nanos.SetInt(cost.Nanos)
+	w.hasNanos = true
+	attrs.PutDouble(keyInput, cost.Input)
+	attrs.PutDouble(keyCacheRead, cost.CacheRead)
+	attrs.PutDouble(keyCacheWrite, cost.CacheWrite)
+	attrs.PutDouble(keyOutput, cost.Output)
+	st.priced++
+	return w, ok
 }
