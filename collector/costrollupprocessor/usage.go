@@ -75,7 +75,7 @@ func init() {
 			readKeys[k] = true
 		}
 	}
-	for _, k := range []string{markerOperation, markerOISpanKind, markerTLSpanKind, markerTLRequestTy, "gen_ai.response.id"} {
+	for _, k := range []string{markerOperation, markerOISpanKind, markerTLSpanKind, markerTLRequestTy, "gen_ai.response.id", keyErrorType} {
 		readKeys[k] = true
 	}
 	interesting['c'] = true
@@ -126,6 +126,33 @@ type usageReading struct {
 	provider string
 	server   string
 	reason   string
+	gap      string // billable usage that is not whole: priced as partial with this reason
+}
+
+// The whole-usage rules of otel_costs.pricing._usage._whole (issue 13.4, issue 11.3): the same
+// reasons, word for word, so both tiers flag a call alike (tests/golden/cases/usage_not_whole.json).
+const (
+	keyErrorType     = "error.type"
+	zeroUsageReason  = "usage reported as zero"
+	noInputReason    = "no input token count (gen_ai.usage.input_tokens), only output tokens: priced on the output alone, a lower bound"
+	noOutputReason   = "no output token count (gen_ai.usage.output_tokens) on a call that is not an embeddings call: priced on the input alone, a lower bound"
+	embeddingModelKy = "embedding.model_name"
+)
+
+// isEmbeddings: an embeddings call, which reports no output count (as Python's _embeddings: its
+// operation or span kind in any convention, an OpenInference embedding model, or "embed" in the model).
+func isEmbeddings(f *found, model string) bool {
+	for _, k := range []string{markerOperation, markerOISpanKind, markerTLRequestTy} {
+		if v, ok := f.get(k); ok && v.Type() == pcommon.ValueTypeStr {
+			if t := strings.ToLower(strings.TrimSpace(v.Str())); t == "embeddings" || t == "embedding" {
+				return true
+			}
+		}
+	}
+	if _, ok := f.get(embeddingModelKy); ok {
+		return true
+	}
+	return strings.Contains(strings.ToLower(model), "embed")
 }
 
 // found holds the usage-related attributes of a span (the last value of a repeated key wins), one
@@ -376,6 +403,14 @@ func readUsage(f *found) usageReading {
 		return usageReading{kind: readInvalid, reason: problem}
 	}
 	r.kind = readBillable
+	if u := r.usage; u.Input == 0 && u.Output == 0 && u.CacheRead == 0 && u.CacheWrite == 0 {
+		return usageReading{kind: readMissing, reason: zeroUsageReason}
+	}
+	if !have[0] {
+		r.gap = noInputReason
+	} else if _, failed := f.get(keyErrorType); !have[1] && !failed && !isEmbeddings(f, r.model) {
+		r.gap = noOutputReason
+	}
 	return r
 }
 
@@ -487,7 +522,11 @@ func priceSpan(sp ptrace.Span, v *spanCostView, f *found, book *PriceBook, seen 
 		cost, reason, priced = book.Price(r.provider, r.server, r.model, r.usage, at)
 	}
 	if !priced {
-		w.status.SetStr("unpriced")
+		if r.gap != "" { // as Python: a one-sided call stays partial, with the price's reason
+			w.status.SetStr("partial")
+		} else {
+			w.status.SetStr("unpriced")
+		}
 		attrs.PutStr(attrCostStatusReason, reason)
 		if r.provider != "" {
 			attrs.PutStr(keyProvider, r.provider)
@@ -498,7 +537,12 @@ func priceSpan(sp ptrace.Span, v *spanCostView, f *found, book *PriceBook, seen 
 		st.unpriced++
 		return w, ok
 	}
-	w.status.SetStr("priced")
+	if r.gap != "" {
+		w.status.SetStr("partial")
+		attrs.PutStr(attrCostStatusReason, r.gap)
+	} else {
+		w.status.SetStr("priced")
+	}
 	if cost.Provider != "" {
 		attrs.PutStr(keyProvider, cost.Provider)
 	}

@@ -310,6 +310,28 @@ def cases() -> list[dict[str, Any]]:
         },
     )
     case(
+        "usage_not_whole",
+        "one-sided usage is partial, all-zero usage unpriced, embeddings need no output",
+        {
+            "svc-a": [
+                span(1, None, {"gen_ai.operation.name": "invoke_workflow"}),
+                span(2, 1, {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                            "gen_ai.provider.name": "openai", "gen_ai.usage.input_tokens": 1200}),
+                span(3, 1, {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                            "gen_ai.provider.name": "openai", "gen_ai.usage.output_tokens": 300}),
+                span(4, 1, llm("gpt-4o", 0, 0)),
+                span(5, 1, {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o",
+                            "llm.provider": "openai", "llm.token_count.prompt": 0,
+                            "llm.token_count.completion": 0}),
+                span(6, 1, {"gen_ai.operation.name": "embeddings", "gen_ai.request.model": "text-embedding-3-small",
+                            "gen_ai.provider.name": "openai", "gen_ai.usage.input_tokens": 4000}),
+                span(7, 1, {"gen_ai.operation.name": "chat", "gen_ai.request.model": "no-such-model-xyz",
+                            "gen_ai.provider.name": "openai", "gen_ai.usage.input_tokens": 10}),
+                span(8, 1, llm("gpt-4o", 100, 10)),
+            ]
+        },
+    )  # fmt: skip
+    case(
         "duplicate_calls",
         "two instrumentations traced one call (same gen_ai.response.id)",
         {
