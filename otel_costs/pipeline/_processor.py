@@ -29,7 +29,7 @@ from otel_costs._sdk import (
     set_validated_attributes,
     started_attributes,
 )
-from otel_costs.pipeline._spans import annotated, attributes_dict
+from otel_costs.pipeline._spans import annotated, attributes_dict, readable_attributes
 from otel_costs.pricing._usage import USAGE_OR_CALL_KEYS
 
 #: Keys of a span that may be a model call or carry usage: others skip pricing at once.
@@ -80,6 +80,11 @@ _MAX_OPEN_CALLS = 4096
 _MAX_HELD = 1024
 #: A nested span whose outer span has not ended after this many seconds is priced as it is.
 _HOLD_SECONDS = 60.0
+#: How many traces keep the call spans that ended priced in them last (each at most
+#: ``_ENDED_PER_TRACE``): a call span not known as one at start that overlapped one of them of
+#: another instrumentation scope is the same call, already counted.
+_ENDED_TRACES = 1024
+_ENDED_PER_TRACE = 8
 #: The usage parts whose presence makes one span's usage fuller than another's.
 _PART_KEYS = (conv.CACHE_READ_KEYS, conv.CACHE_WRITE_KEYS, conv.REASONING_KEYS)
 _STATUS_RANK = {conv.STATUS_PRICED: 2, conv.STATUS_PARTIAL: 1}
@@ -98,6 +103,9 @@ _HeldSpan = tuple[float, ReadableSpan, dict[str, Any], dict[str, Any]]
 #: An open model-call span: its instrumentation scope name, its model at start (``None``: not
 #: known yet), and the scopes of the spans already paired with it (``None``: none yet).
 _OpenCall = list[Any]
+#: A call span that ended priced: its scope name, model, start and end (ns), and the scopes of
+#: the spans found to be its twin (``None``: none yet).
+_EndedCall = list[Any]
 
 
 class CostSpanProcessor(SpanProcessor):
@@ -159,6 +167,8 @@ class CostSpanProcessor(SpanProcessor):
         #: Open model-call spans by trace id, then span id (tracked from ``on_start``); how many.
         self._calls: dict[int, dict[int, _OpenCall]] = {}
         self._open_count = 0
+        #: Call spans that ended priced lately, by trace id (oldest trace first).
+        self._ended: OrderedDict[int, list[_EndedCall]] = OrderedDict()
         #: Call spans held, by the span id of the open model-call span they are paired with.
         self._holding: dict[int, list[_HeldSpan]] = {}
         self._held_count = 0
@@ -304,16 +314,12 @@ class CostSpanProcessor(SpanProcessor):
                 attributes = attributes_dict(span.attributes)
             # Most spans carry no LLM usage: one set test over their keys says so.
             if not _PRICE_KEYS.isdisjoint(attributes):
-                if self._calls or self._held_count:
-                    ended = self._ended_call(span, attributes)
-                    if ended is None:
-                        return  # held: paired with an open model-call span, handed on when that ends
-                    span = ended[-1]
-                    for out in ended[:-1]:
-                        self._next.on_end(out)
-                    self._next.on_end(span)
-                    return
-                span = self._costed(span, attributes, ())
+                ended = self._ended_call(span, attributes)
+                if ended is None:
+                    return  # held: paired with an open model-call span, handed on when that ends
+                span = ended[-1]
+                for out in ended[:-1]:
+                    self._next.on_end(out)
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
@@ -326,36 +332,86 @@ class CostSpanProcessor(SpanProcessor):
         if ctx is None:
             return [self._costed(span, attributes, ())]
         held: list[_HeldSpan] | None = None
-        others = False
-        with self._hold_lock:
-            trace_calls = self._calls.get(ctx.trace_id)
-            if trace_calls is not None:
-                if trace_calls.pop(ctx.span_id, None) is not None:
-                    self._open_count -= 1
-                if trace_calls:
-                    others = True
-                else:
-                    del self._calls[ctx.trace_id]
-            if self._holding:
-                held = self._holding.pop(ctx.span_id, None)
-                if held:
-                    self._held_count -= len(held)
+        others = registered = False
+        if self._calls or self._holding:
+            with self._hold_lock:
+                trace_calls = self._calls.get(ctx.trace_id)
+                if trace_calls is not None:
+                    registered = trace_calls.pop(ctx.span_id, None) is not None
+                    if registered:
+                        self._open_count -= 1
+                    if trace_calls:
+                        others = True
+                    else:
+                        del self._calls[ctx.trace_id]
+                if self._holding:
+                    held = self._holding.pop(ctx.span_id, None)
+                    if held:
+                        self._held_count -= len(held)
         out = self._release_stale() if self._held_count else []
         if held:
             out.append(self._costed(span, attributes, held))
             return out
-        if others and is_model_call(attributes):
-            costed = self._cost(span, attributes)
-            if (
-                costed is not None
-                and costed.get(conv.COST_STATUS) != conv.STATUS_AGGREGATE
-                and self._pair(span, attributes, costed)
-            ):
-                return out or None
-            out.append(self._costed(span, attributes, (), costed))
+        if not is_model_call(attributes):
+            out.append(self._costed(span, attributes, ()))
             return out
-        out.append(self._costed(span, attributes, ()))
+        costed = self._cost(span, attributes)
+        if costed is not None and costed.get(conv.COST_STATUS) != conv.STATUS_AGGREGATE:
+            if others and self._pair(span, attributes, costed):
+                return out or None
+            # Not known as a model call when it started (markers set later, as OpenLLMetry's
+            # LangChain spans, or a bare capture span), so no twin could have waited for it.
+            if not registered and self._ended_twin(span, attributes):
+                out.append(annotated(span, _mark_duplicate(dict(attributes), _ENDED_REASON)))
+                return out
+        finished = self._costed(span, attributes, (), costed, True)
+        self._remember(finished)
+        out.append(finished)
         return out
+
+    def _remember(self, span: ReadableSpan) -> None:
+        """Keep the call ``span`` (as handed on) for ``_ended_twin`` if it was counted."""
+        attributes = readable_attributes(span)
+        if attributes.get(conv.COST_STATUS) not in _STATUS_RANK:
+            return
+        ctx = span.context
+        if ctx is None or span.start_time is None or span.end_time is None:
+            return
+        scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else None
+        record: _EndedCall = [scope, _model(attributes), span.start_time, span.end_time, None]
+        ended = self._ended
+        with self._hold_lock:
+            calls = ended.get(ctx.trace_id)
+            if calls is None:
+                if len(ended) >= _ENDED_TRACES:
+                    ended.popitem(last=False)
+                ended[ctx.trace_id] = [record]
+                return
+            calls.append(record)
+            if len(calls) > _ENDED_PER_TRACE:
+                del calls[0]
+
+    def _ended_twin(self, span: ReadableSpan, attributes: Mapping[str, Any]) -> bool:
+        """Whether a call span of ``span``'s trace that ended counted overlapped it in time, for the
+        same model, from another instrumentation scope not yet matched with this one's (then it is
+        the same call; the pairing is recorded)."""
+        ctx = span.context
+        start = span.start_time
+        if ctx is None or start is None or not self._ended:
+            return False
+        scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else None
+        model = _model(attributes)
+        with self._hold_lock:
+            for record in reversed(self._ended.get(ctx.trace_id, ())):
+                if record[0] == scope or record[3] < start or (record[4] is not None and scope in record[4]):
+                    continue
+                if same_model(model, record[1]):
+                    if record[4] is None:
+                        record[4] = {scope}
+                    else:
+                        record[4].add(scope)
+                    return True
+        return False
 
     def _costed(
         self,
@@ -363,12 +419,13 @@ class CostSpanProcessor(SpanProcessor):
         attributes: dict[str, Any],
         held: Sequence[_HeldSpan],
         costed: dict[str, Any] | None = None,
+        known: bool = False,
     ) -> ReadableSpan:
         """The copy of ``span`` (which carries usage; ``attributes`` are its own, only read) to
         hand on: with its cost attributes and whatever the listeners added; or ``span`` itself.
         ``held``: nested call spans that ended inside it, resolved against it first (handed on
-        through ``self._next`` here)."""
-        if costed is None:
+        through ``self._next`` here; ``known``: ``costed`` is the price book's answer already)."""
+        if costed is None and not known:
             try:
                 costed = self._price_book._cost_attributes(attributes, span.start_time)
             except Exception as exc:
@@ -552,6 +609,10 @@ def _unpriced(attributes: Mapping[str, Any], exc: Exception) -> dict[str, Any]:
 _RESPONSE_REASON = (
     "this response was already counted on another span of the trace (two instrumentations "
     "traced one call); instrument each call once"
+)
+_ENDED_REASON = (
+    "a model-call span that overlapped another of the trace for the same model that ended first "
+    "and was counted (two instrumentations traced one call): counted once, on that span"
 )
 _NESTED_REASON = (
     "a model-call span nested in or overlapping another of the trace for the same model (two "
