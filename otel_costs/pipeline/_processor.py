@@ -97,6 +97,9 @@ _CALL_OPERATIONS = conv.LLM_OPERATIONS
 #: The instrumentation scope of ``instrument_httpx``'s spans (``capture/_instrument.py``): its
 #: reading is the provider's own usage, so it wins a tie.
 _CAPTURE_SCOPE = "otel_costs.httpx"
+#: ``_alone``'s answers: the ended span was not tracked from its start / it was.
+_UNTRACKED = 1
+_TRACKED = 2
 
 #: A call span waiting for its partner: since when, the span, its attributes, its cost.
 _HeldSpan = tuple[float, ReadableSpan, dict[str, Any], dict[str, Any]]
@@ -314,15 +317,49 @@ class CostSpanProcessor(SpanProcessor):
                 attributes = attributes_dict(span.attributes)
             # Most spans carry no LLM usage: one set test over their keys says so.
             if not _PRICE_KEYS.isdisjoint(attributes):
-                ended = self._ended_call(span, attributes)
-                if ended is None:
-                    return  # held: paired with an open model-call span, handed on when that ends
-                span = ended[-1]
-                for out in ended[:-1]:
-                    self._next.on_end(out)
+                alone = 0 if self._held_count or self._holding else self._alone(span)
+                if not alone:
+                    ended = self._ended_call(span, attributes)
+                    if ended is None:
+                        return  # held: paired with an open model-call span, handed on when that ends
+                    span = ended[-1]
+                    for out in ended[:-1]:
+                        self._next.on_end(out)
+                else:
+                    # The common path: no other model-call span open in the trace.
+                    parent = span.parent
+                    if (
+                        alone == _UNTRACKED
+                        and parent is not None
+                        and self._ended
+                        and self._ended_twin(span, attributes)
+                    ):
+                        span = annotated(span, _mark_duplicate(dict(attributes), _ENDED_REASON))
+                    else:
+                        span = self._costed(span, attributes, ())
+                        if parent is not None:  # a root has no sibling to end after it
+                            self._remember(span)
         except Exception:
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
+
+    def _alone(self, span: ReadableSpan) -> int:
+        """``_UNTRACKED`` if no model-call span is open in ``span``'s trace, ``_TRACKED`` if only
+        ``span`` itself was (it is no longer), else 0: left to ``_ended_call``."""
+        ctx = span.context
+        if ctx is None:
+            return 0
+        calls = self._calls
+        trace_calls = calls.get(ctx.trace_id) if calls else None
+        if trace_calls is None:
+            return _UNTRACKED
+        with self._hold_lock:
+            if len(trace_calls) != 1 or ctx.span_id not in trace_calls:
+                return 0
+            del trace_calls[ctx.span_id]
+            calls.pop(ctx.trace_id, None)
+            self._open_count -= 1
+        return _TRACKED
 
     def _ended_call(self, span: ReadableSpan, attributes: dict[str, Any]) -> list[ReadableSpan] | None:
         """The spans to hand on now that ``span`` (with usage or a call marker) ended while model-call
@@ -372,7 +409,7 @@ class CostSpanProcessor(SpanProcessor):
     def _remember(self, span: ReadableSpan) -> None:
         """Keep the call ``span`` (as handed on) for ``_ended_twin`` if it was counted."""
         attributes = readable_attributes(span)
-        if attributes.get(conv.COST_STATUS) not in _STATUS_RANK:
+        if attributes.get(conv.COST_STATUS) not in _STATUS_RANK or not is_model_call(attributes):
             return
         ctx = span.context
         if ctx is None or span.start_time is None or span.end_time is None:
@@ -397,7 +434,7 @@ class CostSpanProcessor(SpanProcessor):
         the same call; the pairing is recorded)."""
         ctx = span.context
         start = span.start_time
-        if ctx is None or start is None or not self._ended:
+        if ctx is None or start is None or ctx.trace_id not in self._ended or not is_model_call(attributes):
             return False
         scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else None
         model = _model(attributes)
