@@ -103,9 +103,9 @@ _TRACKED = 2
 
 #: A call span waiting for its partner: since when, the span, its attributes, its cost.
 _HeldSpan = tuple[float, ReadableSpan, dict[str, Any], dict[str, Any]]
-#: An open model-call span: its instrumentation scope name, its model at start (``None``: not
-#: known yet), and the scopes of the spans already paired with it (``None``: none yet).
-_OpenCall = list[Any]
+#: An open model-call span, as the SDK's live span (its scope and model are read when a span may
+#: pair with it: nothing is prepared per call on the common path).
+_OpenCall = Span
 #: A call span that ended priced: its scope name, model, start and end (ns), and the scopes of
 #: the spans found to be its twin (``None``: none yet).
 _EndedCall = list[Any]
@@ -170,6 +170,8 @@ class CostSpanProcessor(SpanProcessor):
         #: Open model-call spans by trace id, then span id (tracked from ``on_start``); how many.
         self._calls: dict[int, dict[int, _OpenCall]] = {}
         self._open_count = 0
+        #: Per open model-call span id, the scopes of the spans already paired with it.
+        self._paired: dict[int, set[str | None]] = {}
         #: Call spans that ended priced lately, by trace id (oldest trace first).
         self._ended: OrderedDict[int, list[_EndedCall]] = OrderedDict()
         #: Call spans held, by the span id of the open model-call span they are paired with.
@@ -219,28 +221,27 @@ class CostSpanProcessor(SpanProcessor):
             if (type(operation) is str and operation in _CALL_OPERATIONS) or (
                 started and not MARKER_KEYS.isdisjoint(started) and span_kind(started) == _MODEL_CALL
             ):
-                self._open_call(span, started or {})
+                self._open_call(span)
         except Exception:
             logger.exception("otel_costs: could not attribute span %r", getattr(span, "name", span))
         self._next.on_start(span, parent_context)
 
-    def _open_call(self, span: Span, started: Mapping[str, object]) -> None:
-        """Track the model-call ``span`` (``started``: its attributes at start) until it ends."""
+    def _open_call(self, span: Span) -> None:
+        """Track the model-call ``span`` until it ends."""
         ctx = span.context
-        if ctx is None:
-            return
-        scope = span.instrumentation_scope
-        record: _OpenCall = [scope.name if scope is not None else None, _model(started), None]
         with self._hold_lock:
             calls = self._calls
             if self._open_count >= _MAX_OPEN_CALLS and calls:
                 # Spans that never ended: forget the oldest trace's.
-                self._open_count -= len(calls.pop(next(iter(calls))))
+                forgotten = calls.pop(next(iter(calls)))
+                self._open_count -= len(forgotten)
+                for span_id in forgotten:
+                    self._paired.pop(span_id, None)
             trace_calls = calls.get(ctx.trace_id)
             if trace_calls is None:
-                calls[ctx.trace_id] = {ctx.span_id: record}
+                calls[ctx.trace_id] = {ctx.span_id: span}
             else:
-                trace_calls[ctx.span_id] = record
+                trace_calls[ctx.span_id] = span
             self._open_count += 1
 
     def _additions(self, entries: Mapping[str, object]) -> _Additions:
@@ -359,6 +360,8 @@ class CostSpanProcessor(SpanProcessor):
             del trace_calls[ctx.span_id]
             calls.pop(ctx.trace_id, None)
             self._open_count -= 1
+            if self._paired:
+                self._paired.pop(ctx.span_id, None)
         return _TRACKED
 
     def _ended_call(self, span: ReadableSpan, attributes: dict[str, Any]) -> list[ReadableSpan] | None:
@@ -377,6 +380,7 @@ class CostSpanProcessor(SpanProcessor):
                     registered = trace_calls.pop(ctx.span_id, None) is not None
                     if registered:
                         self._open_count -= 1
+                        self._paired.pop(ctx.span_id, None)
                     if trace_calls:
                         others = True
                     else:
@@ -509,24 +513,22 @@ class CostSpanProcessor(SpanProcessor):
             partner = None
             if parent is not None:
                 record = trace_calls.get(parent.span_id)
-                if record is not None and same_model(model, record[1]):
+                if record is not None and same_model(model, _model(record.attributes or {})):
                     partner = parent.span_id
             if partner is None:
                 # Not its parent: a sibling or cousin (an instrumentation whose spans are never
                 # current, or whose callback ran in a copy of the context). One scope traces each
                 # call once, so two spans of one scope are two calls.
+                paired = self._paired
                 for span_id, record in trace_calls.items():
-                    unpaired = record[2] is None or scope not in record[2]
-                    if record[0] != scope and unpaired and same_model(model, record[1]):
+                    if _scope_name(record) == scope or scope in paired.get(span_id, ()):
+                        continue
+                    if same_model(model, _model(record.attributes or {})):
                         partner = span_id
                         break
                 if partner is None:
                     return False
-                record = trace_calls[partner]
-                if record[2] is None:
-                    record[2] = {scope}
-                else:
-                    record[2].add(scope)
+                paired.setdefault(partner, set()).add(scope)
             self._holding.setdefault(partner, []).append((time.monotonic(), span, dict(attributes), costed))
             self._held_count += 1
         return True
@@ -671,6 +673,11 @@ def _model(attributes: Mapping[str, Any]) -> object:
         if value is not None:
             return value
     return None
+
+
+def _scope_name(span: ReadableSpan) -> str | None:
+    scope = span.instrumentation_scope
+    return scope.name if scope is not None else None
 
 
 def _is_capture(span: ReadableSpan) -> bool:
