@@ -589,7 +589,9 @@ def test_other_hosts_and_paths_are_not_llm_calls(capture: Capture, fake: FakeLLM
 def test_an_sdk_span_already_reporting_the_call_is_not_doubled(
     capture: Capture, fake: FakeLLMProvider
 ) -> None:
-    """Inside the Anthropic SDK's own LLM span, the HTTP layer adds no second LLM span."""
+    """Told to defer (``defer_to_sdk_spans=True``), inside the Anthropic SDK's own LLM span the HTTP
+    layer adds no second LLM span."""
+    capture.on(defer_to_sdk_spans=True)
     client = anthropic.Anthropic(
         base_url=fake.anthropic_base_url,
         api_key="test",

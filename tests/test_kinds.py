@@ -159,11 +159,11 @@ def test_calls_inside_task_handoff_and_agent_spans_are_all_priced(fake: FakeLLMP
 
 
 def test_an_openinference_llm_span_makes_the_capture_stand_down(fake: FakeLLMProvider) -> None:
-    """Under an OpenInference ``LLM`` span the HTTP capture adds no second model-call span."""
+    """Told to defer, under an OpenInference ``LLM`` span the HTTP capture adds no second model-call span."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrument_httpx(tracer_provider=provider, llm_hosts={fake.host: None})
+    instrument_httpx(tracer_provider=provider, llm_hosts={fake.host: None}, defer_to_sdk_spans=True)
     try:
         client = openai.OpenAI(base_url=fake.openai_base_url, api_key="test", max_retries=0)
         with provider.get_tracer("test").start_as_current_span(
@@ -177,12 +177,6 @@ def test_an_openinference_llm_span_makes_the_capture_stand_down(fake: FakeLLMPro
     assert calls == ["ChatOpenAI"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the capture's span gets its GenAI attributes after it starts, so the processor "
-    "cannot tell at start that it is a model call inside one; with the default defer_to_sdk_spans=True "
-    "the capture stands down instead, and a response id on both spans still dedupes",
-)
 def test_capture_span_inside_an_llm_span_is_counted_once(fake: FakeLLMProvider) -> None:
     """Capture told not to stand down, under an OpenInference LLM span: one of the two is priced, once."""
     exporter = InMemorySpanExporter()

@@ -746,6 +746,132 @@ def test_held_span_is_released_by_force_flush_when_its_outer_span_never_ends(har
     assert spans["outer"][conv.COST_STATUS] == conv.STATUS_PRICED  # released before: no longer paired
 
 
+def _statuses(harness: Harness) -> dict[str, Any]:
+    return {s.name: (s.attributes or {}).get(conv.COST_STATUS) for s in harness.exporter.get_finished_spans()}
+
+
+def test_sibling_call_spans_of_two_scopes_are_counted_once(harness: Harness) -> None:
+    """An instrumentation's LLM span never made current and the capture span beside it (same
+    trace, same model, another scope) are one call: the capture is priced, the other duplicate."""
+    agent = harness.provider.get_tracer("tests").start_span("invoke_agent researcher")
+    with trace_api.use_span(agent, end_on_exit=True):
+        llm = harness.provider.get_tracer("openinference").start_span(
+            "ChatOpenAI", attributes={conv.OI_SPAN_KIND: "LLM"}
+        )
+        with harness.provider.get_tracer("otel_costs.httpx").start_as_current_span(
+            "chat gpt-5.2", attributes=chat("gpt-5.2", 1500, 500)
+        ):
+            pass
+        assert harness.costs == []  # held until the LLM span ends
+        llm.set_attributes(_oi_llm("gpt-5.2", 1500, 500))
+        llm.end()
+    assert _statuses(harness) == {
+        "chat gpt-5.2": conv.STATUS_PRICED,
+        "ChatOpenAI": conv.STATUS_DUPLICATE,
+        "invoke_agent researcher": None,
+    }
+    assert [name for name, _ in harness.costs] == ["chat gpt-5.2"]
+
+
+def test_call_spans_nested_through_an_http_span_are_counted_once(harness: Harness) -> None:
+    """A capture span under an HTTP client span under the LLM span (not its parent) is still paired."""
+    with (
+        harness.provider.get_tracer("openllmetry").start_as_current_span(
+            "openai.chat", attributes=chat("gpt-5.2", 1500, 500)
+        ),
+        harness.provider.get_tracer("httpx").start_as_current_span(
+            "POST", attributes={"http.request.method": "POST"}
+        ),
+        harness.provider.get_tracer("otel_costs.httpx").start_as_current_span(
+            "chat gpt-5.2",
+            attributes=chat("gpt-5.2", 1500, 500, **{conv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 1000}),
+        ),
+    ):
+        pass
+    statuses = _statuses(harness)
+    assert (statuses["chat gpt-5.2"], statuses["openai.chat"]) == (conv.STATUS_PRICED, conv.STATUS_DUPLICATE)
+    assert len(harness.costs) == 1
+
+
+def test_a_capture_span_under_an_llm_span_without_usage_is_priced(harness: Harness) -> None:
+    """Under a model-call span that names the model but reports no usage, the capture's reading is priced."""
+    with (
+        harness.provider.get_tracer("openllmetry").start_as_current_span(
+            "openai.response",
+            attributes={conv.GEN_AI_OPERATION_NAME: "chat", conv.GEN_AI_REQUEST_MODEL: "gpt-5.2"},
+        ),
+        harness.provider.get_tracer("otel_costs.httpx").start_as_current_span(
+            "chat gpt-5.2", attributes=chat("gpt-5.2", 1500, 500)
+        ),
+    ):
+        pass
+    assert _statuses(harness)["chat gpt-5.2"] == conv.STATUS_PRICED
+    assert [name for name, _ in harness.costs] == ["chat gpt-5.2"]
+
+
+def test_concurrent_calls_of_one_scope_in_one_trace_are_both_priced(harness: Harness) -> None:
+    """Two overlapping calls of one model from one instrumentation scope (parallel calls) are two calls."""
+    tracer = harness.provider.get_tracer("otel_costs.httpx")
+    with tracer.start_as_current_span("workflow"):
+        first = tracer.start_span("first", attributes=chat("gpt-5.2", 1500, 500))
+        with tracer.start_as_current_span("second", attributes=chat("gpt-5.2", 100, 10)):
+            pass
+        first.end()
+    statuses = _statuses(harness)
+    assert (statuses["first"], statuses["second"]) == (conv.STATUS_PRICED, conv.STATUS_PRICED)
+    assert sorted(name for name, _ in harness.costs) == ["first", "second"]
+
+
+def test_each_open_call_pairs_once_per_scope(harness: Harness) -> None:
+    """An open LLM span pairs with one capture span: a second overlapping capture call is its own call."""
+    agent = harness.provider.get_tracer("tests").start_span("agent")
+    capture = harness.provider.get_tracer("otel_costs.httpx")
+    with trace_api.use_span(agent, end_on_exit=True):
+        llm = harness.provider.get_tracer("openinference").start_span(
+            "ChatOpenAI", attributes=_oi_llm("gpt-5.2", 1500, 500)
+        )
+        for name in ("capture-1", "capture-2"):
+            with capture.start_as_current_span(name, attributes=chat("gpt-5.2", 1500, 500)):
+                pass
+        llm.end()
+    statuses = _statuses(harness)
+    assert sorted(str(statuses[n]) for n in ("capture-1", "capture-2", "ChatOpenAI")) == [
+        conv.STATUS_DUPLICATE,
+        conv.STATUS_PRICED,
+        conv.STATUS_PRICED,
+    ]
+    assert len(harness.costs) == 2
+
+
+def test_sibling_calls_of_other_models_are_not_paired(harness: Harness) -> None:
+    """A capture span beside an open LLM span of another model goes on at once, priced."""
+    with harness.provider.get_tracer("tests").start_as_current_span("agent"):
+        llm = harness.provider.get_tracer("openinference").start_span(
+            "ChatOpenAI", attributes=_oi_llm("gemini-3-pro", 1, 1)
+        )
+        with harness.provider.get_tracer("otel_costs.httpx").start_as_current_span(
+            "chat gpt-5.2", attributes=chat("gpt-5.2", 1500, 500)
+        ):
+            pass
+        assert [name for name, _ in harness.costs] == ["chat gpt-5.2"]
+        llm.end()
+    assert sorted(name for name, _ in harness.costs) == ["ChatOpenAI", "chat gpt-5.2"]
+
+
+def test_open_call_tracking_is_bounded(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model-call spans that never end are forgotten past the bound; a later call is priced at once."""
+    from otel_costs.pipeline import _processor
+
+    monkeypatch.setattr(_processor, "_MAX_OPEN_CALLS", 3)
+    tracer = harness.provider.get_tracer("openinference")
+    for _ in range(5):
+        tracer.start_span("never ends", attributes=_oi_llm("gpt-5.2", 1, 1))  # each its own trace
+    processor = harness.provider._active_span_processor._span_processors[0]
+    assert processor._open_count <= 3
+    harness.run("chat", chat("gpt-5.2", 1500, 500))
+    assert [name for name, _ in harness.costs] == ["chat"]
+
+
 def test_plain_child_of_a_model_call_is_not_held(harness: Harness) -> None:
     """A span that is no model call (an HTTP span) inside a model-call span goes on at once."""
     tracer = harness.provider.get_tracer("tests")

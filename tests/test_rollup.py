@@ -329,6 +329,61 @@ def test_own_agent_wins_and_nothing_present_is_replaced(
     assert inherited_attributes([1, 2, 3], [None, 1, 2], attrs).get(2, {}) == written
 
 
+@pytest.mark.parametrize(
+    "marker",
+    [{conv.AGENT_PARENT_ID: "triage"}, {conv.OI_GRAPH_NODE_PARENT_ID: "triage"}],
+    ids=["agent.parent_id", "graph.node.parent_id"],
+)
+def test_an_agent_spans_own_parent_wins_over_the_agent_above(marker: dict[str, object]) -> None:
+    """A handed-off agent's span names its parent (triage): it wins over the runner's agent span above."""
+    attrs: list[dict[str, object] | None] = [
+        {OP: "invoke_agent", conv.AGENT_NAME: "runner"},
+        {OP: "invoke_agent", conv.AGENT_NAME: "billing", **marker},
+        dict(PRICED),
+    ]
+    assert inherited_attributes([1, 2, 3], [None, 1, 2], attrs)[2] == {
+        conv.AGENT_NAME: "billing",
+        conv.AGENT_SOURCE: conv.AGENT_SOURCE_INHERITED,
+        conv.AGENT_PARENT_ID: "triage",
+    }
+
+
+def test_own_agent_takes_the_parent_its_agent_span_names() -> None:
+    """A call naming its agent itself, under that agent's span with a parent marker, gets that parent."""
+    attrs: list[dict[str, object] | None] = [
+        {OP: "invoke_agent", conv.AGENT_NAME: "runner"},
+        {OP: "invoke_agent", conv.AGENT_NAME: "billing", conv.AGENT_PARENT_ID: "triage"},
+        {**PRICED, conv.AGENT_NAME: "billing"},
+    ]
+    assert inherited_attributes([1, 2, 3], [None, 1, 2], attrs)[2] == {
+        conv.AGENT_SOURCE: conv.AGENT_SOURCE_OWN,
+        conv.AGENT_PARENT_ID: "triage",
+    }
+
+
+@pytest.mark.parametrize(
+    ("parents_named", "parent"),
+    [(["triage"], "triage"), (["triage", "triage"], "triage"), (["triage", "billing"], None)],
+    ids=["one", "same-twice", "two-differ"],
+)
+def test_parent_named_elsewhere_in_the_trace(parents_named: list[str], parent: str | None) -> None:
+    """No parent above: the one parent the agent's other spans in the trace name; none if they differ."""
+    attrs: list[dict[str, object] | None] = [
+        {OP: "invoke_workflow"},
+        {conv.TRACELOOP_SPAN_KIND: "agent", OP: "invoke_agent", conv.AGENT_NAME: "researcher"},
+        dict(PRICED),
+        *(
+            {OP: "invoke_agent", conv.AGENT_NAME: "researcher", conv.AGENT_PARENT_ID: p}
+            for p in parents_named
+        ),
+    ]
+    ids = list(range(1, len(attrs) + 1))
+    parents: list[Hashable | None] = [None, 1, 2, *([1] * len(parents_named))]
+    written = inherited_attributes(ids, parents, attrs)[2]
+    assert written.get(conv.AGENT_PARENT_ID) == parent
+    assert written[conv.AGENT_NAME] == "researcher"
+
+
 def test_agent_rule_survives_cycles_missing_parents_and_skips_aggregates() -> None:
     """Parent links that loop or point nowhere end the walk; aggregate and unmarked spans get nothing."""
     attrs: list[dict[str, object] | None] = [

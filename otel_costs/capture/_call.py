@@ -42,7 +42,9 @@ BATCH_BYTES: Final = 64 * 1024
 def inside_llm_span(ctx: Context) -> bool:
     """Whether the span of ``ctx`` is already a model call in any convention (the Anthropic SDK's
     own span, an OpenInference ``LLM`` span, an OpenLLMetry ``llm`` span): the capture then stands
-    down. A task/handoff/node span or an unknown operation is no model call (``_kinds``)."""
+    down, only when told to (``instrument_httpx(defer_to_sdk_spans=True)``; by default it makes its
+    span and the processor keeps the fuller reading). A task/handoff/node span or an unknown
+    operation is no model call (``_kinds``)."""
     span = trace.get_current_span(ctx)
     if not span.is_recording():
         return False

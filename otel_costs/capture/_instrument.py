@@ -57,7 +57,7 @@ def instrument_httpx(
     attribution_hosts: Collection[str] = (),
     attribution_secret: bytes | str | None = None,
     strip_attribution_baggage: bool = True,
-    defer_to_sdk_spans: bool = True,
+    defer_to_sdk_spans: bool = False,
     http_spans: bool = True,
     max_body_bytes: int = 2 * 1024 * 1024,
     max_event_bytes: int = 1024 * 1024,
@@ -75,7 +75,10 @@ def instrument_httpx(
       ``X-Attribution-Signature`` that ``accept_attribution`` verifies.
     - ``strip_attribution_baggage``: remove the attribution keys from the ``baggage`` header of
       requests to all other hosts (default True).
-    - ``defer_to_sdk_spans``: no LLM span for a request made inside an SDK's own LLM-call span.
+    - ``defer_to_sdk_spans``: no LLM span for a request made inside an SDK's or instrumentation's
+      own LLM-call span (default ``False``: the capture makes its span there too, and
+      ``CostSpanProcessor`` prices the fuller of the two readings once and marks the other
+      ``duplicate``; with ``True`` a call whose outer span carries no usage ends unpriced).
     - ``http_spans``: keep the httpx instrumentation's HTTP span (and duration metric) under each
       LLM span. ``False`` saves one span per LLM call: the LLM span then carries the HTTP method,
       URL (without its query) and status code, and the trace context is injected here.

@@ -9,7 +9,6 @@ entry, ``PriceBook._cost_attributes``); flag a call already counted; copy the sp
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -17,7 +16,6 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -31,7 +29,7 @@ from otel_costs._sdk import (
     set_validated_attributes,
     started_attributes,
 )
-from otel_costs.pipeline._spans import annotated, attributes_dict
+from otel_costs.pipeline._spans import annotated, attributes_dict, readable_attributes
 from otel_costs.pricing._results import attribute_count_limit, flag_evicted
 from otel_costs.pricing._usage import USAGE_OR_CALL_KEYS
 
@@ -76,13 +74,18 @@ _ATTRIBUTION_CACHE = 1024
 #: included), and the length of their longest string (-1: add them through ``set_attributes``).
 _Additions = tuple[dict[str, Any], int]
 _NOTHING: _Additions = ({}, -1)
-#: How many open (started, not ended) model-call spans with a model-call span started inside them
-#: are tracked; past it the oldest is forgotten (its nested calls are then priced as they are).
+#: How many open (started, not ended) model-call spans are tracked; past it the oldest trace's are
+#: forgotten (calls paired with them are then priced as they are).
 _MAX_OPEN_CALLS = 4096
 #: How many nested model-call spans may wait for their outer span; past it they are priced at once.
 _MAX_HELD = 1024
 #: A nested span whose outer span has not ended after this many seconds is priced as it is.
 _HOLD_SECONDS = 60.0
+#: How many traces keep the call spans that ended priced in them last (each at most
+#: ``_ENDED_PER_TRACE``): a call span not known as one at start that overlapped one of them of
+#: another instrumentation scope is the same call, already counted.
+_ENDED_TRACES = 1024
+_ENDED_PER_TRACE = 8
 #: The usage parts whose presence makes one span's usage fuller than another's.
 _PART_KEYS = (conv.CACHE_READ_KEYS, conv.CACHE_WRITE_KEYS, conv.REASONING_KEYS)
 _STATUS_RANK = {conv.STATUS_PRICED: 2, conv.STATUS_PARTIAL: 1}
@@ -93,8 +96,21 @@ _OPERATION = conv.GEN_AI_OPERATION_NAME
 _CALL_OPERATIONS = conv.LLM_OPERATIONS
 
 
-#: A nested call span waiting for its outer span: since when, the span, its attributes, its cost.
+#: The instrumentation scope of ``instrument_httpx``'s spans (``capture/_instrument.py``): its
+#: reading is the provider's own usage, so it wins a tie.
+_CAPTURE_SCOPE = "otel_costs.httpx"
+#: ``_alone``'s answers: the ended span was not tracked from its start / it was.
+_UNTRACKED = 1
+_TRACKED = 2
+
+#: A call span waiting for its partner: since when, the span, its attributes, its cost.
 _HeldSpan = tuple[float, ReadableSpan, dict[str, Any], dict[str, Any]]
+#: An open model-call span, as the SDK's live span (its scope and model are read when a span may
+#: pair with it: nothing is prepared per call on the common path).
+_OpenCall = Span
+#: A call span that ended priced: its scope name, model, start and end (ns), and the scopes of
+#: the spans found to be its twin (``None``: none yet).
+_EndedCall = list[Any]
 
 
 class CostSpanProcessor(SpanProcessor):
@@ -109,9 +125,10 @@ class CostSpanProcessor(SpanProcessor):
     ``listeners`` (``CostListener``: e.g. a ``BudgetManager``, whose threshold events then land
     on the exported span, or ``CostMetrics``), exactly once per span, in order. One call traced
     twice is counted once: by ``gen_ai.response.id`` within a trace, and by structure: a model-call
-    span started inside another for the same model is held until the outer one ends, then the
-    fuller reading is priced and the other marked ``duplicate`` (at most ``_MAX_HELD`` held, each
-    for at most ``_HOLD_SECONDS``; ``force_flush`` and ``shutdown`` release them).
+    span that ends while another of its trace for the same model is open (its parent, or one of
+    another instrumentation scope not yet paired with this one's) is held until that one ends,
+    then the fuller reading is priced and the other marked ``duplicate`` (at most ``_MAX_HELD``
+    held, each for at most ``_HOLD_SECONDS``; ``force_flush`` and ``shutdown`` release them).
 
     Example::
 
@@ -152,12 +169,17 @@ class CostSpanProcessor(SpanProcessor):
         self._listeners = tuple(listener.on_span_cost for listener in listeners)
         self._baggage_keys = dict(conv.BAGGAGE_TO_ATTRIBUTE if baggage_keys is None else baggage_keys)
         self._seen: OrderedDict[tuple[int, str], None] = OrderedDict()
-        #: Open model-call spans: span id -> trace id (tracked from ``on_start``).
-        self._open: dict[int, int] = {}
         #: Attributes an ended span has when the SDK's limit may have evicted some: below it,
         #: ``dropped_attributes`` is not even read (the env limit; a smaller one set in code is missed).
         self._attribute_limit = attribute_count_limit()
-        #: Nested call spans held, by the span id of their open outer span; how many in all.
+        #: Open model-call spans by trace id, then span id (tracked from ``on_start``); how many.
+        self._calls: dict[int, dict[int, _OpenCall]] = {}
+        self._open_count = 0
+        #: Per open model-call span id, the scopes of the spans already paired with it.
+        self._paired: dict[int, set[str | None]] = {}
+        #: Call spans that ended priced lately, by trace id (oldest trace first).
+        self._ended: OrderedDict[int, list[_EndedCall]] = OrderedDict()
+        #: Call spans held, by the span id of the open model-call span they are paired with.
         self._holding: dict[int, list[_HeldSpan]] = {}
         self._held_count = 0
         self._hold_lock = threading.Lock()
@@ -195,8 +217,8 @@ class CostSpanProcessor(SpanProcessor):
                 started = set_validated_attributes(span, attributes, longest, True) if attributes else None
             else:
                 started = None
-            # A model-call span started inside another (two instrumentations tracing one call):
-            # its outer span is tracked until it ends, and this one is held when it ends first.
+            # An open model-call span is tracked until it ends: a call span that ends meanwhile in
+            # its trace may be the same call traced twice (``_pair``).
             if started is None:
                 started = started_attributes(span)
             # Most spans carry no kind marker at start: one set test over their keys says so.
@@ -204,31 +226,28 @@ class CostSpanProcessor(SpanProcessor):
             if (type(operation) is str and operation in _CALL_OPERATIONS) or (
                 started and not MARKER_KEYS.isdisjoint(started) and span_kind(started) == _MODEL_CALL
             ):
-                parent = span.parent
-                if parent is not None and not parent.is_remote:
-                    self._track_outer(parent.span_id, parent.trace_id, parent_context)
+                self._open_call(span)
         except Exception:
             logger.exception("otel_costs: could not attribute span %r", getattr(span, "name", span))
         self._next.on_start(span, parent_context)
 
-    def _track_outer(self, span_id: int, trace_id: int, parent_context: Context | None) -> None:
-        """Track the parent span (``span_id``) of a model-call span while it is open, if it is a
-        model call too (its span in ``parent_context``)."""
-        opened = self._open
-        if span_id in opened:
-            return
-        outer = trace.get_current_span(parent_context)
-        if outer.get_span_context().span_id != span_id or not outer.is_recording():
-            return
-        attributes = started_attributes(outer) if isinstance(outer, Span) else None
-        if not attributes or span_kind(attributes) != _MODEL_CALL:
-            return
-        if len(opened) >= _MAX_OPEN_CALLS:
-            # A span that never ended: forget the oldest (another thread may change the dict
-            # meanwhile: then try again next time).
-            with contextlib.suppress(RuntimeError, StopIteration):
-                opened.pop(next(iter(opened)), None)
-        opened[span_id] = trace_id
+    def _open_call(self, span: Span) -> None:
+        """Track the model-call ``span`` until it ends."""
+        ctx = span.context
+        with self._hold_lock:
+            calls = self._calls
+            if self._open_count >= _MAX_OPEN_CALLS and calls:
+                # Spans that never ended: forget the oldest trace's.
+                forgotten = calls.pop(next(iter(calls)))
+                self._open_count -= len(forgotten)
+                for span_id in forgotten:
+                    self._paired.pop(span_id, None)
+            trace_calls = calls.get(ctx.trace_id)
+            if trace_calls is None:
+                calls[ctx.trace_id] = {ctx.span_id: span}
+            else:
+                trace_calls[ctx.span_id] = span
+            self._open_count += 1
 
     def _additions(self, entries: Mapping[str, object]) -> _Additions:
         """The prepared attribution of the baggage ``entries``, computed once per baggage content.
@@ -304,25 +323,28 @@ class CostSpanProcessor(SpanProcessor):
                 attributes = attributes_dict(span.attributes)
             # Most spans carry no LLM usage: one set test over their keys says so.
             if not _PRICE_KEYS.isdisjoint(attributes):
-                opened = self._open
-                if opened:
-                    ctx = span.context
-                    was_open = ctx is not None and opened.pop(ctx.span_id, None) is not None
+                alone = 0 if self._held_count or self._holding else self._alone(span)
+                if not alone:
+                    ended = self._ended_call(span, attributes)
+                    if ended is None:
+                        return  # held: paired with an open model-call span, handed on when that ends
+                    span = ended[-1]
+                    for out in ended[:-1]:
+                        self._next.on_end(out)
+                else:
+                    # The common path: no other model-call span open in the trace.
                     parent = span.parent
                     if (
-                        self._held_count
-                        or (parent is not None and parent.span_id in opened)
-                        or (was_open and self._holding)
+                        alone == _UNTRACKED
+                        and parent is not None
+                        and self._ended
+                        and self._ended_twin(span, attributes)
                     ):
-                        ended = self._ended_call(span, attributes, was_open)
-                        if ended is None:
-                            return  # held: nested in an open model-call span, handed on when that ends
-                        span = ended[-1]
-                        for out in ended[:-1]:
-                            self._next.on_end(out)
-                        self._next.on_end(span)
-                        return
-                span = self._costed(span, attributes, ())
+                        span = annotated(span, _mark_duplicate(dict(attributes), _ENDED_REASON))
+                    else:
+                        span = self._costed(span, attributes, ())
+                        if parent is not None:  # a root has no sibling to end after it
+                            self._remember(span)
             elif len(attributes) >= self._attribute_limit and span.dropped_attributes:
                 # Over the SDK's attribute count limit (the oldest keys, usage and kind marker
                 # first, are evicted): a GenAI span still says why it has no cost.
@@ -331,34 +353,115 @@ class CostSpanProcessor(SpanProcessor):
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
 
-    def _ended_call(
-        self, span: ReadableSpan, attributes: dict[str, Any], was_open: bool
-    ) -> list[ReadableSpan] | None:
-        """The spans to hand on now that ``span`` ended near open model-call spans: itself costed
-        last, after the nested call spans it held (``was_open``: it was one of them) and any held
-        span released by age; ``None`` when ``span`` itself is held."""
+    def _alone(self, span: ReadableSpan) -> int:
+        """``_UNTRACKED`` if no model-call span is open in ``span``'s trace, ``_TRACKED`` if only
+        ``span`` itself was (it is no longer), else 0: left to ``_ended_call``."""
+        ctx = span.context
+        if ctx is None:
+            return 0
+        calls = self._calls
+        trace_calls = calls.get(ctx.trace_id) if calls else None
+        if trace_calls is None:
+            return _UNTRACKED
+        with self._hold_lock:
+            if len(trace_calls) != 1 or ctx.span_id not in trace_calls:
+                return 0
+            del trace_calls[ctx.span_id]
+            calls.pop(ctx.trace_id, None)
+            self._open_count -= 1
+            if self._paired:
+                self._paired.pop(ctx.span_id, None)
+        return _TRACKED
+
+    def _ended_call(self, span: ReadableSpan, attributes: dict[str, Any]) -> list[ReadableSpan] | None:
+        """The spans to hand on now that ``span`` (with usage or a call marker) ended while model-call
+        spans are open or held: itself costed last, after the call spans paired with it and any held
+        span released by age; ``None`` when ``span`` itself is held for an open partner."""
         ctx = span.context
         if ctx is None:
             return [self._costed(span, attributes, ())]
-        opened = self._open
-        held = self._take_held(ctx.span_id) if was_open and self._holding else []
-        out: list[ReadableSpan] = []
-        if self._held_count:
-            out = self._release_stale()
-        parent = span.parent
-        if not held and parent is not None and opened.get(parent.span_id) == ctx.trace_id:
-            costed = self._cost(span, attributes)
-            if (
-                costed is not None
-                and costed.get(conv.COST_STATUS) != conv.STATUS_AGGREGATE
-                and is_model_call(attributes)
-                and self._hold(parent.span_id, span, attributes, costed)
-            ):
-                return out or None
-            out.append(self._costed(span, attributes, (), costed))
+        held: list[_HeldSpan] | None = None
+        others = registered = False
+        if self._calls or self._holding:
+            with self._hold_lock:
+                trace_calls = self._calls.get(ctx.trace_id)
+                if trace_calls is not None:
+                    registered = trace_calls.pop(ctx.span_id, None) is not None
+                    if registered:
+                        self._open_count -= 1
+                        self._paired.pop(ctx.span_id, None)
+                    if trace_calls:
+                        others = True
+                    else:
+                        del self._calls[ctx.trace_id]
+                if self._holding:
+                    held = self._holding.pop(ctx.span_id, None)
+                    if held:
+                        self._held_count -= len(held)
+        out = self._release_stale() if self._held_count else []
+        if held:
+            out.append(self._costed(span, attributes, held))
             return out
-        out.append(self._costed(span, attributes, held))
+        if not is_model_call(attributes):
+            out.append(self._costed(span, attributes, ()))
+            return out
+        costed = self._cost(span, attributes)
+        if costed is not None and costed.get(conv.COST_STATUS) != conv.STATUS_AGGREGATE:
+            if others and self._pair(span, attributes, costed):
+                return out or None
+            # Not known as a model call when it started (markers set later, as OpenLLMetry's
+            # LangChain spans, or a bare capture span), so no twin could have waited for it.
+            if not registered and self._ended_twin(span, attributes):
+                out.append(annotated(span, _mark_duplicate(dict(attributes), _ENDED_REASON)))
+                return out
+        finished = self._costed(span, attributes, (), costed, True)
+        self._remember(finished)
+        out.append(finished)
         return out
+
+    def _remember(self, span: ReadableSpan) -> None:
+        """Keep the call ``span`` (as handed on) for ``_ended_twin`` if it was counted."""
+        attributes = readable_attributes(span)
+        if attributes.get(conv.COST_STATUS) not in _STATUS_RANK or not is_model_call(attributes):
+            return
+        ctx = span.context
+        if ctx is None or span.start_time is None or span.end_time is None:
+            return
+        scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else None
+        record: _EndedCall = [scope, _model(attributes), span.start_time, span.end_time, None]
+        ended = self._ended
+        with self._hold_lock:
+            calls = ended.get(ctx.trace_id)
+            if calls is None:
+                if len(ended) >= _ENDED_TRACES:
+                    ended.popitem(last=False)
+                ended[ctx.trace_id] = [record]
+                return
+            calls.append(record)
+            if len(calls) > _ENDED_PER_TRACE:
+                del calls[0]
+
+    def _ended_twin(self, span: ReadableSpan, attributes: Mapping[str, Any]) -> bool:
+        """Whether a call span of ``span``'s trace that ended counted overlapped it in time, for the
+        same model, from another instrumentation scope not yet matched with this one's (then it is
+        the same call; the pairing is recorded)."""
+        ctx = span.context
+        start = span.start_time
+        if ctx is None or start is None or ctx.trace_id not in self._ended or not is_model_call(attributes):
+            return False
+        scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else None
+        model = _model(attributes)
+        with self._hold_lock:
+            for record in reversed(self._ended.get(ctx.trace_id, ())):
+                if record[0] == scope or record[3] < start or (record[4] is not None and scope in record[4]):
+                    continue
+                if same_model(model, record[1]):
+                    if record[4] is None:
+                        record[4] = {scope}
+                    else:
+                        record[4].add(scope)
+                    return True
+        return False
 
     def _costed(
         self,
@@ -366,12 +469,13 @@ class CostSpanProcessor(SpanProcessor):
         attributes: dict[str, Any],
         held: Sequence[_HeldSpan],
         costed: dict[str, Any] | None = None,
+        known: bool = False,
     ) -> ReadableSpan:
         """The copy of ``span`` (which carries usage; ``attributes`` are its own, only read) to
         hand on: with its cost attributes and whatever the listeners added; or ``span`` itself.
         ``held``: nested call spans that ended inside it, resolved against it first (handed on
-        through ``self._next`` here)."""
-        if costed is None:
+        through ``self._next`` here; ``known``: ``costed`` is the price book's answer already)."""
+        if costed is None and not known:
             try:
                 costed = self._price_book._cost_attributes(attributes, span.start_time)
                 # Not priced, and over the SDK's attribute limit: usage may have been evicted.
@@ -413,25 +517,43 @@ class CostSpanProcessor(SpanProcessor):
         costed = flag_evicted(attributes, None, span.dropped_attributes)
         return span if costed is None else self._costed(span, attributes, (), costed)
 
-    def _hold(
-        self, outer: int, span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]
-    ) -> bool:
-        """Keep a nested call span until its outer span (id ``outer``) ends; ``False`` when the
-        bound is reached or the outer span has ended meanwhile."""
+    def _pair(self, span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]) -> bool:
+        """Hold the ended call ``span`` for an open model-call span of its trace that may describe
+        the same call: its parent if that is one, else one of another instrumentation scope not yet
+        paired with this span's scope (the earliest started); the model must match (``same_model``).
+        ``False`` when there is none, or ``_MAX_HELD`` spans are held already."""
+        ctx = span.context
+        if ctx is None:
+            return False
+        model = _model(attributes)
+        scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else None
+        parent = span.parent
         with self._hold_lock:
-            # Checked under the lock: the outer span leaves ``_open`` before it takes its held spans.
-            if self._held_count >= _MAX_HELD or outer not in self._open:
+            trace_calls = self._calls.get(ctx.trace_id)
+            if not trace_calls or self._held_count >= _MAX_HELD:
                 return False
-            self._holding.setdefault(outer, []).append((time.monotonic(), span, dict(attributes), costed))
+            partner = None
+            if parent is not None:
+                record = trace_calls.get(parent.span_id)
+                if record is not None and same_model(model, _model(record.attributes or {})):
+                    partner = parent.span_id
+            if partner is None:
+                # Not its parent: a sibling or cousin (an instrumentation whose spans are never
+                # current, or whose callback ran in a copy of the context). One scope traces each
+                # call once, so two spans of one scope are two calls.
+                paired = self._paired
+                for span_id, record in trace_calls.items():
+                    if _scope_name(record) == scope or scope in paired.get(span_id, ()):
+                        continue
+                    if same_model(model, _model(record.attributes or {})):
+                        partner = span_id
+                        break
+                if partner is None:
+                    return False
+                paired.setdefault(partner, set()).add(scope)
+            self._holding.setdefault(partner, []).append((time.monotonic(), span, dict(attributes), costed))
             self._held_count += 1
         return True
-
-    def _take_held(self, outer: int) -> list[_HeldSpan]:
-        """The nested spans held for the outer span ``outer``, which has ended."""
-        with self._hold_lock:
-            held = self._holding.pop(outer, [])
-            self._held_count -= len(held)
-        return held
 
     def _resolve(
         self, held: list[_HeldSpan], span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]
@@ -442,7 +564,12 @@ class CostSpanProcessor(SpanProcessor):
         out = [self._finish(s, a, c) for _, s, a, c in held if not same_model(model, _model(a))]
         candidates = [(s, a, c) for _, s, a, c in held if same_model(model, _model(a))]
         candidates.append((span, attributes, costed))
-        best = max(range(len(candidates)), key=lambda k: (_fullness(candidates[k][1], candidates[k][2]), -k))
+        # Fuller usage first; on a tie the capture's reading (the provider's own usage), then the
+        # span that ended first.
+        best = max(
+            range(len(candidates)),
+            key=lambda k: (_fullness(candidates[k][1], candidates[k][2]), _is_capture(candidates[k][0]), -k),
+        )
         for k, (s, a, c) in enumerate(candidates):
             if k == best:
                 out.append(self._finish(s, a, c))
@@ -544,9 +671,13 @@ _RESPONSE_REASON = (
     "this response was already counted on another span of the trace (two instrumentations "
     "traced one call); instrument each call once"
 )
+_ENDED_REASON = (
+    "a model-call span that overlapped another of the trace for the same model that ended first "
+    "and was counted (two instrumentations traced one call): counted once, on that span"
+)
 _NESTED_REASON = (
-    "a model-call span nested in another for the same model (two instrumentations traced one "
-    "call): counted once, on the span with the fuller usage"
+    "a model-call span nested in or overlapping another of the trace for the same model (two "
+    "instrumentations traced one call): counted once, on the span with the fuller usage"
 )
 
 
@@ -564,6 +695,16 @@ def _model(attributes: Mapping[str, Any]) -> object:
         if value is not None:
             return value
     return None
+
+
+def _scope_name(span: ReadableSpan) -> str | None:
+    scope = span.instrumentation_scope
+    return scope.name if scope is not None else None
+
+
+def _is_capture(span: ReadableSpan) -> bool:
+    scope = span.instrumentation_scope
+    return scope is not None and scope.name == _CAPTURE_SCOPE
 
 
 def _fullness(attributes: Mapping[str, Any], costed: Mapping[str, Any]) -> tuple[int, int]:

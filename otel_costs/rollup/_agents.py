@@ -33,6 +33,8 @@ _TARGETS = frozenset(
     }
 )
 _EMPTY: Mapping[str, Any] = {}
+#: Where an agent span names its own parent agent, in the order tried.
+_OWN_PARENT_KEYS = (conv.AGENT_PARENT_ID, conv.OI_GRAPH_NODE_PARENT_ID)
 
 
 def is_target(attributes: Mapping[str, object] | None) -> bool:
@@ -63,9 +65,18 @@ def inherited_attributes(
             kinds[i] = span_kind(attributes_of[i] or _EMPTY)
         return kinds[i]
 
+    named: dict[str, str | None] | None = None
+
+    def named_parent(agent: str) -> str | None:
+        # Built once per trace, only when a span's ancestors name no parent agent.
+        nonlocal named
+        if named is None:
+            named = _named_parents(attributes_of, kind_of)
+        return named.get(agent)
+
     out: dict[int, dict[str, Any]] = {}
     for i in targets:
-        written = _for_span(i, index, parent_ids, attributes_of, kind_of)
+        written = _for_span(i, index, parent_ids, attributes_of, kind_of, named_parent)
         if written:
             out[i] = written
     return out
@@ -77,13 +88,13 @@ def _for_span(
     parent_ids: Sequence[Hashable | None],
     attributes_of: Sequence[Mapping[str, Any] | None],
     kind_of: Any,
+    named_parent: Any,
 ) -> dict[str, Any]:
     attributes = attributes_of[i] or _EMPTY
     agent = own_agent(attributes)
     source = conv.AGENT_SOURCE_OWN if agent is not None else None
     task: str | None = None
     parent_agent: str | None = None
-    graph_parent: str | None = None
     workflow: str | None = None
     seen = {i}
     j = _parent(i, index, parent_ids)
@@ -97,9 +108,11 @@ def _for_span(
             if name is not None:
                 if agent is None:
                     agent, source = name, conv.AGENT_SOURCE_INHERITED
-                    graph_parent = valid_name(ancestor.get(conv.OI_GRAPH_NODE_PARENT_ID))
-                elif parent_agent is None and name != agent:
-                    parent_agent = agent_id(ancestor, name)
+                if parent_agent is None:
+                    # The agent's own span may name its parent (a handoff, a graph edge): that
+                    # wins over the next agent span above, which may be no parent of it.
+                    own = name == agent
+                    parent_agent = _own_parent(ancestor, name) if own else agent_id(ancestor, name)
         elif kind == conv.KIND_TASK and task is None:
             task = scope_name(ancestor, kind)
         elif kind == conv.KIND_WORKFLOW and workflow is None:
@@ -110,8 +123,10 @@ def _for_span(
     if agent is None and task is not None:
         # No agent span above: OpenLLMetry writes LangChain sub-agents and graph nodes as tasks.
         agent, source = task, conv.AGENT_SOURCE_INHERITED
-    if parent_agent is None:
-        parent_agent = graph_parent
+    if parent_agent is None and agent is not None and conv.AGENT_PARENT_ID not in attributes:
+        # Two tracers side by side (an instrumentation's agent spans beside the framework
+        # integration's): the parent an agent span of this agent names elsewhere in the trace.
+        parent_agent = named_parent(agent)
     written: dict[str, Any] = {}
     if agent is not None:
         if conv.AGENT_NAME not in attributes:
@@ -123,6 +138,34 @@ def _for_span(
     if workflow is not None and conv.WORKFLOW_NAME not in attributes:
         written[conv.WORKFLOW_NAME] = workflow
     return written
+
+
+def _named_parents(attributes_of: Sequence[Mapping[str, Any] | None], kind_of: Any) -> dict[str, str | None]:
+    """Per agent name, the one parent agent its agent spans in the trace name themselves
+    (``None`` when they name different ones: ambiguous, so none is used)."""
+    named: dict[str, str | None] = {}
+    for j, attributes in enumerate(attributes_of):
+        if not attributes or kind_of(j) != conv.KIND_AGENT:
+            continue
+        name = scope_name(attributes, conv.KIND_AGENT)
+        parent = None if name is None else _own_parent(attributes, name)
+        if name is None or parent is None:
+            continue
+        if name not in named:
+            named[name] = parent
+        elif named[name] != parent:
+            named[name] = None
+    return named
+
+
+def _own_parent(attributes: Mapping[str, Any], agent: str) -> str | None:
+    """The parent agent an agent span names itself (``agent.parent_id``, else OpenInference's
+    ``graph.node.parent_id``), unless it is the agent itself."""
+    for key in _OWN_PARENT_KEYS:
+        parent = valid_name(attributes.get(key))
+        if parent is not None and parent != agent:
+            return parent
+    return None
 
 
 def _parent(i: int, index: Mapping[Hashable, int], parent_ids: Sequence[Hashable | None]) -> int | None:

@@ -323,7 +323,8 @@ def cases() -> list[dict[str, Any]]:
                 span(5, 1, {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o",
                             "llm.provider": "openai", "llm.token_count.prompt": 0,
                             "llm.token_count.completion": 0}),
-                span(6, 1, {"gen_ai.operation.name": "embeddings", "gen_ai.request.model": "text-embedding-3-small",
+                span(6, 1, {"gen_ai.operation.name": "embeddings",
+                            "gen_ai.request.model": "text-embedding-3-small",
                             "gen_ai.provider.name": "openai", "gen_ai.usage.input_tokens": 4000}),
                 span(7, 1, {"gen_ai.operation.name": "chat", "gen_ai.request.model": "no-such-model-xyz",
                             "gen_ai.provider.name": "openai", "gen_ai.usage.input_tokens": 10}),
@@ -599,6 +600,75 @@ def cases() -> list[dict[str, Any]]:
                     ),
                 ),
                 span(17, 2, {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}),
+            ]
+        },
+    )
+    # An agent span's own parent marker wins over the agent span above it; with none above, the
+    # parent the agent's spans name elsewhere in the trace (an instrumentation's agent spans beside
+    # the integration's), unless they name two.
+    case(
+        "agent_from_tree_own_parent",
+        "an agent span's own agent.parent_id / graph.node.parent_id wins over the next agent span above "
+        "(a handed-off agent under the runner's span); with no parent above, the one parent other spans "
+        "of that agent name in the trace; two different ones name none",
+        {
+            "svc-a": [
+                span(1, None, {"gen_ai.operation.name": "invoke_workflow", "workflow.name": "support"}),
+                span(2, 1, {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "runner"}),
+                span(
+                    3,
+                    2,
+                    {
+                        "gen_ai.operation.name": "invoke_agent",
+                        "gen_ai.agent.name": "billing",
+                        "agent.parent_id": "triage",
+                    },
+                ),
+                span(4, 3, llm("gpt-4o", 100, 10)),
+                span(
+                    5,
+                    2,
+                    {
+                        "openinference.span.kind": "AGENT",
+                        "agent.name": "writer",
+                        "graph.node.id": "writer",
+                        "graph.node.parent_id": "boss",
+                    },
+                ),
+                span(6, 5, llm("gpt-4o", 200, 20)),
+                # Beside them, an instrumentation's own agent spans, directly under its workflow.
+                span(7, 1, {"traceloop.span.kind": "workflow"}),
+                span(8, 7, {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "researcher"}),
+                span(9, 8, llm("gpt-4o", 300, 30)),
+                span(
+                    10,
+                    2,
+                    {
+                        "gen_ai.operation.name": "invoke_agent",
+                        "gen_ai.agent.name": "researcher",
+                        "agent.parent_id": "triage",
+                    },
+                ),
+                span(11, 7, {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "helper"}),
+                span(12, 11, llm("gpt-4o", 400, 40)),
+                span(
+                    13,
+                    2,
+                    {
+                        "gen_ai.operation.name": "invoke_agent",
+                        "gen_ai.agent.name": "helper",
+                        "agent.parent_id": "a",
+                    },
+                ),
+                span(
+                    14,
+                    2,
+                    {
+                        "gen_ai.operation.name": "invoke_agent",
+                        "gen_ai.agent.name": "helper",
+                        "agent.parent_id": "b",
+                    },
+                ),
             ]
         },
     )
