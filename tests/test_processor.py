@@ -862,7 +862,7 @@ def test_open_call_tracking_is_bounded(harness: Harness, monkeypatch: pytest.Mon
     """Model-call spans that never end are forgotten past the bound; a later call is priced at once."""
     from otel_costs.pipeline import _processor
 
-    monkeypatch.setattr(_processor, "_MAX_OPEN_CALLS", 3)
+    monkeypatch.setattr(_processor, "MAX_OPEN_CALLS", 3)
     tracer = harness.provider.get_tracer("openinference")
     for _ in range(5):
         tracer.start_span("never ends", attributes=_oi_llm("gpt-5.2", 1, 1))  # each its own trace

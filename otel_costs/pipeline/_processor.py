@@ -30,6 +30,24 @@ from otel_costs._sdk import (
     started_attributes,
 )
 from otel_costs.pipeline._spans import annotated, attributes_dict, readable_attributes
+from otel_costs.pipeline._twins import (
+    ENDED_PER_TRACE,
+    ENDED_REASON,
+    ENDED_TRACES,
+    HOLD_SECONDS,
+    MAX_HELD,
+    MAX_OPEN_CALLS,
+    NESTED_REASON,
+    STATUS_RANK,
+    EndedCall,
+    HeldSpan,
+    OpenCall,
+    fullness,
+    is_capture,
+    mark_duplicate,
+    model_of,
+    scope_name,
+)
 from otel_costs.pricing._results import attribute_count_limit, flag_evicted
 from otel_costs.pricing._usage import USAGE_OR_CALL_KEYS
 
@@ -74,21 +92,6 @@ _ATTRIBUTION_CACHE = 1024
 #: included), and the length of their longest string (-1: add them through ``set_attributes``).
 _Additions = tuple[dict[str, Any], int]
 _NOTHING: _Additions = ({}, -1)
-#: How many open (started, not ended) model-call spans are tracked; past it the oldest trace's are
-#: forgotten (calls paired with them are then priced as they are).
-_MAX_OPEN_CALLS = 4096
-#: How many nested model-call spans may wait for their outer span; past it they are priced at once.
-_MAX_HELD = 1024
-#: A nested span whose outer span has not ended after this many seconds is priced as it is.
-_HOLD_SECONDS = 60.0
-#: How many traces keep the call spans that ended priced in them last (each at most
-#: ``_ENDED_PER_TRACE``): a call span not known as one at start that overlapped one of them of
-#: another instrumentation scope is the same call, already counted.
-_ENDED_TRACES = 1024
-_ENDED_PER_TRACE = 8
-#: The usage parts whose presence makes one span's usage fuller than another's.
-_PART_KEYS = (conv.CACHE_READ_KEYS, conv.CACHE_WRITE_KEYS, conv.REASONING_KEYS)
-_STATUS_RANK = {conv.STATUS_PRICED: 2, conv.STATUS_PARTIAL: 1}
 _PRICED = conv.STATUS_PRICED
 _MODEL_CALL = conv.KIND_MODEL_CALL
 _OPERATION = conv.GEN_AI_OPERATION_NAME
@@ -96,21 +99,9 @@ _OPERATION = conv.GEN_AI_OPERATION_NAME
 _CALL_OPERATIONS = conv.LLM_OPERATIONS
 
 
-#: The instrumentation scope of ``instrument_httpx``'s spans (``capture/_instrument.py``): its
-#: reading is the provider's own usage, so it wins a tie.
-_CAPTURE_SCOPE = "otel_costs.httpx"
 #: ``_alone``'s answers: the ended span was not tracked from its start / it was.
 _UNTRACKED = 1
 _TRACKED = 2
-
-#: A call span waiting for its partner: since when, the span, its attributes, its cost.
-_HeldSpan = tuple[float, ReadableSpan, dict[str, Any], dict[str, Any]]
-#: An open model-call span, as the SDK's live span (its scope and model are read when a span may
-#: pair with it: nothing is prepared per call on the common path).
-_OpenCall = Span
-#: A call span that ended priced: its scope name, model, start and end (ns), and the scopes of
-#: the spans found to be its twin (``None``: none yet).
-_EndedCall = list[Any]
 
 
 class CostSpanProcessor(SpanProcessor):
@@ -127,8 +118,8 @@ class CostSpanProcessor(SpanProcessor):
     twice is counted once: by ``gen_ai.response.id`` within a trace, and by structure: a model-call
     span that ends while another of its trace for the same model is open (its parent, or one of
     another instrumentation scope not yet paired with this one's) is held until that one ends,
-    then the fuller reading is priced and the other marked ``duplicate`` (at most ``_MAX_HELD``
-    held, each for at most ``_HOLD_SECONDS``; ``force_flush`` and ``shutdown`` release them).
+    then the fuller reading is priced and the other marked ``duplicate`` (at most ``MAX_HELD``
+    held, each for at most ``HOLD_SECONDS``; ``force_flush`` and ``shutdown`` release them).
 
     Example::
 
@@ -173,14 +164,14 @@ class CostSpanProcessor(SpanProcessor):
         #: ``dropped_attributes`` is not even read (the env limit; a smaller one set in code is missed).
         self._attribute_limit = attribute_count_limit()
         #: Open model-call spans by trace id, then span id (tracked from ``on_start``); how many.
-        self._calls: dict[int, dict[int, _OpenCall]] = {}
+        self._calls: dict[int, dict[int, OpenCall]] = {}
         self._open_count = 0
         #: Per open model-call span id, the scopes of the spans already paired with it.
         self._paired: dict[int, set[str | None]] = {}
         #: Call spans that ended priced lately, by trace id (oldest trace first).
-        self._ended: OrderedDict[int, list[_EndedCall]] = OrderedDict()
+        self._ended: OrderedDict[int, list[EndedCall]] = OrderedDict()
         #: Call spans held, by the span id of the open model-call span they are paired with.
-        self._holding: dict[int, list[_HeldSpan]] = {}
+        self._holding: dict[int, list[HeldSpan]] = {}
         self._held_count = 0
         self._hold_lock = threading.Lock()
         self._seen_lock = threading.Lock()
@@ -236,7 +227,7 @@ class CostSpanProcessor(SpanProcessor):
         ctx = span.context
         with self._hold_lock:
             calls = self._calls
-            if self._open_count >= _MAX_OPEN_CALLS and calls:
+            if self._open_count >= MAX_OPEN_CALLS and calls:
                 # Spans that never ended: forget the oldest trace's.
                 forgotten = calls.pop(next(iter(calls)))
                 self._open_count -= len(forgotten)
@@ -340,7 +331,7 @@ class CostSpanProcessor(SpanProcessor):
                         and self._ended
                         and self._ended_twin(span, attributes)
                     ):
-                        span = annotated(span, _mark_duplicate(dict(attributes), _ENDED_REASON))
+                        span = annotated(span, mark_duplicate(dict(attributes), ENDED_REASON))
                     else:
                         span = self._costed(span, attributes, ())
                         if parent is not None:  # a root has no sibling to end after it
@@ -380,7 +371,7 @@ class CostSpanProcessor(SpanProcessor):
         ctx = span.context
         if ctx is None:
             return [self._costed(span, attributes, ())]
-        held: list[_HeldSpan] | None = None
+        held: list[HeldSpan] | None = None
         others = registered = False
         if self._calls or self._holding:
             with self._hold_lock:
@@ -412,7 +403,7 @@ class CostSpanProcessor(SpanProcessor):
             # Not known as a model call when it started (markers set later, as OpenLLMetry's
             # LangChain spans, or a bare capture span), so no twin could have waited for it.
             if not registered and self._ended_twin(span, attributes):
-                out.append(annotated(span, _mark_duplicate(dict(attributes), _ENDED_REASON)))
+                out.append(annotated(span, mark_duplicate(dict(attributes), ENDED_REASON)))
                 return out
         finished = self._costed(span, attributes, (), costed, True)
         self._remember(finished)
@@ -422,23 +413,23 @@ class CostSpanProcessor(SpanProcessor):
     def _remember(self, span: ReadableSpan) -> None:
         """Keep the call ``span`` (as handed on) for ``_ended_twin`` if it was counted."""
         attributes = readable_attributes(span)
-        if attributes.get(conv.COST_STATUS) not in _STATUS_RANK or not is_model_call(attributes):
+        if attributes.get(conv.COST_STATUS) not in STATUS_RANK or not is_model_call(attributes):
             return
         ctx = span.context
         if ctx is None or span.start_time is None or span.end_time is None:
             return
         scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else None
-        record: _EndedCall = [scope, _model(attributes), span.start_time, span.end_time, None]
+        record: EndedCall = [scope, model_of(attributes), span.start_time, span.end_time, None]
         ended = self._ended
         with self._hold_lock:
             calls = ended.get(ctx.trace_id)
             if calls is None:
-                if len(ended) >= _ENDED_TRACES:
+                if len(ended) >= ENDED_TRACES:
                     ended.popitem(last=False)
                 ended[ctx.trace_id] = [record]
                 return
             calls.append(record)
-            if len(calls) > _ENDED_PER_TRACE:
+            if len(calls) > ENDED_PER_TRACE:
                 del calls[0]
 
     def _ended_twin(self, span: ReadableSpan, attributes: Mapping[str, Any]) -> bool:
@@ -450,7 +441,7 @@ class CostSpanProcessor(SpanProcessor):
         if ctx is None or start is None or ctx.trace_id not in self._ended or not is_model_call(attributes):
             return False
         scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else None
-        model = _model(attributes)
+        model = model_of(attributes)
         with self._hold_lock:
             for record in reversed(self._ended.get(ctx.trace_id, ())):
                 if record[0] == scope or record[3] < start or (record[4] is not None and scope in record[4]):
@@ -467,7 +458,7 @@ class CostSpanProcessor(SpanProcessor):
         self,
         span: ReadableSpan,
         attributes: dict[str, Any],
-        held: Sequence[_HeldSpan],
+        held: Sequence[HeldSpan],
         costed: dict[str, Any] | None = None,
         known: bool = False,
     ) -> ReadableSpan:
@@ -521,21 +512,21 @@ class CostSpanProcessor(SpanProcessor):
         """Hold the ended call ``span`` for an open model-call span of its trace that may describe
         the same call: its parent if that is one, else one of another instrumentation scope not yet
         paired with this span's scope (the earliest started); the model must match (``same_model``).
-        ``False`` when there is none, or ``_MAX_HELD`` spans are held already."""
+        ``False`` when there is none, or ``MAX_HELD`` spans are held already."""
         ctx = span.context
         if ctx is None:
             return False
-        model = _model(attributes)
+        model = model_of(attributes)
         scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else None
         parent = span.parent
         with self._hold_lock:
             trace_calls = self._calls.get(ctx.trace_id)
-            if not trace_calls or self._held_count >= _MAX_HELD:
+            if not trace_calls or self._held_count >= MAX_HELD:
                 return False
             partner = None
             if parent is not None:
                 record = trace_calls.get(parent.span_id)
-                if record is not None and same_model(model, _model(record.attributes or {})):
+                if record is not None and same_model(model, model_of(record.attributes or {})):
                     partner = parent.span_id
             if partner is None:
                 # Not its parent: a sibling or cousin (an instrumentation whose spans are never
@@ -543,9 +534,9 @@ class CostSpanProcessor(SpanProcessor):
                 # call once, so two spans of one scope are two calls.
                 paired = self._paired
                 for span_id, record in trace_calls.items():
-                    if _scope_name(record) == scope or scope in paired.get(span_id, ()):
+                    if scope_name(record) == scope or scope in paired.get(span_id, ()):
                         continue
-                    if same_model(model, _model(record.attributes or {})):
+                    if same_model(model, model_of(record.attributes or {})):
                         partner = span_id
                         break
                 if partner is None:
@@ -556,25 +547,25 @@ class CostSpanProcessor(SpanProcessor):
         return True
 
     def _resolve(
-        self, held: list[_HeldSpan], span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]
+        self, held: list[HeldSpan], span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]
     ) -> list[ReadableSpan]:
         """The nested spans ``held`` and last ``span``: of those for ``span``'s model, the one with
         the fuller usage is counted and the others are marked ``duplicate``."""
-        model = _model(attributes)
-        out = [self._finish(s, a, c) for _, s, a, c in held if not same_model(model, _model(a))]
-        candidates = [(s, a, c) for _, s, a, c in held if same_model(model, _model(a))]
+        model = model_of(attributes)
+        out = [self._finish(s, a, c) for _, s, a, c in held if not same_model(model, model_of(a))]
+        candidates = [(s, a, c) for _, s, a, c in held if same_model(model, model_of(a))]
         candidates.append((span, attributes, costed))
         # Fuller usage first; on a tie the capture's reading (the provider's own usage), then the
         # span that ended first.
         best = max(
             range(len(candidates)),
-            key=lambda k: (_fullness(candidates[k][1], candidates[k][2]), _is_capture(candidates[k][0]), -k),
+            key=lambda k: (fullness(candidates[k][1], candidates[k][2]), is_capture(candidates[k][0]), -k),
         )
         for k, (s, a, c) in enumerate(candidates):
             if k == best:
                 out.append(self._finish(s, a, c))
             else:
-                out.append(annotated(s, _mark_duplicate(dict(a), _NESTED_REASON)))
+                out.append(annotated(s, mark_duplicate(dict(a), NESTED_REASON)))
         return out
 
     def _finish(self, span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]) -> ReadableSpan:
@@ -582,7 +573,7 @@ class CostSpanProcessor(SpanProcessor):
         when its ``gen_ai.response.id`` was already counted in the trace."""
         response_id = attributes.get(conv.GEN_AI_RESPONSE_ID)
         if response_id is not None and self._already_counted(span, response_id):
-            return annotated(span, _mark_duplicate(dict(attributes)))
+            return annotated(span, mark_duplicate(dict(attributes)))
         span = annotated(span, costed)
         if self._listeners:
             nanos = costed.get(conv.COST_DIRECT_NANOS, 0)
@@ -599,12 +590,12 @@ class CostSpanProcessor(SpanProcessor):
         return span
 
     def _release_stale(self, everything: bool = False) -> list[ReadableSpan]:
-        """Price the held spans older than ``_HOLD_SECONDS`` (all of them: ``everything``) as they are."""
+        """Price the held spans older than ``HOLD_SECONDS`` (all of them: ``everything``) as they are."""
         now = time.monotonic()
-        released: list[_HeldSpan] = []
+        released: list[HeldSpan] = []
         with self._hold_lock:
             for outer, held in list(self._holding.items()):
-                keep = [] if everything else [h for h in held if now - h[0] < _HOLD_SECONDS]
+                keep = [] if everything else [h for h in held if now - h[0] < HOLD_SECONDS]
                 if len(keep) == len(held):
                     continue
                 released += [h for h in held if h not in keep]
@@ -665,57 +656,6 @@ def _unpriced(attributes: Mapping[str, Any], exc: Exception) -> dict[str, Any]:
     flagged[conv.COST_STATUS] = conv.STATUS_UNPRICED
     flagged[conv.COST_STATUS_REASON] = f"price book raised {type(exc).__name__}: {exc}"[:256]
     return flagged
-
-
-_RESPONSE_REASON = (
-    "this response was already counted on another span of the trace (two instrumentations "
-    "traced one call); instrument each call once"
-)
-_ENDED_REASON = (
-    "a model-call span that overlapped another of the trace for the same model that ended first "
-    "and was counted (two instrumentations traced one call): counted once, on that span"
-)
-_NESTED_REASON = (
-    "a model-call span nested in or overlapping another of the trace for the same model (two "
-    "instrumentations traced one call): counted once, on the span with the fuller usage"
-)
-
-
-def _mark_duplicate(extra: dict[str, Any], reason: str = _RESPONSE_REASON) -> dict[str, Any]:
-    """``extra`` with the attributes of a call already counted on another span; ``extra`` itself."""
-    extra[conv.COST_CURRENCY] = conv.CURRENCY_USD
-    extra[conv.COST_STATUS] = conv.STATUS_DUPLICATE
-    extra[conv.COST_STATUS_REASON] = reason
-    return extra
-
-
-def _model(attributes: Mapping[str, Any]) -> object:
-    for key in conv.MODEL_KEYS:
-        value = attributes.get(key)
-        if value is not None:
-            return value
-    return None
-
-
-def _scope_name(span: ReadableSpan) -> str | None:
-    scope = span.instrumentation_scope
-    return scope.name if scope is not None else None
-
-
-def _is_capture(span: ReadableSpan) -> bool:
-    scope = span.instrumentation_scope
-    return scope is not None and scope.name == _CAPTURE_SCOPE
-
-
-def _fullness(attributes: Mapping[str, Any], costed: Mapping[str, Any]) -> tuple[int, int]:
-    """How complete a span's reading of one call is: its status (priced > partial > other), then
-    how many usage parts (cache read, cache write, reasoning) it reports."""
-    parts = 0
-    for keys in _PART_KEYS:
-        if any(attributes.get(key) for key in keys):
-            parts += 1
-    status = costed.get(conv.COST_STATUS)
-    return (_STATUS_RANK.get(status, 0) if isinstance(status, str) else 0), parts
 
 
 def _parse_depth(value: str) -> int | None:
