@@ -292,12 +292,21 @@ class Plan:
         level = bisect_left(thresholds, i) if thresholds else 0
         simple = self.simple_levels
         if simple and not (cr or cw or rs):
-            # The common case: only input and output can cost anything.
+            # The common case: only input and output can cost anything (the general tail below,
+            # with p1 = p2 = p4 = 0, inline).
             a0, b0, f0, a3, b3, f3 = simple[level]
             p0 = a0 * i + b0 * o + f0
             p3 = a3 * i + b3 * o + f3
-            p1 = p2 = p4 = 0
-        elif cr or cw or rs:
+            total = p0 + p3
+            factor = self.nano_factor
+            if total >= self.limit or not factor:
+                return self._general_tail(total, p0, 0, 0, p3)
+            context = getcontext()
+            if context.prec < 28 or (context is not _checked_context[0] and not _exact_in(context)):
+                return None
+            scale = self.scale
+            return total * factor, (p0 / scale, 0.0, 0.0, p3 / scale)
+        if cr or cw or rs:
             for a, b, c, d, e, f in self.checks:
                 if a * i + b * o + c * cr + d * cw + e * rs + f < 0:
                     return None
@@ -319,7 +328,12 @@ class Plan:
             p2 = a2 * i + b2 * o + f2
             p3 = a3 * i + b3 * o + f3
             p4 = a4 * i + b4 * o + f4
-        total = p0 + p1 + p2 + p3 + p4
+        return self._general_tail(p0 + p1 + p2 + p3 + p4, p0, p1, p2, p3)
+
+    def _general_tail(
+        self, total: int, p0: int, p1: int, p2: int, p3: int
+    ) -> tuple[int, tuple[float, float, float, float]] | None:
+        """``span_costs`` from the bucket sums (in 1/scale USD) on: the checks and the rounding."""
         if total >= self.limit:
             return None
         context = getcontext()
