@@ -140,6 +140,8 @@ GEN_AI_SYSTEM: _Final = "gen_ai.system"  # deprecated in favour of gen_ai.provid
 GEN_AI_REQUEST_MODEL: _Final = "gen_ai.request.model"
 GEN_AI_RESPONSE_MODEL: _Final = "gen_ai.response.model"
 GEN_AI_RESPONSE_ID: _Final = "gen_ai.response.id"
+#: OpenTelemetry's error attribute: on a failed call, a missing output count is not a gap.
+ERROR_TYPE: _Final = "error.type"
 #: Token usage (current semconv names; ``_usage`` also reads the deprecated and other tools' names).
 GEN_AI_USAGE_INPUT_TOKENS: _Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: _Final = "gen_ai.usage.output_tokens"
@@ -433,6 +435,7 @@ __all__ = [
     "CURRENCY_USD",
     "DEPLOYMENT_ENVIRONMENT",
     "DEPLOYMENT_ENVIRONMENT_NAME",
+    "ERROR_TYPE",
     "GEN_AI_OPERATION_NAME",
     "GEN_AI_PROVIDER_NAME",
     "GEN_AI_REQUEST_MODEL",

@@ -23,6 +23,7 @@ from otel_costs._kinds import MARKER_KEYS, aggregate_reason, is_model_call
 from otel_costs.conventions import (
     CACHE_READ_KEYS,
     CACHE_WRITE_KEYS,
+    ERROR_TYPE,
     GEN_AI_OPERATION_NAME,
     GEN_AI_PROVIDER_NAME,
     GEN_AI_RESPONSE_MODEL,
@@ -62,7 +63,7 @@ _FIELDS: Final = (
 _USAGE_KEYS: Final = frozenset(INPUT_KEYS + OUTPUT_KEYS + CACHE_READ_KEYS + CACHE_WRITE_KEYS + REASONING_KEYS)
 _TRIGGER_KEYS: Final = _USAGE_KEYS | frozenset(TOTAL_KEYS)
 #: OpenTelemetry's ``error.type``: a failed call may report its input only (nothing was generated).
-_ERROR_TYPE: Final = "error.type"  # TODO(conventions)
+_ERROR_TYPE: Final = ERROR_TYPE
 _READ_KEYS: Final = (
     _TRIGGER_KEYS
     | frozenset(MODEL_KEYS + PROVIDER_KEYS + SERVER_KEYS)
