@@ -100,9 +100,10 @@ type treeInfo struct {
 	upAgent    []int32  // nearest strict ancestor that is a named agent
 	upTask     []int32  // nearest strict ancestor that is a named task
 	upWorkflow []int32  // nearest strict ancestor that is a named workflow
-	nextDiff   []int32  // agents: the nearest agent above with another name
-	parent     []int32  // the first span with the parent's id (-1: none, or itself)
-	path       []int32
+	// agents: their parent agent by the rule (their own marker, else through the agents above)
+	agentParent []string
+	parent      []int32 // the first span with the parent's id (-1: none, or itself)
+	path        []int32
 }
 
 func (t *treeInfo) reset(n int) {
@@ -113,12 +114,13 @@ func (t *treeInfo) reset(n int) {
 		return s[:n]
 	}
 	if cap(t.state) < n {
-		t.state, t.kind, t.name = make([]uint8, n), make([]opKind, n), make([]string, n)
+		t.state, t.kind, t.name, t.agentParent = make([]uint8, n), make([]opKind, n), make([]string, n), make([]string, n)
 	}
-	t.state, t.kind, t.name = t.state[:n], t.kind[:n], t.name[:n]
+	t.state, t.kind, t.name, t.agentParent = t.state[:n], t.kind[:n], t.name[:n], t.agentParent[:n]
 	clear(t.state)
 	clear(t.name)
-	t.upAgent, t.upTask, t.upWorkflow, t.nextDiff = grow(t.upAgent), grow(t.upTask), grow(t.upWorkflow), grow(t.nextDiff)
+	clear(t.agentParent)
+	t.upAgent, t.upTask, t.upWorkflow = grow(t.upAgent), grow(t.upTask), grow(t.upWorkflow)
 	t.parent = grow(t.parent)
 }
 
@@ -154,13 +156,15 @@ func (t *treeInfo) resolve(spans []ptrace.Span, i int32) {
 				}
 			}
 		}
-		t.nextDiff[x] = -1
-		if t.kind[x] == opAgent {
-			if k := t.upAgent[x]; k >= 0 {
-				if t.name[k] != t.name[x] {
-					t.nextDiff[x] = k
+		t.agentParent[x] = ""
+		if t.kind[x] == opAgent && t.name[x] != "" {
+			if own, ok := ownParent(a, t.name[x]); ok {
+				t.agentParent[x] = own
+			} else if k := t.upAgent[x]; k >= 0 {
+				if t.name[k] == t.name[x] {
+					t.agentParent[x] = t.agentParent[k]
 				} else {
-					t.nextDiff[x] = t.nextDiff[k]
+					t.agentParent[x] = agentIDOf(spans[k].Attributes(), t.name[k])
 				}
 			}
 		}
@@ -176,6 +180,7 @@ var targetStatus = map[string]bool{"priced": true, "unpriced": true, "partial": 
 // to its first span (rollupNodes' index), which parent links follow.
 func agentsFromTree(spans []ptrace.Span, nodes []node, index map[pcommon.SpanID]int32, t *treeInfo, wants func(i int) bool) {
 	ready := false
+	var named map[string]string
 	for i := range spans {
 		if !wants(i) {
 			continue
@@ -205,24 +210,21 @@ func agentsFromTree(spans []ptrace.Span, nodes []node, index map[pcommon.SpanID]
 		}
 		parent := ""
 		if agent != "" {
-			k := t.upAgent[i]
-			if from >= 0 {
-				k = t.upAgent[from]
-			}
-			if k >= 0 && t.name[k] == agent {
-				k = t.nextDiff[k]
-			}
-			if k >= 0 {
-				a := spans[k].Attributes()
-				if id, ok := firstName(a, []string{attrAgentID}); ok {
-					parent = id
+			if from >= 0 && t.kind[from] == opAgent {
+				parent = t.agentParent[from]
+			} else if k := t.upAgent[i]; from < 0 && k >= 0 {
+				if t.name[k] == agent {
+					parent = t.agentParent[k]
 				} else {
-					parent = t.name[k]
+					parent = agentIDOf(spans[k].Attributes(), t.name[k])
 				}
-			} else if from >= 0 && t.kind[from] == opAgent {
-				if v, ok := spans[from].Attributes().Get(attrOIGraphParent); ok {
-					parent, _ = cleanName(v)
+			}
+			if _, has := attrs.Get(attrAgentParentID); parent == "" && !has {
+				// Two tracers side by side: the one parent this agent's spans name elsewhere.
+				if named == nil {
+					named = namedParents(spans)
 				}
+				parent = named[agent]
 			}
 		}
 		workflow := ""
@@ -244,4 +246,54 @@ func agentsFromTree(spans []ptrace.Span, nodes []node, index map[pcommon.SpanID]
 			setStr(attrs, attrAgentSource, source)
 		}
 	}
+}
+
+// ownParentKeys: where an agent span names its own parent (otel_costs.rollup._agents._OWN_PARENT_KEYS).
+var ownParentKeys = []string{attrAgentParentID, attrOIGraphParent}
+
+// ownParent is the parent agent an agent span names itself, unless it is the agent itself.
+func ownParent(attrs pcommon.Map, agent string) (string, bool) {
+	for _, k := range ownParentKeys {
+		if v, ok := attrs.Get(k); ok {
+			if s, ok := cleanName(v); ok && s != agent {
+				return s, true
+			}
+		}
+	}
+	return "", false
+}
+
+// agentIDOf is how a parent agent is named: its gen_ai.agent.id, else its name.
+func agentIDOf(attrs pcommon.Map, name string) string {
+	if id, ok := firstName(attrs, []string{attrAgentID}); ok {
+		return id
+	}
+	return name
+}
+
+// namedParents: per agent name, the one parent its agent spans in the trace name themselves
+// ("" when they name different ones: ambiguous), as otel_costs.rollup._agents._named_parents.
+func namedParents(spans []ptrace.Span) map[string]string {
+	named := map[string]string{}
+	ambiguous := map[string]bool{}
+	for j := range spans {
+		a := spans[j].Attributes()
+		if spanKindOf(a) != opAgent {
+			continue
+		}
+		name, ok := firstName(a, scopeAgentNameKeys)
+		if !ok {
+			continue
+		}
+		parent, ok := ownParent(a, name)
+		if !ok || ambiguous[name] {
+			continue
+		}
+		if prev, seen := named[name]; !seen {
+			named[name] = parent
+		} else if prev != parent {
+			named[name], ambiguous[name] = "", true
+		}
+	}
+	return named
 }

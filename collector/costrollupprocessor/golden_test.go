@@ -30,6 +30,8 @@ type goldenCase struct {
 type goldenExpected struct {
 	SpanID     string                     `json:"span_id"`
 	Attributes map[string]json.RawMessage `json:"attributes"`
+	// Agent: the agent-from-the-tree attributes the span must carry (docs/conventions.md).
+	Agent map[string]json.RawMessage `json:"agent"`
 }
 
 func loadGoldenBook(t testing.TB) *PriceBook {
@@ -153,6 +155,14 @@ func TestGoldenCases(t *testing.T) {
 				for k, v := range got {
 					if _, ok := want.Attributes[k]; !ok {
 						t.Errorf("span %d (%s): unexpected %s = %v", i, want.SpanID, k, v.AsRaw())
+					}
+				}
+				for k, raw := range want.Agent {
+					v, ok := sp.Attributes().Get(k)
+					if !ok {
+						t.Errorf("span %d (%s): missing agent attribute %s = %s", i, want.SpanID, k, raw)
+					} else if !sameValue(v, raw) {
+						t.Errorf("span %d (%s): agent attribute %s = %v, expected %s", i, want.SpanID, k, v.AsRaw(), raw)
 					}
 				}
 			}
