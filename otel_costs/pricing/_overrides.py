@@ -106,10 +106,28 @@ def _load_overrides_file(path: Path) -> Mapping[str, Mapping[str, object]]:
     except PriceConfigError:
         raise
     except (tomllib.TOMLDecodeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        huge = _huge_number_line(data)
+        if huge is not None:
+            # The parser refuses a number of thousands of digits before any key is seen: name
+            # the line ourselves, the parser's message only names Python's digit limit.
+            line, key = huge
+            raise PriceConfigError(
+                f"{where}, line {line} ({key!r}): a number of thousands of digits is no price; "
+                'write a decimal of at most 64 characters, e.g. input = 2.5'
+            ) from exc
         raise PriceConfigError(f"{where} is not valid {suffix[1:].upper()}: {exc}") from exc
     if loaded is None:
         return {}
     return _check_models(loaded, f"overrides_file {str(path)!r}")
+
+
+def _huge_number_line(data: bytes) -> tuple[int, str] | None:
+    """The line number and key of the first value with a run of over 4,000 digits, if any."""
+    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
+        key, sep, value = line.partition("=") if "=" in line else line.partition(":")
+        if sep and sum(c.isdigit() for c in value) > 4000:
+            return number, key.strip()
+    return None
 
 
 def _check_models(loaded: object, where: str) -> dict[str, Mapping[str, object]]:
