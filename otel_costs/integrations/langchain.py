@@ -124,6 +124,31 @@ def agent_name_of(
     return None
 
 
+def _wants_workflow(graph: bool, parent_run_id: UUID | None, meta: Mapping[str, Any]) -> bool:
+    """Whether a run is one run of a workflow: ``otel_workflow_span``, else a top-level graph."""
+    flag = meta.get("otel_workflow_span")
+    if flag is False:
+        return False
+    if flag is True:
+        return True
+    # A top-level graph is one run of a workflow, unless the caller opened one around it.
+    return parent_run_id is None and graph and "workflow.id" not in current_attribution()
+
+
+def _workflow_scope(
+    name: str,
+    meta: Mapping[str, Any],
+    configurable: Mapping[str, Any] | None,
+    tracer_provider: trace.TracerProvider | None,
+) -> Scope:
+    """The workflow scope of one run, its id the run's ``thread_id`` when it has one."""
+    thread = meta.get("thread_id")
+    if thread is None and configurable is not None:
+        thread = configurable.get("thread_id")
+    workflow_id = str(thread) if thread is not None and str(thread) else None
+    return otel_costs.workflow(name, workflow_id=workflow_id, tracer_provider=tracer_provider)
+
+
 class CostCallbackHandler(BaseCallbackHandler):
     """Opens ``otel_costs`` workflow, agent and retry scopes for LangChain/LangGraph runs.
 
@@ -199,13 +224,13 @@ class CostCallbackHandler(BaseCallbackHandler):
         task = meta.get("langgraph_checkpoint_ns")
         run.task = task if isinstance(task, str) and task else None
         scopes: list[Scope | Attempt] = []
-        if self._wants_workflow(serialized, parent_run_id, meta, kwargs):
+        graph = _is_graph(serialized, kwargs)
+        if _claim_graph_workflow():
+            # The graph's own run, whose workflow the Pregel.stream/astream wrapper opened first.
+            run.agent = None
+        elif _wants_workflow(graph, parent_run_id, meta):
             name = _run_name(serialized, kwargs) or "LangGraph"
-            thread = meta.get("thread_id")
-            workflow_id = str(thread) if thread is not None and str(thread) else None
-            scopes.append(
-                otel_costs.workflow(name, workflow_id=workflow_id, tracer_provider=self._tracer_provider)
-            )
+            scopes.append(_workflow_scope(name, meta, None, self._tracer_provider))
             run.agent = None
         agent = agent_name_of(meta, serialized, **kwargs)
         if agent is not None and agent != run.agent:
@@ -225,25 +250,6 @@ class CostCallbackHandler(BaseCallbackHandler):
             self._runs[run_id] = run
             if parent is not None:
                 parent.children.append(run_id)
-
-    @staticmethod
-    def _wants_workflow(
-        serialized: Mapping[str, Any] | None,
-        parent_run_id: UUID | None,
-        meta: Mapping[str, Any],
-        kwargs: Mapping[str, Any],
-    ) -> bool:
-        flag = meta.get("otel_workflow_span")
-        if flag is False:
-            return False
-        if flag is True:
-            return True
-        # A top-level graph is one run of a workflow, unless the caller opened one around it.
-        return (
-            parent_run_id is None
-            and _is_graph(serialized, kwargs)
-            and "workflow.id" not in current_attribution()
-        )
 
     def _retry_depth(
         self, parent_run_id: UUID | None, tags: Sequence[str] | None, meta: Mapping[str, Any]
@@ -365,63 +371,168 @@ def instrument_langchain(*, tracer_provider: trace.TracerProvider | None = None)
             register_configure_hook(_HOOK, inheritable=True)
             _hooked = True
         _DISPATCH.handler = handler
-        _wrap_astream()
+        _wrap_pregel()
     return handler
 
 
-#: LangGraph's ``Pregel.astream`` before :func:`instrument_langchain` wrapped it.
-_original_astream: Any = None
+@dataclass(slots=True)
+class _GraphRun:
+    """The workflow a ``Pregel.stream``/``astream`` wrapper opened around one graph run."""
+
+    scope: Scope | None
+    """The entered workflow scope, or ``None`` if the run wants none (nested, opted out)."""
+    token: contextvars.Token[_GraphRun | None] | None = None
+    claimed: bool = False
+    """Whether the handler has seen the run's first callback (the graph's own run)."""
 
 
-def _wrap_astream() -> None:
-    """Make ``Pregel.astream`` (and so ``ainvoke``) put the caller's context back when it ends.
+#: The graph run a stream wrapper is in (in its caller's context, so nested graphs see theirs).
+_GRAPH_RUN: contextvars.ContextVar[_GraphRun | None] = contextvars.ContextVar(
+    "otel_costs.langchain.graph_run", default=None
+)
 
-    LangGraph starts each async node task in the caller's context and ends it (and the graph's own
-    run) in another, so no callback can restore the caller's context: this wrapper, running in the
-    caller's context after the last item, does (``_heal``). Without langgraph there is nothing to do.
+
+def _claim_graph_workflow() -> bool:
+    """Whether this callback is the first of a graph run whose wrapper opened its workflow."""
+    run = _GRAPH_RUN.get()
+    if run is None or run.scope is None or run.claimed:
+        return False
+    run.claimed = True
+    return True
+
+
+def _enter_graph_run(graph: Any, config: Any) -> _GraphRun | None:
+    """Open the workflow of a graph run before LangGraph calls any callback (never raises).
+
+    Why here and not in ``on_chain_start``: a sync run calls its handlers in list order, and an
+    instrumentation that adds its handler when the callback manager is made (OpenInference) comes
+    before the configure hook's, so it would start its root span before the workflow existed and
+    the run would be two traces. Opened here, every handler's first span is inside the workflow.
     """
-    global _original_astream
-    if _original_astream is not None:
+    handler = _DISPATCH.handler
+    if handler is None:
+        return None
+    scope: Scope | None = None
+    try:
+        from langchain_core.callbacks import BaseCallbackManager
+        from langchain_core.runnables.config import ensure_config, merge_configs
+
+        # What LangGraph itself merges: the graph's bound config, the call's, the parent run's.
+        merged = ensure_config(merge_configs(getattr(graph, "config", None), config))
+        callbacks = merged.get("callbacks")
+        parent = callbacks.parent_run_id if isinstance(callbacks, BaseCallbackManager) else None
+        meta: Mapping[str, Any] = merged.get("metadata") or {}
+        if _wants_workflow(True, parent, meta):
+            name = _text(merged.get("run_name")) or _text(graph.get_name()) or "LangGraph"
+            _heal()
+            scope = _workflow_scope(name, meta, merged.get("configurable"), handler._tracer_provider)
+            scope.__enter__()
+    except Exception:  # never into LangGraph: the handler opens the workflow then, as before
+        logger.exception("otel_costs: could not open the workflow of a LangGraph run")
+        scope = None
+    run = _GraphRun(scope)
+    run.token = _GRAPH_RUN.set(run)
+    return run
+
+
+def _leave_graph_run(run: _GraphRun | None, error: BaseException | None) -> None:
+    """Close what :func:`_enter_graph_run` opened (never raises)."""
+    if run is None:
+        return
+    try:
+        try:
+            if run.token is not None:
+                _GRAPH_RUN.reset(run.token)
+        except (ValueError, RuntimeError):  # left in another context (a generator closed elsewhere)
+            pass
+        if run.scope is not None:
+            if error is None:
+                run.scope.__exit__(None, None, None)
+            else:
+                run.scope.__exit__(type(error), error, error.__traceback__)
+    except Exception:  # never into LangGraph
+        logger.exception("otel_costs: could not close the workflow of a LangGraph run")
+
+
+def _config_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """The ``config`` argument of ``Pregel.stream(input, config=None, ...)``."""
+    return args[1] if len(args) > 1 else kwargs.get("config")
+
+
+#: LangGraph's ``Pregel.stream`` and ``astream`` before :func:`instrument_langchain` wrapped them.
+_originals: dict[str, Any] = {}
+
+
+def _wrap_pregel() -> None:
+    """Wrap ``Pregel.stream`` (so ``invoke``) and ``astream`` (so ``ainvoke``) around each graph run.
+
+    The wrappers open the run's workflow before LangGraph's first callback (``_enter_graph_run``)
+    and close it when the run ends, in the caller's context. ``astream`` also puts the caller's
+    context back (``_heal``): LangGraph starts each async node task in the caller's context and ends
+    it (and the graph's own run) in another, so no callback can. Without langgraph: nothing to do.
+    """
+    if _originals:
         return
     try:
         from langgraph.pregel import Pregel
     except ImportError:
         return
-    # The raw class attribute: another instrumentation's wrapt wrapper, not a bound view of it,
-    # so that restoring it lets that instrumentation unwrap itself later.
-    raw = inspect.getattr_static(Pregel, "astream")
-    original = Pregel.astream
+    # The raw class attributes: another instrumentation's wrapt wrapper, not a bound view of it,
+    # so that restoring them lets that instrumentation unwrap itself later.
+    raw_stream, raw_astream = (
+        inspect.getattr_static(Pregel, "stream"),
+        inspect.getattr_static(Pregel, "astream"),
+    )
+    original_stream, original_astream = Pregel.stream, Pregel.astream
 
-    @functools.wraps(original)
-    async def astream(self: Any, *args: Any, **kwargs: Any) -> Any:
+    @functools.wraps(original_stream)
+    def stream(self: Any, *args: Any, **kwargs: Any) -> Any:
+        run = _enter_graph_run(self, _config_of(args, kwargs))
+        error: BaseException | None = None
         try:
-            async for item in original(self, *args, **kwargs):
+            yield from original_stream(self, *args, **kwargs)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            _leave_graph_run(run, error)
+
+    @functools.wraps(original_astream)
+    async def astream(self: Any, *args: Any, **kwargs: Any) -> Any:
+        run = _enter_graph_run(self, _config_of(args, kwargs))
+        error: BaseException | None = None
+        try:
+            async for item in original_astream(self, *args, **kwargs):
                 yield item
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             try:
                 _heal()
             except Exception:  # never into LangGraph
                 logger.exception("otel_costs: could not restore the context after a LangGraph stream")
+            _leave_graph_run(run, error)
 
+    Pregel.stream = stream
     Pregel.astream = astream
-    _original_astream = raw
+    _originals.update(stream=raw_stream, astream=raw_astream)
 
 
-def _unwrap_astream() -> None:
-    global _original_astream
-    if _original_astream is None:
+def _unwrap_pregel() -> None:
+    if not _originals:
         return
     from langgraph.pregel import Pregel
 
-    Pregel.astream = _original_astream
-    _original_astream = None
+    Pregel.stream = _originals.pop("stream")
+    Pregel.astream = _originals.pop("astream")
 
 
 def uninstrument_langchain() -> None:
     """Stop attaching the handler of :func:`instrument_langchain` to new runs (idempotent)."""
     with _hook_lock:
         _DISPATCH.handler = None
-        _unwrap_astream()
+        _unwrap_pregel()
 
 
 #: Contexts of scopes that ended in another contextvars.Context than they were entered in, by id
