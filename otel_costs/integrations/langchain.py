@@ -78,6 +78,8 @@ class _Run:
     children: list[UUID] = field(default_factory=list)
     task: str | None = None
     """The LangGraph task namespace (``langgraph_checkpoint_ns``): the same across its retries."""
+    flagged: bool = False
+    """Whether its metadata says ``otel_workflow_span=True`` (which its child runs inherit)."""
 
 
 def _text(value: object) -> str | None:
@@ -124,12 +126,18 @@ def agent_name_of(
     return None
 
 
-def _wants_workflow(graph: bool, parent_run_id: UUID | None, meta: Mapping[str, Any]) -> bool:
-    """Whether a run is one run of a workflow: ``otel_workflow_span``, else a top-level graph."""
+def _wants_workflow(
+    graph: bool, parent_run_id: UUID | None, meta: Mapping[str, Any], parent_flagged: bool
+) -> bool:
+    """Whether a run is one run of a workflow: ``otel_workflow_span``, else a top-level graph.
+
+    ``otel_workflow_span=True`` opens one for the run that says it, not for each child run that
+    inherits the metadata (``parent_flagged``): those are parts of that workflow.
+    """
     flag = meta.get("otel_workflow_span")
     if flag is False:
         return False
-    if flag is True:
+    if flag is True and not parent_flagged:
         return True
     # A top-level graph is one run of a workflow, unless the caller opened one around it.
     return parent_run_id is None and graph and "workflow.id" not in current_attribution()
@@ -223,12 +231,13 @@ class CostCallbackHandler(BaseCallbackHandler):
         run = _Run(parent_run_id, inherited)
         task = meta.get("langgraph_checkpoint_ns")
         run.task = task if isinstance(task, str) and task else None
+        run.flagged = meta.get("otel_workflow_span") is True
         scopes: list[Scope | Attempt] = []
         graph = _is_graph(serialized, kwargs)
         if _claim_graph_workflow():
             # The graph's own run, whose workflow the Pregel.stream/astream wrapper opened first.
             run.agent = None
-        elif _wants_workflow(graph, parent_run_id, meta):
+        elif _wants_workflow(graph, parent_run_id, meta, parent is not None and parent.flagged):
             name = _run_name(serialized, kwargs) or "LangGraph"
             scopes.append(_workflow_scope(name, meta, None, self._tracer_provider))
             run.agent = None
@@ -250,6 +259,12 @@ class CostCallbackHandler(BaseCallbackHandler):
             self._runs[run_id] = run
             if parent is not None:
                 parent.children.append(run_id)
+
+    def _flagged(self, run_id: UUID | None) -> bool:
+        """Whether the run ``run_id`` (``None``: no run) said ``otel_workflow_span=True``."""
+        with self._lock:
+            run = self._runs.get(run_id) if run_id is not None else None
+        return run is not None and run.flagged
 
     def _retry_depth(
         self, parent_run_id: UUID | None, tags: Sequence[str] | None, meta: Mapping[str, Any]
@@ -422,7 +437,7 @@ def _enter_graph_run(graph: Any, config: Any) -> _GraphRun | None:
         callbacks = merged.get("callbacks")
         parent = callbacks.parent_run_id if isinstance(callbacks, BaseCallbackManager) else None
         meta: Mapping[str, Any] = merged.get("metadata") or {}
-        if _wants_workflow(True, parent, meta):
+        if _wants_workflow(True, parent, meta, handler._flagged(parent)):
             name = _text(merged.get("run_name")) or _text(graph.get_name()) or "LangGraph"
             _heal()
             scope = _workflow_scope(name, meta, merged.get("configurable"), handler._tracer_provider)
