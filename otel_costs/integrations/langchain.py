@@ -19,6 +19,12 @@ A run's callbacks can arrive in different contexts (async graphs, thread pools).
 its own map run id -> scope, ends a run's unfinished descendants before the run itself, and only
 restores the OpenTelemetry context where it attached it; elsewhere it ends the scope's span alone.
 It never raises into LangChain: a failure is logged and the run goes on.
+
+``instrument_langchain()`` also wraps LangGraph's ``Pregel.stream``/``astream`` so that a graph
+run's workflow is open before LangGraph calls any handler: a sync run calls its handlers in list
+order, and OpenInference's tracer (added when the callback manager is made) comes before the
+configure hook's handler, so a workflow opened in ``on_chain_start`` would start after
+OpenInference's root span and the run would be two traces.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -160,9 +167,10 @@ def _workflow_scope(
 class CostCallbackHandler(BaseCallbackHandler):
     """Opens ``otel_costs`` workflow, agent and retry scopes for LangChain/LangGraph runs.
 
-    - **workflow**: a top-level LangGraph run (or any run with ``otel_workflow_span=True``), unless
-      a workflow is already current; its id is the run's ``thread_id`` when it has one.
-      ``otel_workflow_span=False`` opts out.
+    - **workflow**: a top-level LangGraph run (or the outermost run with ``otel_workflow_span=True``),
+      unless a workflow is already current; its id is the run's ``thread_id`` when it has one.
+      ``otel_workflow_span=False`` opts out. Under :func:`instrument_langchain` a graph run's
+      workflow is opened by its ``Pregel.stream``/``astream`` wrapper, before any callback.
     - **agent**: a run whose metadata names an agent (see :func:`agent_name_of`) other than the
       one already in effect (metadata is inherited by child runs: one scope per agent, not per run).
     - **retry**: a re-attempt (``retry:attempt:N`` tag, or a LangGraph task started again after
@@ -371,8 +379,10 @@ def instrument_langchain(*, tracer_provider: trace.TracerProvider | None = None)
 
     It goes through LangChain's configure hook, so it comes after the handlers instrumentations
     add (OpenInference, OpenLLMetry): it then enters its scopes inside theirs and leaves them
-    after theirs, which keeps the context right. Calling it again replaces the handler; undo it
-    with :func:`uninstrument_langchain`. Example::
+    after theirs, which keeps the context right. Each LangGraph run's workflow opens earlier, in a
+    wrapper of ``Pregel.stream``/``astream``, so every instrumentation's spans of the run are in
+    its trace. Calling it again replaces the handler; undo it with :func:`uninstrument_langchain`.
+    Example::
 
         otel_costs.integrations.langchain.instrument_langchain()
         graph.invoke(state)
@@ -455,11 +465,9 @@ def _leave_graph_run(run: _GraphRun | None, error: BaseException | None) -> None
     if run is None:
         return
     try:
-        try:
+        with suppress(ValueError, RuntimeError):  # left in another context (closed elsewhere)
             if run.token is not None:
                 _GRAPH_RUN.reset(run.token)
-        except (ValueError, RuntimeError):  # left in another context (a generator closed elsewhere)
-            pass
         if run.scope is not None:
             if error is None:
                 run.scope.__exit__(None, None, None)
@@ -494,10 +502,7 @@ def _wrap_pregel() -> None:
         return
     # The raw class attributes: another instrumentation's wrapt wrapper, not a bound view of it,
     # so that restoring them lets that instrumentation unwrap itself later.
-    raw_stream, raw_astream = (
-        inspect.getattr_static(Pregel, "stream"),
-        inspect.getattr_static(Pregel, "astream"),
-    )
+    raw = {name: inspect.getattr_static(Pregel, name) for name in ("stream", "astream")}
     original_stream, original_astream = Pregel.stream, Pregel.astream
 
     @functools.wraps(original_stream)
@@ -529,9 +534,9 @@ def _wrap_pregel() -> None:
                 logger.exception("otel_costs: could not restore the context after a LangGraph stream")
             _leave_graph_run(run, error)
 
-    Pregel.stream = stream
-    Pregel.astream = astream
-    _originals.update(stream=raw_stream, astream=raw_astream)
+    for name, wrapper in (("stream", stream), ("astream", astream)):
+        setattr(Pregel, name, wrapper)
+    _originals.update(raw)
 
 
 def _unwrap_pregel() -> None:
@@ -539,8 +544,9 @@ def _unwrap_pregel() -> None:
         return
     from langgraph.pregel import Pregel
 
-    Pregel.stream = _originals.pop("stream")
-    Pregel.astream = _originals.pop("astream")
+    for name, attribute in _originals.items():
+        setattr(Pregel, name, attribute)
+    _originals.clear()
 
 
 def uninstrument_langchain() -> None:
