@@ -35,7 +35,6 @@ import inspect
 import logging
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from opentelemetry.trace import Status, StatusCode
 
 import otel_costs
 from otel_costs.attribution import Attempt, Scope, current_attribution
+from otel_costs.integrations._contexts import _PROBE, _heal, _is_stale, _mark_stale, _same_context
 
 logger = logging.getLogger("otel_costs")
 
@@ -56,8 +56,6 @@ _RETRY_TAG = re.compile(r"^retry:attempt:(\d+)$")
 #: LangGraph nodes that are plumbing, not agents (the official instrumentation skips them too).
 _NOT_AGENTS = frozenset({"__start__", "__end__"})
 _MIDDLEWARE_PREFIX = "Middleware."
-#: Marks the contextvars.Context a scope was entered in: resetting this token elsewhere fails.
-_PROBE: contextvars.ContextVar[object] = contextvars.ContextVar("otel_costs.langchain.probe", default=None)
 
 
 @dataclass(slots=True)
@@ -100,8 +98,12 @@ def _run_name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -
     return name
 
 
-def _is_graph(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> bool:
-    if _run_name(serialized, kwargs) == "LangGraph":
+def _is_graph(
+    serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], meta: Mapping[str, Any]
+) -> bool:
+    # LangGraph tags its runs' metadata (inherited by child runs: callers check the parent too);
+    # a graph compiled with a name is not called "LangGraph".
+    if meta.get("ls_integration") == "langgraph" or _run_name(serialized, kwargs) == "LangGraph":
         return True
     graph = serialized.get("graph") if isinstance(serialized, Mapping) else None
     return isinstance(graph, Mapping) and str(graph.get("id", "")).startswith("LangGraph")
@@ -193,6 +195,12 @@ class CostCallbackHandler(BaseCallbackHandler):
         #: (parent run, LangGraph task namespace) -> how many attempts of that task failed.
         self._failures: dict[tuple[UUID | None, str], int] = {}
         self._lock = threading.Lock()
+        # A handler passed in ``config`` needs the ``astream`` wrapper too: LangGraph ends an async
+        # run's node tasks and the graph's own run in other tasks, so only code around ``astream``,
+        # in the caller's context, can put that context back. With no instrument_langchain()
+        # handler the wrappers open no workflow: they only restore the caller's context.
+        with _hook_lock:
+            _wrap_pregel()
 
     # -- LangChain callbacks ---------------------------------------------------------------
 
@@ -241,7 +249,7 @@ class CostCallbackHandler(BaseCallbackHandler):
         run.task = task if isinstance(task, str) and task else None
         run.flagged = meta.get("otel_workflow_span") is True
         scopes: list[Scope | Attempt] = []
-        graph = _is_graph(serialized, kwargs)
+        graph = _is_graph(serialized, kwargs, meta)
         if _claim_graph_workflow():
             # The graph's own run, whose workflow the Pregel.stream/astream wrapper opened first.
             run.agent = None
@@ -339,7 +347,7 @@ class CostCallbackHandler(BaseCallbackHandler):
                     opened.span.record_exception(error)
                     opened.span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
                 opened.span.end()
-                _mark_stale(opened)
+                _mark_stale(opened.entered, opened.before)
                 _heal()
             except Exception:
                 logger.exception("otel_costs: could not end scope %r", opened.scope)
@@ -550,52 +558,14 @@ def _unwrap_pregel() -> None:
 
 
 def uninstrument_langchain() -> None:
-    """Stop attaching the handler of :func:`instrument_langchain` to new runs (idempotent)."""
+    """Stop attaching the handler of :func:`instrument_langchain` to new runs (idempotent).
+
+    It also puts back the ``Pregel.stream``/``astream`` it found (a :class:`CostCallbackHandler`
+    made later wraps them again, to restore the caller's context after ``astream``).
+    """
     with _hook_lock:
         _DISPATCH.handler = None
         _unwrap_pregel()
-
-
-#: Contexts of scopes that ended in another contextvars.Context than they were entered in, by id
-#: -> (that context, the context before it). Where they were entered they are still current:
-#: the next callback there (LangGraph starts each async node task eagerly in the caller's context
-#: and ends it in the task's own) puts the context from before back. Bounded, oldest out first.
-_STALE: OrderedDict[int, tuple[context.Context, context.Context]] = OrderedDict()
-_STALE_MAX = 4096
-_stale_lock = threading.Lock()
-
-
-def _mark_stale(opened: _Opened) -> None:
-    with _stale_lock:
-        _STALE[id(opened.entered)] = (opened.entered, opened.before)
-        while len(_STALE) > _STALE_MAX:
-            _STALE.popitem(last=False)
-
-
-def _is_stale(ctx: context.Context) -> bool:
-    with _stale_lock:
-        found = _STALE.get(id(ctx))
-    return found is not None and found[0] is ctx
-
-
-def _heal() -> None:
-    """If the current context is one a scope left behind (see ``_STALE``), restore what it replaced."""
-    for _ in range(64):  # a chain of stale scopes is as deep as the runs that nested: bounded anyway
-        current = context.get_current()
-        with _stale_lock:
-            found = _STALE.get(id(current))
-        if found is None or found[0] is not current:
-            return
-        context.attach(found[1])  # a set, not a detach: the token of that entry is not valid here
-
-
-def _same_context(probe: contextvars.Token[object]) -> bool:
-    """Whether ``probe`` was made in the running ``contextvars.Context`` (and resets it there)."""
-    try:
-        _PROBE.reset(probe)
-    except (ValueError, RuntimeError):
-        return False
-    return True
 
 
 __all__ = ["CostCallbackHandler", "agent_name_of", "instrument_langchain", "uninstrument_langchain"]

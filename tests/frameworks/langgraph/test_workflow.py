@@ -21,7 +21,11 @@ from opentelemetry.trace import StatusCode
 import otel_costs
 from otel_costs import conventions as conv
 from otel_costs import current_attribution
-from otel_costs.integrations.langchain import instrument_langchain, uninstrument_langchain
+from otel_costs.integrations.langchain import (
+    CostCallbackHandler,
+    instrument_langchain,
+    uninstrument_langchain,
+)
 from otel_costs.testing import InMemoryPipeline
 
 WORKFLOW = f"{conv.OPERATION_INVOKE_WORKFLOW} "
@@ -69,6 +73,12 @@ def instrumented(pipeline: InMemoryPipeline) -> Iterator[InMemoryPipeline]:
         yield pipeline
     finally:
         uninstrument_langchain()
+
+
+@pytest.fixture
+def handler(pipeline: InMemoryPipeline) -> CostCallbackHandler:
+    """A handler to pass in ``config`` (the conftest removes the ``Pregel`` wrappers it adds)."""
+    return CostCallbackHandler(tracer_provider=pipeline.tracer_provider)
 
 
 def workflows(spans: list[ReadableSpan]) -> list[ReadableSpan]:
@@ -176,6 +186,32 @@ async def test_a_failing_run_ends_its_workflow_as_failed(
     assert_caller_context_clean()
 
 
+@BOTH
+@STREAMED
+async def test_a_handler_passed_in_config_is_one_trace(
+    handler: CostCallbackHandler, pipeline: InMemoryPipeline, streamed: bool
+) -> None:
+    """Without ``instrument_langchain()``, a handler in ``config`` makes a run one trace under a workflow."""
+    await run(build(name="report"), streamed=streamed, config={"callbacks": [handler]})
+    spans = pipeline.spans()
+    assert_one_trace_under(spans, f"{WORKFLOW}report")
+    assert len(workflows(spans)) == 1
+    assert_caller_context_clean()
+
+
+@BOTH
+@STREAMED
+async def test_without_the_integration_a_callers_workflow_is_one_trace(
+    pipeline: InMemoryPipeline, streamed: bool
+) -> None:
+    """With no otel-costs handler, a run inside ``otel_costs.workflow`` is one trace under it."""
+    with otel_costs.workflow("report", tracer_provider=pipeline.tracer_provider):
+        await run(build(), streamed=streamed)
+    spans = pipeline.spans()
+    assert_one_trace_under(spans, f"{WORKFLOW}report")
+    assert [s.name for s in workflows(spans)] == [f"{WORKFLOW}report"]
+
+
 @pytest.mark.parametrize("pipeline", ["none", "openinference"], indirect=True)
 def test_a_sync_stream_left_early_ends_its_workflow(instrumented: InMemoryPipeline) -> None:
     """Leaving ``stream`` after its first item ends the workflow span and restores the caller's context."""
@@ -192,6 +228,7 @@ def test_a_sync_stream_left_early_ends_its_workflow(instrumented: InMemoryPipeli
 @pytest.mark.parametrize("pipeline", ["none"], indirect=True)
 def test_uninstrument_restores_pregel_stream_and_astream(pipeline: InMemoryPipeline) -> None:
     """``uninstrument_langchain()`` puts back the very ``Pregel.stream``/``astream`` it found."""
+    uninstrument_langchain()  # whatever an earlier test in this process left
     before = [inspect.getattr_static(Pregel, name) for name in ("stream", "astream")]
     instrument_langchain(tracer_provider=pipeline.tracer_provider)
     try:
@@ -201,3 +238,16 @@ def test_uninstrument_restores_pregel_stream_and_astream(pipeline: InMemoryPipel
     assert [inspect.getattr_static(Pregel, name) for name in ("stream", "astream")] == before
     build().invoke({"seen": []})
     assert workflows(pipeline.spans()) == []
+
+
+@pytest.mark.parametrize("pipeline", ["none"], indirect=True)
+async def test_a_handler_in_config_leaves_the_callers_context_clean_after_astream(
+    handler: CostCallbackHandler, pipeline: InMemoryPipeline
+) -> None:
+    """After ``astream`` with a handler in ``config``, the caller's next span is a root, agent-less."""
+    await run(build(name="report"), streamed=True, config={"callbacks": [handler]})
+    with pipeline.tracer_provider.get_tracer("test").start_as_current_span("after"):
+        pass
+    after = next(s for s in pipeline.spans() if s.name == "after")
+    assert after.parent is None
+    assert conv.AGENT_NAME not in (after.attributes or {})
