@@ -19,6 +19,12 @@ A run's callbacks can arrive in different contexts (async graphs, thread pools).
 its own map run id -> scope, ends a run's unfinished descendants before the run itself, and only
 restores the OpenTelemetry context where it attached it; elsewhere it ends the scope's span alone.
 It never raises into LangChain: a failure is logged and the run goes on.
+
+``instrument_langchain()`` also wraps LangGraph's ``Pregel.stream``/``astream`` so that a graph
+run's workflow is open before LangGraph calls any handler: a sync run calls its handlers in list
+order, and OpenInference's tracer (added when the callback manager is made) comes before the
+configure hook's handler, so a workflow opened in ``on_chain_start`` would start after
+OpenInference's root span and the run would be two traces.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ import inspect
 import logging
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -41,6 +47,7 @@ from opentelemetry.trace import Status, StatusCode
 
 import otel_costs
 from otel_costs.attribution import Attempt, Scope, current_attribution
+from otel_costs.integrations._contexts import _PROBE, _heal, _is_stale, _mark_stale, _same_context
 
 logger = logging.getLogger("otel_costs")
 
@@ -49,8 +56,6 @@ _RETRY_TAG = re.compile(r"^retry:attempt:(\d+)$")
 #: LangGraph nodes that are plumbing, not agents (the official instrumentation skips them too).
 _NOT_AGENTS = frozenset({"__start__", "__end__"})
 _MIDDLEWARE_PREFIX = "Middleware."
-#: Marks the contextvars.Context a scope was entered in: resetting this token elsewhere fails.
-_PROBE: contextvars.ContextVar[object] = contextvars.ContextVar("otel_costs.langchain.probe", default=None)
 
 
 @dataclass(slots=True)
@@ -78,6 +83,8 @@ class _Run:
     children: list[UUID] = field(default_factory=list)
     task: str | None = None
     """The LangGraph task namespace (``langgraph_checkpoint_ns``): the same across its retries."""
+    flagged: bool = False
+    """Whether its metadata says ``otel_workflow_span=True`` (which its child runs inherit)."""
 
 
 def _text(value: object) -> str | None:
@@ -91,8 +98,12 @@ def _run_name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -
     return name
 
 
-def _is_graph(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> bool:
-    if _run_name(serialized, kwargs) == "LangGraph":
+def _is_graph(
+    serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], meta: Mapping[str, Any]
+) -> bool:
+    # LangGraph tags its runs' metadata (inherited by child runs: callers check the parent too);
+    # a graph compiled with a name is not called "LangGraph".
+    if meta.get("ls_integration") == "langgraph" or _run_name(serialized, kwargs) == "LangGraph":
         return True
     graph = serialized.get("graph") if isinstance(serialized, Mapping) else None
     return isinstance(graph, Mapping) and str(graph.get("id", "")).startswith("LangGraph")
@@ -124,12 +135,44 @@ def agent_name_of(
     return None
 
 
+def _wants_workflow(
+    graph: bool, parent_run_id: UUID | None, meta: Mapping[str, Any], parent_flagged: bool
+) -> bool:
+    """Whether a run is one run of a workflow: ``otel_workflow_span``, else a top-level graph.
+
+    ``otel_workflow_span=True`` opens one for the run that says it, not for each child run that
+    inherits the metadata (``parent_flagged``): those are parts of that workflow.
+    """
+    flag = meta.get("otel_workflow_span")
+    if flag is False:
+        return False
+    if flag is True and not parent_flagged:
+        return True
+    # A top-level graph is one run of a workflow, unless the caller opened one around it.
+    return parent_run_id is None and graph and "workflow.id" not in current_attribution()
+
+
+def _workflow_scope(
+    name: str,
+    meta: Mapping[str, Any],
+    configurable: Mapping[str, Any] | None,
+    tracer_provider: trace.TracerProvider | None,
+) -> Scope:
+    """The workflow scope of one run, its id the run's ``thread_id`` when it has one."""
+    thread = meta.get("thread_id")
+    if thread is None and configurable is not None:
+        thread = configurable.get("thread_id")
+    workflow_id = str(thread) if thread is not None and str(thread) else None
+    return otel_costs.workflow(name, workflow_id=workflow_id, tracer_provider=tracer_provider)
+
+
 class CostCallbackHandler(BaseCallbackHandler):
     """Opens ``otel_costs`` workflow, agent and retry scopes for LangChain/LangGraph runs.
 
-    - **workflow**: a top-level LangGraph run (or any run with ``otel_workflow_span=True``), unless
-      a workflow is already current; its id is the run's ``thread_id`` when it has one.
-      ``otel_workflow_span=False`` opts out.
+    - **workflow**: a top-level LangGraph run (or the outermost run with ``otel_workflow_span=True``),
+      unless a workflow is already current; its id is the run's ``thread_id`` when it has one.
+      ``otel_workflow_span=False`` opts out. Under :func:`instrument_langchain` a graph run's
+      workflow is opened by its ``Pregel.stream``/``astream`` wrapper, before any callback.
     - **agent**: a run whose metadata names an agent (see :func:`agent_name_of`) other than the
       one already in effect (metadata is inherited by child runs: one scope per agent, not per run).
     - **retry**: a re-attempt (``retry:attempt:N`` tag, or a LangGraph task started again after
@@ -152,6 +195,12 @@ class CostCallbackHandler(BaseCallbackHandler):
         #: (parent run, LangGraph task namespace) -> how many attempts of that task failed.
         self._failures: dict[tuple[UUID | None, str], int] = {}
         self._lock = threading.Lock()
+        # A handler passed in ``config`` needs the ``astream`` wrapper too: LangGraph ends an async
+        # run's node tasks and the graph's own run in other tasks, so only code around ``astream``,
+        # in the caller's context, can put that context back. With no instrument_langchain()
+        # handler the wrappers open no workflow: they only restore the caller's context.
+        with _hook_lock:
+            _wrap_pregel()
 
     # -- LangChain callbacks ---------------------------------------------------------------
 
@@ -198,14 +247,15 @@ class CostCallbackHandler(BaseCallbackHandler):
         run = _Run(parent_run_id, inherited)
         task = meta.get("langgraph_checkpoint_ns")
         run.task = task if isinstance(task, str) and task else None
+        run.flagged = meta.get("otel_workflow_span") is True
         scopes: list[Scope | Attempt] = []
-        if self._wants_workflow(serialized, parent_run_id, meta, kwargs):
+        graph = _is_graph(serialized, kwargs, meta)
+        if _claim_graph_workflow():
+            # The graph's own run, whose workflow the Pregel.stream/astream wrapper opened first.
+            run.agent = None
+        elif _wants_workflow(graph, parent_run_id, meta, parent is not None and parent.flagged):
             name = _run_name(serialized, kwargs) or "LangGraph"
-            thread = meta.get("thread_id")
-            workflow_id = str(thread) if thread is not None and str(thread) else None
-            scopes.append(
-                otel_costs.workflow(name, workflow_id=workflow_id, tracer_provider=self._tracer_provider)
-            )
+            scopes.append(_workflow_scope(name, meta, None, self._tracer_provider))
             run.agent = None
         agent = agent_name_of(meta, serialized, **kwargs)
         if agent is not None and agent != run.agent:
@@ -226,24 +276,11 @@ class CostCallbackHandler(BaseCallbackHandler):
             if parent is not None:
                 parent.children.append(run_id)
 
-    @staticmethod
-    def _wants_workflow(
-        serialized: Mapping[str, Any] | None,
-        parent_run_id: UUID | None,
-        meta: Mapping[str, Any],
-        kwargs: Mapping[str, Any],
-    ) -> bool:
-        flag = meta.get("otel_workflow_span")
-        if flag is False:
-            return False
-        if flag is True:
-            return True
-        # A top-level graph is one run of a workflow, unless the caller opened one around it.
-        return (
-            parent_run_id is None
-            and _is_graph(serialized, kwargs)
-            and "workflow.id" not in current_attribution()
-        )
+    def _flagged(self, run_id: UUID | None) -> bool:
+        """Whether the run ``run_id`` (``None``: no run) said ``otel_workflow_span=True``."""
+        with self._lock:
+            run = self._runs.get(run_id) if run_id is not None else None
+        return run is not None and run.flagged
 
     def _retry_depth(
         self, parent_run_id: UUID | None, tags: Sequence[str] | None, meta: Mapping[str, Any]
@@ -310,7 +347,7 @@ class CostCallbackHandler(BaseCallbackHandler):
                     opened.span.record_exception(error)
                     opened.span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
                 opened.span.end()
-                _mark_stale(opened)
+                _mark_stale(opened.entered, opened.before)
                 _heal()
             except Exception:
                 logger.exception("otel_costs: could not end scope %r", opened.scope)
@@ -350,8 +387,10 @@ def instrument_langchain(*, tracer_provider: trace.TracerProvider | None = None)
 
     It goes through LangChain's configure hook, so it comes after the handlers instrumentations
     add (OpenInference, OpenLLMetry): it then enters its scopes inside theirs and leaves them
-    after theirs, which keeps the context right. Calling it again replaces the handler; undo it
-    with :func:`uninstrument_langchain`. Example::
+    after theirs, which keeps the context right. Each LangGraph run's workflow opens earlier, in a
+    wrapper of ``Pregel.stream``/``astream``, so every instrumentation's spans of the run are in
+    its trace. Calling it again replaces the handler; undo it with :func:`uninstrument_langchain`.
+    Example::
 
         otel_costs.integrations.langchain.instrument_langchain()
         graph.invoke(state)
@@ -365,105 +404,168 @@ def instrument_langchain(*, tracer_provider: trace.TracerProvider | None = None)
             register_configure_hook(_HOOK, inheritable=True)
             _hooked = True
         _DISPATCH.handler = handler
-        _wrap_astream()
+        _wrap_pregel()
     return handler
 
 
-#: LangGraph's ``Pregel.astream`` before :func:`instrument_langchain` wrapped it.
-_original_astream: Any = None
+@dataclass(slots=True)
+class _GraphRun:
+    """The workflow a ``Pregel.stream``/``astream`` wrapper opened around one graph run."""
+
+    scope: Scope | None
+    """The entered workflow scope, or ``None`` if the run wants none (nested, opted out)."""
+    token: contextvars.Token[_GraphRun | None] | None = None
+    claimed: bool = False
+    """Whether the handler has seen the run's first callback (the graph's own run)."""
 
 
-def _wrap_astream() -> None:
-    """Make ``Pregel.astream`` (and so ``ainvoke``) put the caller's context back when it ends.
+#: The graph run a stream wrapper is in (in its caller's context, so nested graphs see theirs).
+_GRAPH_RUN: contextvars.ContextVar[_GraphRun | None] = contextvars.ContextVar(
+    "otel_costs.langchain.graph_run", default=None
+)
 
-    LangGraph starts each async node task in the caller's context and ends it (and the graph's own
-    run) in another, so no callback can restore the caller's context: this wrapper, running in the
-    caller's context after the last item, does (``_heal``). Without langgraph there is nothing to do.
+
+def _claim_graph_workflow() -> bool:
+    """Whether this callback is the first of a graph run whose wrapper opened its workflow."""
+    run = _GRAPH_RUN.get()
+    if run is None or run.scope is None or run.claimed:
+        return False
+    run.claimed = True
+    return True
+
+
+def _enter_graph_run(graph: Any, config: Any) -> _GraphRun | None:
+    """Open the workflow of a graph run before LangGraph calls any callback (never raises).
+
+    Why here and not in ``on_chain_start``: a sync run calls its handlers in list order, and an
+    instrumentation that adds its handler when the callback manager is made (OpenInference) comes
+    before the configure hook's, so it would start its root span before the workflow existed and
+    the run would be two traces. Opened here, every handler's first span is inside the workflow.
     """
-    global _original_astream
-    if _original_astream is not None:
+    handler = _DISPATCH.handler
+    if handler is None:
+        return None
+    scope: Scope | None = None
+    try:
+        from langchain_core.callbacks import BaseCallbackManager
+        from langchain_core.runnables.config import ensure_config, merge_configs
+
+        # What LangGraph itself merges: the graph's bound config, the call's, the parent run's.
+        merged = ensure_config(merge_configs(getattr(graph, "config", None), config))
+        callbacks = merged.get("callbacks")
+        parent = callbacks.parent_run_id if isinstance(callbacks, BaseCallbackManager) else None
+        meta: Mapping[str, Any] = merged.get("metadata") or {}
+        if _wants_workflow(True, parent, meta, handler._flagged(parent)):
+            name = _text(merged.get("run_name")) or _text(graph.get_name()) or "LangGraph"
+            _heal()
+            scope = _workflow_scope(name, meta, merged.get("configurable"), handler._tracer_provider)
+            scope.__enter__()
+    except Exception:  # never into LangGraph: the handler opens the workflow then, as before
+        logger.exception("otel_costs: could not open the workflow of a LangGraph run")
+        scope = None
+    run = _GraphRun(scope)
+    run.token = _GRAPH_RUN.set(run)
+    return run
+
+
+def _leave_graph_run(run: _GraphRun | None, error: BaseException | None) -> None:
+    """Close what :func:`_enter_graph_run` opened (never raises)."""
+    if run is None:
+        return
+    try:
+        with suppress(ValueError, RuntimeError):  # left in another context (closed elsewhere)
+            if run.token is not None:
+                _GRAPH_RUN.reset(run.token)
+        if run.scope is not None:
+            if error is None:
+                run.scope.__exit__(None, None, None)
+            else:
+                run.scope.__exit__(type(error), error, error.__traceback__)
+    except Exception:  # never into LangGraph
+        logger.exception("otel_costs: could not close the workflow of a LangGraph run")
+
+
+def _config_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """The ``config`` argument of ``Pregel.stream(input, config=None, ...)``."""
+    return args[1] if len(args) > 1 else kwargs.get("config")
+
+
+#: LangGraph's ``Pregel.stream`` and ``astream`` before :func:`instrument_langchain` wrapped them.
+_originals: dict[str, Any] = {}
+
+
+def _wrap_pregel() -> None:
+    """Wrap ``Pregel.stream`` (so ``invoke``) and ``astream`` (so ``ainvoke``) around each graph run.
+
+    The wrappers open the run's workflow before LangGraph's first callback (``_enter_graph_run``)
+    and close it when the run ends, in the caller's context. ``astream`` also puts the caller's
+    context back (``_heal``): LangGraph starts each async node task in the caller's context and ends
+    it (and the graph's own run) in another, so no callback can. Without langgraph: nothing to do.
+    """
+    if _originals:
         return
     try:
         from langgraph.pregel import Pregel
     except ImportError:
         return
-    # The raw class attribute: another instrumentation's wrapt wrapper, not a bound view of it,
-    # so that restoring it lets that instrumentation unwrap itself later.
-    raw = inspect.getattr_static(Pregel, "astream")
-    original = Pregel.astream
+    # The raw class attributes: another instrumentation's wrapt wrapper, not a bound view of it,
+    # so that restoring them lets that instrumentation unwrap itself later.
+    raw = {name: inspect.getattr_static(Pregel, name) for name in ("stream", "astream")}
+    original_stream, original_astream = Pregel.stream, Pregel.astream
 
-    @functools.wraps(original)
-    async def astream(self: Any, *args: Any, **kwargs: Any) -> Any:
+    @functools.wraps(original_stream)
+    def stream(self: Any, *args: Any, **kwargs: Any) -> Any:
+        run = _enter_graph_run(self, _config_of(args, kwargs))
+        error: BaseException | None = None
         try:
-            async for item in original(self, *args, **kwargs):
+            yield from original_stream(self, *args, **kwargs)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            _leave_graph_run(run, error)
+
+    @functools.wraps(original_astream)
+    async def astream(self: Any, *args: Any, **kwargs: Any) -> Any:
+        run = _enter_graph_run(self, _config_of(args, kwargs))
+        error: BaseException | None = None
+        try:
+            async for item in original_astream(self, *args, **kwargs):
                 yield item
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             try:
                 _heal()
             except Exception:  # never into LangGraph
                 logger.exception("otel_costs: could not restore the context after a LangGraph stream")
+            _leave_graph_run(run, error)
 
-    Pregel.astream = astream
-    _original_astream = raw
+    for name, wrapper in (("stream", stream), ("astream", astream)):
+        setattr(Pregel, name, wrapper)
+    _originals.update(raw)
 
 
-def _unwrap_astream() -> None:
-    global _original_astream
-    if _original_astream is None:
+def _unwrap_pregel() -> None:
+    if not _originals:
         return
     from langgraph.pregel import Pregel
 
-    Pregel.astream = _original_astream
-    _original_astream = None
+    for name, attribute in _originals.items():
+        setattr(Pregel, name, attribute)
+    _originals.clear()
 
 
 def uninstrument_langchain() -> None:
-    """Stop attaching the handler of :func:`instrument_langchain` to new runs (idempotent)."""
+    """Stop attaching the handler of :func:`instrument_langchain` to new runs (idempotent).
+
+    It also puts back the ``Pregel.stream``/``astream`` it found (a :class:`CostCallbackHandler`
+    made later wraps them again, to restore the caller's context after ``astream``).
+    """
     with _hook_lock:
         _DISPATCH.handler = None
-        _unwrap_astream()
-
-
-#: Contexts of scopes that ended in another contextvars.Context than they were entered in, by id
-#: -> (that context, the context before it). Where they were entered they are still current:
-#: the next callback there (LangGraph starts each async node task eagerly in the caller's context
-#: and ends it in the task's own) puts the context from before back. Bounded, oldest out first.
-_STALE: OrderedDict[int, tuple[context.Context, context.Context]] = OrderedDict()
-_STALE_MAX = 4096
-_stale_lock = threading.Lock()
-
-
-def _mark_stale(opened: _Opened) -> None:
-    with _stale_lock:
-        _STALE[id(opened.entered)] = (opened.entered, opened.before)
-        while len(_STALE) > _STALE_MAX:
-            _STALE.popitem(last=False)
-
-
-def _is_stale(ctx: context.Context) -> bool:
-    with _stale_lock:
-        found = _STALE.get(id(ctx))
-    return found is not None and found[0] is ctx
-
-
-def _heal() -> None:
-    """If the current context is one a scope left behind (see ``_STALE``), restore what it replaced."""
-    for _ in range(64):  # a chain of stale scopes is as deep as the runs that nested: bounded anyway
-        current = context.get_current()
-        with _stale_lock:
-            found = _STALE.get(id(current))
-        if found is None or found[0] is not current:
-            return
-        context.attach(found[1])  # a set, not a detach: the token of that entry is not valid here
-
-
-def _same_context(probe: contextvars.Token[object]) -> bool:
-    """Whether ``probe`` was made in the running ``contextvars.Context`` (and resets it there)."""
-    try:
-        _PROBE.reset(probe)
-    except (ValueError, RuntimeError):
-        return False
-    return True
+        _unwrap_pregel()
 
 
 __all__ = ["CostCallbackHandler", "agent_name_of", "instrument_langchain", "uninstrument_langchain"]

@@ -28,6 +28,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def _leave_pregel_as_found() -> Iterator[None]:
+    """Each test leaves ``Pregel.stream``/``astream`` unwrapped (a ``CostCallbackHandler`` wraps them)."""
+    yield
+    from otel_costs.integrations.langchain import uninstrument_langchain
+
+    uninstrument_langchain()
+
+
 @pytest.fixture(scope="session")
 def fake() -> Iterator[FakeLLMProvider]:
     """The fake provider for the session (starting a server per test would only cost time)."""

@@ -193,7 +193,6 @@ async def test_supervisor_graph_is_priced_once_per_call_by_agent(
     streamed: bool,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    request: pytest.FixtureRequest,
 ) -> None:
     """Every model call of the graph is priced exactly once, under its node's agent, and the root totals them.
 
@@ -201,17 +200,6 @@ async def test_supervisor_graph_is_priced_once_per_call_by_agent(
     streamed call priced twice with agent scopes inside a node (+11.3%), and the node calling the
     SDK directly inside OpenLLMetry's ``execute_task`` span getting no LLM span (7 of 8 priced).
     """
-    if not streamed and request.node.callspec.params["pipeline"] == "openinference":
-        # Known open defect (issue 11, closing note): in a sync run OpenInference's LangChain
-        # tracer starts its own root "LangGraph" span before the handler's workflow scope opens,
-        # so the run is two traces and the twin spans of each ChatOpenAI call, in different
-        # traces, are not paired (pairing across traces is unsafe under concurrency). Strict: a
-        # fix makes this test fail until the marker goes.
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True, reason="sync LangGraph under OpenInference: two traces, calls twice"
-            )
-        )
     assert not trace.get_current_span().get_span_context().is_valid, "a span is current before the run"
     await run_graph(fake, pipeline, streamed=streamed)
 
