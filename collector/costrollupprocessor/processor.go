@@ -150,13 +150,17 @@ type costRollupProcessor struct {
 	metrics *telemetry
 	now     func() time.Time
 
-	mu       sync.Mutex
-	traces   map[pcommon.TraceID]*traceState
-	order    *list.List
-	heap     dueHeap
-	spans    int
-	released map[pcommon.TraceID]*list.Element
-	relOrder *list.List
+	mu     sync.Mutex
+	traces map[pcommon.TraceID]*traceState
+	order  *list.List
+	heap   dueHeap
+	spans  int
+	// The last remember_released trace ids released, to flag spans that arrive after their
+	// trace: a ring of ids and, per id, the sequence number of its latest release. Neither holds
+	// a pointer, so the garbage collector never scans them (a list element per trace did).
+	released map[pcommon.TraceID]uint64
+	relRing  []pcommon.TraceID
+	relSeq   uint64
 
 	// emitMu serializes emit: traces released by different goroutines may share a block.
 	emitMu sync.Mutex
@@ -175,8 +179,8 @@ func newProcessor(set processor.Settings, cfg *Config, next consumer.Traces) (*c
 		now:      time.Now,
 		traces:   map[pcommon.TraceID]*traceState{},
 		order:    list.New(),
-		released: map[pcommon.TraceID]*list.Element{},
-		relOrder: list.New(),
+		released: map[pcommon.TraceID]uint64{},
+		relRing:  make([]pcommon.TraceID, cfg.RememberReleased),
 		stop:     make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}
@@ -288,11 +292,17 @@ func (p *costRollupProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trace
 			// First pass: which trace each span is in, and how many of this block's spans each has.
 			pos := make([]int32, spans.Len())
 			counts = counts[:0]
+			// A trace's spans usually come one after another (an SDK batches them so): the
+			// previous span's trace saves the map look-up.
+			var lastID pcommon.TraceID
+			lastAI := int32(-1)
 			for k := 0; k < spans.Len(); k++ {
 				sp := spans.At(k)
 				id := sp.TraceID()
 				var ai int32
-				if id.IsEmpty() {
+				if lastAI >= 0 && id == lastID {
+					ai = lastAI
+				} else if id.IsEmpty() {
 					if orphaned < 0 {
 						orphaned = len(all)
 						all = append(all, arriving{})
@@ -304,6 +314,9 @@ func (p *costRollupProcessor) ConsumeTraces(ctx context.Context, td ptrace.Trace
 					ai = int32(len(all))
 					byTrace[id] = ai
 					all = append(all, arriving{})
+				}
+				if !id.IsEmpty() {
+					lastID, lastAI = id, ai
 				}
 				pos[k] = ai
 				for int(ai) >= len(counts) {
@@ -394,17 +407,18 @@ func (p *costRollupProcessor) removeLocked(t *traceState) {
 	delete(p.traces, t.id)
 	p.order.Remove(t.elem)
 	p.spans -= t.spans
-	if p.cfg.RememberReleased > 0 {
-		if e, ok := p.released[t.id]; ok {
-			p.relOrder.MoveToBack(e)
-		} else {
-			p.released[t.id] = p.relOrder.PushBack(t.id)
-			if p.relOrder.Len() > p.cfg.RememberReleased {
-				front := p.relOrder.Front()
-				delete(p.released, front.Value.(pcommon.TraceID))
-				p.relOrder.Remove(front)
+	if n := uint64(len(p.relRing)); n > 0 {
+		seq := p.relSeq
+		p.relSeq++
+		slot := seq % n
+		if seq >= n {
+			// The slot's id leaves unless it was released again since (its entry is newer).
+			if old := p.relRing[slot]; p.released[old] == seq-n {
+				delete(p.released, old)
 			}
 		}
+		p.relRing[slot] = t.id
+		p.released[t.id] = seq
 	}
 }
 

@@ -389,3 +389,45 @@ func TestConcurrentConsumeAndRelease(t *testing.T) {
 		t.Fatalf("%d spans out", sink.SpanCount())
 	}
 }
+
+// The last remember_released trace ids are remembered (a span of one arriving later is flagged
+// late); older ones are forgotten, and an id released again counts from its latest release.
+func TestRememberReleasedWindow(t *testing.T) {
+	tests := []struct {
+		name     string
+		releases []uint64 // trace ids released in this order, one at a time
+		probe    uint64
+		late     bool
+	}{
+		{name: "within the window", releases: []uint64{1, 2, 3}, probe: 1, late: true},
+		{name: "pushed out", releases: []uint64{1, 2, 3, 4}, probe: 1, late: false},
+		{name: "newest", releases: []uint64{1, 2, 3, 4}, probe: 4, late: true},
+		{name: "released again outlives its first slot", releases: []uint64{1, 2, 1, 3}, probe: 1, late: true},
+		{name: "released again stays", releases: []uint64{1, 2, 3, 1, 4, 5}, probe: 1, late: true},
+		{name: "released again then pushed out", releases: []uint64{1, 2, 1, 3, 4, 5}, probe: 1, late: false},
+		{name: "never released", releases: []uint64{1, 2}, probe: 9, late: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, sink, c := testProcessor(t, func(cfg *Config) { cfg.RememberReleased = 3 })
+			ctx := context.Background()
+			for i, id := range tc.releases {
+				// A root with no cost: released after root_wait.
+				_ = p.ConsumeTraces(ctx, build("a", sp{trace: id, id: uint64(100 + i)}))
+				c.Advance(defaultRootWait + time.Millisecond)
+				p.releaseDue()
+			}
+			sink.Reset()
+			_ = p.ConsumeTraces(ctx, build("b", sp{trace: tc.probe, id: 99, parent: 1, attrs: gpt4o(1000, 100)}))
+			c.Advance(defaultMaxWait + time.Millisecond)
+			p.releaseDue()
+			got := strAttr(spansByID(sink, tc.probe)[99], attrPartialReason) == reasonLate
+			if got != tc.late {
+				t.Fatalf("late=%v, want %v (%v)", got, tc.late, spansByID(sink, tc.probe)[99].Attributes().AsRaw())
+			}
+			if len(p.released) > 3 {
+				t.Fatalf("%d ids remembered, at most 3", len(p.released))
+			}
+		})
+	}
+}
