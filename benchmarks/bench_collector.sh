@@ -3,6 +3,7 @@
 #
 #   benchmarks/bench_collector.sh                # 20 s per run
 #   DURATION=60s RUNS=3 benchmarks/bench_collector.sh
+#   DURATION=60s WARMUP=30 benchmarks/bench_collector.sh   # steady state: spans/cpu_s from 30 s in
 #
 # Builds the distribution (collector/build.sh, cached) and the load generator
 # (collector/costrollupprocessor/internal/loadgen), then for each pipeline runs collector/worker.yaml
@@ -29,6 +30,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-20s}
+WARMUP=${WARMUP:-0}
 RUNS=${RUNS:-1}
 MIXES=${MIXES:-priced usage}
 WORKER_CPU=${WORKER_CPU:-0}
@@ -78,12 +80,24 @@ run() { # run NAME CONFIG MIX: prints "spans_per_s peak_rss_kib mean_rss_kib mea
         done
     ) &
     local sampler=$!
-    local ticks0
+    local ticks0 sent0=0 sent1=0
     ticks0=$(cpu_ticks "$pid")
     taskset -c "$LOAD_CPU" "$WORK/loadgen" -target "127.0.0.1:$PORT" -sink "127.0.0.1:$SINK_PORT" \
-        -duration "$DURATION" -spans 16 -mix "$mix" >"$WORK/$name.json"
+        -duration "$DURATION" -spans 16 -mix "$mix" >"$WORK/$name.json" &
+    local loadgen=$!
+    if ((WARMUP > 0)); then
+        # Steady state: count from WARMUP s in to 1 s before sending stops (the window is full,
+        # the first touch of the worker's memory and the first release burst are behind).
+        sleep "$WARMUP"
+        sent0=$(metric "$metrics_port" otelcol_exporter_sent_spans)
+        ticks0=$(cpu_ticks "$pid")
+        sleep $((${DURATION%s} - WARMUP - 1))
+        sent1=$(metric "$metrics_port" otelcol_exporter_sent_spans)
+    fi
     local ticks1
     ticks1=$(cpu_ticks "$pid")
+    wait "$loadgen"
+    ((WARMUP > 0)) || ticks1=$(cpu_ticks "$pid")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     kill "$sampler" 2>/dev/null || true
@@ -91,13 +105,19 @@ run() { # run NAME CONFIG MIX: prints "spans_per_s peak_rss_kib mean_rss_kib mea
     local rate
     rate=$(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['spans_per_s']))" "$WORK/$name.json")
     # Steady state: samples from the middle half of the run.
-    python3 - "$WORK/$name.samples" "$rate" "$WORK/$name.json" $(( ticks1 - ticks0 )) "$TICKS" <<'PY'
+    python3 - "$WORK/$name.samples" "$rate" "$WORK/$name.json" $(( ticks1 - ticks0 )) "$TICKS" "$WARMUP" \
+        $(( sent1 - sent0 )) "${DURATION%s}" <<'PY'
 import json, sys
 rows = [tuple(map(float, line.split())) for line in open(sys.argv[1]) if line.strip()]
 result = json.load(open(sys.argv[3]))
 cpu_s = int(sys.argv[4]) / int(sys.argv[5])
-per_cpu = result["sunk_spans"] / cpu_s if cpu_s else 0
-share = cpu_s / result["sink_window_s"] if result["sink_window_s"] else 0
+warmup, steady_spans, duration = int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+if warmup > 0:  # the steady-state window: spans the worker exported, its CPU, over that window
+    per_cpu = steady_spans / cpu_s if cpu_s else 0
+    share = cpu_s / (duration - warmup - 1)
+else:
+    per_cpu = result["sunk_spans"] / cpu_s if cpu_s else 0
+    share = cpu_s / result["sink_window_s"] if result["sink_window_s"] else 0
 mid = rows[len(rows) // 4 : max(len(rows) * 3 // 4, len(rows) // 4 + 1)] or rows
 peak = max(r[0] for r in rows) if rows else 0
 mean_rss = sum(r[0] for r in mid) / len(mid) if mid else 0
@@ -106,8 +126,9 @@ print(sys.argv[2], int(peak), int(mean_rss), int(mean_buf), int(per_cpu), f"{sha
 PY
 }
 
-printf 'worker Collector, one core (CPU %s), %s per run, traces of 16 spans (3 LLM calls), GOGC=%s GOMEMLIMIT=%s\n' \
-    "$WORKER_CPU" "$DURATION" "${WORKER_GOGC:-default}" "${WORKER_GOMEMLIMIT:-unset}"
+printf 'worker Collector, one core (CPU %s), %s per run (spans/cpu_s %s), traces of 16 spans (3 LLM calls), GOGC=%s GOMEMLIMIT=%s\n' \
+    "$WORKER_CPU" "$DURATION" "$( ((WARMUP > 0)) && echo "from ${WARMUP} s in: steady state" || echo "over the whole run")" \
+    "${WORKER_GOGC:-default}" "${WORKER_GOMEMLIMIT:-unset}"
 printf '%-4s %-7s %-31s %10s %9s %14s %9s %9s %9s\n' run mix pipeline spans/s cpu_share spans/cpu_s peak_MiB mean_MiB buffered
 for r in $(seq "$RUNS"); do
   for mix in $MIXES; do

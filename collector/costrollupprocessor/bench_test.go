@@ -206,3 +206,38 @@ func BenchmarkConsumeTraces(b *testing.B) {
 		})
 	}
 }
+
+// The priced mix carries what an in-process rollup of the same spans writes: for these
+// single-service traces the processor's trace-scope figures equal the process-scope ones on every
+// span (and the usage mix, priced by the processor, comes to the same totals).
+func TestBenchDataPricedMixIsAnInProcessRollup(t *testing.T) {
+	book, err := LoadPriceFile(goldenDir + "/prices.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := pcommon.NewTimestampFromTime(time.Unix(1_780_000_000, 0))
+	priced := benchdata.Traces(1, 0, 1, 16, benchdata.MixPriced, start) // one trace: processTrace's unit
+	usage := benchdata.Traces(1, 0, 1, 16, benchdata.MixUsage, start)
+	before := map[pcommon.SpanID]int64{}
+	rolled := 0
+	for _, sp := range collectSpans(priced) {
+		if v, ok := sp.Attributes().Get(attrCostTotalNanos); ok {
+			before[sp.SpanID()] = v.Int()
+			rolled++
+		}
+	}
+	if rolled != 7 { // 3 calls and their 4 ancestors
+		t.Fatalf("%d spans carry a process-scope rollup, want 7", rolled)
+	}
+	for _, td := range []ptrace.Traces{priced, usage} {
+		processTrace(td, traceOptions{book: book})
+		for i, sp := range collectSpans(td) {
+			want, has := before[sp.SpanID()]
+			got, ok := sp.Attributes().Get(attrCostTotalNanos)
+			if has != ok || (ok && got.Int() != want) || (ok && strAttr(sp, attrScope) != "trace") {
+				t.Fatalf("span %d: total %q (present %v), want %d (present %v): %v", i, strAttr(sp, attrCostTotalNanos), ok,
+					want, has, sp.Attributes().AsRaw())
+			}
+		}
+	}
+}

@@ -15,7 +15,8 @@ import (
 const (
 	// MixUsage: LLM spans carry token usage only (the worker prices them).
 	MixUsage = "usage"
-	// MixPriced: priced in-process (cost.* already there, the worker only rolls up).
+	// MixPriced: priced and rolled up in-process (cost.* on the calls, the process-scope rollup on
+	// their ancestors, as otel-costs leaves them): the worker only rolls up, across services.
 	MixPriced = "priced"
 	// MixNone: no LLM spans.
 	MixNone = "none"
@@ -66,8 +67,43 @@ func Traces(high, first uint64, traces, spansPerTrace int, mix string, start pco
 				a.PutInt("http.response.status_code", 200)
 			}
 		}
+		if mix == MixPriced {
+			putProcessRollup(spans, spans.Len()-spansPerTrace, spansPerTrace)
+		}
 	}
 	return td
+}
+
+// putProcessRollup writes what otel-costs' CostRollupExporter leaves on the ancestors of a trace's
+// priced calls in-process (its spans are spans[first:first+n], span i at first+i-1): the
+// process-scope cost.children/total of their subtree, which the worker replaces with the trace's.
+func putProcessRollup(spans ptrace.SpanSlice, first, n int) {
+	below := make([]int64, n+1) // below[i]: nanos priced in span i's subtree, itself excluded
+	for i := n; i >= 2; i-- {
+		own := int64(0)
+		if v, ok := spans.At(first + i - 1).Attributes().Get("cost.direct_nanos"); ok {
+			own = v.Int()
+		}
+		below[1+(i-2)/3] += own + below[i]
+	}
+	for i := 1; i <= n; i++ {
+		a := spans.At(first + i - 1).Attributes()
+		own, priced := a.Get("cost.direct_nanos")
+		if below[i] == 0 && !priced {
+			continue
+		}
+		total := below[i]
+		if priced {
+			total += own.Int()
+		} else {
+			a.PutStr("cost.currency", "USD")
+		}
+		a.PutDouble("cost.children", float64(below[i])/1e9)
+		a.PutInt("cost.children_nanos", below[i])
+		a.PutDouble("cost.total", float64(total)/1e9)
+		a.PutInt("cost.total_nanos", total)
+		a.PutStr("cost.rollup.scope", "process")
+	}
 }
 
 // putPriced writes what otel-costs' CostSpanProcessor + CostRollupExporter leave on a gpt-4o call
