@@ -85,6 +85,9 @@ _ATTRIBUTION_CACHE = 1024
 _Additions = tuple[dict[str, Any], int]
 _NOTHING: _Additions = ({}, -1)
 _PRICED = conv.STATUS_PRICED
+_AGGREGATE = conv.STATUS_AGGREGATE
+_STATUS = conv.COST_STATUS
+_RESPONSE_ID = conv.GEN_AI_RESPONSE_ID
 _MODEL_CALL = conv.KIND_MODEL_CALL
 _OPERATION = conv.GEN_AI_OPERATION_NAME
 #: ``gen_ai.operation.name`` values of a model call: the common case, tested inline in ``on_start``.
@@ -159,6 +162,7 @@ class CostSpanProcessor(SpanProcessor):
         #: spans bound here too, for the hot path's one attribute read each.
         self._twins = twins = Twins()
         self._open = twins.open
+        self._twins_lock = twins.lock
         self._holding = twins.holding
         self._seen_lock = threading.Lock()
         self._max_value_length = max_value_length
@@ -308,7 +312,18 @@ class CostSpanProcessor(SpanProcessor):
                         if entry is None:
                             alone = _UNTRACKED
                         elif type(entry) is tuple and entry[0] == ids[1]:
-                            alone = _TRACKED if self._twins.close_alone(ids[0], ids[1]) else 0
+                            # The trace's only open call ends: untracked under the lock (a present
+                            # entry only changes under it: ``Twins``), taken inline, the hot path.
+                            lock = self._twins_lock
+                            lock.acquire()
+                            try:
+                                if opened.get(ids[0]) is entry:
+                                    del opened[ids[0]]
+                                    alone = _TRACKED
+                                    if self._twins.paired:
+                                        self._twins.paired.pop(ids[1], None)
+                            finally:
+                                lock.release()
                 if not alone:
                     ended = self._ended_call(span, attributes)
                     if ended is None:
@@ -328,7 +343,14 @@ class CostSpanProcessor(SpanProcessor):
                     ):
                         span = annotated(span, mark_duplicate(dict(attributes), ENDED_REASON))
                     else:
-                        span = self._costed(span, attributes, ())
+                        # ``_costed`` without held spans, inline.
+                        costed = self._cost(span, attributes)
+                        if costed is not None:
+                            span = (
+                                annotated(span, costed)  # the usage of child calls: marked, never counted
+                                if costed.get(_STATUS) == _AGGREGATE
+                                else self._finish(span, attributes, costed)
+                            )
                         if parent is not None:  # a root has no sibling to end after it
                             twins.remember(span, readable_attributes(span))
             elif len(attributes) >= self._attribute_limit and span.dropped_attributes:
@@ -385,16 +407,8 @@ class CostSpanProcessor(SpanProcessor):
         ``held``: nested call spans that ended inside it, resolved against it first (handed on
         through ``self._next`` here; ``known``: ``costed`` is the price book's answer already)."""
         if costed is None and not known:
-            try:
-                costed = self._price_book._cost_attributes(attributes, span.start_time)
-                # Not priced, and over the SDK's attribute limit: usage may have been evicted.
-                if costed and costed.get(conv.COST_STATUS) != _PRICED and span.dropped_attributes:
-                    costed = flag_evicted(attributes, costed, span.dropped_attributes)
-            except Exception as exc:
-                # A span with usage must still say it was not priced, never pass as $0.
-                logger.exception("otel_costs: price book %r raised", self._price_book)
-                costed = _unpriced(attributes, exc)
-        if costed is None or costed.get(conv.COST_STATUS) == conv.STATUS_AGGREGATE:
+            costed = self._cost(span, attributes)
+        if costed is None or costed.get(_STATUS) == _AGGREGATE:
             for _, s, a, c in held:
                 self._next.on_end(self._finish(s, a, c))
             # Nothing to price (e.g. an agent span without usage), or the usage of child calls:
@@ -412,7 +426,7 @@ class CostSpanProcessor(SpanProcessor):
         try:
             costed = self._price_book._cost_attributes(attributes, span.start_time)
             # Not priced, and over the SDK's attribute limit: usage may have been evicted.
-            if costed and costed.get(conv.COST_STATUS) != _PRICED and span.dropped_attributes:
+            if costed and costed.get(_STATUS) != _PRICED and span.dropped_attributes:
                 costed = flag_evicted(attributes, costed, span.dropped_attributes)
             return costed
         except Exception as exc:
@@ -429,7 +443,7 @@ class CostSpanProcessor(SpanProcessor):
     def _finish(self, span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]) -> ReadableSpan:
         """The copy of ``span`` to hand on: costed and seen by the listeners, or marked duplicate
         when its ``gen_ai.response.id`` was already counted in the trace."""
-        response_id = attributes.get(conv.GEN_AI_RESPONSE_ID)
+        response_id = attributes.get(_RESPONSE_ID)
         if response_id is not None and self._already_counted(span, response_id):
             return annotated(span, mark_duplicate(dict(attributes)))
         span = annotated(span, costed)

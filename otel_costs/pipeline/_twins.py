@@ -122,7 +122,8 @@ class Twins:
     that starts alone in its trace is stored as ``(span id, span)`` with one ``setdefault`` (a single C call,
     so it cannot interleave with another thread's); everything else that changes ``open`` (a
     second span of a trace, an end, an eviction) holds ``lock``. So a present entry only changes
-    under the lock, and the end of a trace's only call (``close_alone``) needs no more.
+    under the lock, and the end of a trace's only call (in ``CostSpanProcessor.on_end``) needs
+    no more than the lock around one look-up and one delete.
     """
 
     def __init__(self) -> None:
@@ -168,18 +169,6 @@ class Twins:
             else:
                 self.open[trace_id] = {current[0]: current[1], cell[0]: cell[1]}
             self.extra += 1
-
-    def close_alone(self, trace_id: int, span_id: int) -> bool:
-        """Stop tracking span ``span_id`` if it is the only open model-call span of its trace;
-        whether it was."""
-        with self.lock:
-            entry = self.open.get(trace_id)
-            if type(entry) is not tuple or entry[0] != span_id:
-                return False
-            del self.open[trace_id]
-            if self.paired:
-                self.paired.pop(span_id, None)
-        return True
 
     def close(self, trace_id: int, span_id: int) -> tuple[bool, bool, list[HeldSpan] | None]:
         """Stop tracking the ended span ``span_id``: whether it was tracked, whether other
