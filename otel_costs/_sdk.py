@@ -327,15 +327,22 @@ span_ids: Callable[[ReadableSpan], tuple[int, int] | None] = (
 )
 
 
-def copy_fields(span: ReadableSpan, attributes: Mapping[str, Any]) -> dict[str, Any] | None:
+def copy_fields(
+    span: ReadableSpan, attributes: Mapping[str, Any], dropped_field: str | None = None
+) -> dict[str, Any] | None:
     """The instance fields of ``span`` with ``attributes`` in place of its own; ``None`` without the layout.
 
     ``ReadableSpan`` has no public copy: the public way is its constructor, fed from a dozen
-    properties (``events`` and ``links`` each build a tuple), about 4 µs a span.
+    properties (``events`` and ``links`` each build a tuple), about 4 µs a span. With
+    ``dropped_field``, the fields also hold ``span.dropped_attributes`` under that name (read as
+    the count its ``BoundedAttributes`` keeps, without the two properties in between).
     """
     if not HAS_SPAN_LAYOUT:
         return None
     fields = span.__dict__.copy()
+    if dropped_field is not None:
+        own = fields.get("_attributes")
+        fields[dropped_field] = own.dropped if type(own) is BoundedAttributes else span.dropped_attributes
     fields["_attributes"] = attributes
     return fields
 
