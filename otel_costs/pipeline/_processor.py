@@ -86,6 +86,7 @@ _Additions = tuple[dict[str, Any], int]
 _NOTHING: _Additions = ({}, -1)
 _PRICED = conv.STATUS_PRICED
 _AGGREGATE = conv.STATUS_AGGREGATE
+_UNPRICED = conv.STATUS_UNPRICED
 _STATUS = conv.COST_STATUS
 _RESPONSE_ID = conv.GEN_AI_RESPONSE_ID
 _MODEL_CALL = conv.KIND_MODEL_CALL
@@ -343,12 +344,23 @@ class CostSpanProcessor(SpanProcessor):
                     ):
                         span = annotated(span, mark_duplicate(dict(attributes), ENDED_REASON))
                     else:
-                        # ``_costed`` without held spans, inline.
-                        costed = self._cost(span, attributes)
+                        # ``_costed`` without held spans and ``_cost`` inline (one status read).
+                        try:
+                            costed = self._price_book._cost_attributes(attributes, span.start_time)
+                            status = costed.get(_STATUS) if costed else None
+                            # Not priced, and over the SDK's attribute limit: usage may have been evicted.
+                            if costed and status != _PRICED and span.dropped_attributes:
+                                costed = flag_evicted(attributes, costed, span.dropped_attributes)
+                                status = costed.get(_STATUS) if costed else None
+                        except Exception as exc:
+                            # A span with usage must still say it was not priced, never pass as $0.
+                            logger.exception("otel_costs: price book %r raised", self._price_book)
+                            costed = _unpriced(attributes, exc)
+                            status = _UNPRICED
                         if costed is not None:
                             span = (
                                 annotated(span, costed)  # the usage of child calls: marked, never counted
-                                if costed.get(_STATUS) == _AGGREGATE
+                                if status == _AGGREGATE
                                 else self._finish(span, attributes, costed)
                             )
                         if parent is not None:  # a root has no sibling to end after it
