@@ -184,10 +184,13 @@ def _ended_attributes_fast(
 ) -> dict[str, Any] | None:
     if type(span) is not _readable:
         return None
-    bounded = getattr(span, "_attributes", None)
-    if type(bounded) is not _bounded:
+    try:  # attribute reads, not getattr() calls: this runs on every span end
+        bounded = span._attributes
+        if type(bounded) is not _bounded:
+            return None
+        raw = bounded._dict  # type: ignore[union-attr]
+    except AttributeError:
         return None
-    raw = getattr(bounded, "_dict", None)
     return raw if type(raw) is dict else None
 
 
@@ -239,7 +242,10 @@ def set_validated_attributes(
     read, as ``started_attributes`` gives it); else ``None``.
     """
     if HAS_SDK_SPAN_FIELDS and longest >= 0 and type(span) in SDK_SPAN_TYPES:
-        bounded = getattr(span, "_attributes", None)
+        try:  # an attribute read, not a getattr() call: this runs on every span start
+            bounded = span._attributes
+        except AttributeError:
+            bounded = None
         if type(bounded) is BoundedAttributes:
             stored = bounded._dict
             maxlen = bounded.maxlen

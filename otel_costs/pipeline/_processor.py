@@ -346,7 +346,8 @@ class CostSpanProcessor(SpanProcessor):
                     else:
                         # ``_costed`` without held spans and ``_cost`` inline (one status read).
                         try:
-                            costed = self._price_book._cost_attributes(attributes, span.start_time)
+                            # The span as its start time: read only if the price depends on the date.
+                            costed = self._price_book._cost_attributes(attributes, span)
                             status = costed.get(_STATUS) if costed else None
                             # Not priced, and over the SDK's attribute limit: usage may have been evicted.
                             if costed and status != _PRICED and span.dropped_attributes:
@@ -436,7 +437,7 @@ class CostSpanProcessor(SpanProcessor):
     def _cost(self, span: ReadableSpan, attributes: dict[str, Any]) -> dict[str, Any] | None:
         """The cost attributes of ``span`` (``attributes`` are its own, only read), or ``None``."""
         try:
-            costed = self._price_book._cost_attributes(attributes, span.start_time)
+            costed = self._price_book._cost_attributes(attributes, span)
             # Not priced, and over the SDK's attribute limit: usage may have been evicted.
             if costed and costed.get(_STATUS) != _PRICED and span.dropped_attributes:
                 costed = flag_evicted(attributes, costed, span.dropped_attributes)

@@ -225,12 +225,13 @@ class PriceBook:
 
     # --- the span path ----------------------------------------------------------------------------
 
-    def _cost_attributes(self, attributes: dict[str, object], start_ns: int | None) -> dict[str, Any] | None:
+    def _cost_attributes(self, attributes: dict[str, object], start_ns: object) -> dict[str, Any] | None:
         """A copy of a span's ``attributes`` with its cost attributes; ``None`` when it carries no
         usage and is no model call (``read_usage`` gives ``None``): the span needs none.
 
         The processor's one pricing entry (``start_ns``: the span's start, ns since the epoch;
-        ``None`` or 0: now). ``cost.status`` says what happened: ``priced`` (or ``partial``, kept
+        ``None`` or 0: now; or the span itself, whose ``start_time`` is then read only when the
+        price depends on the date). ``cost.status`` says what happened: ``priced`` (or ``partial``, kept
         from the capture layer), ``unpriced``, ``invalid_usage``, or ``aggregate`` for a sum over
         child calls, which is never priced and never counted. The direct cost in nano-USD is
         ``cost.direct_nanos`` (absent when not priced). The same attributes, keys in the same
@@ -511,7 +512,10 @@ class PriceBook:
 
 
 def _start_ns(start_ns: object) -> int:
-    """A span start time as ns since the epoch; "now" for ``None``, 0 and values that are no time."""
+    """A span start time as ns since the epoch; "now" for ``None``, 0 and values that are no time.
+    ``start_ns`` may be the span itself (its ``start_time``)."""
+    if start_ns is not None and type(start_ns) is not int and type(start_ns) is not float:
+        start_ns = getattr(start_ns, "start_time", None)
     if type(start_ns) is int and start_ns and -_MAX_START_NS < start_ns < _MAX_START_NS:
         return start_ns
     if type(start_ns) is float and start_ns and -_MAX_START_NS < start_ns < _MAX_START_NS:
