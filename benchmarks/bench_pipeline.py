@@ -2,6 +2,7 @@
 
     python benchmarks/bench_pipeline.py [--spans 20000] [--rounds 7] [--prices fixed|genai]
     python benchmarks/bench_pipeline.py --instructions    # valgrind: instructions per span
+    python benchmarks/bench_pipeline.py --instructions --against /tmp/main-tree   # and another tree's
 
 1. Span start+end, with vs without ``CostSpanProcessor`` in front of the same
    ``BatchSpanProcessor`` over a null exporter, inside a workflow (so attribution baggage is
@@ -26,7 +27,9 @@ Method, so the ratios are not flattering:
   each of the four set-ups runs 1,000 and 9,000 spans in a process of its own, and the
   difference / 8,000 is the figure per span. It does not move with the machine's load (the batch
   worker thread adds about +-2k instructions of jitter), so it is the steadier comparison of
-  two versions of the code; the time ratios are what the targets are judged on.
+  two versions of the code; the time ratios are what the targets are judged on. ``--against
+  TREE`` counts another checkout's code too (e.g. ``git archive main | tar -x -C TREE``), each
+  set-up of both trees in the same run, so two versions are compared side by side.
 * Both providers are warmed up before timing; every round starts after ``gc.collect()``; rounds
   alternate without/with so drift on a shared machine hits both; each figure is the median over
   the rounds. On a busy machine, run more rounds: the ratios move by several percent between runs.
@@ -213,13 +216,21 @@ def encode_seconds(spans: list[ReadableSpan], batch: int = 512) -> float:
     return time.process_time() - start
 
 
-def count_instructions(prices: str) -> None:
-    """Instructions per span of each set-up under valgrind (two runs each, two at a time)."""
+def count_instructions(prices: str, against: str | None = None) -> None:
+    """Instructions per span of each set-up under valgrind (two runs each, two at a time); with
+    ``against``, each set-up is counted for that checkout's benchmark and code right before this
+    tree's, so the two versions are measured side by side in one run."""
+    scripts = {"this tree": Path(__file__).resolve()}
+    if against is not None:
+        other = Path(against).resolve() / "benchmarks" / "bench_pipeline.py"
+        if not other.is_file():
+            raise SystemExit(f"--against {against}: no benchmarks/bench_pipeline.py (a checkout's root?)")
+        scripts = {against: other, **scripts}
 
-    def run(with_costs: bool, llm: bool, n: int) -> subprocess.Popen[str]:
+    def run(script: Path, with_costs: bool, llm: bool, n: int) -> subprocess.Popen[str]:
         command = [
             "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-            sys.executable, __file__, "--loop", "with" if with_costs else "without",
+            sys.executable, str(script), "--loop", "with" if with_costs else "without",
             "llm" if llm else "plain", str(n), "--prices", prices,
         ]  # fmt: skip
         env = {**os.environ, "PYTHONHASHSEED": "0"}
@@ -232,17 +243,21 @@ def count_instructions(prices: str) -> None:
             raise SystemExit(f"valgrind failed (is it installed?):\n{err[-2000:]}")
         return int(found.group(1).replace(",", ""))
 
-    per_span: dict[tuple[bool, bool], int] = {}
+    per_span: dict[tuple[str, bool, bool], int] = {}
     for llm in (False, True):
         for with_costs in (False, True):
-            small, large = run(with_costs, llm, 1000), run(with_costs, llm, 9000)
-            per_span[(with_costs, llm)] = (total(large) - total(small)) // 8000
-    for llm, label in ((False, "plain spans"), (True, "LLM spans  ")):
-        without, with_ = per_span[(False, llm)], per_span[(True, llm)]
-        print(
-            f"{label}: without {without:,} instructions/span, with {with_:,} "
-            f"(+{with_ - without:,}), ratio {with_ / without:.3f}x"
-        )
+            for label, script in scripts.items():
+                small, large = run(script, with_costs, llm, 1000), run(script, with_costs, llm, 9000)
+                per_span[(label, with_costs, llm)] = (total(large) - total(small)) // 8000
+    for label in scripts:
+        if len(scripts) > 1:
+            print(f"{label}:")
+        for llm, kind in ((False, "plain spans"), (True, "LLM spans  ")):
+            without, with_ = per_span[(label, False, llm)], per_span[(label, True, llm)]
+            print(
+                f"{kind}: without {without:,} instructions/span, with {with_:,} "
+                f"(+{with_ - without:,}), ratio {with_ / without:.3f}x"
+            )
 
 
 def main() -> None:
@@ -250,6 +265,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--instructions", action="store_true", help="count instructions with valgrind")
+    parser.add_argument(
+        "--against", metavar="TREE", help="with --instructions: also count the code of this checkout"
+    )
     # One timed loop in a process of its own, for --instructions: with|without llm|plain N.
     parser.add_argument("--loop", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--spans", type=int, default=20_000)
@@ -268,7 +286,7 @@ def main() -> None:
         time_spans(provider, int(count), kind == "llm")
         return
     if args.instructions:
-        count_instructions(args.prices)
+        count_instructions(args.prices, args.against)
         return
     n = args.spans
     without, with_ = provider_for(False, args.prices), provider_for(True, args.prices)

@@ -117,9 +117,10 @@ def suppress_instrumentation() -> Iterator[None]:
 #
 # The SDK span's private fields: its ``_attributes`` (a ``BoundedAttributes`` with ``_dict``,
 # ``_immutable`` and ``_lock``), ``Span._end_time``/``_lock``, the tracer's private ``_Span`` class,
-# ``ReadableSpan``'s instance-dict layout, and the experimental ``SpanProcessor._on_ending`` hook.
-# Public fallbacks: ``span.attributes``, ``set_attributes``, the ``ReadableSpan`` constructor, and
-# no on-ending forwarding.
+# ``ReadableSpan``'s instance-dict layout (its ``_context`` a ``SpanContext``, a tuple), and the
+# experimental ``SpanProcessor._on_ending`` hook. Public fallbacks: ``span.attributes``,
+# ``set_attributes``, the ``ReadableSpan`` constructor, ``span.context.trace_id``, and no on-ending
+# forwarding.
 #
 
 from opentelemetry.attributes import BoundedAttributes  # noqa: E402
@@ -183,10 +184,13 @@ def _ended_attributes_fast(
 ) -> dict[str, Any] | None:
     if type(span) is not _readable:
         return None
-    bounded = getattr(span, "_attributes", None)
-    if type(bounded) is not _bounded:
+    try:  # attribute reads, not getattr() calls: this runs on every span end
+        bounded = span._attributes
+        if type(bounded) is not _bounded:
+            return None
+        raw = bounded._dict  # type: ignore[union-attr]
+    except AttributeError:
         return None
-    raw = getattr(bounded, "_dict", None)
     return raw if type(raw) is dict else None
 
 
@@ -238,7 +242,10 @@ def set_validated_attributes(
     read, as ``started_attributes`` gives it); else ``None``.
     """
     if HAS_SDK_SPAN_FIELDS and longest >= 0 and type(span) in SDK_SPAN_TYPES:
-        bounded = getattr(span, "_attributes", None)
+        try:  # an attribute read, not a getattr() call: this runs on every span start
+            bounded = span._attributes
+        except AttributeError:
+            bounded = None
         if type(bounded) is BoundedAttributes:
             stored = bounded._dict
             maxlen = bounded.maxlen
@@ -285,28 +292,63 @@ def _probe_span_layout() -> bool:
             return False
         copy = object.__new__(_ProbeCopy)
         copy.__dict__ = {**fields, "_attributes": {"k": 2}}
+        # ``span_ids`` reads the span's ``_context`` field as the tuple ``SpanContext`` is.
+        context = SpanContext(5, 7, is_remote=False)
+        with_context = ReadableSpan(name="probe", context=context)
         return (
             copy.name == "probe"
             and (copy.attributes or {}).get("k") == 2
             and (probe.attributes or {}).get("k") == 1
+            and vars(with_context).get("_context") is context
+            and isinstance(context, tuple)
+            and context[:2] == (context.trace_id, context.span_id) == (5, 7)
         )
     except Exception:
         return False
 
 
-#: ``copy_fields`` copies a span's instance dict (10x cheaper than the constructor).
+#: ``copy_fields`` copies a span's instance dict (10x cheaper than the constructor); ``span_ids``
+#: reads the trace and span id from the ``_context`` field in it.
 HAS_SPAN_LAYOUT = _probe_span_layout()
 
 
-def copy_fields(span: ReadableSpan, attributes: Mapping[str, Any]) -> dict[str, Any] | None:
+def _span_ids_public(span: ReadableSpan) -> tuple[int, int] | None:
+    context = span.context
+    return None if context is None else (context.trace_id, context.span_id)
+
+
+def _span_ids_fast(span: ReadableSpan) -> tuple[int, int] | None:
+    try:
+        ids: tuple[int, int] = span._context[:2]  # type: ignore[index]
+        return ids
+    except (AttributeError, TypeError):  # not the SDK's layout, or no context
+        return _span_ids_public(span)
+
+
+#: ``span_ids(span)``: ``(span.context.trace_id, span.context.span_id)`` (``None`` without a
+#: context), read as one field and one tuple slice instead of three properties: it runs on every
+#: model-call span's start and end (the exactly-once bookkeeping is per trace).
+span_ids: Callable[[ReadableSpan], tuple[int, int] | None] = (
+    _span_ids_fast if HAS_SPAN_LAYOUT else _span_ids_public
+)
+
+
+def copy_fields(
+    span: ReadableSpan, attributes: Mapping[str, Any], dropped_field: str | None = None
+) -> dict[str, Any] | None:
     """The instance fields of ``span`` with ``attributes`` in place of its own; ``None`` without the layout.
 
     ``ReadableSpan`` has no public copy: the public way is its constructor, fed from a dozen
-    properties (``events`` and ``links`` each build a tuple), about 4 µs a span.
+    properties (``events`` and ``links`` each build a tuple), about 4 µs a span. With
+    ``dropped_field``, the fields also hold ``span.dropped_attributes`` under that name (read as
+    the count its ``BoundedAttributes`` keeps, without the two properties in between).
     """
     if not HAS_SPAN_LAYOUT:
         return None
     fields = span.__dict__.copy()
+    if dropped_field is not None:
+        own = fields.get("_attributes")
+        fields[dropped_field] = own.dropped if type(own) is BoundedAttributes else span.dropped_attributes
     fields["_attributes"] = attributes
     return fields
 

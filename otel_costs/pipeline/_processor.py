@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -21,32 +20,25 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from otel_costs import conventions as conv
-from otel_costs._kinds import MARKER_KEYS, is_model_call, same_model, span_kind
+from otel_costs._kinds import MARKER_KEYS, is_model_call, span_kind
 from otel_costs._sdk import (
     baggage_entries,
     ended_attributes,
     forward_on_ending,
     set_validated_attributes,
+    span_ids,
     started_attributes,
 )
 from otel_costs.pipeline._spans import annotated, attributes_dict, readable_attributes
 from otel_costs.pipeline._twins import (
-    ENDED_PER_TRACE,
     ENDED_REASON,
-    ENDED_TRACES,
     HOLD_SECONDS,
     MAX_HELD,
     MAX_OPEN_CALLS,
-    NESTED_REASON,
-    STATUS_RANK,
-    EndedCall,
     HeldSpan,
-    OpenCall,
-    fullness,
-    is_capture,
+    Twins,
     mark_duplicate,
-    model_of,
-    scope_name,
+    resolve,
 )
 from otel_costs.pricing._results import attribute_count_limit, flag_evicted
 from otel_costs.pricing._usage import USAGE_OR_CALL_KEYS
@@ -93,6 +85,10 @@ _ATTRIBUTION_CACHE = 1024
 _Additions = tuple[dict[str, Any], int]
 _NOTHING: _Additions = ({}, -1)
 _PRICED = conv.STATUS_PRICED
+_AGGREGATE = conv.STATUS_AGGREGATE
+_UNPRICED = conv.STATUS_UNPRICED
+_STATUS = conv.COST_STATUS
+_RESPONSE_ID = conv.GEN_AI_RESPONSE_ID
 _MODEL_CALL = conv.KIND_MODEL_CALL
 _OPERATION = conv.GEN_AI_OPERATION_NAME
 #: ``gen_ai.operation.name`` values of a model call: the common case, tested inline in ``on_start``.
@@ -163,17 +159,12 @@ class CostSpanProcessor(SpanProcessor):
         #: Attributes an ended span has when the SDK's limit may have evicted some: below it,
         #: ``dropped_attributes`` is not even read (the env limit; a smaller one set in code is missed).
         self._attribute_limit = attribute_count_limit()
-        #: Open model-call spans by trace id, then span id (tracked from ``on_start``); how many.
-        self._calls: dict[int, dict[int, OpenCall]] = {}
-        self._open_count = 0
-        #: Per open model-call span id, the scopes of the spans already paired with it.
-        self._paired: dict[int, set[str | None]] = {}
-        #: Call spans that ended priced lately, by trace id (oldest trace first).
-        self._ended: OrderedDict[int, list[EndedCall]] = OrderedDict()
-        #: Call spans held, by the span id of the open model-call span they are paired with.
-        self._holding: dict[int, list[HeldSpan]] = {}
-        self._held_count = 0
-        self._hold_lock = threading.Lock()
+        #: The exactly-once bookkeeping (``pipeline/_twins.py``); its open-call table and held
+        #: spans bound here too, for the hot path's one attribute read each.
+        self._twins = twins = Twins()
+        self._open = twins.open
+        self._twins_lock = twins.lock
+        self._holding = twins.holding
         self._seen_lock = threading.Lock()
         self._max_value_length = max_value_length
         self._attribution_cache: dict[tuple[tuple[str, object], ...], _Additions] = {}
@@ -209,7 +200,7 @@ class CostSpanProcessor(SpanProcessor):
             else:
                 started = None
             # An open model-call span is tracked until it ends: a call span that ends meanwhile in
-            # its trace may be the same call traced twice (``_pair``).
+            # its trace may be the same call traced twice (``Twins.pair``).
             if started is None:
                 started = started_attributes(span)
             # Most spans carry no kind marker at start: one set test over their keys says so.
@@ -217,28 +208,24 @@ class CostSpanProcessor(SpanProcessor):
             if (type(operation) is str and operation in _CALL_OPERATIONS) or (
                 started and not MARKER_KEYS.isdisjoint(started) and span_kind(started) == _MODEL_CALL
             ):
-                self._open_call(span)
+                # Tracked as (span id, span), with one C-level setdefault and no lock, while it is
+                # its trace's only open call (the common case); ``Twins.add`` builds the rest.
+                opened = self._open
+                if len(opened) + self._twins.extra >= MAX_OPEN_CALLS:
+                    self._twins.evict()  # spans that never ended: forget the oldest trace's
+                ids = span_ids(span)
+                if ids is not None:
+                    cell = (ids[1], span)
+                    if opened.setdefault(ids[0], cell) is not cell:
+                        self._twins.add(ids[0], cell)
         except Exception:
             logger.exception("otel_costs: could not attribute span %r", getattr(span, "name", span))
         self._next.on_start(span, parent_context)
 
-    def _open_call(self, span: Span) -> None:
-        """Track the model-call ``span`` until it ends."""
-        ctx = span.context
-        with self._hold_lock:
-            calls = self._calls
-            if self._open_count >= MAX_OPEN_CALLS and calls:
-                # Spans that never ended: forget the oldest trace's.
-                forgotten = calls.pop(next(iter(calls)))
-                self._open_count -= len(forgotten)
-                for span_id in forgotten:
-                    self._paired.pop(span_id, None)
-            trace_calls = calls.get(ctx.trace_id)
-            if trace_calls is None:
-                calls[ctx.trace_id] = {ctx.span_id: span}
-            else:
-                trace_calls[ctx.span_id] = span
-            self._open_count += 1
+    @property
+    def _open_count(self) -> int:
+        """How many model-call spans are tracked as open (for the bound's test)."""
+        return self._twins.open_count
 
     def _additions(self, entries: Mapping[str, object]) -> _Additions:
         """The prepared attribution of the baggage ``entries``, computed once per baggage content.
@@ -314,7 +301,30 @@ class CostSpanProcessor(SpanProcessor):
                 attributes = attributes_dict(span.attributes)
             # Most spans carry no LLM usage: one set test over their keys says so.
             if not _PRICE_KEYS.isdisjoint(attributes):
-                alone = 0 if self._held_count or self._holding else self._alone(span)
+                alone = 0
+                if not self._holding:
+                    # No span held: is this one alone in its trace (no other model call open)?
+                    opened = self._open
+                    ids = span_ids(span) if opened else None
+                    if ids is None:
+                        alone = 0 if opened else _UNTRACKED  # no context: left to _ended_call
+                    else:
+                        entry = opened.get(ids[0])
+                        if entry is None:
+                            alone = _UNTRACKED
+                        elif type(entry) is tuple and entry[0] == ids[1]:
+                            # The trace's only open call ends: untracked under the lock (a present
+                            # entry only changes under it: ``Twins``), taken inline, the hot path.
+                            lock = self._twins_lock
+                            lock.acquire()
+                            try:
+                                if opened.get(ids[0]) is entry:
+                                    del opened[ids[0]]
+                                    alone = _TRACKED
+                                    if self._twins.paired:
+                                        self._twins.paired.pop(ids[1], None)
+                            finally:
+                                lock.release()
                 if not alone:
                     ended = self._ended_call(span, attributes)
                     if ended is None:
@@ -325,17 +335,37 @@ class CostSpanProcessor(SpanProcessor):
                 else:
                     # The common path: no other model-call span open in the trace.
                     parent = span.parent
+                    twins = self._twins
                     if (
                         alone == _UNTRACKED
                         and parent is not None
-                        and self._ended
-                        and self._ended_twin(span, attributes)
+                        and twins.ended
+                        and twins.ended_twin(span, attributes)
                     ):
                         span = annotated(span, mark_duplicate(dict(attributes), ENDED_REASON))
                     else:
-                        span = self._costed(span, attributes, ())
+                        # ``_costed`` without held spans and ``_cost`` inline (one status read).
+                        try:
+                            # The span as its start time: read only if the price depends on the date.
+                            costed = self._price_book._cost_attributes(attributes, span)
+                            status = costed.get(_STATUS) if costed else None
+                            # Not priced, and over the SDK's attribute limit: usage may have been evicted.
+                            if costed and status != _PRICED and span.dropped_attributes:
+                                costed = flag_evicted(attributes, costed, span.dropped_attributes)
+                                status = costed.get(_STATUS) if costed else None
+                        except Exception as exc:
+                            # A span with usage must still say it was not priced, never pass as $0.
+                            logger.exception("otel_costs: price book %r raised", self._price_book)
+                            costed = _unpriced(attributes, exc)
+                            status = _UNPRICED
+                        if costed is not None:
+                            span = (
+                                annotated(span, costed)  # the usage of child calls: marked, never counted
+                                if status == _AGGREGATE
+                                else self._finish(span, attributes, costed)
+                            )
                         if parent is not None:  # a root has no sibling to end after it
-                            self._remember(span)
+                            twins.remember(span, readable_attributes(span))
             elif len(attributes) >= self._attribute_limit and span.dropped_attributes:
                 # Over the SDK's attribute count limit (the oldest keys, usage and kind marker
                 # first, are evicted): a GenAI span still says why it has no cost.
@@ -344,26 +374,6 @@ class CostSpanProcessor(SpanProcessor):
             logger.exception("otel_costs: could not price span %r", span.name)
         self._next.on_end(span)
 
-    def _alone(self, span: ReadableSpan) -> int:
-        """``_UNTRACKED`` if no model-call span is open in ``span``'s trace, ``_TRACKED`` if only
-        ``span`` itself was (it is no longer), else 0: left to ``_ended_call``."""
-        ctx = span.context
-        if ctx is None:
-            return 0
-        calls = self._calls
-        trace_calls = calls.get(ctx.trace_id) if calls else None
-        if trace_calls is None:
-            return _UNTRACKED
-        with self._hold_lock:
-            if len(trace_calls) != 1 or ctx.span_id not in trace_calls:
-                return 0
-            del trace_calls[ctx.span_id]
-            calls.pop(ctx.trace_id, None)
-            self._open_count -= 1
-            if self._paired:
-                self._paired.pop(ctx.span_id, None)
-        return _TRACKED
-
     def _ended_call(self, span: ReadableSpan, attributes: dict[str, Any]) -> list[ReadableSpan] | None:
         """The spans to hand on now that ``span`` (with usage or a call marker) ended while model-call
         spans are open or held: itself costed last, after the call spans paired with it and any held
@@ -371,25 +381,12 @@ class CostSpanProcessor(SpanProcessor):
         ctx = span.context
         if ctx is None:
             return [self._costed(span, attributes, ())]
+        twins = self._twins
         held: list[HeldSpan] | None = None
         others = registered = False
-        if self._calls or self._holding:
-            with self._hold_lock:
-                trace_calls = self._calls.get(ctx.trace_id)
-                if trace_calls is not None:
-                    registered = trace_calls.pop(ctx.span_id, None) is not None
-                    if registered:
-                        self._open_count -= 1
-                        self._paired.pop(ctx.span_id, None)
-                    if trace_calls:
-                        others = True
-                    else:
-                        del self._calls[ctx.trace_id]
-                if self._holding:
-                    held = self._holding.pop(ctx.span_id, None)
-                    if held:
-                        self._held_count -= len(held)
-        out = self._release_stale() if self._held_count else []
+        if twins.open or twins.holding:
+            registered, others, held = twins.close(ctx.trace_id, ctx.span_id)
+        out = self._release_stale() if twins.held_count else []
         if held:
             out.append(self._costed(span, attributes, held))
             return out
@@ -398,61 +395,17 @@ class CostSpanProcessor(SpanProcessor):
             return out
         costed = self._cost(span, attributes)
         if costed is not None and costed.get(conv.COST_STATUS) != conv.STATUS_AGGREGATE:
-            if others and self._pair(span, attributes, costed):
+            if others and twins.pair(span, attributes, costed, MAX_HELD):
                 return out or None
             # Not known as a model call when it started (markers set later, as OpenLLMetry's
             # LangChain spans, or a bare capture span), so no twin could have waited for it.
-            if not registered and self._ended_twin(span, attributes):
+            if not registered and twins.ended_twin(span, attributes):
                 out.append(annotated(span, mark_duplicate(dict(attributes), ENDED_REASON)))
                 return out
         finished = self._costed(span, attributes, (), costed, True)
-        self._remember(finished)
+        twins.remember(finished, readable_attributes(finished))
         out.append(finished)
         return out
-
-    def _remember(self, span: ReadableSpan) -> None:
-        """Keep the call ``span`` (as handed on) for ``_ended_twin`` if it was counted."""
-        attributes = readable_attributes(span)
-        if attributes.get(conv.COST_STATUS) not in STATUS_RANK or not is_model_call(attributes):
-            return
-        ctx = span.context
-        if ctx is None or span.start_time is None or span.end_time is None:
-            return
-        scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else None
-        record: EndedCall = [scope, model_of(attributes), span.start_time, span.end_time, None]
-        ended = self._ended
-        with self._hold_lock:
-            calls = ended.get(ctx.trace_id)
-            if calls is None:
-                if len(ended) >= ENDED_TRACES:
-                    ended.popitem(last=False)
-                ended[ctx.trace_id] = [record]
-                return
-            calls.append(record)
-            if len(calls) > ENDED_PER_TRACE:
-                del calls[0]
-
-    def _ended_twin(self, span: ReadableSpan, attributes: Mapping[str, Any]) -> bool:
-        """Whether a call span of ``span``'s trace that ended counted overlapped it in time, for the
-        same model, from another instrumentation scope not yet matched with this one's (then it is
-        the same call; the pairing is recorded)."""
-        ctx = span.context
-        start = span.start_time
-        if ctx is None or start is None or ctx.trace_id not in self._ended or not is_model_call(attributes):
-            return False
-        scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else None
-        model = model_of(attributes)
-        with self._hold_lock:
-            for record in reversed(self._ended.get(ctx.trace_id, ())):
-                if record[0] == scope or record[3] < start or (record[4] is not None and scope in record[4]):
-                    continue
-                if same_model(model, record[1]):
-                    if record[4] is None:
-                        record[4] = {scope}
-                    else:
-                        record[4].add(scope)
-                    return True
-        return False
 
     def _costed(
         self,
@@ -467,23 +420,15 @@ class CostSpanProcessor(SpanProcessor):
         ``held``: nested call spans that ended inside it, resolved against it first (handed on
         through ``self._next`` here; ``known``: ``costed`` is the price book's answer already)."""
         if costed is None and not known:
-            try:
-                costed = self._price_book._cost_attributes(attributes, span.start_time)
-                # Not priced, and over the SDK's attribute limit: usage may have been evicted.
-                if costed and costed.get(conv.COST_STATUS) != _PRICED and span.dropped_attributes:
-                    costed = flag_evicted(attributes, costed, span.dropped_attributes)
-            except Exception as exc:
-                # A span with usage must still say it was not priced, never pass as $0.
-                logger.exception("otel_costs: price book %r raised", self._price_book)
-                costed = _unpriced(attributes, exc)
-        if costed is None or costed.get(conv.COST_STATUS) == conv.STATUS_AGGREGATE:
+            costed = self._cost(span, attributes)
+        if costed is None or costed.get(_STATUS) == _AGGREGATE:
             for _, s, a, c in held:
                 self._next.on_end(self._finish(s, a, c))
             # Nothing to price (e.g. an agent span without usage), or the usage of child calls:
             # marked, never counted.
             return span if costed is None else annotated(span, costed)
         if held:
-            *others, span = self._resolve(list(held), span, attributes, costed)
+            *others, span = resolve(list(held), span, attributes, costed, self._finish, annotated)
             for other in others:
                 self._next.on_end(other)
             return span
@@ -492,9 +437,9 @@ class CostSpanProcessor(SpanProcessor):
     def _cost(self, span: ReadableSpan, attributes: dict[str, Any]) -> dict[str, Any] | None:
         """The cost attributes of ``span`` (``attributes`` are its own, only read), or ``None``."""
         try:
-            costed = self._price_book._cost_attributes(attributes, span.start_time)
+            costed = self._price_book._cost_attributes(attributes, span)
             # Not priced, and over the SDK's attribute limit: usage may have been evicted.
-            if costed and costed.get(conv.COST_STATUS) != _PRICED and span.dropped_attributes:
+            if costed and costed.get(_STATUS) != _PRICED and span.dropped_attributes:
                 costed = flag_evicted(attributes, costed, span.dropped_attributes)
             return costed
         except Exception as exc:
@@ -508,70 +453,10 @@ class CostSpanProcessor(SpanProcessor):
         costed = flag_evicted(attributes, None, span.dropped_attributes)
         return span if costed is None else self._costed(span, attributes, (), costed)
 
-    def _pair(self, span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]) -> bool:
-        """Hold the ended call ``span`` for an open model-call span of its trace that may describe
-        the same call: its parent if that is one, else one of another instrumentation scope not yet
-        paired with this span's scope (the earliest started); the model must match (``same_model``).
-        ``False`` when there is none, or ``MAX_HELD`` spans are held already."""
-        ctx = span.context
-        if ctx is None:
-            return False
-        model = model_of(attributes)
-        scope = span.instrumentation_scope.name if span.instrumentation_scope is not None else None
-        parent = span.parent
-        with self._hold_lock:
-            trace_calls = self._calls.get(ctx.trace_id)
-            if not trace_calls or self._held_count >= MAX_HELD:
-                return False
-            partner = None
-            if parent is not None:
-                record = trace_calls.get(parent.span_id)
-                if record is not None and same_model(model, model_of(record.attributes or {})):
-                    partner = parent.span_id
-            if partner is None:
-                # Not its parent: a sibling or cousin (an instrumentation whose spans are never
-                # current, or whose callback ran in a copy of the context). One scope traces each
-                # call once, so two spans of one scope are two calls.
-                paired = self._paired
-                for span_id, record in trace_calls.items():
-                    if scope_name(record) == scope or scope in paired.get(span_id, ()):
-                        continue
-                    if same_model(model, model_of(record.attributes or {})):
-                        partner = span_id
-                        break
-                if partner is None:
-                    return False
-                paired.setdefault(partner, set()).add(scope)
-            self._holding.setdefault(partner, []).append((time.monotonic(), span, dict(attributes), costed))
-            self._held_count += 1
-        return True
-
-    def _resolve(
-        self, held: list[HeldSpan], span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]
-    ) -> list[ReadableSpan]:
-        """The nested spans ``held`` and last ``span``: of those for ``span``'s model, the one with
-        the fuller usage is counted and the others are marked ``duplicate``."""
-        model = model_of(attributes)
-        out = [self._finish(s, a, c) for _, s, a, c in held if not same_model(model, model_of(a))]
-        candidates = [(s, a, c) for _, s, a, c in held if same_model(model, model_of(a))]
-        candidates.append((span, attributes, costed))
-        # Fuller usage first; on a tie the capture's reading (the provider's own usage), then the
-        # span that ended first.
-        best = max(
-            range(len(candidates)),
-            key=lambda k: (fullness(candidates[k][1], candidates[k][2]), is_capture(candidates[k][0]), -k),
-        )
-        for k, (s, a, c) in enumerate(candidates):
-            if k == best:
-                out.append(self._finish(s, a, c))
-            else:
-                out.append(annotated(s, mark_duplicate(dict(a), NESTED_REASON)))
-        return out
-
     def _finish(self, span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]) -> ReadableSpan:
         """The copy of ``span`` to hand on: costed and seen by the listeners, or marked duplicate
         when its ``gen_ai.response.id`` was already counted in the trace."""
-        response_id = attributes.get(conv.GEN_AI_RESPONSE_ID)
+        response_id = attributes.get(_RESPONSE_ID)
         if response_id is not None and self._already_counted(span, response_id):
             return annotated(span, mark_duplicate(dict(attributes)))
         span = annotated(span, costed)
@@ -591,20 +476,7 @@ class CostSpanProcessor(SpanProcessor):
 
     def _release_stale(self, everything: bool = False) -> list[ReadableSpan]:
         """Price the held spans older than ``HOLD_SECONDS`` (all of them: ``everything``) as they are."""
-        now = time.monotonic()
-        released: list[HeldSpan] = []
-        with self._hold_lock:
-            for outer, held in list(self._holding.items()):
-                keep = [] if everything else [h for h in held if now - h[0] < HOLD_SECONDS]
-                if len(keep) == len(held):
-                    continue
-                released += [h for h in held if h not in keep]
-                if keep:
-                    self._holding[outer] = keep
-                else:
-                    del self._holding[outer]
-            self._held_count -= len(released)
-        return [self._finish(s, a, c) for _, s, a, c in released]
+        return [self._finish(s, a, c) for _, s, a, c in self._twins.take_stale(HOLD_SECONDS, everything)]
 
     def _already_counted(self, span: ReadableSpan, response_id: object) -> bool:
         """True if a span of the same trace with the same ``gen_ai.response.id`` was seen before."""
@@ -622,7 +494,7 @@ class CostSpanProcessor(SpanProcessor):
 
     def _release_all(self) -> None:
         """Hand on every held nested span, priced as it is (flush, shutdown)."""
-        if not self._held_count:
+        if not self._twins.held_count:
             return
         try:
             for span in self._release_stale(everything=True):

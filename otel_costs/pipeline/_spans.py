@@ -72,12 +72,10 @@ def annotated(span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
     included (``_sdk.copy_fields`` copies its fields where the SDK's layout allows: 10x cheaper
     than the constructor).
     """
-    fields = copy_fields(span, attributes) if type(span) in _COPYABLE else None
+    fields = copy_fields(span, attributes, "_dropped") if type(span) in _COPYABLE else None
     if fields is None:
         return _AnnotatedSpan(span, attributes)
     fields["_own"] = attributes
-    if type(span) is not _AnnotatedSpan:  # a copy of a copy already has it
-        fields["_dropped"] = span.dropped_attributes
     copy = _new(_AnnotatedSpan)
     copy.__dict__ = fields
     return copy

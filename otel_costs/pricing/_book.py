@@ -43,6 +43,7 @@ from otel_costs.pricing._plans import (
     B_OTHER,
     B_OUTPUT,
     Entry,
+    Plan,
     datetime_of,
     rates,
 )
@@ -53,8 +54,10 @@ from otel_costs.pricing._results import (
     CostBreakdown,
     ModelRates,
     RateTier,
+    priced_prefix,
     write_breakdown,
     write_cost,
+    write_priced,
 )
 from otel_costs.pricing._usage import (
     LlmCall,
@@ -84,8 +87,10 @@ _OTHER_KEY: Final = "(other)/(other)"
 #: Span start times (ns since the epoch) taken as they are; others (and 0) mean "now".
 _MAX_START_NS: Final = 2**63
 
-#: A resolved call: its entry and the provider id reported for it; or why it has no price.
-_Route = tuple[Entry, str | None] | str
+#: A resolved call: its entry, the provider id reported for it, the cost attributes a span priced
+#: by it starts with (``priced_prefix``) and its one plan when that is all it needs (one price
+#: set, compiled, no genai-prices code of its own; else ``None``); or why it has no price.
+_Route = tuple[Entry, str | None, dict[str, str], Plan | None] | str
 
 
 def _first_snapshot() -> DataSnapshot:
@@ -220,12 +225,13 @@ class PriceBook:
 
     # --- the span path ----------------------------------------------------------------------------
 
-    def _cost_attributes(self, attributes: dict[str, object], start_ns: int | None) -> dict[str, Any] | None:
+    def _cost_attributes(self, attributes: dict[str, object], start_ns: object) -> dict[str, Any] | None:
         """A copy of a span's ``attributes`` with its cost attributes; ``None`` when it carries no
         usage and is no model call (``read_usage`` gives ``None``): the span needs none.
 
         The processor's one pricing entry (``start_ns``: the span's start, ns since the epoch;
-        ``None`` or 0: now). ``cost.status`` says what happened: ``priced`` (or ``partial``, kept
+        ``None`` or 0: now; or the span itself, whose ``start_time`` is then read only when the
+        price depends on the date). ``cost.status`` says what happened: ``priced`` (or ``partial``, kept
         from the capture layer), ``unpriced``, ``invalid_usage``, or ``aggregate`` for a sum over
         child calls, which is never priced and never counted. The direct cost in nano-USD is
         ``cost.direct_nanos`` (absent when not priced). The same attributes, keys in the same
@@ -248,15 +254,19 @@ class PriceBook:
                 if route is None:
                     route = self._lookup(state, provider, server, model)
                 if type(route) is tuple:
-                    entry, reported = route
-                    plan = entry.default if entry.schedule is None else entry.plan_at_ns(_start_ns(start_ns))
-                    figures = (
-                        plan.span_costs(counts) if plan.error is None and entry.delegate is None else None
-                    )
+                    entry, reported, prefix, plan = route
+                    if plan is None:
+                        schedule = entry.schedule
+                        plan = entry.default if schedule is None else entry.plan_at_ns(_start_ns(start_ns))
+                        if plan.error is not None or entry.delegate is not None:
+                            plan = None
+                    figures = None if plan is None else plan.span_costs(counts)
                     # A span the capture layer flagged unpriced or invalid_usage keeps its flag.
                     preset = attributes.get(COST_STATUS)
                     if figures is not None and (preset is None or preset not in KEPT_FLAGS):
                         nanos, parts = figures
+                        if preset is None:  # the common case
+                            return write_priced(attributes, prefix, nanos, parts)
                         return write_cost(
                             dict(attributes),
                             STATUS_PARTIAL if preset == STATUS_PARTIAL else STATUS_PRICED,
@@ -337,7 +347,7 @@ class PriceBook:
         route = self._route(call.provider, call.server_address, call.model)
         if isinstance(route, str):
             return self._unpriced_result(call, route)
-        entry, provider = route
+        entry, provider = route[0], route[1]
         if entry.delegate is not None:
             return self._delegate(entry, usage, at or datetime.now(tz=UTC), call)
         # A model with one price set needs no timestamp (and no clock read).
@@ -397,6 +407,7 @@ class PriceBook:
     def _lookup(self, state: _State, provider: object, server: object, model: object) -> _Route:
         """Resolve a call's names (an override first, then genai-prices) and memoize the route."""
         found: _Route
+        resolved: tuple[Entry, str | None] | str
         override = (
             self._overrides.get(model.strip().lower()) if self._overrides and isinstance(model, str) else None
         )
@@ -404,16 +415,23 @@ class PriceBook:
             override.provider is None or override.provider == self._provider_id(state, provider, server)
         ):
             entry = override.entry
-            found = (entry, entry.provider or self._provider_id(state, provider, server))
+            resolved = (entry, entry.provider or self._provider_id(state, provider, server))
         elif not isinstance(model, str) or not model.strip():
-            found = "the span has no model name"
+            resolved = "the span has no model name"
         elif not self._use_genai_prices or state.snapshot is None:
-            found = f"no price override for model {model.strip()!r} (genai-prices is disabled)"
+            resolved = f"no price override for model {model.strip()!r} (genai-prices is disabled)"
         else:
             provider_name = provider if isinstance(provider, str) else None
             server_name = server if isinstance(server, str) else None
-            resolved = resolve_model(state.snapshot, provider_name, server_name, model.strip())
-            found = resolved if isinstance(resolved, str) else self._entry(state, *resolved)
+            names = resolve_model(state.snapshot, provider_name, server_name, model.strip())
+            resolved = names if isinstance(names, str) else self._entry(state, *names)
+        if isinstance(resolved, str):
+            found = resolved
+        else:
+            entry, reported = resolved
+            plan = entry.default
+            fixed = plan if entry.schedule is None and plan.error is None and entry.delegate is None else None
+            found = (entry, reported, priced_prefix(reported, entry.model, entry.source), fixed)
         with self._lock:
             if len(state.routes) >= _MAX_MEMO:
                 state.routes.pop(next(iter(state.routes)))
@@ -494,7 +512,10 @@ class PriceBook:
 
 
 def _start_ns(start_ns: object) -> int:
-    """A span start time as ns since the epoch; "now" for ``None``, 0 and values that are no time."""
+    """A span start time as ns since the epoch; "now" for ``None``, 0 and values that are no time.
+    ``start_ns`` may be the span itself (its ``start_time``)."""
+    if start_ns is not None and type(start_ns) is not int and type(start_ns) is not float:
+        start_ns = getattr(start_ns, "start_time", None)
     if type(start_ns) is int and start_ns and -_MAX_START_NS < start_ns < _MAX_START_NS:
         return start_ns
     if type(start_ns) is float and start_ns and -_MAX_START_NS < start_ns < _MAX_START_NS:

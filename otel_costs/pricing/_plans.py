@@ -108,6 +108,7 @@ class Plan:
         "price_keys",
         "scale",
         "simple_levels",
+        "single",
         "terms",
         "thresholds",
     )
@@ -137,6 +138,9 @@ class Plan:
         self.simple_levels: tuple[tuple[int, int, int, int, int, int], ...] = ()
         #: ``NANOS_PER_USD // scale`` when ``scale`` divides it (no rounding at all), else 0.
         self.nano_factor = 0
+        #: ``simple_levels``' one level with ``limit``, ``nano_factor`` and ``scale`` when there are
+        #: no tiers and ``nano_factor`` is set (``span_costs``' shortest path, one attribute read).
+        self.single: tuple[int, int, int, int, int, int, int, int, int] | None = None
         #: Totals (in ``1 / scale`` USD) from this one on are left to ``decimal``: their figures
         #: or their nano-USD reach 28 digits.
         self.limit = _EXACT_LIMIT
@@ -251,6 +255,8 @@ class Plan:
         self.nano_factor = NANOS_PER_USD // scale if NANOS_PER_USD % scale == 0 else 0
         if self.nano_factor:
             self.limit = min(_EXACT_LIMIT, -(-_EXACT_LIMIT // self.nano_factor))
+            if len(self.simple_levels) == 1 and not self.thresholds:
+                self.single = (*self.simple_levels[0], self.limit, self.nano_factor, scale)
 
     def decimal(self, values: Counts) -> tuple[Decimal, list[Decimal]]:
         """Total and per-bucket cost as genai-prices computes them; ``ValueError`` when a leaf
@@ -284,10 +290,23 @@ class Plan:
         ``decimal`` and one half-even quantization give, computed in integers; ``None`` where
         that is not provably the same (no integer form, a negative leaf count, 28 digits or
         more, a ``Decimal`` context other than the default's precision and range)."""
+        i, o, cr, cw, rs = counts
+        single = self.single
+        if single is not None and not (cr or cw or rs):
+            # The commonest case: one price level, only input and output cost anything, an exact
+            # nano-USD factor (the simple path below, inline).
+            a0, b0, f0, a3, b3, f3, limit, factor, scale = single
+            p0 = a0 * i + b0 * o + f0
+            p3 = a3 * i + b3 * o + f3
+            total = p0 + p3
+            if total < limit:
+                context = getcontext()
+                if context.prec < 28 or (context is not _checked_context[0] and not _exact_in(context)):
+                    return None
+                return total * factor, (p0 / scale, 0.0, 0.0, p3 / scale)
         levels = self.plain_levels
         if not levels:
             return None
-        i, o, cr, cw, rs = counts
         thresholds = self.thresholds
         level = bisect_left(thresholds, i) if thresholds else 0
         simple = self.simple_levels

@@ -165,6 +165,31 @@ def write_cost(
     return attributes
 
 
+def priced_prefix(provider: str | None, model: str | None, source: str | None) -> dict[str, str]:
+    """The cost attributes ``write_cost`` writes first for a call priced by one route (currency,
+    ``priced``, provider, model, price source), in its order, for ``write_priced``."""
+    return write_cost({}, STATUS_PRICED, None, provider, model, source)
+
+
+def write_priced(
+    attributes: Mapping[str, Any],
+    prefix: Mapping[str, str],
+    nanos: int,
+    parts: tuple[float, float, float, float],
+) -> dict[str, Any]:
+    """``write_cost(dict(attributes), STATUS_PRICED, None, provider, model, source, nanos, parts)``
+    with the route's ``prefix`` (``priced_prefix``) written in one update: a new dict, the
+    same keys in the same order, built with fewer steps (it runs for every priced span)."""
+    out = dict(attributes)
+    out.update(prefix)
+    usd = nanos / NANOS_PER_USD
+    out[COST_DIRECT] = usd
+    out[GEN_AI_USAGE_COST] = usd
+    out[COST_DIRECT_NANOS] = nanos
+    out[COST_INPUT], out[COST_CACHE_READ], out[COST_CACHE_WRITE], out[COST_OUTPUT] = parts
+    return out
+
+
 def write_breakdown(attributes: dict[str, Any], cost: CostBreakdown, status: str | None = None) -> int:
     """Write the cost attributes of ``cost`` (``status`` instead of its own if given); the nano-USD.
 

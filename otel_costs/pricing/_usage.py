@@ -175,18 +175,56 @@ def plausible_counts(counts: tuple[object, object, object, object, object]) -> T
     )
 
 
-def billable_counts(
-    attributes: Mapping[str, object],
-) -> tuple[str | None, str | None, str | None, Counts] | None:
+#: Keys outside the common layout of a call span (usage parts, another convention's kind marker,
+#: the legacy OpenAI API base): a span with none of them takes ``billable_counts``' short path.
+_UNCOMMON_KEYS: Final = _PART_KEYS | {OI_SPAN_KIND, TRACELOOP_SPAN_KIND, OPENAI_API_BASE}
+#: What ``billable_counts`` returns: model, provider, server address and the ``Counts``.
+Billable = tuple[str | None, str | None, str | None, Counts]
+
+
+def billable_counts(attributes: Mapping[str, object]) -> Billable | None:
     """``(model, provider, server_address, counts)`` of a plainly billable span, else ``None``.
 
     The processor's hot path. For a span that ``read_usage`` reads as ``billable`` with counts
     that are already ints (as instrumentations write them), this returns the same model,
-    provider, server address and counts without building the reading's dataclasses. It returns
-    ``None`` for every other span, which then goes through ``read_usage``: so the two never
-    disagree, this one is only faster where it answers. The current GenAI names are tried
-    first; any other layout takes the same priority lists as ``_read``.
+    provider, server address and counts without building the reading's
+    dataclasses. It returns ``None`` for every other span, which then goes through
+    ``read_usage``: so the two never disagree, this one is only faster where it answers. The
+    common layout (the current GenAI names, no usage parts, no other convention's marker) is read
+    with six look-ups; any other layout takes the same priority lists as ``_read``.
     """
+    get = attributes.get
+    input_tokens = get(GEN_AI_USAGE_INPUT_TOKENS)
+    output_tokens = get(GEN_AI_USAGE_OUTPUT_TOKENS)
+    # Exactly the counts _parse_count and usage_problem accept unchanged (bools and int
+    # subclasses are not ``int``; floats and strings are read by read_usage).
+    if (
+        type(input_tokens) is int
+        and type(output_tokens) is int
+        and 0 <= input_tokens <= MAX_TOKENS
+        and 0 < output_tokens <= MAX_TOKENS
+        and _UNCOMMON_KEYS.isdisjoint(attributes)
+    ):
+        operation = get(GEN_AI_OPERATION_NAME)
+        if type(operation) is str and operation in LLM_OPERATIONS:
+            # The general path below with no parts, no other marker (so no aggregate) and no API
+            # base, inline.
+            model = get(GEN_AI_RESPONSE_MODEL)
+            model = model.strip() if type(model) is str else None
+            if not model:
+                model = _first_string(attributes, MODEL_KEYS)
+            provider = get(GEN_AI_PROVIDER_NAME)
+            provider = provider.strip() if type(provider) is str else None
+            if not provider:
+                provider = _first_string(attributes, PROVIDER_KEYS)
+            server = get(SERVER_ADDRESS)
+            server = (server.strip() or None) if type(server) is str else None
+            return model, provider, server, (input_tokens, output_tokens, 0, 0, 0)
+    return _billable_general(attributes)
+
+
+def _billable_general(attributes: Mapping[str, object]) -> Billable | None:
+    """``billable_counts`` of any layout."""
     get = attributes.get
     input_tokens = get(GEN_AI_USAGE_INPUT_TOKENS)
     if input_tokens is None:
@@ -196,8 +234,6 @@ def billable_counts(
         output_tokens = _first_value(get, OUTPUT_KEYS)
     if input_tokens is None or output_tokens is None:
         return None  # one-sided usage: read_usage says whether it is partial (or an embeddings call)
-    # Exactly the counts _parse_count and usage_problem accept unchanged (bools and int
-    # subclasses are not ``int``; floats and strings are read by read_usage).
     if _PART_KEYS.isdisjoint(attributes):
         if not (
             type(input_tokens) is int
