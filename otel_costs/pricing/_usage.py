@@ -196,6 +196,8 @@ def billable_counts(attributes: Mapping[str, object]) -> Billable | None:
     get = attributes.get
     input_tokens = get(GEN_AI_USAGE_INPUT_TOKENS)
     output_tokens = get(GEN_AI_USAGE_OUTPUT_TOKENS)
+    operation = get(GEN_AI_OPERATION_NAME)
+    counts: Counts | None
     # Exactly the counts _parse_count and usage_problem accept unchanged (bools and int
     # subclasses are not ``int``; floats and strings are read by read_usage).
     if (
@@ -204,32 +206,38 @@ def billable_counts(attributes: Mapping[str, object]) -> Billable | None:
         and 0 <= input_tokens <= MAX_TOKENS
         and 0 < output_tokens <= MAX_TOKENS
         and _UNCOMMON_KEYS.isdisjoint(attributes)
+        and type(operation) is str
+        and operation in LLM_OPERATIONS
     ):
-        operation = get(GEN_AI_OPERATION_NAME)
-        if type(operation) is str and operation in LLM_OPERATIONS:
-            # The general path below with no parts, no other marker (so no aggregate) and no API
-            # base, inline.
-            model = get(GEN_AI_RESPONSE_MODEL)
-            model = model.strip() if type(model) is str else None
-            if not model:
-                model = _first_string(attributes, MODEL_KEYS)
-            provider = get(GEN_AI_PROVIDER_NAME)
-            provider = provider.strip() if type(provider) is str else None
-            if not provider:
-                provider = _first_string(attributes, PROVIDER_KEYS)
-            server = get(SERVER_ADDRESS)
-            server = (server.strip() or None) if type(server) is str else None
-            return model, provider, server, (input_tokens, output_tokens, 0, 0, 0)
-    return _billable_general(attributes)
+        # The common layout: no parts, no other marker (so no aggregate), no API base.
+        counts = (input_tokens, output_tokens, 0, 0, 0)
+    else:
+        counts = _general_counts(attributes, input_tokens, output_tokens, operation)
+        if counts is None:
+            return None
+    # _first_string, with the first name of each list tried inline.
+    model = get(GEN_AI_RESPONSE_MODEL)
+    model = model.strip() if type(model) is str else None
+    if not model:
+        model = _first_string(attributes, MODEL_KEYS)
+    provider = get(GEN_AI_PROVIDER_NAME)
+    provider = provider.strip() if type(provider) is str else None
+    if not provider:
+        provider = _first_string(attributes, PROVIDER_KEYS)
+    server = get(SERVER_ADDRESS)
+    server = server.strip() if type(server) is str else None
+    if not server:
+        server = _first_string(attributes, SERVER_KEYS) if get(OPENAI_API_BASE) is not None else None
+    return model, provider, server, counts
 
 
-def _billable_general(attributes: Mapping[str, object]) -> Billable | None:
-    """``billable_counts`` of any layout."""
+def _general_counts(
+    attributes: Mapping[str, object], input_tokens: object, output_tokens: object, operation: object
+) -> Counts | None:
+    """The counts of a billable span of any layout (``None``: not plainly billable)."""
     get = attributes.get
-    input_tokens = get(GEN_AI_USAGE_INPUT_TOKENS)
     if input_tokens is None:
         input_tokens = _first_value(get, INPUT_KEYS)
-    output_tokens = get(GEN_AI_USAGE_OUTPUT_TOKENS)
     if output_tokens is None:
         output_tokens = _first_value(get, OUTPUT_KEYS)
     if input_tokens is None or output_tokens is None:
@@ -252,7 +260,6 @@ def _billable_general(attributes: Mapping[str, object]) -> Billable | None:
             return None
         counts = candidate
     # The common case inline (a GenAI call span, no other convention's kind): no aggregate.
-    operation = get(GEN_AI_OPERATION_NAME)
     if not (
         type(operation) is str
         and operation in LLM_OPERATIONS
@@ -260,20 +267,7 @@ def _billable_general(attributes: Mapping[str, object]) -> Billable | None:
         and get(TRACELOOP_SPAN_KIND) is None
     ) and (aggregate_reason(attributes) is not None):
         return None
-    # _first_string, with the first name of each list tried inline.
-    model = get(GEN_AI_RESPONSE_MODEL)
-    model = model.strip() if type(model) is str else None
-    if not model:
-        model = _first_string(attributes, MODEL_KEYS)
-    provider = get(GEN_AI_PROVIDER_NAME)
-    provider = provider.strip() if type(provider) is str else None
-    if not provider:
-        provider = _first_string(attributes, PROVIDER_KEYS)
-    server = get(SERVER_ADDRESS)
-    server = server.strip() if type(server) is str else None
-    if not server:
-        server = _first_string(attributes, SERVER_KEYS) if get(OPENAI_API_BASE) is not None else None
-    return model, provider, server, counts
+    return counts
 
 
 def _first_value(get: Callable[[str], object], keys: tuple[str, ...], default: object = None) -> object:
