@@ -199,8 +199,11 @@ class CostCallbackHandler(BaseCallbackHandler):
         # run's node tasks and the graph's own run in other tasks, so only code around ``astream``,
         # in the caller's context, can put that context back. With no instrument_langchain()
         # handler the wrappers open no workflow: they only restore the caller's context.
-        with _hook_lock:
-            _wrap_pregel()
+        try:
+            with _hook_lock:
+                _wrap_pregel()
+        except Exception:  # a LangGraph whose Pregel differs: the handler works, without the repair
+            logger.exception("otel_costs: could not wrap LangGraph's Pregel.stream/astream")
 
     # -- LangChain callbacks ---------------------------------------------------------------
 
