@@ -67,7 +67,12 @@ def span_kind(attributes: Mapping[str, object]) -> str | None:
 
 def is_model_call(attributes: Mapping[str, object]) -> bool:
     """Whether the span is a single model call (chat, completion, embeddings) in any convention."""
-    return span_kind(attributes) == conv.KIND_MODEL_CALL
+    # ``span_kind``'s first test, repeated here: it runs for every counted call span, and the
+    # common call span is settled without a second call.
+    op = attributes.get(_OP)
+    if type(op) is str and op in _OP_CALLS and _OI not in attributes and _TL not in attributes:
+        return True
+    return span_kind(attributes) == _MODEL_CALL
 
 
 def is_aggregate(attributes: Mapping[str, object]) -> bool:

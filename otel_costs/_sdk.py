@@ -126,6 +126,7 @@ def suppress_instrumentation() -> Iterator[None]:
 from opentelemetry.attributes import BoundedAttributes  # noqa: E402
 from opentelemetry.sdk import trace as _sdk_trace  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor  # noqa: E402
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa: E402
 from opentelemetry.trace import SpanContext  # noqa: E402
 
 #: The span class the SDK's tracer creates (private; ``Span`` itself refuses to be instantiated).
@@ -279,6 +280,26 @@ def _merge(stored: dict[str, Any], attributes: dict[str, Any]) -> None:
     stored.update(attributes)
 
 
+#: ``ended_call``'s answer: trace id, instrumentation scope, start and end (ns).
+EndedCallFields = tuple[int, InstrumentationScope | None, int | None, int | None]
+
+
+def _ended_call_public(span: ReadableSpan) -> EndedCallFields | None:
+    context = span.context
+    if context is None:
+        return None
+    return context.trace_id, span.instrumentation_scope, span.start_time, span.end_time
+
+
+def _ended_call_fast(span: ReadableSpan) -> EndedCallFields | None:
+    try:
+        fields = span.__dict__
+        scope = fields["_instrumentation_scope"]
+        return fields["_context"][0], scope, fields["_start_time"], fields["_end_time"]
+    except (AttributeError, KeyError, TypeError, IndexError):  # not the SDK's layout, or no context
+        return _ended_call_public(span)
+
+
 class _ProbeCopy(ReadableSpan):
     pass
 
@@ -292,9 +313,13 @@ def _probe_span_layout() -> bool:
             return False
         copy = object.__new__(_ProbeCopy)
         copy.__dict__ = {**fields, "_attributes": {"k": 2}}
-        # ``span_ids`` reads the span's ``_context`` field as the tuple ``SpanContext`` is.
+        # ``span_ids`` reads the span's ``_context`` field as the tuple ``SpanContext`` is;
+        # ``ended_call`` reads its scope, start and end fields too.
         context = SpanContext(5, 7, is_remote=False)
-        with_context = ReadableSpan(name="probe", context=context)
+        scope = InstrumentationScope("probe")
+        with_context = ReadableSpan(
+            name="probe", context=context, start_time=3, end_time=4, instrumentation_scope=scope
+        )
         return (
             copy.name == "probe"
             and (copy.attributes or {}).get("k") == 2
@@ -302,13 +327,15 @@ def _probe_span_layout() -> bool:
             and vars(with_context).get("_context") is context
             and isinstance(context, tuple)
             and context[:2] == (context.trace_id, context.span_id) == (5, 7)
+            and _ended_call_fast(with_context) == _ended_call_public(with_context) == (5, scope, 3, 4)
         )
     except Exception:
         return False
 
 
 #: ``copy_fields`` copies a span's instance dict (10x cheaper than the constructor); ``span_ids``
-#: reads the trace and span id from the ``_context`` field in it.
+#: reads the trace and span id from the ``_context`` field in it, ``ended_call`` that field and
+#: the scope, start and end fields.
 HAS_SPAN_LAYOUT = _probe_span_layout()
 
 
@@ -330,6 +357,14 @@ def _span_ids_fast(span: ReadableSpan) -> tuple[int, int] | None:
 #: model-call span's start and end (the exactly-once bookkeeping is per trace).
 span_ids: Callable[[ReadableSpan], tuple[int, int] | None] = (
     _span_ids_fast if HAS_SPAN_LAYOUT else _span_ids_public
+)
+
+
+#: ``ended_call(span)``: ``(trace id, instrumentation scope, start, end)`` of an ended span
+#: (``None`` without a context), read as four fields instead of five properties: the record the
+#: exactly-once bookkeeping keeps of every counted call span that has a parent.
+ended_call: Callable[[ReadableSpan], EndedCallFields | None] = (
+    _ended_call_fast if HAS_SPAN_LAYOUT else _ended_call_public
 )
 
 

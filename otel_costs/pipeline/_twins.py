@@ -19,9 +19,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, Span
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_costs import conventions as conv
 from otel_costs._kinds import is_model_call, same_model
+from otel_costs._sdk import ended_call
 
 #: How many open (started, not ended) model-call spans are tracked; past it the oldest trace's are
 #: forgotten (calls paired with them are then priced as they are).
@@ -38,6 +40,8 @@ ENDED_PER_TRACE = 8
 #: The usage parts whose presence makes one span's usage fuller than another's.
 PART_KEYS = (conv.CACHE_READ_KEYS, conv.CACHE_WRITE_KEYS, conv.REASONING_KEYS)
 STATUS_RANK = {conv.STATUS_PRICED: 2, conv.STATUS_PARTIAL: 1}
+_STATUS = conv.COST_STATUS
+_FIRST_MODEL_KEY = conv.MODEL_KEYS[0]
 #: The instrumentation scope of ``instrument_httpx``'s spans (``capture/_instrument.py``): its
 #: reading is the provider's own usage, so it wins a tie.
 CAPTURE_SCOPE = "otel_costs.httpx"
@@ -49,8 +53,9 @@ OpenCall = Span
 #: The open model-call spans of one trace: ``(span id, span)`` while it is the trace's only one,
 #: else a dict of them by span id.
 OpenEntry = tuple[int, OpenCall] | dict[int, OpenCall]
-#: A call span that ended priced: its scope name, model, start and end (ns), and the scopes of
-#: the spans found to be its twin (``None``: none yet).
+#: A call span that ended priced: its instrumentation scope (whose name is read only when a span
+#: may be its twin), model, start and end (ns), and the scopes of the spans found to be its twin
+#: (``None``: none yet).
 EndedCall = list[Any]
 
 
@@ -85,7 +90,10 @@ def model_of(attributes: Mapping[str, Any]) -> object:
 
 
 def scope_name(span: ReadableSpan) -> str | None:
-    scope = span.instrumentation_scope
+    return _name(span.instrumentation_scope)
+
+
+def _name(scope: InstrumentationScope | None) -> str | None:
     return scope.name if scope is not None else None
 
 
@@ -241,20 +249,27 @@ class Twins:
         return True
 
     def remember(self, span: ReadableSpan, attributes: Mapping[str, Any]) -> None:
-        """Keep the call ``span`` (as handed on, with ``attributes``) for ``ended_twin`` if it was counted."""
-        if attributes.get(conv.COST_STATUS) not in STATUS_RANK or not is_model_call(attributes):
+        """Keep the call ``span`` (as handed on, with ``attributes``) for ``ended_twin`` if it was counted.
+
+        It runs for every counted call span that has a parent: the record is four fields of the
+        span (``ended_call``) and its model; the scope's name is read only by ``ended_twin``."""
+        if attributes.get(_STATUS) not in STATUS_RANK or not is_model_call(attributes):
             return
-        ctx = span.context
-        if ctx is None or span.start_time is None or span.end_time is None:
+        fields = ended_call(span)
+        if fields is None:
             return
-        record: EndedCall = [scope_name(span), model_of(attributes), span.start_time, span.end_time, None]
+        trace_id, scope, start, end = fields
+        if start is None or end is None:
+            return
+        model = attributes.get(_FIRST_MODEL_KEY)
+        record: EndedCall = [scope, model_of(attributes) if model is None else model, start, end, None]
         ended = self.ended
         with self.lock:
-            calls = ended.get(ctx.trace_id)
+            calls = ended.get(trace_id)
             if calls is None:
                 if len(ended) >= ENDED_TRACES:
                     ended.popitem(last=False)
-                ended[ctx.trace_id] = [record]
+                ended[trace_id] = [record]
                 return
             calls.append(record)
             if len(calls) > ENDED_PER_TRACE:
@@ -272,7 +287,11 @@ class Twins:
         model = model_of(attributes)
         with self.lock:
             for record in reversed(self.ended.get(ctx.trace_id, ())):
-                if record[0] == scope or record[3] < start or (record[4] is not None and scope in record[4]):
+                if (
+                    _name(record[0]) == scope
+                    or record[3] < start
+                    or (record[4] is not None and scope in record[4])
+                ):
                     continue
                 if same_model(model, record[1]):
                     if record[4] is None:
