@@ -84,15 +84,20 @@ def test_sdk_span_fields_probe(provider: tuple[TracerProvider, InMemorySpanExpor
 
 
 def test_span_layout_probe(provider: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    """copy_fields copies every field of an ended span but its attributes."""
+    """span_copier copies every field of an ended span but its attributes, and keeps its dropped count."""
     assert _sdk.HAS_SPAN_LAYOUT, "ReadableSpan no longer keeps its fields in its __dict__"
     tracer_provider, exporter = provider
     tracer_provider.get_tracer("t").start_span("s", attributes={"a": 1}).end()
     (ended,) = exporter.get_finished_spans()
-    fields = _sdk.copy_fields(ended, {"a": 2})
-    assert fields is not None
-    copy = object.__new__(ReadableSpan)
-    copy.__dict__ = fields
+
+    class Copy(ReadableSpan):
+        pass
+
+    def fallback(span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
+        raise AssertionError("the SDK's span took the fallback")
+
+    copy = _sdk.span_copier(Copy, (ReadableSpan,), fallback)(ended, {"a": 2})
+    assert type(copy) is Copy
     assert copy.attributes == {"a": 2}
     assert (copy.name, copy.context, copy.start_time, copy.end_time) == (
         ended.name,
@@ -100,7 +105,57 @@ def test_span_layout_probe(provider: tuple[TracerProvider, InMemorySpanExporter]
         ended.start_time,
         ended.end_time,
     )
+    assert vars(copy)["_dropped"] == ended.dropped_attributes == 0
     assert ended.attributes == {"a": 1}
+
+
+def test_span_copier_falls_back_for_other_types() -> None:
+    """A span of a type the copier does not know is copied by the fallback."""
+    made: list[ReadableSpan] = []
+
+    def fallback(span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
+        made.append(span)
+        return span
+
+    class Other(ReadableSpan):
+        pass
+
+    span = Other(name="o")
+    assert _sdk.span_copier(ReadableSpan, (ReadableSpan,), fallback)(span, {}) is span
+    assert made == [span]
+
+
+def test_ended_call_reads_ids_parent_scope_and_times(
+    provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """ended_call gives an ended span's ids, parent, scope, start and end as its properties say."""
+    tracer_provider, exporter = provider
+    tracer = tracer_provider.get_tracer("scope-a")
+    with tracer.start_as_current_span("parent"):
+        tracer.start_span("child").end()
+    child, parent = exporter.get_finished_spans()
+    for span in (child, parent):
+        assert span.context is not None
+        assert _sdk.ended_call(span) == (
+            span.context.trace_id,
+            span.context.span_id,
+            span.parent,
+            span.instrumentation_scope,
+            span.start_time,
+            span.end_time,
+        )
+    assert _sdk.ended_call(child)[2] is not None and _sdk.ended_call(parent)[2] is None  # type: ignore[index]
+    assert _sdk.ended_call(ReadableSpan(name="no context")) is None
+
+
+def test_span_ids_read_the_context(provider: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    """span_ids gives a span's trace and span id, and None for a span without a context."""
+    tracer_provider, exporter = provider
+    tracer_provider.get_tracer("t").start_span("s").end()
+    (ended,) = exporter.get_finished_spans()
+    assert ended.context is not None
+    assert _sdk.span_ids(ended) == (ended.context.trace_id, ended.context.span_id)
+    assert _sdk.span_ids(ReadableSpan(name="no context")) is None
 
 
 def test_on_ending_probe() -> None:

@@ -446,13 +446,15 @@ def test_billable_counts_agrees_with_read_usage(attributes: dict[str, object]) -
     Internal (billable_counts): the span path's fast reader must never read a span differently.
     """
     fast = billable_counts(attributes)
+    # Read again: the second reading of the same names comes from the memo and must not differ.
+    assert billable_counts(attributes) == fast
     reading = read_usage(attributes)
     if fast is None:
         # Not billable, or counts written as floats or strings, which only read_usage converts.
         assert reading is None or reading.kind != "billable" or not _counts_are_ints(attributes)
         return
     assert reading is not None and reading.kind == "billable" and reading.call is not None
-    model, provider, server, counts = fast
+    (provider, server, model), counts = fast
     call = reading.call
     assert (model, provider, server) == (call.model, call.provider, call.server_address)
     usage = call.usage
@@ -487,3 +489,58 @@ def test_billable_counts_answers_for_int_counts() -> None:
     """
     answered = [case for case in AGREEMENT_CASES if billable_counts(case) is not None]
     assert len(answered) >= 12
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "names"),
+    [
+        # No response model: the request model decides, span by span.
+        (
+            {"gen_ai.response.model": None, "gen_ai.request.model": "gpt-4o"},
+            {"gen_ai.response.model": None, "gen_ai.request.model": "gpt-4o-mini"},
+            ("openai", None, "gpt-4o-mini"),
+        ),
+        # A blank response model: the same.
+        (
+            {"gen_ai.response.model": " ", "gen_ai.request.model": "a"},
+            {"gen_ai.response.model": " ", "gen_ai.request.model": "b"},
+            ("openai", None, "b"),
+        ),
+        # No current provider name: the legacy gen_ai.system decides.
+        (
+            {"gen_ai.provider.name": None, "gen_ai.system": "openai"},
+            {"gen_ai.provider.name": None, "gen_ai.system": "anthropic"},
+            ("anthropic", None, "gpt-4o"),
+        ),
+        # Names as written with spaces: memoized cleaned.
+        (
+            {"gen_ai.response.model": " gpt-4o "},
+            {"gen_ai.response.model": " gpt-4o "},
+            ("openai", None, "gpt-4o"),
+        ),
+        # A server address that is no dict key: cleaned every time.
+        ({"server.address": ["h"]}, {"server.address": ["h"]}, ("openai", None, "gpt-4o")),
+    ],
+)
+def test_billable_counts_names_memo_keeps_each_spans_fallback(
+    first: dict[str, object], second: dict[str, object], names: tuple[object, ...]
+) -> None:
+    """Two spans whose memoized names are the same but whose other name keys differ each get their own names.
+
+    Internal (billable_counts): the names memo must only answer where the memoized keys decide alone.
+    """
+    base = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.response.model": "gpt-4o",
+        "gen_ai.usage.input_tokens": 10,
+        "gen_ai.usage.output_tokens": 5,
+    }
+    one, two = {**base, **first}, {**base, **second}
+    for attributes in (one, two, one, two):
+        fast = billable_counts(attributes)
+        reading = read_usage(attributes)
+        assert fast is not None and reading is not None and reading.call is not None
+        call = reading.call
+        assert fast[0] == (call.provider, call.server_address, call.model)
+    assert billable_counts(two) == (names, (10, 5, 0, 0, 0))

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from opentelemetry.context import Context
@@ -22,8 +23,10 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from otel_costs import conventions as conv
 from otel_costs._kinds import MARKER_KEYS, is_model_call, span_kind
 from otel_costs._sdk import (
+    EndedCallFields,
     baggage_entries,
     ended_attributes,
+    ended_call,
     forward_on_ending,
     set_validated_attributes,
     span_ids,
@@ -155,7 +158,7 @@ class CostSpanProcessor(SpanProcessor):
         #: The bound ``on_span_cost`` of each listener, looked up once.
         self._listeners = tuple(listener.on_span_cost for listener in listeners)
         self._baggage_keys = dict(conv.BAGGAGE_TO_ATTRIBUTE if baggage_keys is None else baggage_keys)
-        self._seen: OrderedDict[tuple[int, str], None] = OrderedDict()
+        self._seen: OrderedDict[tuple[int, str], object] = OrderedDict()
         #: Attributes an ended span has when the SDK's limit may have evicted some: below it,
         #: ``dropped_attributes`` is not even read (the env limit; a smaller one set in code is missed).
         self._attribute_limit = attribute_count_limit()
@@ -165,7 +168,6 @@ class CostSpanProcessor(SpanProcessor):
         self._open = twins.open
         self._twins_lock = twins.lock
         self._holding = twins.holding
-        self._seen_lock = threading.Lock()
         self._max_value_length = max_value_length
         self._attribution_cache: dict[tuple[tuple[str, object], ...], _Additions] = {}
         self._attribution_lock = threading.Lock()
@@ -203,10 +205,15 @@ class CostSpanProcessor(SpanProcessor):
             # its trace may be the same call traced twice (``Twins.pair``).
             if started is None:
                 started = started_attributes(span)
-            # Most spans carry no kind marker at start: one set test over their keys says so.
-            operation = started.get(_OPERATION) if started else None
-            if (type(operation) is str and operation in _CALL_OPERATIONS) or (
-                started and not MARKER_KEYS.isdisjoint(started) and span_kind(started) == _MODEL_CALL
+            # Most spans carry no kind marker at start: one set test over their keys says so; a
+            # call in the GenAI names is then settled by its operation.
+            if (
+                started
+                and not MARKER_KEYS.isdisjoint(started)
+                and (
+                    (type(operation := started.get(_OPERATION)) is str and operation in _CALL_OPERATIONS)
+                    or span_kind(started) == _MODEL_CALL
+                )
             ):
                 # Tracked as (span id, span), with one C-level setdefault and no lock, while it is
                 # its trace's only open call (the common case); ``Twins.add`` builds the rest.
@@ -302,27 +309,28 @@ class CostSpanProcessor(SpanProcessor):
             # Most spans carry no LLM usage: one set test over their keys says so.
             if not _PRICE_KEYS.isdisjoint(attributes):
                 alone = 0
+                # Its ids, parent, scope and times, read once: the bookkeeping below needs them.
+                fields = ended_call(span)
                 if not self._holding:
                     # No span held: is this one alone in its trace (no other model call open)?
                     opened = self._open
-                    ids = span_ids(span) if opened else None
-                    if ids is None:
+                    if fields is None:
                         alone = 0 if opened else _UNTRACKED  # no context: left to _ended_call
                     else:
-                        entry = opened.get(ids[0])
+                        entry = opened.get(fields[0])
                         if entry is None:
                             alone = _UNTRACKED
-                        elif type(entry) is tuple and entry[0] == ids[1]:
+                        elif type(entry) is tuple and entry[0] == fields[1]:
                             # The trace's only open call ends: untracked under the lock (a present
                             # entry only changes under it: ``Twins``), taken inline, the hot path.
                             lock = self._twins_lock
                             lock.acquire()
                             try:
-                                if opened.get(ids[0]) is entry:
-                                    del opened[ids[0]]
+                                if opened.get(fields[0]) is entry:
+                                    del opened[fields[0]]
                                     alone = _TRACKED
                                     if self._twins.paired:
-                                        self._twins.paired.pop(ids[1], None)
+                                        self._twins.paired.pop(fields[1], None)
                             finally:
                                 lock.release()
                 if not alone:
@@ -333,14 +341,14 @@ class CostSpanProcessor(SpanProcessor):
                     for out in ended[:-1]:
                         self._next.on_end(out)
                 else:
-                    # The common path: no other model-call span open in the trace.
-                    parent = span.parent
-                    twins = self._twins
+                    # The common path: no other model-call span open in the trace (``fields`` is
+                    # not None here unless the span has no context, then it is untracked). A root
+                    # has no sibling that ended before it.
                     if (
                         alone == _UNTRACKED
-                        and parent is not None
-                        and twins.ended
-                        and twins.ended_twin(span, attributes)
+                        and self._twins.ended
+                        and (span.parent if fields is None else fields[2]) is not None
+                        and self._twins.ended_twin(span, attributes)
                     ):
                         span = annotated(span, mark_duplicate(dict(attributes), ENDED_REASON))
                     else:
@@ -362,10 +370,8 @@ class CostSpanProcessor(SpanProcessor):
                             span = (
                                 annotated(span, costed)  # the usage of child calls: marked, never counted
                                 if status == _AGGREGATE
-                                else self._finish(span, attributes, costed)
+                                else self._finish(span, attributes, costed, fields, alone == _TRACKED)
                             )
-                        if parent is not None:  # a root has no sibling to end after it
-                            twins.remember(span, readable_attributes(span))
             elif len(attributes) >= self._attribute_limit and span.dropped_attributes:
                 # Over the SDK's attribute count limit (the oldest keys, usage and kind marker
                 # first, are evicted): a GenAI span still says why it has no cost.
@@ -403,7 +409,7 @@ class CostSpanProcessor(SpanProcessor):
                 out.append(annotated(span, mark_duplicate(dict(attributes), ENDED_REASON)))
                 return out
         finished = self._costed(span, attributes, (), costed, True)
-        twins.remember(finished, readable_attributes(finished))
+        twins.remember(ended_call(finished), readable_attributes(finished))
         out.append(finished)
         return out
 
@@ -453,13 +459,34 @@ class CostSpanProcessor(SpanProcessor):
         costed = flag_evicted(attributes, None, span.dropped_attributes)
         return span if costed is None else self._costed(span, attributes, (), costed)
 
-    def _finish(self, span: ReadableSpan, attributes: dict[str, Any], costed: dict[str, Any]) -> ReadableSpan:
+    def _finish(
+        self,
+        span: ReadableSpan,
+        attributes: dict[str, Any],
+        costed: dict[str, Any],
+        fields: EndedCallFields | None = None,
+        tracked: bool | None = None,
+    ) -> ReadableSpan:
         """The copy of ``span`` to hand on: costed and seen by the listeners, or marked duplicate
-        when its ``gen_ai.response.id`` was already counted in the trace."""
+        when its ``gen_ai.response.id`` was already counted in the trace (``fields``: its
+        ``ended_call``, if read already). ``tracked`` (the common path: not ``None``): a counted
+        call span with a parent is also kept for ``Twins.ended_twin``, as a model call if it was
+        tracked from its start as one."""
         response_id = attributes.get(_RESPONSE_ID)
-        if response_id is not None and self._already_counted(span, response_id):
-            return annotated(span, mark_duplicate(dict(attributes)))
-        span = annotated(span, costed)
+        if response_id is not None and isinstance(response_id, str) and response_id:
+            if fields is None:
+                fields = ended_call(span)
+            if fields is not None:
+                seen = self._seen
+                # One C call both tests and records the response (so two threads cannot both
+                # count it): the value stored is this call's own token.
+                token = object()
+                if seen.setdefault((fields[0], response_id), token) is not token:
+                    return annotated(span, mark_duplicate(dict(attributes)))
+                if len(seen) > _SEEN_RESPONSES:
+                    with suppress(KeyError):  # emptied by another thread meanwhile
+                        seen.popitem(last=False)
+        copy = span = annotated(span, costed)
         if self._listeners:
             nanos = costed.get(conv.COST_DIRECT_NANOS, 0)
             for on_span_cost in self._listeners:
@@ -472,25 +499,14 @@ class CostSpanProcessor(SpanProcessor):
                     continue
                 if replacement is not None:
                     span = replacement
+        if tracked is not None and fields is not None and fields[2] is not None:
+            # A root has no sibling to end after it.
+            self._twins.remember(fields, costed if span is copy else readable_attributes(span), tracked)
         return span
 
     def _release_stale(self, everything: bool = False) -> list[ReadableSpan]:
         """Price the held spans older than ``HOLD_SECONDS`` (all of them: ``everything``) as they are."""
         return [self._finish(s, a, c) for _, s, a, c in self._twins.take_stale(HOLD_SECONDS, everything)]
-
-    def _already_counted(self, span: ReadableSpan, response_id: object) -> bool:
-        """True if a span of the same trace with the same ``gen_ai.response.id`` was seen before."""
-        ctx = span.context
-        if not isinstance(response_id, str) or not response_id or ctx is None:
-            return False
-        key = (ctx.trace_id, response_id)
-        with self._seen_lock:
-            if key in self._seen:
-                return True
-            self._seen[key] = None
-            if len(self._seen) > _SEEN_RESPONSES:
-                self._seen.popitem(last=False)
-        return False
 
     def _release_all(self) -> None:
         """Hand on every held nested span, priced as it is (flush, shutdown)."""

@@ -23,7 +23,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_costs import conventions as conv
 from otel_costs._kinds import is_model_call, same_model
-from otel_costs._sdk import ended_call
+from otel_costs._sdk import EndedCallFields
 
 #: How many open (started, not ended) model-call spans are tracked; past it the oldest trace's are
 #: forgotten (calls paired with them are then priced as they are).
@@ -248,17 +248,22 @@ class Twins:
             self.held_count += 1
         return True
 
-    def remember(self, span: ReadableSpan, attributes: Mapping[str, Any]) -> None:
-        """Keep the call ``span`` (as handed on, with ``attributes``) for ``ended_twin`` if it was counted.
+    def remember(
+        self, fields: EndedCallFields | None, attributes: Mapping[str, Any], call: bool = False
+    ) -> None:
+        """Keep the call span of ``fields`` (``ended_call`` of it, as handed on, with ``attributes``)
+        for ``ended_twin`` if it was counted; ``call``: it was tracked from its start as a model
+        call (so it is one, without asking ``is_model_call`` again).
 
-        It runs for every counted call span that has a parent: the record is four fields of the
-        span (``ended_call``) and its model; the scope's name is read only by ``ended_twin``."""
-        if attributes.get(_STATUS) not in STATUS_RANK or not is_model_call(attributes):
+        It runs for every counted call span that has a parent: the record is four of the span's
+        fields and its model; the scope's name is read only by ``ended_twin``."""
+        if (
+            fields is None
+            or attributes.get(_STATUS) not in STATUS_RANK
+            or not (call or is_model_call(attributes))
+        ):
             return
-        fields = ended_call(span)
-        if fields is None:
-            return
-        trace_id, scope, start, end = fields
+        trace_id, _, _, scope, start, end = fields
         if start is None or end is None:
             return
         model = attributes.get(_FIRST_MODEL_KEY)

@@ -246,13 +246,13 @@ class PriceBook:
             fields = None  # odd attributes: read_usage reads (and flags) them below
         if fields is not None:
             try:
-                model, provider, server, counts = fields
+                names, counts = fields
                 state = self._state
                 if self._use_genai_prices and state.snapshot is not _snapshot():
                     state = self._current_state()
-                route = state.routes.get((provider, server, model))
+                route = state.routes.get(names)
                 if route is None:
-                    route = self._lookup(state, provider, server, model)
+                    route = self._lookup(state, *names)
                 if type(route) is tuple:
                     entry, reported, prefix, plan = route
                     if plan is None:

@@ -113,7 +113,7 @@ def _load_overrides_file(path: Path) -> Mapping[str, Mapping[str, object]]:
             line, key = huge
             raise PriceConfigError(
                 f"{where}, line {line} ({key!r}): a number of thousands of digits is no price; "
-                'write a decimal of at most 64 characters, e.g. input = 2.5'
+                "write a decimal of at most 64 characters, e.g. input = 2.5"
             ) from exc
         raise PriceConfigError(f"{where} is not valid {suffix[1:].upper()}: {exc}") from exc
     if loaded is None:

@@ -178,29 +178,37 @@ def plausible_counts(counts: tuple[object, object, object, object, object]) -> T
 #: Keys outside the common layout of a call span (usage parts, another convention's kind marker,
 #: the legacy OpenAI API base): a span with none of them takes ``billable_counts``' short path.
 _UNCOMMON_KEYS: Final = _PART_KEYS | {OI_SPAN_KIND, TRACELOOP_SPAN_KIND, OPENAI_API_BASE}
-#: What ``billable_counts`` returns: model, provider, server address and the ``Counts``.
-Billable = tuple[str | None, str | None, str | None, Counts]
+#: The names a billable span is priced by: ``(provider, server address, model)``, each cleaned.
+RouteNames = tuple[str | None, str | None, str | None]
+#: What ``billable_counts`` returns: the ``RouteNames`` and the ``Counts``.
+Billable = tuple[RouteNames, Counts]
+#: The common layout's ``RouteNames`` by the raw values of ``gen_ai.response.model``,
+#: ``gen_ai.provider.name`` and ``server.address`` they were cleaned from: a process sees a
+#: handful, so each is cleaned once. Kept only where those three values decide the names alone
+#: (a model and a provider as written, no fallback to another key), at most ``_MAX_NAMES``.
+_NAMES: dict[tuple[object, object, object], RouteNames] = {}
+_MAX_NAMES: Final = 1024
 
 
 def billable_counts(attributes: Mapping[str, object]) -> Billable | None:
-    """``(model, provider, server_address, counts)`` of a plainly billable span, else ``None``.
+    """``(route names, counts)`` of a plainly billable span, else ``None``.
 
     The processor's hot path. For a span that ``read_usage`` reads as ``billable`` with counts
-    that are already ints (as instrumentations write them), this returns the same model,
-    provider, server address and counts without building the reading's
+    that are already ints (as instrumentations write them), this returns its call's provider,
+    server address and model (``RouteNames``) and counts without building the reading's
     dataclasses. It returns ``None`` for every other span, which then goes through
     ``read_usage``: so the two never disagree, this one is only faster where it answers. The
     common layout (the current GenAI names, no usage parts, no other convention's marker) is read
-    with six look-ups; any other layout takes the same priority lists as ``_read``.
+    with six look-ups and its names memoized (``_NAMES``); any other layout takes the same
+    priority lists as ``_read``.
     """
     get = attributes.get
     input_tokens = get(GEN_AI_USAGE_INPUT_TOKENS)
     output_tokens = get(GEN_AI_USAGE_OUTPUT_TOKENS)
     operation = get(GEN_AI_OPERATION_NAME)
-    counts: Counts | None
     # Exactly the counts _parse_count and usage_problem accept unchanged (bools and int
     # subclasses are not ``int``; floats and strings are read by read_usage).
-    if (
+    if not (
         type(input_tokens) is int
         and type(output_tokens) is int
         and 0 <= input_tokens <= MAX_TOKENS
@@ -209,12 +217,32 @@ def billable_counts(attributes: Mapping[str, object]) -> Billable | None:
         and type(operation) is str
         and operation in LLM_OPERATIONS
     ):
-        # The common layout: no parts, no other marker (so no aggregate), no API base.
-        counts = (input_tokens, output_tokens, 0, 0, 0)
-    else:
         counts = _general_counts(attributes, input_tokens, output_tokens, operation)
-        if counts is None:
-            return None
+        return None if counts is None else (_route_names(attributes), counts)
+    # The common layout: no parts, no other marker (so no aggregate), no API base.
+    raw = (get(GEN_AI_RESPONSE_MODEL), get(GEN_AI_PROVIDER_NAME), get(SERVER_ADDRESS))
+    try:
+        names = _NAMES.get(raw)
+    except TypeError:  # a value that is no dict key (a list): cleaned, not kept
+        return _route_names(attributes), (input_tokens, output_tokens, 0, 0, 0)
+    if names is None:
+        names = _route_names(attributes)
+        model, provider, _ = raw
+        if (
+            type(model) is str
+            and model.strip()
+            and type(provider) is str
+            and provider.strip()
+            and len(_NAMES) < _MAX_NAMES
+        ):
+            # Without an API base, the server address is the raw one cleaned, or none.
+            _NAMES[raw] = names
+    return names, (input_tokens, output_tokens, 0, 0, 0)
+
+
+def _route_names(attributes: Mapping[str, object]) -> RouteNames:
+    """The ``RouteNames`` of a billable span, as ``_read`` finds them."""
+    get = attributes.get
     # _first_string, with the first name of each list tried inline.
     model = get(GEN_AI_RESPONSE_MODEL)
     model = model.strip() if type(model) is str else None
@@ -228,7 +256,7 @@ def billable_counts(attributes: Mapping[str, object]) -> Billable | None:
     server = server.strip() if type(server) is str else None
     if not server:
         server = _first_string(attributes, SERVER_KEYS) if get(OPENAI_API_BASE) is not None else None
-    return model, provider, server, counts
+    return provider, server, model
 
 
 def _general_counts(
