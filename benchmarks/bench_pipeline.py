@@ -239,15 +239,21 @@ def compare(
     return pb / pa
 
 
-def trace_trees(n_spans: int, llm: bool = True, fanout: int = 8) -> list[ReadableSpan]:
+#: Spans in each of ``trace_trees``' traces: the workflow root, 8 agents, 8 calls under each.
+TRACE_SPANS = 1 + 8 + 8 * 8
+
+
+def trace_trees(n_spans: int, llm: bool = True, fanout: int = 8, minimal: bool = False) -> list[ReadableSpan]:
     """Finished spans of many traces: a workflow root, agents, and leaf calls (LLM calls with costs,
-    or plain work when ``llm`` is false), as ``CostSpanProcessor`` hands them on."""
+    or plain work when ``llm`` is false), as ``CostSpanProcessor`` hands them on. The calls carry
+    ``LLM_VARIANTS``' attributes (``minimal``: ``MINIMAL_LLM_VARIANTS``', earlier sessions' set)."""
     collect = Collect()
     provider = TracerProvider()
     provider.add_span_processor(
         CostSpanProcessor(SimpleSpanProcessor(collect), price_book=fixed_price_book())
     )
     tracer = provider.get_tracer("bench")
+    variants = MINIMAL_LLM_VARIANTS if minimal else LLM_VARIANTS
     i = 0
     while len(collect.spans) < n_spans:
         with tracer.start_as_current_span("invoke_workflow w"):
@@ -255,13 +261,15 @@ def trace_trees(n_spans: int, llm: bool = True, fanout: int = 8) -> list[Readabl
                 with tracer.start_as_current_span("invoke_agent a"):
                     for _ in range(fanout):
                         i += 1
-                        leaf = LLM_VARIANTS[i % len(LLM_VARIANTS)] if llm else {"http.method": "GET"}
+                        leaf = variants[i % len(variants)] if llm else {"http.method": "GET"}
                         with tracer.start_as_current_span("chat gpt-5.2" if llm else "GET", attributes=leaf):
                             pass
     return collect.spans[:n_spans]
 
 
 def rollup_seconds(spans: list[ReadableSpan], batch: int = 512) -> float:
+    """CPU seconds (whole process, so the exporter's flush thread too) to buffer ``spans`` in
+    batches, roll them up and forward them to a null exporter (``force_flush``)."""
     exporter = CostRollupExporter(
         NullExporter(), linger=3600, max_wait=3600, max_buffered_spans=len(spans) + 1
     )
@@ -282,6 +290,103 @@ def encode_seconds(spans: list[ReadableSpan], batch: int = 512) -> float:
     for i in range(0, len(spans), batch):
         exporter.export(spans[i : i + batch])
     return time.process_time() - start
+
+
+#: ``python -c`` program that runs this benchmark over another checkout's code: ``TREE SCRIPT
+#: ARGS...`` imports ``otel_costs`` from TREE first, so the script's own path entry (its tree)
+#: no longer decides where ``otel_costs`` comes from, then runs SCRIPT with ARGS.
+_IN_TREE = (
+    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); import otel_costs; sys.argv.pop(0); "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+#: The rollup set-ups: ``--rollup-loop``'s kind, and its title in the output.
+ROLLUP_KINDS = {
+    "llm": "rollup exporter, LLM-heavy traces",
+    "llm-minimal": "rollup exporter, LLM-heavy traces (minimal LLM attributes)",
+    "plain": "rollup exporter, traces without LLM calls",
+}
+
+
+def _rollup_trees(kind: str, n_spans: int) -> list[ReadableSpan]:
+    return trace_trees(n_spans, llm=kind != "plain", minimal=kind == "llm-minimal")
+
+
+def _code_trees(against: str | None) -> dict[str, Path]:
+    """The checkouts whose ``otel_costs`` is measured: ``against`` (if given), then this one."""
+    trees = {"this tree": Path(__file__).resolve().parents[1]}
+    if against is not None:
+        other = Path(against).resolve()
+        if not (other / "otel_costs" / "__init__.py").is_file():
+            raise SystemExit(f"--against {against}: no otel_costs/__init__.py (a checkout's root?)")
+        trees = {against: other, **trees}
+    return trees
+
+
+def _in_tree(tree: Path, *args: str) -> list[str]:
+    """The command that runs this benchmark with ``args`` over the ``otel_costs`` of ``tree``."""
+    return [sys.executable, "-c", _IN_TREE, str(tree), str(Path(__file__).resolve()), *args]
+
+
+def count_rollup_instructions(against: str | None = None, kinds: Sequence[str] = tuple(ROLLUP_KINDS)) -> None:
+    """Instructions per rolled-up span under valgrind: each process builds the same trees (130
+    traces), then one rolls up 10 of them and the other 130 (``rollup_seconds``: buffer in
+    batches of 512, roll up, forward); the difference / 120 traces' spans is the figure. With
+    ``against``, that checkout's code is counted beside this tree's, set-up by set-up."""
+    small, large = 10, 130
+    trees = _code_trees(against)
+
+    def run(tree: Path, kind: str, traces: int) -> subprocess.Popen[str]:
+        command = [
+            "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+            *_in_tree(tree, "--rollup-loop", kind, str(traces), str(large)),
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        return subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+
+    def total(process: subprocess.Popen[str]) -> int:
+        _, err = process.communicate()
+        found = re.search(r"I\s+refs:\s+([\d,]+)", err)
+        if process.returncode or found is None:
+            raise SystemExit(f"valgrind failed (is it installed?):\n{err[-2000:]}")
+        return int(found.group(1).replace(",", ""))
+
+    per_span: dict[tuple[str, str], int] = {}
+    for kind in kinds:
+        for label, tree in trees.items():
+            a, b = run(tree, kind, small), run(tree, kind, large)
+            per_span[(label, kind)] = (total(b) - total(a)) // ((large - small) * TRACE_SPANS)
+    for kind in kinds:
+        figures = ", ".join(f"{label} {per_span[(label, kind)]:,}" for label in trees)
+        print(f"{ROLLUP_KINDS[kind]}: instructions per span: {figures}")
+
+
+def rollup_rates(kind: str, n: int, rounds: int) -> list[float]:
+    """Spans per CPU-second of ``rounds`` rollups of the same ``n`` spans of ``kind``' trees."""
+    spans = _rollup_trees(kind, n)
+    rollup_seconds(spans[: 2 * TRACE_SPANS])  # warm up
+    return [len(spans) / rollup_seconds(spans) for _ in range(rounds)]
+
+
+def compare_rollup(
+    against: str | None, n: int, rounds: int, kinds: Sequence[str] = tuple(ROLLUP_KINDS)
+) -> None:
+    """Spans/s of the rollup by time, each checkout's code in processes of its own, alternating
+    (one process per checkout and round, three rollups each), so load drift hits all of them."""
+    trees = _code_trees(against)
+    for kind in kinds:
+        rates: dict[str, list[float]] = {label: [] for label in trees}
+        for _ in range(rounds):
+            for label, tree in trees.items():
+                out = subprocess.run(
+                    _in_tree(tree, "--rollup-time", kind, str(n), "3"),
+                    check=True, capture_output=True, text=True,
+                ).stdout  # fmt: skip
+                rates[label].extend(float(x) for x in out.split())
+        figures = "; ".join(
+            f"{label} median {statistics.median(r):,.0f} ({min(r):,.0f}-{max(r):,.0f})"
+            for label, r in rates.items()
+        )
+        print(f"{ROLLUP_KINDS[kind]}, spans/s by CPU time, {rounds} rounds x 3: {figures}")
 
 
 def count_instructions(prices: str, against: str | None = None) -> None:
@@ -346,7 +451,34 @@ def main() -> None:
         default="fixed",
         help="price book of the LLM spans: the fixed test table (overrides) or genai-prices' data",
     )
+    # The rollup's own set-ups (this file's rollup part):
+    parser.add_argument(
+        "--rollup",
+        action="store_true",
+        help="only the rollup exporter: spans/s by time (with --against, both checkouts' code "
+        "alternating), or with --instructions its instructions per rolled-up span",
+    )
+    # One rollup in a process of its own, for --instructions: KIND TRACES BUILT (roll up TRACES
+    # of BUILT traces); --rollup-time KIND N ROUNDS prints the spans/s of each round.
+    parser.add_argument("--rollup-loop", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--rollup-time", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rollup_loop:
+        kind, traces, built = args.rollup_loop
+        spans = _rollup_trees(kind, int(built) * TRACE_SPANS)
+        rollup_seconds(spans[: 2 * TRACE_SPANS])  # warm up (both processes alike)
+        rollup_seconds(spans[: int(traces) * TRACE_SPANS])
+        return
+    if args.rollup_time:
+        kind, count, rounds = args.rollup_time
+        print(*(f"{rate:.0f}" for rate in rollup_rates(kind, int(count), int(rounds))))
+        return
+    if args.rollup:
+        if args.instructions:
+            count_rollup_instructions(args.against)
+        else:
+            compare_rollup(args.against, args.spans, args.rounds)
+        return
     if args.loop:
         costs, kind, count = args.loop
         if kind not in KINDS:
@@ -358,6 +490,7 @@ def main() -> None:
         return
     if args.instructions:
         count_instructions(args.prices, args.against)
+        count_rollup_instructions(args.against)
         return
     n = args.spans
     without, with_ = provider_for(False, args.prices), provider_for(True, args.prices)
@@ -376,7 +509,7 @@ def main() -> None:
         encode_t = statistics.median(encode_seconds(spans) for _ in range(args.rounds))
         rates[with_llm] = len(spans) / rollup_t
         print(
-            f"rollup exporter, {'LLM-heavy traces' if with_llm else 'traces without LLM calls'}: "
+            f"{ROLLUP_KINDS['llm' if with_llm else 'plain']}: "
             f"{rates[with_llm]:,.0f} spans/s; bare OTLP encoding of the same spans: "
             f"{len(spans) / encode_t:,.0f} spans/s; rollup costs {rollup_t / encode_t:.2f}x the encoding"
         )

@@ -49,15 +49,25 @@ def inherited_attributes(
     span_ids: Sequence[Hashable],
     parent_ids: Sequence[Hashable | None],
     attributes_of: Sequence[Mapping[str, Any] | None],
+    *,
+    targets: Sequence[int] | None = None,
+    acyclic: bool = False,
 ) -> dict[int, dict[str, Any]]:
     """Per span index, the attributes the rule writes on it (only names the span lacks, and
-    ``otel_costs.agent.source``); spans the rule writes nothing on are left out."""
-    targets = [i for i, attributes in enumerate(attributes_of) if is_target(attributes)]
+    ``otel_costs.agent.source``); spans the rule writes nothing on are left out.
+
+    ``targets``: the indexes ``is_target`` holds for, if the caller knows them already.
+    ``acyclic``: the caller knows the parent links hold no loop (``rollup_columns`` flagged no
+    ``cycle``), so the walk above a parent is the same for every child that names the same own
+    agent, and is made once per (parent, own agent).
+    """
+    if targets is None:
+        targets = [i for i, attributes in enumerate(attributes_of) if is_target(attributes)]
     if not targets:
         return {}
-    index: dict[Hashable, int] = {}
-    for i, span_id in enumerate(span_ids):
-        index.setdefault(span_id, i)
+    # The first span with an id owns it (as in rollup_columns): built back to front in C.
+    n = len(span_ids)
+    index: dict[Hashable, int] = dict(zip(reversed(span_ids), range(n - 1, -1, -1), strict=True))
     kinds: dict[int, str | None] = {}
 
     def kind_of(i: int) -> str | None:
@@ -74,30 +84,48 @@ def inherited_attributes(
             named = _named_parents(attributes_of, kind_of)
         return named.get(agent)
 
+    walks: dict[tuple[int, str | None], _Found] | None = {} if acyclic else None
     out: dict[int, dict[str, Any]] = {}
     for i in targets:
-        written = _for_span(i, index, parent_ids, attributes_of, kind_of, named_parent)
+        attributes = attributes_of[i] or _EMPTY
+        # Most call spans name no agent of their own: one set test over the few keys says so.
+        agent = None if attributes.keys().isdisjoint(_OWN_AGENT_KEYS) else own_agent(attributes)
+        parent_id = parent_ids[i]
+        j = None if parent_id is None else index.get(parent_id)
+        if walks is None or j is None:
+            found = _walk(i, j, agent, index, parent_ids, attributes_of, kind_of)
+        else:
+            known = walks.get((j, agent))
+            if known is None:
+                known = walks[(j, agent)] = _walk(i, j, agent, index, parent_ids, attributes_of, kind_of)
+            found = known
+        written = _written(attributes, found, named_parent)
         if written:
             out[i] = written
     return out
 
 
-def _for_span(
+#: What the walk above a span found: agent, its source, parent agent and workflow.
+_Found = tuple[str | None, str | None, str | None, str | None]
+#: Every key ``own_agent`` reads.
+_OWN_AGENT_KEYS = frozenset((*conv.CALL_AGENT_NAME_KEYS, conv.OI_METADATA))
+
+
+def _walk(
     i: int,
+    j: int | None,
+    agent: str | None,
     index: Mapping[Hashable, int],
     parent_ids: Sequence[Hashable | None],
     attributes_of: Sequence[Mapping[str, Any] | None],
     kind_of: Any,
-    named_parent: Any,
-) -> dict[str, Any]:
-    attributes = attributes_of[i] or _EMPTY
-    agent = own_agent(attributes)
+) -> _Found:
+    """The rule over span ``i``'s ancestors from its parent ``j`` up, ``agent`` its own agent."""
     source = conv.AGENT_SOURCE_OWN if agent is not None else None
     task: str | None = None
     parent_agent: str | None = None
     workflow: str | None = None
     seen = {i}
-    j = _parent(i, index, parent_ids)
     # Each ancestor once: parent links may loop (the rollup flags that; here it just stops).
     while j is not None and j not in seen:
         seen.add(j)
@@ -123,6 +151,14 @@ def _for_span(
     if agent is None and task is not None:
         # No agent span above: OpenLLMetry writes LangChain sub-agents and graph nodes as tasks.
         agent, source = task, conv.AGENT_SOURCE_INHERITED
+    return agent, source, parent_agent, workflow
+
+
+def _written(attributes: Mapping[str, Any], found: _Found, named_parent: Any) -> dict[str, Any]:
+    """What the rule writes on a span with ``attributes``, given what the walk above it ``found``."""
+    agent, source, parent_agent, workflow = found
+    if agent is None and workflow is None:
+        return {}  # nothing to write (a parent agent is only ever found with an agent)
     if parent_agent is None and agent is not None and conv.AGENT_PARENT_ID not in attributes:
         # Two tracers side by side (an instrumentation's agent spans beside the framework
         # integration's): the parent an agent span of this agent names elsewhere in the trace.

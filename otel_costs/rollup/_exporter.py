@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_costs import conventions as conv
+from otel_costs._money import NANOS_PER_USD as _NANOS_PER_USD
 from otel_costs._sdk import suppress_instrumentation
 from otel_costs.pipeline._spans import annotated, attributes_dict, readable_attributes
 from otel_costs.rollup._agents import inherited_attributes, is_target
@@ -290,6 +291,8 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
     no cost and that is not flagged is handed on as it is. Each billable span also gets the agent,
     parent agent and workflow it ran under where it lacks them (``_agents``).
     """
+    # Runs once per trace over every span the exporter forwards: the per-span steps are kept
+    # few (benchmarks/bench_pipeline.py --rollup counts them).
     n = len(spans)
     span_ids: list[Hashable] = [0] * n
     parent_ids: list[Hashable | None] = [None] * n
@@ -297,8 +300,9 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
     direct = [0] * n
     billable = [False] * n
     unpriced = [0] * n
-    attributes_of: list[Mapping[str, Any] | None] = [None] * n
-    any_target = False
+    attributes_of: list[Mapping[str, Any]] = [_NO_ATTRIBUTES] * n
+    targets: list[int] = []
+    cost_keys = _COST_KEYS
     for i, span in enumerate(spans):
         ctx = span.context
         if ctx is not None:
@@ -308,23 +312,47 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
             parent_ids[i] = parent.span_id
             remote[i] = parent.is_remote
         attributes = attributes_of[i] = readable_attributes(span)
-        # Most spans carry no cost attribute: one set test over their keys says so.
-        if attributes and not _COST_KEYS.isdisjoint(attributes):
+        # Most spans carry no cost attribute: one set test over the three keys says so.
+        if attributes and not attributes.keys().isdisjoint(cost_keys):
             direct[i], billable[i], flagged = own_cost(attributes)
             if flagged:
                 unpriced[i] = 1
             if is_target(attributes):
-                any_target = True
-    # The agent each billable span ran under, from the tree (docs/conventions.md).
-    inherited = inherited_attributes(span_ids, parent_ids, attributes_of) if any_target else {}
+                targets.append(i)
     children_nanos, total, billable_subtree, unpriced_subtree, root_kind = rollup_columns(
         span_ids, parent_ids, remote, direct, billable, unpriced
     )
+    # The agent each billable span ran under, from the tree (docs/conventions.md).
+    inherited = (
+        inherited_attributes(
+            span_ids, parent_ids, attributes_of, targets=targets, acyclic="cycle" not in root_kind
+        )
+        if targets
+        else _NO_INHERITED
+    )
     out: list[ReadableSpan] = []
+    append = out.append
     for i, span in enumerate(spans):
         kind = root_kind[i]
-        if not billable_subtree[i] and kind is None and partial_reason is None:
-            out.append(span)
+        if kind is None and partial_reason is None:
+            if not billable_subtree[i]:
+                append(span)
+                continue
+            # The common case, inline: a span under which something is billable, not flagged.
+            attributes = attributes_dict(attributes_of[i])
+            written = inherited.get(i)
+            if written:
+                attributes.update(written)
+            children, subtree = children_nanos[i], total[i]
+            attributes[_CHILDREN] = children / _NANOS_PER_USD
+            attributes[_TOTAL] = subtree / _NANOS_PER_USD
+            attributes[_CHILDREN_NANOS] = children
+            attributes[_TOTAL_NANOS] = subtree
+            attributes[_CURRENCY] = _USD
+            attributes[_SCOPE] = _PROCESS
+            if unpriced_subtree[i]:
+                attributes[_UNPRICED] = unpriced_subtree[i]
+            append(annotated(span, attributes))
             continue
         attributes = attributes_dict(attributes_of[i])
         written = inherited.get(i)
@@ -334,5 +362,15 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
         if partial_reason is not None:
             attributes[conv.COST_ROLLUP_PARTIAL] = True
             attributes[conv.COST_ROLLUP_PARTIAL_REASON] = partial_reason
-        out.append(annotated(span, attributes))
+        append(annotated(span, attributes))
     return out
+
+
+_NO_ATTRIBUTES: Mapping[str, Any] = {}
+_NO_INHERITED: dict[int, dict[str, Any]] = {}
+# ``write_rollup``'s names and its one division, bound once for ``annotate_trace``'s common case.
+_CHILDREN, _TOTAL = conv.COST_CHILDREN, conv.COST_TOTAL
+_CHILDREN_NANOS, _TOTAL_NANOS = conv.COST_CHILDREN_NANOS, conv.COST_TOTAL_NANOS
+_CURRENCY, _USD = conv.COST_CURRENCY, conv.CURRENCY_USD
+_SCOPE, _PROCESS = conv.COST_ROLLUP_SCOPE, conv.SCOPE_PROCESS
+_UNPRICED = conv.COST_ROLLUP_UNPRICED
