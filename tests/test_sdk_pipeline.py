@@ -16,6 +16,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from otel_costs import _sdk
 
@@ -176,3 +177,19 @@ def test_on_ending_probe() -> None:
     tracer_provider.add_span_processor(wrapper)
     tracer_provider.get_tracer("t").start_span("ending").end()
     assert seen == ["ending"]
+
+
+def test_tree_ids_read_the_span_and_its_parent(provider: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    """tree_ids gives a span's id, its parent's id and whether that parent is remote, as properties say."""
+    tracer_provider, exporter = provider
+    tracer = tracer_provider.get_tracer("t")
+    remote = SpanContext(trace_id=9, span_id=8, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    with tracer.start_as_current_span("local parent"):
+        tracer.start_span("child").end()
+    tracer.start_span("remote child", context=set_span_in_context(NonRecordingSpan(remote))).end()
+    child, parent, remote_child = exporter.get_finished_spans()
+    assert child.context is not None and parent.context is not None and remote_child.context is not None
+    assert _sdk.tree_ids(child) == (child.context.span_id, parent.context.span_id, False)
+    assert _sdk.tree_ids(parent) == (parent.context.span_id, None, False)
+    assert _sdk.tree_ids(remote_child) == (remote_child.context.span_id, 8, True)
+    assert _sdk.tree_ids(ReadableSpan(name="no context")) == (None, None, False)

@@ -17,7 +17,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_costs import conventions as conv
 from otel_costs._money import NANOS_PER_USD as _NANOS_PER_USD
-from otel_costs._sdk import suppress_instrumentation
+from otel_costs._sdk import span_ids as ids_of
+from otel_costs._sdk import suppress_instrumentation, tree_ids
 from otel_costs.pipeline._spans import annotated, attributes_dict, readable_attributes
 from otel_costs.rollup._agents import inherited_attributes, is_target
 from otel_costs.rollup._tree import own_cost, rollup_columns, write_rollup
@@ -157,12 +158,12 @@ class CostRollupExporter(SpanExporter):
         added = 0
         try:
             for span in spans:
-                ctx = span.context
-                if ctx is None:
+                ids = ids_of(span)
+                if ids is None:
                     # No span context (hand-built spans): nothing to roll up, forward it as is.
                     evicted.append((_Pending(spans=[span]), None))
                     continue
-                trace_id = ctx.trace_id
+                trace_id = ids[0]
                 pending = pending_by_trace.get(trace_id)
                 if pending is None:
                     late = trace_id in self._flushed
@@ -304,13 +305,9 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
     targets: list[int] = []
     cost_keys = _COST_KEYS
     for i, span in enumerate(spans):
-        ctx = span.context
-        if ctx is not None:
-            span_ids[i] = ctx.span_id
-        parent = span.parent
-        if parent is not None:
-            parent_ids[i] = parent.span_id
-            remote[i] = parent.is_remote
+        span_id, parent_ids[i], remote[i] = tree_ids(span)
+        if span_id is not None:
+            span_ids[i] = span_id
         attributes = attributes_of[i] = readable_attributes(span)
         # Most spans carry no cost attribute: one set test over the three keys says so.
         if attributes and not attributes.keys().isdisjoint(cost_keys):
