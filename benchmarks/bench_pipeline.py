@@ -26,9 +26,10 @@ Method, so the ratios are not flattering:
 * LLM spans carry varying token counts (1,000 distinct attribute sets, built before timing and
   shared by both sides), so no cache keyed by the counts could make the pipeline look cheap.
 * ``--instructions`` counts instructions instead (valgrind's cachegrind, ``PYTHONHASHSEED=0``):
-  each of the four set-ups runs 1,000 and 9,000 spans in a process of its own, and the
-  difference / 8,000 is the figure per span. It does not move with the machine's load (the batch
-  worker thread adds about +-2k instructions of jitter), so it is the steadier comparison of
+  each set-up runs 1,000 and 9,000 spans in a process of its own, and the difference / 8,000 is
+  the figure per span. The batch worker is kept quiet there and the spans are exported in the
+  caller's thread every 1,000 spans, so the count moves by about 0.03k a span from run to run
+  and not with the machine's load: it is the steadier comparison of
   two versions of the code; the time ratios are what the targets are judged on. ``--against
   TREE`` counts another checkout's code too (e.g. ``git archive main | tar -x -C TREE``), each
   set-up of both trees in the same run, so two versions are compared side by side.
