@@ -328,6 +328,22 @@ def _in_tree(tree: Path, *args: str) -> list[str]:
     return [sys.executable, "-c", _IN_TREE, str(tree), str(Path(__file__).resolve()), *args]
 
 
+def _valgrind(command: Sequence[str]) -> subprocess.Popen[str]:
+    """``command`` started under valgrind's instruction count (``PYTHONHASHSEED=0``)."""
+    counting = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.Popen([*counting, *command], stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _counted(process: subprocess.Popen[str]) -> int:
+    """The instructions valgrind counted for ``process`` (started by ``_valgrind``)."""
+    _, err = process.communicate()
+    found = re.search(r"I\s+refs:\s+([\d,]+)", err)
+    if process.returncode or found is None:
+        raise SystemExit(f"valgrind failed (is it installed?):\n{err[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
 def count_rollup_instructions(against: str | None = None, kinds: Sequence[str] = tuple(ROLLUP_KINDS)) -> None:
     """Instructions per rolled-up span under valgrind: each process builds the same trees (130
     traces), then one rolls up 10 of them and the other 130 (``rollup_seconds``: buffer in
@@ -337,25 +353,13 @@ def count_rollup_instructions(against: str | None = None, kinds: Sequence[str] =
     trees = _code_trees(against)
 
     def run(tree: Path, kind: str, traces: int) -> subprocess.Popen[str]:
-        command = [
-            "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-            *_in_tree(tree, "--rollup-loop", kind, str(traces), str(large)),
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        return subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
-
-    def total(process: subprocess.Popen[str]) -> int:
-        _, err = process.communicate()
-        found = re.search(r"I\s+refs:\s+([\d,]+)", err)
-        if process.returncode or found is None:
-            raise SystemExit(f"valgrind failed (is it installed?):\n{err[-2000:]}")
-        return int(found.group(1).replace(",", ""))
+        return _valgrind(_in_tree(tree, "--rollup-loop", kind, str(traces), str(large)))
 
     per_span: dict[tuple[str, str], int] = {}
     for kind in kinds:
         for label, tree in trees.items():
             a, b = run(tree, kind, small), run(tree, kind, large)
-            per_span[(label, kind)] = (total(b) - total(a)) // ((large - small) * TRACE_SPANS)
+            per_span[(label, kind)] = (_counted(b) - _counted(a)) // ((large - small) * TRACE_SPANS)
     for kind in kinds:
         figures = ", ".join(f"{label} {per_span[(label, kind)]:,}" for label in trees)
         print(f"{ROLLUP_KINDS[kind]}: instructions per span: {figures}")
@@ -402,27 +406,15 @@ def count_instructions(prices: str, against: str | None = None) -> None:
         scripts = {against: other, **scripts}
 
     def run(script: Path, with_costs: bool, kind: str, n: int) -> subprocess.Popen[str]:
-        command = [
-            "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-            sys.executable, str(script), "--loop", "with" if with_costs else "without",
-            kind, str(n), "--prices", prices,
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONHASHSEED": "0"}
-        return subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
-
-    def total(process: subprocess.Popen[str]) -> int:
-        _, err = process.communicate()
-        found = re.search(r"I\s+refs:\s+([\d,]+)", err)
-        if process.returncode or found is None:
-            raise SystemExit(f"valgrind failed (is it installed?):\n{err[-2000:]}")
-        return int(found.group(1).replace(",", ""))
+        costs = "with" if with_costs else "without"
+        return _valgrind([sys.executable, str(script), "--loop", costs, kind, str(n), "--prices", prices])
 
     per_span: dict[tuple[str, bool, str], int] = {}
     for kind in KINDS:
         for with_costs in (False, True):
             for label, script in scripts.items():
                 small, large = run(script, with_costs, kind, 1000), run(script, with_costs, kind, 9000)
-                per_span[(label, with_costs, kind)] = (total(large) - total(small)) // 8000
+                per_span[(label, with_costs, kind)] = (_counted(large) - _counted(small)) // 8000
     for label in scripts:
         if len(scripts) > 1:
             print(f"{label}:")
