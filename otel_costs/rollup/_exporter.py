@@ -16,7 +16,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_costs import conventions as conv
-from otel_costs._money import NANOS_PER_USD as _NANOS_PER_USD
 from otel_costs._sdk import span_ids as ids_of
 from otel_costs._sdk import suppress_instrumentation, tree_ids
 from otel_costs.pipeline._spans import annotated, attributes_dict, readable_attributes
@@ -331,25 +330,8 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
     append = out.append
     for i, span in enumerate(spans):
         kind = root_kind[i]
-        if kind is None and partial_reason is None:
-            if not billable_subtree[i]:
-                append(span)
-                continue
-            # The common case, inline: a span under which something is billable, not flagged.
-            attributes = attributes_dict(attributes_of[i])
-            written = inherited.get(i)
-            if written:
-                attributes.update(written)
-            children, subtree = children_nanos[i], total[i]
-            attributes[_CHILDREN] = children / _NANOS_PER_USD
-            attributes[_TOTAL] = subtree / _NANOS_PER_USD
-            attributes[_CHILDREN_NANOS] = children
-            attributes[_TOTAL_NANOS] = subtree
-            attributes[_CURRENCY] = _USD
-            attributes[_SCOPE] = _PROCESS
-            if unpriced_subtree[i]:
-                attributes[_UNPRICED] = unpriced_subtree[i]
-            append(annotated(span, attributes))
+        if not billable_subtree[i] and kind is None and partial_reason is None:
+            append(span)
             continue
         attributes = attributes_dict(attributes_of[i])
         written = inherited.get(i)
@@ -365,9 +347,3 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
 
 _NO_ATTRIBUTES: Mapping[str, Any] = {}
 _NO_INHERITED: dict[int, dict[str, Any]] = {}
-# ``write_rollup``'s names and its one division, bound once for ``annotate_trace``'s common case.
-_CHILDREN, _TOTAL = conv.COST_CHILDREN, conv.COST_TOTAL
-_CHILDREN_NANOS, _TOTAL_NANOS = conv.COST_CHILDREN_NANOS, conv.COST_TOTAL_NANOS
-_CURRENCY, _USD = conv.COST_CURRENCY, conv.CURRENCY_USD
-_SCOPE, _PROCESS = conv.COST_ROLLUP_SCOPE, conv.SCOPE_PROCESS
-_UNPRICED = conv.COST_ROLLUP_UNPRICED
