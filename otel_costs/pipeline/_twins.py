@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -142,7 +142,7 @@ class Twins:
         #: Per open model-call span id, the scopes of the spans already paired with it.
         self.paired: dict[int, set[str | None]] = {}
         #: Call spans that ended priced lately, by trace id (oldest trace first).
-        self.ended: OrderedDict[int, list[EndedCall]] = OrderedDict()
+        self.ended: OrderedDict[int, deque[EndedCall]] = OrderedDict()
         #: Call spans held, by the span id of the open model-call span they are paired with.
         self.holding: dict[int, list[HeldSpan]] = {}
         self.held_count = 0
@@ -268,17 +268,23 @@ class Twins:
             return
         model = attributes.get(_FIRST_MODEL_KEY)
         record: EndedCall = [scope, model_of(attributes) if model is None else model, start, end, None]
+        calls = self.ended.get(trace_id)
+        if calls is None:
+            calls = self._ended_calls(trace_id)
+        # No lock: a bounded deque's append (one C call) drops its oldest record itself.
+        calls.append(record)
+
+    def _ended_calls(self, trace_id: int) -> deque[EndedCall]:
+        """The records of ``trace_id``'s ended calls, made (the oldest trace's forgotten past
+        ``ENDED_TRACES``) under the lock so two threads cannot make two."""
         ended = self.ended
         with self.lock:
             calls = ended.get(trace_id)
             if calls is None:
                 if len(ended) >= ENDED_TRACES:
                     ended.popitem(last=False)
-                ended[trace_id] = [record]
-                return
-            calls.append(record)
-            if len(calls) > ENDED_PER_TRACE:
-                del calls[0]
+                calls = ended[trace_id] = deque(maxlen=ENDED_PER_TRACE)
+            return calls
 
     def ended_twin(self, span: ReadableSpan, attributes: Mapping[str, Any]) -> bool:
         """Whether a call span of ``span``'s trace that ended counted overlapped it in time, for the
@@ -291,7 +297,8 @@ class Twins:
         scope = scope_name(span)
         model = model_of(attributes)
         with self.lock:
-            for record in reversed(self.ended.get(ctx.trace_id, ())):
+            # A copy (one C call): ``remember`` appends without the lock.
+            for record in reversed(tuple(self.ended.get(ctx.trace_id, ()))):
                 if (
                     _name(record[0]) == scope
                     or record[3] < start
