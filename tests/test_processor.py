@@ -22,8 +22,9 @@ import otel_costs
 from otel_costs import _sdk
 from otel_costs import conventions as conv
 from otel_costs.metrics import CostMetrics
-from otel_costs.pipeline import CostListener
+from otel_costs.pipeline import CostListener, _processor
 from otel_costs.pipeline._spans import with_attributes, with_events
+from otel_costs.pipeline._twins import ENDED_PER_TRACE, ENDED_REASON
 from otel_costs.pricing._plans import Plan
 from otel_costs.pricing._usage import LlmCall
 from otel_costs.testing import InMemoryPipeline, fixed_price_book
@@ -556,6 +557,39 @@ def test_one_call_traced_twice_is_priced_once(pipeline: InMemoryPipeline) -> Non
     assert pipeline.attributes("root")[conv.COST_TOTAL_NANOS] == 12_000_000
 
 
+def _response_statuses(harness: Harness, ids: Sequence[str]) -> list[Any]:
+    """The ``cost.status`` of one call span per response id of ``ids``, all in one trace."""
+    tracer = harness.provider.get_tracer("tests")
+    with tracer.start_as_current_span("root"):
+        for response_id in ids:
+            attributes = chat("gpt-5.2", 10, 5, **{conv.GEN_AI_RESPONSE_ID: response_id})
+            tracer.start_span(response_id, attributes=attributes).end()
+    spans = [s for s in harness.exporter.get_finished_spans() if s.name != "root"]
+    return [(s.attributes or {}).get(conv.COST_STATUS) for s in spans]
+
+
+def test_a_response_is_recognised_after_the_bound_of_other_responses(harness: Harness) -> None:
+    """A response id counted 4,096 responses ago (the remembered bound) is still a duplicate."""
+    others = [f"r-{i}" for i in range(_processor._SEEN_RESPONSES - 1)]
+    statuses = _response_statuses(harness, ["r-first", *others, "r-first"])
+    assert statuses[:-1] == [conv.STATUS_PRICED] * (len(others) + 1)
+    assert statuses[-1] == conv.STATUS_DUPLICATE
+
+
+def test_the_remembered_responses_stay_bounded(harness: Harness) -> None:
+    """Past the bound by one batch, the oldest batch of response ids is forgotten at once.
+
+    It reads the processor's private table: its size is the memory bound, not seen through spans.
+    """
+    (processor,) = harness.provider._active_span_processor._span_processors
+    assert isinstance(processor, otel_costs.CostSpanProcessor)
+    bound = _processor._SEEN_RESPONSES + _processor._SEEN_BATCH
+    statuses = _response_statuses(harness, [f"r-{i}" for i in range(bound + 1)] + ["r-0", f"r-{bound}"])
+    assert len(processor._seen) <= bound
+    # r-0 was in the batch forgotten (priced again); the latest one is still known.
+    assert statuses[-2:] == [conv.STATUS_PRICED, conv.STATUS_DUPLICATE]
+
+
 @pytest.mark.parametrize(
     "attributes",
     [
@@ -771,6 +805,30 @@ def test_sibling_call_spans_of_two_scopes_are_counted_once(harness: Harness) -> 
         "invoke_agent researcher": None,
     }
     assert [name for name, _ in harness.costs] == ["chat gpt-5.2"]
+
+
+@pytest.mark.parametrize("later_calls", [ENDED_PER_TRACE - 1, ENDED_PER_TRACE])
+def test_a_call_known_only_at_its_end_is_a_duplicate_of_its_twin_that_ended(
+    harness: Harness, later_calls: int
+) -> None:
+    """An LLM span with no kind marker at start, overlapping a capture span of its model that ended
+    counted, is that call's duplicate while the capture is among its trace's last calls kept."""
+    capture = harness.provider.get_tracer("otel_costs.httpx")
+    with trace_api.use_span(harness.provider.get_tracer("tests").start_span("agent"), end_on_exit=True):
+        llm = harness.provider.get_tracer("openinference").start_span("ChatOpenAI")
+        with capture.start_as_current_span("chat gpt-5.2", attributes=chat("gpt-5.2", 1500, 500)):
+            pass
+        for k in range(later_calls):  # calls of another model, ended later in the trace
+            with capture.start_as_current_span(f"other-{k}", attributes=chat("gemini-3-pro", 10, 5)):
+                pass
+        llm.set_attributes(_oi_llm("gpt-5.2", 1500, 500))
+        llm.end()
+    llm_span = harness.exporter.get_finished_spans()[-2].attributes or {}
+    if later_calls < ENDED_PER_TRACE:
+        assert llm_span[conv.COST_STATUS] == conv.STATUS_DUPLICATE
+        assert llm_span[conv.COST_STATUS_REASON] == ENDED_REASON
+    else:  # the capture's record was dropped for the later ones: the bound's documented miss
+        assert llm_span[conv.COST_STATUS] == conv.STATUS_PRICED
 
 
 def test_call_spans_nested_through_an_http_span_are_counted_once(harness: Harness) -> None:

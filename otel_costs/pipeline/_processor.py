@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from contextlib import suppress
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from opentelemetry.context import Context
@@ -79,8 +78,10 @@ class CostListener(Protocol):
 #: Baggage values longer than this are not copied onto spans (they are ids, not payloads).
 DEFAULT_MAX_VALUE_LENGTH = 256
 _MAX_RETRY_DEPTH = 10_000
-#: How many (trace, response id) pairs are remembered to catch one call traced twice.
+#: How many (trace, response id) pairs are remembered at least to catch one call traced twice;
+#: past it by ``_SEEN_BATCH`` the oldest ``_SEEN_BATCH`` are forgotten at once.
 _SEEN_RESPONSES = 4096
+_SEEN_BATCH = 1024
 #: How many distinct baggage contents keep their prepared span attributes.
 _ATTRIBUTION_CACHE = 1024
 #: Prepared attribution of one baggage content: the span attributes to add (the rejected keys
@@ -158,7 +159,9 @@ class CostSpanProcessor(SpanProcessor):
         #: The bound ``on_span_cost`` of each listener, looked up once.
         self._listeners = tuple(listener.on_span_cost for listener in listeners)
         self._baggage_keys = dict(conv.BAGGAGE_TO_ATTRIBUTE if baggage_keys is None else baggage_keys)
-        self._seen: OrderedDict[tuple[int, str], object] = OrderedDict()
+        #: Response ids counted, by (trace id, id), oldest first (a dict keeps insertion order).
+        self._seen: dict[tuple[int, str], object] = {}
+        self._seen_lock = threading.Lock()
         #: Attributes an ended span has when the SDK's limit may have evicted some: below it,
         #: ``dropped_attributes`` is not even read (the env limit; a smaller one set in code is missed).
         self._attribute_limit = attribute_count_limit()
@@ -473,19 +476,18 @@ class CostSpanProcessor(SpanProcessor):
         call span with a parent is also kept for ``Twins.ended_twin``, as a model call if it was
         tracked from its start as one."""
         response_id = attributes.get(_RESPONSE_ID)
-        if response_id is not None and isinstance(response_id, str) and response_id:
+        if (type(response_id) is str or isinstance(response_id, str)) and response_id:
             if fields is None:
                 fields = ended_call(span)
             if fields is not None:
                 seen = self._seen
                 # One C call both tests and records the response (so two threads cannot both
-                # count it): the value stored is this call's own token.
-                token = object()
-                if seen.setdefault((fields[0], response_id), token) is not token:
+                # count it): the value stored is this call's own key, a new tuple.
+                key = (fields[0], response_id)
+                if seen.setdefault(key, key) is not key:
                     return annotated(span, mark_duplicate(dict(attributes)))
-                if len(seen) > _SEEN_RESPONSES:
-                    with suppress(KeyError):  # emptied by another thread meanwhile
-                        seen.popitem(last=False)
+                if len(seen) > _SEEN_RESPONSES + _SEEN_BATCH:
+                    self._forget_responses()
         copy = span = annotated(span, costed)
         if self._listeners:
             nanos = costed.get(conv.COST_DIRECT_NANOS, 0)
@@ -503,6 +505,16 @@ class CostSpanProcessor(SpanProcessor):
             # A root has no sibling to end after it.
             self._twins.remember(fields, costed if span is copy else readable_attributes(span), tracked)
         return span
+
+    def _forget_responses(self) -> None:
+        """Forget the oldest ``_SEEN_BATCH`` response ids, once per that many (a batch, not one
+        per call: a plain dict's ``setdefault`` is the cheapest test-and-record)."""
+        seen = self._seen
+        with self._seen_lock:
+            if len(seen) > _SEEN_RESPONSES + _SEEN_BATCH:  # not already done by another thread
+                # ``list(islice(...))`` is one C loop: no other thread's insert can interleave.
+                for key in list(islice(seen, _SEEN_BATCH)):
+                    seen.pop(key, None)
 
     def _release_stale(self, everything: bool = False) -> list[ReadableSpan]:
         """Price the held spans older than ``HOLD_SECONDS`` (all of them: ``everything``) as they are."""
