@@ -86,28 +86,39 @@ def test_sdk_span_fields_probe(provider: tuple[TracerProvider, InMemorySpanExpor
 
 def test_span_layout_probe(provider: tuple[TracerProvider, InMemorySpanExporter]) -> None:
     """span_copier copies every field of an ended span but its attributes, and keeps its dropped count."""
-    assert _sdk.HAS_SPAN_LAYOUT, "ReadableSpan no longer keeps its fields in its __dict__"
+    assert _sdk.HAS_SPAN_LAYOUT, "ReadableSpan's fields are no longer _sdk._SPAN_FIELDS"
     tracer_provider, exporter = provider
     tracer_provider.get_tracer("t").start_span("s", attributes={"a": 1}).end()
     (ended,) = exporter.get_finished_spans()
+    assert set(vars(ended)) == _sdk._SPAN_FIELDS
 
     class Copy(ReadableSpan):
-        pass
+        _dropped_events: int | None = None
+        _dropped_links: int | None = None
 
     def fallback(span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
         raise AssertionError("the SDK's span took the fallback")
 
-    copy = _sdk.span_copier(Copy, (ReadableSpan,), fallback)(ended, {"a": 2})
+    copier = _sdk.span_copier(Copy, fallback)
+    copy = copier(ended, {"a": 2})
     assert type(copy) is Copy
     assert copy.attributes == {"a": 2}
-    assert (copy.name, copy.context, copy.start_time, copy.end_time) == (
-        ended.name,
-        ended.context,
-        ended.start_time,
-        ended.end_time,
-    )
-    assert vars(copy)["_dropped"] == ended.dropped_attributes == 0
+    fields, own = vars(copy), vars(ended)
+    assert set(fields) == _sdk._SPAN_FIELDS | {"_own", "_dropped"}
+    assert all(fields[name] is own[name] for name in _sdk._SPAN_FIELDS - {"_attributes"})
+    assert fields["_dropped"] == ended.dropped_attributes == 0
     assert ended.attributes == {"a": 1}
+    # A copy of a copy keeps the copy's own fields too.
+    copy._dropped, copy._dropped_events = 3, 2  # type: ignore[attr-defined]
+    again = vars(copier(copy, {"a": 3}))
+    assert (again["_attributes"], again["_own"], again["_dropped"], again["_dropped_events"]) == (
+        {"a": 3},
+        {"a": 3},
+        3,
+        2,
+    )
+    assert again["_dropped_links"] is None
+    assert all(again[name] is own[name] for name in _sdk._SPAN_FIELDS - {"_attributes"})
 
 
 def test_span_copier_falls_back_for_other_types() -> None:
@@ -122,7 +133,7 @@ def test_span_copier_falls_back_for_other_types() -> None:
         pass
 
     span = Other(name="o")
-    assert _sdk.span_copier(ReadableSpan, (ReadableSpan,), fallback)(span, {}) is span
+    assert _sdk.span_copier(ReadableSpan, fallback)(span, {}) is span
     assert made == [span]
 
 

@@ -59,16 +59,13 @@ class _AnnotatedSpan(ReadableSpan):
         return super().dropped_links if self._dropped_links is None else self._dropped_links
 
 
-#: Span types whose fields are all plain instance-dict entries (no subclass properties to honour).
-_COPYABLE = (ReadableSpan, _AnnotatedSpan)
-
 #: ``annotated(span, attributes)``: a copy of the ended ``span`` whose attributes are
 #: ``attributes`` (which the copy takes over). The caller builds ``attributes`` as the span's own
 #: attributes updated with its additions, and must not change the dict afterwards. Everything
 #: else is the span's, dropped counts included (``_sdk.span_copier`` copies its fields where the
 #: SDK's layout allows: 10x cheaper than the constructor, which is the fallback).
 annotated: Callable[[ReadableSpan, dict[str, Any]], ReadableSpan] = span_copier(
-    _AnnotatedSpan, _COPYABLE, _AnnotatedSpan
+    _AnnotatedSpan, _AnnotatedSpan
 )
 
 
