@@ -180,8 +180,7 @@ def write_priced(
     """``write_cost(dict(attributes), STATUS_PRICED, None, provider, model, source, nanos, parts)``
     with the route's ``prefix`` (``priced_prefix``) written in one update: a new dict, the
     same keys in the same order, built with fewer steps (it runs for every priced span)."""
-    out = dict(attributes)
-    out.update(prefix)
+    out = {**attributes, **prefix}
     usd = nanos / NANOS_PER_USD
     out[COST_DIRECT] = usd
     out[GEN_AI_USAGE_COST] = usd
