@@ -307,6 +307,44 @@ def test_orphans_are_forwarded_flagged_after_max_wait(
     assert (code_agent.attributes or {})[conv.COST_TOTAL_NANOS] == 21_250_000
 
 
+class Blocking(SpanExporter):
+    """A downstream exporter whose ``export`` waits until the test releases it."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.entered.set()
+        assert self.release.wait(WAIT), "the test never released the export"
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def test_force_flush_waits_for_a_trace_the_flush_thread_is_forwarding(
+    run_hierarchical: RunFn, costed_spans: CostedFn
+) -> None:
+    """A trace the flush thread took just before a force_flush is out before force_flush says so."""
+    spans = costed_spans(run_hierarchical)
+    downstream = Blocking()
+    rollup = otel_costs.CostRollupExporter(downstream, linger=0.0)
+    try:
+        rollup.export(spans)  # the root is in: due at once, taken by the flush thread
+        assert downstream.entered.wait(WAIT), "the flush thread never forwarded the trace"
+        # Nothing is buffered any more, yet the trace is not out: the flush cannot succeed in time.
+        assert rollup.force_flush(timeout_millis=10) is False
+        downstream.release.set()
+        assert rollup.force_flush() is True
+        assert len(downstream.spans) == len(spans)
+    finally:
+        downstream.release.set()
+        rollup.shutdown()
+
+
 def test_children_ending_within_linger_are_included(
     make_rollup: Callable[..., otel_costs.CostRollupExporter],
     clock: FakeClock,

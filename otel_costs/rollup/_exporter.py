@@ -110,6 +110,12 @@ class CostRollupExporter(SpanExporter):
         self._remember = remember_flushed
         self._clock = clock
         self._lock = threading.Condition()
+        #: Notified (under ``_lock``) when the flush thread has forwarded what it took: a
+        #: ``force_flush`` waits for that too. A condition of its own, so it never takes a
+        #: notification meant for the flush thread.
+        self._forwarded = threading.Condition(self._lock)
+        #: Batches the flush thread took from ``_pending`` and has not forwarded yet.
+        self._forwarding = 0
         self._export_lock = threading.Lock()
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._buffered = 0
@@ -177,12 +183,23 @@ class CostRollupExporter(SpanExporter):
             self._buffered += added
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Roll up and forward every buffered trace now, then flush the wrapped exporter."""
+        """Roll up and forward every buffered trace now, and wait for the traces the flush thread
+        took already (``False`` if that takes longer than ``timeout_millis``), then flush the
+        wrapped exporter."""
+        deadline = time.monotonic() + timeout_millis / 1000
         with self._lock:
             batch: list[tuple[_Pending, str | None]] = [(pending, None) for pending in self._pending.values()]
             self._pending.clear()
             self._buffered = 0
         self._forward(batch)
+        with self._lock:
+            # A trace due just before this flush is the flush thread's to forward: it was not in
+            # ``_pending`` above, and it must be out before this returns.
+            while self._forwarding:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._forwarded.wait(remaining)
         try:
             return self._exporter.force_flush(timeout_millis)
         except Exception:
@@ -214,7 +231,13 @@ class CostRollupExporter(SpanExporter):
                 if not ready:
                     self._lock.wait(timeout=wait)
                     continue
-            self._forward(ready)
+                self._forwarding += 1
+            try:
+                self._forward(ready)
+            finally:
+                with self._lock:
+                    self._forwarding -= 1
+                    self._forwarded.notify_all()
 
     def _take_ready(self, now: float) -> tuple[list[tuple[_Pending, str | None]], float | None]:
         """Remove and return the traces due at ``now``; else how long until the next one is due."""
