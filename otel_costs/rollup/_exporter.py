@@ -109,11 +109,12 @@ class CostRollupExporter(SpanExporter):
         self._max_spans = max_buffered_spans
         self._remember = remember_flushed
         self._clock = clock
-        self._lock = threading.Condition()
+        lock = threading.Lock()
+        self._lock = threading.Condition(lock)
         #: Notified (under ``_lock``) when the flush thread has forwarded what it took: a
         #: ``force_flush`` waits for that too. A condition of its own, so it never takes a
         #: notification meant for the flush thread.
-        self._forwarded = threading.Condition(self._lock)
+        self._forwarded = threading.Condition(lock)
         #: Batches the flush thread took from ``_pending`` and has not forwarded yet.
         self._forwarding = 0
         self._export_lock = threading.Lock()
