@@ -215,6 +215,30 @@ def test_batches_and_order_do_not_change_totals(
     assert len(recorder.spans) == len(spans)
 
 
+def test_interleaved_traces_in_one_batch_are_buffered_apart(
+    make_rollup: Callable[..., otel_costs.CostRollupExporter],
+    clock: FakeClock,
+    recorder: Recorder,
+    run_hierarchical: RunFn,
+    costed_spans: CostedFn,
+) -> None:
+    """Spans of two traces alternating within one batch each go to their own trace: the one whose
+    root ended goes out after linger with its exact totals, the other stays buffered."""
+    done = costed_spans(run_hierarchical)
+    open_ = [s for s in costed_spans(run_hierarchical) if s.name != "invoke_agent coordinator"]
+    mixed = [span for pair in zip(done, open_, strict=False) for span in pair] + done[len(open_) :]
+    rollup = make_rollup(linger=2.0)
+    assert rollup.export(mixed) is SpanExportResult.SUCCESS
+    reads = clock.advance(2.5)
+    rollup.export([])
+    clock.wait_for_read(reads)
+    forwarded = recorder.wait_for(len(done))
+    assert {s.context.trace_id for s in forwarded if s.context} == {done[0].context.trace_id}  # type: ignore[union-attr]
+    assert totals(forwarded)["invoke_agent coordinator"] == HIERARCHICAL_TOTAL_NANOS
+    assert rollup.force_flush() is True
+    assert len(recorder.spans) == len(mixed)
+
+
 def test_spans_without_usage_pass_through_unannotated(
     make_rollup: Callable[..., otel_costs.CostRollupExporter],
     recorder: Recorder,

@@ -193,3 +193,22 @@ def test_tree_ids_read_the_span_and_its_parent(provider: tuple[TracerProvider, I
     assert _sdk.tree_ids(parent) == (parent.context.span_id, None, False)
     assert _sdk.tree_ids(remote_child) == (remote_child.context.span_id, 8, True)
     assert _sdk.tree_ids(ReadableSpan(name="no context")) == (None, None, False)
+
+
+def test_trace_root_reads_the_trace_and_whether_a_local_root(
+    provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """trace_root gives a span's trace id and whether it has no parent or a remote one, as properties say."""
+    assert _sdk.HAS_SPAN_LAYOUT, "ReadableSpan's fields moved: trace_root reads five properties per span"
+    tracer_provider, exporter = provider
+    tracer = tracer_provider.get_tracer("t")
+    remote = SpanContext(trace_id=9, span_id=8, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    with tracer.start_as_current_span("local parent"):
+        tracer.start_span("child").end()
+    tracer.start_span("remote child", context=set_span_in_context(NonRecordingSpan(remote))).end()
+    child, parent, remote_child = exporter.get_finished_spans()
+    assert child.context is not None and parent.context is not None and remote_child.context is not None
+    assert _sdk.trace_root(child) == (child.context.trace_id, False)
+    assert _sdk.trace_root(parent) == (parent.context.trace_id, True)
+    assert _sdk.trace_root(remote_child) == (9, True)
+    assert _sdk.trace_root(ReadableSpan(name="no context")) is None

@@ -16,8 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_costs import conventions as conv
-from otel_costs._sdk import span_ids as ids_of
-from otel_costs._sdk import suppress_instrumentation, tree_ids
+from otel_costs._sdk import suppress_instrumentation, trace_root, tree_ids
 from otel_costs.pipeline._spans import annotated, attributes_dict, readable_attributes
 from otel_costs.rollup._agents import inherited_attributes, is_target
 from otel_costs.rollup._tree import own_cost, rollup_columns, write_rollup
@@ -155,24 +154,28 @@ class CostRollupExporter(SpanExporter):
         pending_by_trace = self._pending
         deadline = now + self._linger
         added = 0
+        # Spans of one trace mostly come together (they end together): the last trace's buffer
+        # is reused while the trace id stays the same.
+        last_trace: int | None = None
+        pending: _Pending | None = None
         try:
             for span in spans:
-                ids = ids_of(span)
+                ids = trace_root(span)
                 if ids is None:
                     # No span context (hand-built spans): nothing to roll up, forward it as is.
                     evicted.append((_Pending(spans=[span]), None))
                     continue
-                trace_id = ids[0]
-                pending = pending_by_trace.get(trace_id)
-                if pending is None:
-                    late = trace_id in self._flushed
-                    pending = pending_by_trace[trace_id] = _Pending(first_seen=now, late=late)
+                trace_id, local_root = ids
+                if trace_id != last_trace or pending is None:
+                    pending = pending_by_trace.get(trace_id)
+                    if pending is None:
+                        late = trace_id in self._flushed
+                        pending = pending_by_trace[trace_id] = _Pending(first_seen=now, late=late)
+                    last_trace = trace_id
                 pending.spans.append(span)
                 added += 1
-                if pending.deadline is None:
-                    parent = span.parent
-                    if parent is None or parent.is_remote:
-                        pending.deadline = deadline
+                if local_root and pending.deadline is None:
+                    pending.deadline = deadline
         finally:
             self._buffered += added
 
