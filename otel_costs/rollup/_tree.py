@@ -289,10 +289,12 @@ def write_rollup(
         attributes[conv.COST_ROLLUP_SCOPE] = scope
         if unpriced:
             attributes[conv.COST_ROLLUP_UNPRICED] = unpriced
+    if root_kind is None:  # most spans: tested first, as comparing None to a str is slow
+        return
     if root_kind == "remote_parent":
         attributes[conv.COST_ROLLUP_REMOTE_PARENT] = True
     elif root_kind == "orphan":
         attributes[conv.COST_ROLLUP_ORPHAN] = True
-    elif root_kind is not None:
+    else:
         attributes[conv.COST_ROLLUP_PARTIAL] = True
         attributes[conv.COST_ROLLUP_PARTIAL_REASON] = root_kind
