@@ -463,7 +463,10 @@ def span_copier(
             return fallback(span, attributes)
         fields = span.__dict__.copy()
         own = fields.get("_attributes")
-        fields["_dropped"] = own.dropped if type(own) is bounded_type else span.dropped_attributes
+        if type(own) is bounded_type:
+            fields["_dropped"] = own.dropped
+        elif type(span) is not cls:
+            fields["_dropped"] = span.dropped_attributes
         fields["_attributes"] = fields["_own"] = attributes
         result: ReadableSpan = new(cls)
         result.__dict__ = fields

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 from opentelemetry import baggage, context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from otel_costs import _sdk
+from otel_costs.pipeline._spans import annotated
 
 
 @pytest.fixture
@@ -212,3 +213,17 @@ def test_trace_root_reads_the_trace_and_whether_a_local_root(
     assert _sdk.trace_root(parent) == (parent.context.trace_id, True)
     assert _sdk.trace_root(remote_child) == (9, True)
     assert _sdk.trace_root(ReadableSpan(name="no context")) is None
+
+
+def test_a_copy_of_a_copy_keeps_the_dropped_count() -> None:
+    """Copying a span that is itself a copy keeps the dropped-attribute count of the original span."""
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=1))
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer_provider.get_tracer("t").start_span("s", attributes={"a": 1, "b": 2}).end()
+    (ended,) = exporter.get_finished_spans()
+    assert ended.dropped_attributes == 1
+    copy = annotated(ended, {"a": 2})
+    again = annotated(copy, {"a": 3})
+    assert (copy.dropped_attributes, again.dropped_attributes) == (1, 1)
+    assert again.attributes == {"a": 3} and copy.attributes == {"a": 2}
