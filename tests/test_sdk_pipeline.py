@@ -180,15 +180,22 @@ def test_on_ending_probe() -> None:
     assert seen == ["ending"]
 
 
-def test_tree_ids_read_the_span_and_its_parent(provider: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    """tree_ids gives a span's id, its parent's id and whether that parent is remote, as properties say."""
+def _child_parent_and_remote_child(
+    provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> tuple[ReadableSpan, ...]:
+    """Ended spans: a child, its local parent, and a child of a remote parent (trace 9, span 8)."""
     tracer_provider, exporter = provider
     tracer = tracer_provider.get_tracer("t")
     remote = SpanContext(trace_id=9, span_id=8, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
     with tracer.start_as_current_span("local parent"):
         tracer.start_span("child").end()
     tracer.start_span("remote child", context=set_span_in_context(NonRecordingSpan(remote))).end()
-    child, parent, remote_child = exporter.get_finished_spans()
+    return exporter.get_finished_spans()
+
+
+def test_tree_ids_read_the_span_and_its_parent(provider: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    """tree_ids gives a span's id, its parent's id and whether that parent is remote, as properties say."""
+    child, parent, remote_child = _child_parent_and_remote_child(provider)
     assert child.context is not None and parent.context is not None and remote_child.context is not None
     assert _sdk.tree_ids(child) == (child.context.span_id, parent.context.span_id, False)
     assert _sdk.tree_ids(parent) == (parent.context.span_id, None, False)
@@ -201,13 +208,7 @@ def test_trace_root_reads_the_trace_and_whether_a_local_root(
 ) -> None:
     """trace_root gives a span's trace id and whether it has no parent or a remote one, as properties say."""
     assert _sdk.HAS_SPAN_LAYOUT, "ReadableSpan's fields moved: trace_root reads five properties per span"
-    tracer_provider, exporter = provider
-    tracer = tracer_provider.get_tracer("t")
-    remote = SpanContext(trace_id=9, span_id=8, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
-    with tracer.start_as_current_span("local parent"):
-        tracer.start_span("child").end()
-    tracer.start_span("remote child", context=set_span_in_context(NonRecordingSpan(remote))).end()
-    child, parent, remote_child = exporter.get_finished_spans()
+    child, parent, remote_child = _child_parent_and_remote_child(provider)
     assert child.context is not None and parent.context is not None and remote_child.context is not None
     assert _sdk.trace_root(child) == (child.context.trace_id, False)
     assert _sdk.trace_root(parent) == (parent.context.trace_id, True)
