@@ -323,6 +323,20 @@ def _tree_ids_fast(span: ReadableSpan) -> tuple[int | None, int | None, bool]:
         return _tree_ids_public(span)
 
 
+def _trace_root_public(span: ReadableSpan) -> tuple[int, bool] | None:
+    context, parent = span.context, span.parent
+    return None if context is None else (context.trace_id, parent is None or parent.is_remote)
+
+
+def _trace_root_fast(span: ReadableSpan) -> tuple[int, bool] | None:
+    try:
+        s: Any = span
+        parent = s._parent
+        return s._context[0], parent is None or parent[2]
+    except (AttributeError, KeyError, TypeError, IndexError):  # not the SDK's layout, or no context
+        return _trace_root_public(span)
+
+
 #: Every field of an SDK ``ReadableSpan`` (what its constructor sets), as ``span_copier`` copies them.
 _SPAN_FIELDS = frozenset(
     {
@@ -370,6 +384,9 @@ def _probe_span_layout() -> bool:
             and context[:2] == (context.trace_id, context.span_id) == (5, 7)
             and _tree_ids_fast(with_context) == _tree_ids_public(with_context) == (7, 6, False)
             and _tree_ids_fast(ReadableSpan(name="probe", context=context, parent=remote)) == (7, 6, True)
+            and _trace_root_fast(with_context) == _trace_root_public(with_context) == (5, False)
+            and _trace_root_fast(ReadableSpan(name="probe", context=context, parent=remote)) == (5, True)
+            and _trace_root_fast(ReadableSpan(name="probe", context=context)) == (5, True)
             and _ended_call_fast(with_context)
             == _ended_call_public(with_context)
             == (5, 7, parent, scope, 3, 4)
@@ -410,6 +427,13 @@ span_ids: Callable[[ReadableSpan], tuple[int, int] | None] = (
 #: properties: the rollup exporter reads them of every span it forwards.
 tree_ids: Callable[[ReadableSpan], tuple[int | None, int | None, bool]] = (
     _tree_ids_fast if HAS_SPAN_LAYOUT else _tree_ids_public
+)
+
+#: ``trace_root(span)``: ``(trace id, is a local root)`` of an ended span (a local root has no
+#: parent, or a remote one; ``None`` without a context), read as fields instead of four
+#: properties: the rollup exporter reads it of every span it buffers.
+trace_root: Callable[[ReadableSpan], tuple[int, bool] | None] = (
+    _trace_root_fast if HAS_SPAN_LAYOUT else _trace_root_public
 )
 
 #: ``ended_call(span)``: ``EndedCallFields`` of an ended span (``None`` without a context), read

@@ -20,6 +20,7 @@ import otel_costs
 from otel_costs import conventions as conv
 from otel_costs.rollup import _exporter, cost_node, rollup
 from otel_costs.rollup import _tree as _rollup
+from otel_costs.rollup._agents import inherited_attributes
 from otel_costs.testing import InMemoryPipeline
 
 #: coordinator -> code_agent -> syntax_analyzer: 0.012 + 0.018 + 0.00325 USD.
@@ -213,6 +214,30 @@ def test_batches_and_order_do_not_change_totals(
         k: v for k, v in HIERARCHICAL_TOTALS.items() if k != "chat gpt-5.2"
     }
     assert len(recorder.spans) == len(spans)
+
+
+def test_interleaved_traces_in_one_batch_are_buffered_apart(
+    make_rollup: Callable[..., otel_costs.CostRollupExporter],
+    clock: FakeClock,
+    recorder: Recorder,
+    run_hierarchical: RunFn,
+    costed_spans: CostedFn,
+) -> None:
+    """Spans of two traces alternating within one batch each go to their own trace: the one whose
+    root ended goes out after linger with its exact totals, the other stays buffered."""
+    done = costed_spans(run_hierarchical)
+    open_ = [s for s in costed_spans(run_hierarchical) if s.name != "invoke_agent coordinator"]
+    mixed = [span for pair in zip(done, open_, strict=False) for span in pair] + done[len(open_) :]
+    rollup = make_rollup(linger=2.0)
+    assert rollup.export(mixed) is SpanExportResult.SUCCESS
+    reads = clock.advance(2.5)
+    rollup.export([])
+    clock.wait_for_read(reads)
+    forwarded = recorder.wait_for(len(done))
+    assert {s.context.trace_id for s in forwarded if s.context} == {done[0].context.trace_id}  # type: ignore[union-attr]
+    assert totals(forwarded)["invoke_agent coordinator"] == HIERARCHICAL_TOTAL_NANOS
+    assert rollup.force_flush() is True
+    assert len(recorder.spans) == len(mixed)
 
 
 def test_spans_without_usage_pass_through_unannotated(
@@ -622,6 +647,17 @@ ANNOTATE_CASES: dict[str, list[ReadableSpan]] = {
     "duplicate ids": [_span(1, None), _span(2, 1, **PRICED), _span(2, 1, **PRICED), _span(3, 2, **PRICED)],
     "cycle": [_span(1, 2, **PRICED), _span(2, 3), _span(3, 1), _span(4, 3, **PRICED), _span(5, None)],
     "self parent": [_span(1, 1, **PRICED), _span(2, 1)],
+    "priced with odd costs": [
+        _span(1, None),
+        _span(2, 1, **{**PRICED, "cost__direct_nanos": 0}),
+        _span(3, 1, **{**PRICED, "cost__direct_nanos": True}),
+        _span(4, 1, **{**PRICED, "cost__direct_nanos": -5}),
+        _span(5, 1, **{**PRICED, "cost__direct_nanos": 7.0}),
+        _span(6, 1, cost__status="priced", cost__direct=0.25),
+        _span(7, 1, cost__status="partial", cost__direct_nanos=9),
+        _span(8, 1, cost__status="duplicate", cost__direct_nanos=11),
+        _span(9, 1, cost__direct_nanos=13),
+    ],
     "already rolled up once": [
         _span(1, None, cost__total=1.0, cost__total_nanos=1),
         _span(2, 1, **PRICED, cost__rollup__scope="process"),
@@ -643,6 +679,36 @@ def test_annotate_trace_matches_the_per_node_rollup(case: str, partial_reason: s
     for before, after in zip(spans, out, strict=True):
         if (after.attributes or {}) == (before.attributes or {}):
             assert after is before
+
+
+@pytest.mark.parametrize("case", ANNOTATE_CASES, ids=str)
+def test_annotate_trace_writes_the_agent_rule_on_its_targets(case: str) -> None:
+    """Under an agent span, annotate_trace writes on each span what inherited_attributes gives it,
+    with the targets is_target picks (the priced common case is read without it)."""
+    agent = _span(100, None, gen_ai__operation__name="invoke_agent", gen_ai__agent__name="triage")
+    spans = [
+        agent,
+        *(
+            _span(
+                span.context.span_id,  # type: ignore[union-attr]
+                span.parent.span_id if span.parent else 100,
+                remote=False,
+                **{k.replace(".", "__"): v for k, v in (span.attributes or {}).items()},
+            )
+            for span in ANNOTATE_CASES[case]
+        ),
+    ]
+    ids = [span.context.span_id for span in spans]  # type: ignore[union-attr]
+    parents = [span.parent.span_id if span.parent else None for span in spans]
+    attributes = [span.attributes or {} for span in spans]
+    expected = inherited_attributes(ids, parents, attributes)
+    out = _exporter.annotate_trace(spans)
+    rule_keys = (conv.AGENT_NAME, conv.AGENT_SOURCE, conv.AGENT_PARENT_ID, conv.WORKFLOW_NAME)
+    for i, span in enumerate(out):
+        written = {
+            k: v for k, v in (span.attributes or {}).items() if k in rule_keys and k not in attributes[i]
+        }
+        assert written == {k: v for k, v in expected.get(i, {}).items() if k not in attributes[i]}, i
 
 
 def test_annotate_trace_keeps_cost_free_spans_uncopied() -> None:

@@ -60,6 +60,28 @@ def test_totals_equal_brute_force_sum_on_random_trees(seed: int) -> None:
     assert all(r.root_kind is None for r in results)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_children_first_order_gives_the_same_sums(seed: int) -> None:
+    """Nodes in the order spans end (every child before its parent) sum exactly as in any order."""
+    rng = random.Random(seed)
+    nodes = random_forest(rng, rng.randrange(1, 400))
+    by_id = {n.span_id: n for n in nodes}
+
+    def depth(node: CostNode) -> int:
+        d = 0
+        while node.parent_id is not None and node.parent_id in by_id:
+            node, d = by_id[node.parent_id], d + 1
+        return d
+
+    ended = sorted(nodes, key=depth, reverse=True)  # deepest first: children before parents
+    results = rollup(ended)
+    figures = [(r.children_nanos, r.total_nanos, r.billable_subtree, r.unpriced) for r in results]
+    assert figures == brute_force(ended)
+    assert all(r.root_kind is None for r in results)
+    shuffled = {n.span_id: r for n, r in zip(nodes, rollup(nodes), strict=True)}
+    assert [shuffled[n.span_id] for n in ended] == results
+
+
 def test_empty_input() -> None:
     """No nodes, no results."""
     assert rollup([]) == []

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 from opentelemetry import baggage, context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from otel_costs import _sdk
+from otel_costs.pipeline._spans import annotated
 
 
 @pytest.fixture
@@ -190,17 +191,51 @@ def test_on_ending_probe() -> None:
     assert seen == ["ending"]
 
 
-def test_tree_ids_read_the_span_and_its_parent(provider: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    """tree_ids gives a span's id, its parent's id and whether that parent is remote, as properties say."""
+def _child_parent_and_remote_child(
+    provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> tuple[ReadableSpan, ...]:
+    """Ended spans: a child, its local parent, and a child of a remote parent (trace 9, span 8)."""
     tracer_provider, exporter = provider
     tracer = tracer_provider.get_tracer("t")
     remote = SpanContext(trace_id=9, span_id=8, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
     with tracer.start_as_current_span("local parent"):
         tracer.start_span("child").end()
     tracer.start_span("remote child", context=set_span_in_context(NonRecordingSpan(remote))).end()
-    child, parent, remote_child = exporter.get_finished_spans()
+    return exporter.get_finished_spans()
+
+
+def test_tree_ids_read_the_span_and_its_parent(provider: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    """tree_ids gives a span's id, its parent's id and whether that parent is remote, as properties say."""
+    child, parent, remote_child = _child_parent_and_remote_child(provider)
     assert child.context is not None and parent.context is not None and remote_child.context is not None
     assert _sdk.tree_ids(child) == (child.context.span_id, parent.context.span_id, False)
     assert _sdk.tree_ids(parent) == (parent.context.span_id, None, False)
     assert _sdk.tree_ids(remote_child) == (remote_child.context.span_id, 8, True)
     assert _sdk.tree_ids(ReadableSpan(name="no context")) == (None, None, False)
+
+
+def test_trace_root_reads_the_trace_and_whether_a_local_root(
+    provider: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """trace_root gives a span's trace id and whether it has no parent or a remote one, as properties say."""
+    assert _sdk.HAS_SPAN_LAYOUT, "ReadableSpan's fields moved: trace_root reads five properties per span"
+    child, parent, remote_child = _child_parent_and_remote_child(provider)
+    assert child.context is not None and parent.context is not None and remote_child.context is not None
+    assert _sdk.trace_root(child) == (child.context.trace_id, False)
+    assert _sdk.trace_root(parent) == (parent.context.trace_id, True)
+    assert _sdk.trace_root(remote_child) == (9, True)
+    assert _sdk.trace_root(ReadableSpan(name="no context")) is None
+
+
+def test_a_copy_of_a_copy_keeps_the_dropped_count() -> None:
+    """Copying a span that is itself a copy keeps the dropped-attribute count of the original span."""
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=1))
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer_provider.get_tracer("t").start_span("s", attributes={"a": 1, "b": 2}).end()
+    (ended,) = exporter.get_finished_spans()
+    assert ended.dropped_attributes == 1
+    copy = annotated(ended, {"a": 2})
+    again = annotated(copy, {"a": 3})
+    assert (copy.dropped_attributes, again.dropped_attributes) == (1, 1)
+    assert again.attributes == {"a": 3} and copy.attributes == {"a": 2}

@@ -84,24 +84,35 @@ def inherited_attributes(
             named = _named_parents(attributes_of, kind_of)
         return named.get(agent)
 
-    walks: dict[tuple[int, str | None], _Found] | None = {} if acyclic else None
+    # The walks made, by (parent, own agent); most call spans name no agent of their own, so
+    # theirs are kept by parent alone (no key tuple to build).
+    walks: dict[tuple[int, str | None], _Found | None] | None = {} if acyclic else None
+    walks_by_parent: dict[int, _Found | None] = {}
+    get = index.get
     out: dict[int, dict[str, Any]] = {}
     for i in targets:
         attributes = attributes_of[i] or _EMPTY
         # Most call spans name no agent of their own: one set test over the few keys says so.
         agent = None if attributes.keys().isdisjoint(_OWN_AGENT_KEYS) else own_agent(attributes)
         parent_id = parent_ids[i]
-        j = None if parent_id is None else index.get(parent_id)
+        j = None if parent_id is None else get(parent_id)
         if walks is None or j is None:
             found = _walk(i, j, agent, index, parent_ids, attributes_of, kind_of)
+        elif agent is None:
+            if j in walks_by_parent:
+                found = walks_by_parent[j]
+            else:
+                found = walks_by_parent[j] = _walk(i, j, None, index, parent_ids, attributes_of, kind_of)
         else:
-            known = walks.get((j, agent))
-            if known is None:
-                known = walks[(j, agent)] = _walk(i, j, agent, index, parent_ids, attributes_of, kind_of)
-            found = known
-        written = _written(attributes, found, named_parent)
-        if written:
-            out[i] = written
+            key = (j, agent)
+            if key in walks:
+                found = walks[key]
+            else:
+                found = walks[key] = _walk(i, j, agent, index, parent_ids, attributes_of, kind_of)
+        if found is not None:
+            written = _written(attributes, found, named_parent)
+            if written:
+                out[i] = written
     return out
 
 
@@ -119,8 +130,9 @@ def _walk(
     parent_ids: Sequence[Hashable | None],
     attributes_of: Sequence[Mapping[str, Any] | None],
     kind_of: Any,
-) -> _Found:
-    """The rule over span ``i``'s ancestors from its parent ``j`` up, ``agent`` its own agent."""
+) -> _Found | None:
+    """The rule over span ``i``'s ancestors from its parent ``j`` up, ``agent`` its own agent;
+    ``None`` when it finds neither an agent nor a workflow (the rule then writes nothing)."""
     source = conv.AGENT_SOURCE_OWN if agent is not None else None
     task: str | None = None
     parent_agent: str | None = None
@@ -151,14 +163,14 @@ def _walk(
     if agent is None and task is not None:
         # No agent span above: OpenLLMetry writes LangChain sub-agents and graph nodes as tasks.
         agent, source = task, conv.AGENT_SOURCE_INHERITED
+    if agent is None and workflow is None:
+        return None  # nothing to write (a parent agent is only ever found with an agent)
     return agent, source, parent_agent, workflow
 
 
 def _written(attributes: Mapping[str, Any], found: _Found, named_parent: Any) -> dict[str, Any]:
     """What the rule writes on a span with ``attributes``, given what the walk above it ``found``."""
     agent, source, parent_agent, workflow = found
-    if agent is None and workflow is None:
-        return {}  # nothing to write (a parent agent is only ever found with an agent)
     if parent_agent is None and agent is not None and conv.AGENT_PARENT_ID not in attributes:
         # Two tracers side by side (an instrumentation's agent spans beside the framework
         # integration's): the parent an agent span of this agent names elsewhere in the trace.
