@@ -17,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,18 +176,24 @@ def rollup_columns(
     total = [0] * n
     billable_subtree = list(billable)
     unpriced_subtree = list(unpriced)
+
+    def add_up(order: Iterable[int]) -> None:
+        # ``order`` has every child before its parent: each adds its finished subtree to it.
+        for i in order:
+            subtree = total[i] = direct_nanos[i] + children_nanos[i]
+            parent = parent_of[i]
+            if parent >= 0:
+                children_nanos[parent] += subtree
+                if billable_subtree[i]:
+                    billable_subtree[parent] = True
+                if unpriced_subtree[i]:
+                    unpriced_subtree[parent] += unpriced_subtree[i]
+
     if ordered:
         # Every parent link points forward, so no link loops. Nothing billable, no cost and
         # nothing unpriced (a trace without model calls): every sum is 0 as it stands.
         if any(billable) or any(direct_nanos) or any(unpriced):
-            for i, parent in enumerate(parent_of):
-                subtree = total[i] = direct_nanos[i] + children_nanos[i]
-                if parent >= 0:
-                    children_nanos[parent] += subtree
-                    if billable_subtree[i]:
-                        billable_subtree[parent] = True
-                    if unpriced_subtree[i]:
-                        unpriced_subtree[parent] += unpriced_subtree[i]
+            add_up(range(n))
         return children_nanos, total, billable_subtree, unpriced_subtree, root_kind
 
     children: list[list[int] | None] = [None] * n
@@ -209,19 +215,11 @@ def rollup_columns(
         while stack:
             i = stack.pop()
             order.append(i)
+            done[i] = True
             kids = children[i]
             if kids is not None:
                 stack.extend(kids)
-        for i in reversed(order):
-            subtree = direct_nanos[i] + children_nanos[i]
-            total[i] = subtree
-            done[i] = True
-            parent = parent_of[i]
-            if parent >= 0:
-                children_nanos[parent] += subtree
-                if billable_subtree[i]:
-                    billable_subtree[parent] = True
-                unpriced_subtree[parent] += unpriced_subtree[i]
+        add_up(reversed(order))
 
     walk(list(roots))
 
