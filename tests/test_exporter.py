@@ -711,6 +711,14 @@ def test_annotate_trace_writes_the_agent_rule_on_its_targets(case: str) -> None:
         assert written == {k: v for k, v in expected.get(i, {}).items() if k not in attributes[i]}, i
 
 
+def test_the_priced_common_case_is_read_from_the_cost_rules() -> None:
+    """own_cost and is_target call a span priced exactly a billable, complete target, so
+    annotate_trace's two-get reading of it is on (and gives what they would: the tests above).
+
+    Internals: the flag is private; without it the fast reading would be silently off."""
+    assert _exporter._PRICED_EXACTLY is True
+
+
 def test_annotate_trace_keeps_cost_free_spans_uncopied() -> None:
     """In a trace without any cost, no span is copied; in one with costs, only their ancestors are."""
     plain = ANNOTATE_CASES["plain trace"]

@@ -25,6 +25,12 @@ logger = logging.getLogger("otel_costs")
 
 #: Attributes ``cost_node`` reads: a span with none of them costs nothing and is not billable.
 _COST_KEYS = frozenset({conv.COST_STATUS, conv.COST_DIRECT_NANOS, conv.COST_DIRECT})
+#: Whether ``own_cost`` and ``is_target`` answer "billable, complete, a target" for a span priced
+#: exactly (``cost.status`` "priced" and ``cost.direct_nanos`` an int >= 0, its cost): asked of
+#: them once, so ``annotate_trace`` answers such a span with two gets and the rule stays theirs.
+_PRICED_EXACTLY = is_target({conv.COST_STATUS: conv.STATUS_PRICED}) and own_cost(
+    {conv.COST_STATUS: conv.STATUS_PRICED, conv.COST_DIRECT_NANOS: 1}
+) == (1, True, False)
 
 
 class RunListener(Protocol):
@@ -331,6 +337,7 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
     targets: list[int] = []
     cost_keys = _COST_KEYS
     priced = conv.STATUS_PRICED
+    fast = _PRICED_EXACTLY
     for i, span in enumerate(spans):
         span_id, parent_ids[i], remote[i] = tree_ids(span)
         if span_id is not None:
@@ -339,11 +346,11 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
         # Most spans carry no cost attribute: one set test over the three keys says so.
         if attributes and not attributes.keys().isdisjoint(cost_keys):
             # The common case, a call priced exactly: what own_cost (its nanos, billable, not
-            # unpriced) and is_target (a target) answer for it, without the two calls and their
-            # tuple (tests/test_exporter.py checks the answers agree).
+            # unpriced) and is_target (a target) answer for it (``_PRICED_EXACTLY``), without
+            # the two calls and their tuple (tests/test_exporter.py checks the answers agree).
             raw = attributes.get(conv.COST_DIRECT_NANOS)
             status = attributes.get(conv.COST_STATUS)
-            if type(raw) is int and raw >= 0 and status == priced and type(status) is str:
+            if fast and type(raw) is int and raw >= 0 and status == priced and type(status) is str:
                 direct[i] = raw
                 billable[i] = True
                 targets.append(i)
