@@ -476,7 +476,7 @@ class CostSpanProcessor(SpanProcessor):
         call span with a parent is also kept for ``Twins.ended_twin``, as a model call if it was
         tracked from its start as one."""
         response_id = attributes.get(_RESPONSE_ID)
-        if (type(response_id) is str or isinstance(response_id, str)) and response_id:
+        if isinstance(response_id, str) and response_id:
             if fields is None:
                 fields = ended_call(span)
             if fields is not None:
