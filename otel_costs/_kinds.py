@@ -137,6 +137,10 @@ def metadata_agent(attributes: Mapping[str, object]) -> str | None:
     return None
 
 
+#: Every key ``own_agent`` reads: a span with none of them names no agent of its own.
+OWN_AGENT_KEYS = frozenset((*conv.CALL_AGENT_NAME_KEYS, conv.OI_METADATA))
+
+
 def own_agent(attributes: Mapping[str, object]) -> str | None:
     """The agent a model-call span names itself, in any convention (rule step 1, *own*)."""
     return _first_name(attributes, conv.CALL_AGENT_NAME_KEYS) or metadata_agent(attributes)

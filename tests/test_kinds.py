@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_costs import conventions as conv
 from otel_costs._kinds import (
+    OWN_AGENT_KEYS,
     aggregate_reason,
     is_aggregate,
     is_model_call,
@@ -92,6 +93,17 @@ def test_unknown_or_task_operations_are_no_llm_call_for_sampling(operation: str)
 def test_own_agent_reads_every_convention(attributes: dict[str, object], agent: str | None) -> None:
     """A model-call span's own agent comes from any convention's name; malformed values are none."""
     assert own_agent(attributes) == agent
+
+
+@pytest.mark.parametrize("key", sorted(OWN_AGENT_KEYS))
+def test_own_agent_keys_are_the_keys_it_reads(key: str) -> None:
+    """Each of OWN_AGENT_KEYS can name a span's own agent, and with none of them it names none."""
+    value = '{"lc_agent_name": "writer"}' if key == conv.OI_METADATA else "writer"
+    # Names an agent or task span gives its scope, but no call span's own agent is read from.
+    others = {k: "writer" for k in conv.SCOPE_AGENT_NAME_KEYS if k not in OWN_AGENT_KEYS}
+    assert others
+    assert own_agent({key: value}) == "writer"
+    assert own_agent(others) is None
 
 
 def test_metadata_agent_ignores_huge_strings() -> None:

@@ -20,7 +20,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from otel_costs import conventions as conv
-from otel_costs._kinds import agent_id, own_agent, scope_name, span_kind, valid_name
+from otel_costs._kinds import OWN_AGENT_KEYS, agent_id, own_agent, scope_name, span_kind, valid_name
 
 #: ``cost.status`` values of the spans the rule applies to: every model call with usage of its own.
 _TARGETS = frozenset(
@@ -93,7 +93,7 @@ def inherited_attributes(
     for i in targets:
         attributes = attributes_of[i] or _EMPTY
         # Most call spans name no agent of their own: one set test over the few keys says so.
-        agent = None if attributes.keys().isdisjoint(_OWN_AGENT_KEYS) else own_agent(attributes)
+        agent = None if attributes.keys().isdisjoint(OWN_AGENT_KEYS) else own_agent(attributes)
         parent_id = parent_ids[i]
         j = None if parent_id is None else get(parent_id)
         if walks is None or j is None:
@@ -118,8 +118,6 @@ def inherited_attributes(
 
 #: What the walk above a span found: agent, its source, parent agent and workflow.
 _Found = tuple[str | None, str | None, str | None, str | None]
-#: Every key ``own_agent`` reads.
-_OWN_AGENT_KEYS = frozenset((*conv.CALL_AGENT_NAME_KEYS, conv.OI_METADATA))
 
 
 def _walk(
