@@ -1,6 +1,6 @@
 """Cost of the core pipeline, as ratios measured side by side in one run.
 
-    python benchmarks/bench_pipeline.py [--spans 20000] [--rounds 7] [--prices fixed|genai]
+    python benchmarks/bench_pipeline.py [--spans 100000] [--repeats 3] [--rounds 7] [--prices fixed|genai]
     python benchmarks/bench_pipeline.py --instructions    # valgrind: instructions per span
     python benchmarks/bench_pipeline.py --instructions --against /tmp/main-tree   # and another tree's
 
@@ -20,9 +20,19 @@ Method, so the ratios are not flattering:
 * Both sides run the same spans through the same ``BatchSpanProcessor`` and null exporter; the
   only difference is the cost processor. A null exporter is the smallest possible baseline (a
   real OTLP exporter costs more per span than the whole pipeline), so the ratio is an upper bound.
-* The judged figure is CPU time of the whole process (``time.process_time``): it counts the
-  batch worker thread too, which is where the annotated span copies are freed. The caller's
-  thread alone (``time.thread_time``) is printed beside it.
+* Each side runs in a process of its own (``lockstep``), as an application runs with or
+  without otel-costs: its own heap, so each side pays for its own garbage collections. Both
+  processes build both pipelines first, so both hold the same modules and price data. The two
+  run ``LOCKSTEP_CHUNK`` (50) spans in turn, the order swapped every turn: this VM's speed
+  changes for seconds at a time (plain SDK spans at 19 us in one minute, 30 us in another), and
+  chunks of a millisecond or two let both sides see the same speed. Rounds of 20,000 spans a
+  side in one process (the method before session 8) moved the LLM ratio between 1.00x and 1.39x
+  from run to run; one process for both sides also charges each side for collections of the
+  other's objects.
+* The judged figure is CPU time (``time.process_time_ns``) of the spans' start and end and of
+  their export (the batch worker is kept quiet and the spans are exported in the measured
+  thread every 1,000 spans, inside the timed chunk); the garbage collector's share is printed
+  beside it. Each set-up runs ``--repeats`` times and the median ratio is judged.
 * LLM spans carry varying token counts (1,000 distinct attribute sets, built before timing and
   shared by both sides), so no cache keyed by the counts could make the pipeline look cheap.
 * ``--instructions`` counts instructions instead (valgrind's cachegrind, ``PYTHONHASHSEED=0``):
@@ -33,9 +43,8 @@ Method, so the ratios are not flattering:
   two versions of the code; the time ratios are what the targets are judged on. ``--against
   TREE`` counts another checkout's code too (e.g. ``git archive main | tar -x -C TREE``), each
   set-up of both trees in the same run, so two versions are compared side by side.
-* Both providers are warmed up before timing; every round starts after ``gc.collect()``; rounds
-  alternate without/with so drift on a shared machine hits both; each figure is the median over
-  the rounds. On a busy machine, run more rounds: the ratios move by several percent between runs.
+* Both sides are warmed up before timing (a tenth as many turns again, not counted).
+  On a busy machine, run more repeats: a single run's ratio moves by a few percent.
 """
 
 from __future__ import annotations
@@ -215,29 +224,125 @@ def time_spans(
         context.detach(token)
 
 
-def compare(
-    label: str,
-    rounds: int,
-    n: int,
-    without: TracerProvider,
-    with_: TracerProvider,
-    llm: bool,
-    root: bool = False,
-) -> float:
-    """Alternate rounds without/with; print µs per span and the ratios; return the process-CPU ratio."""
-    a: list[tuple[float, float]] = []
-    b: list[tuple[float, float]] = []
-    for _ in range(rounds):
-        a.append(time_spans(without, n, llm, root))
-        b.append(time_spans(with_, n, llm, root))
-    pa, pb = (statistics.median(x[0] for x in s) for s in (a, b))
-    ta, tb = (statistics.median(x[1] for x in s) for s in (a, b))
-    print(
-        f"{label}: without {pa * 1e6 / n:.2f} us/span, with {pb * 1e6 / n:.2f} us/span, "
-        f"ratio {pb / pa:.3f}x (caller's thread only: {ta * 1e6 / n:.2f} vs {tb * 1e6 / n:.2f}, "
-        f"{tb / ta:.3f}x)"
+#: Spans a side runs between two hand-overs in ``lockstep`` (about 1-2 ms).
+LOCKSTEP_CHUNK = 50
+
+
+def side_loop(side: str, kind: str, prices: str, chunk: int = LOCKSTEP_CHUNK) -> None:
+    """One side of ``lockstep``, in a process of its own: ``b"g"`` on stdin runs ``chunk`` spans
+    of ``kind`` and answers ``b"."``; ``b"r"`` resets the totals first; ``b"q"`` prints "CPU ns,
+    spans, GC ns" and quits.
+
+    Both sides build both pipelines and run spans through both first, so both processes hold
+    the same modules and price data: only the processor in the measured pipeline differs. The
+    provider is ``quiet``: the spans are exported in this thread every ``CALLS_PER_WORKFLOW``
+    spans, inside the timed chunk, so every cost of a span is counted by ``process_time_ns``.
+    """
+    llm, root = kind != "plain", kind == "llm-root"
+    other = provider_for(side != "with", prices, quiet=True)
+    time_spans(other, 2000, llm, root, flush=True)
+    other.force_flush()
+    provider = provider_for(side == "with", prices, quiet=True)
+    time_spans(provider, 2000, llm, root, flush=True)
+    tracer = provider.get_tracer("bench")
+    ctx = context.get_current()
+    for key, value in WORKFLOW_BAGGAGE.items():
+        ctx = baggage.set_baggage(key, value, ctx)
+    variants: list[dict[str, Any] | None] = (
+        [None] if not llm else list(MINIMAL_LLM_VARIANTS if root else LLM_VARIANTS)
     )
-    return pb / pa
+    k = len(variants)
+    name = "chat gpt-5.2" if llm else "work"
+    clock = time.process_time_ns
+    collecting = [0, 0]  # GC: ns spent, and when the running collection started
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collecting[1] = clock()
+        else:
+            collecting[0] += clock() - collecting[1]
+
+    gc.callbacks.append(on_gc)
+    total = spans = i = 0
+    token = context.attach(ctx)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while (command := stdin.read(1)) in (b"g", b"r"):
+        if command == b"r":
+            total = spans = collecting[0] = 0
+        start = clock()
+        for _ in range(chunk):
+            if i % CALLS_PER_WORKFLOW == 0:
+                provider.force_flush()
+                if not root:
+                    # The workflow span is never ended: only the spans inside it are measured.
+                    context.detach(token)
+                    workflow = tracer.start_span("invoke_workflow w", context=ctx)
+                    token = context.attach(trace.set_span_in_context(workflow, ctx))
+            span = tracer.start_span(name, attributes=variants[i % k])
+            span.end()
+            i += 1
+        total += clock() - start
+        spans += chunk
+        stdout.write(b".")
+        stdout.flush()
+    print(total, spans, collecting[0], flush=True)
+
+
+def lockstep(kind: str, n: int, prices: str) -> tuple[float, float, float, float]:
+    """µs per span without and with ``CostSpanProcessor``, and the garbage collector's share of
+    each, over ``n`` spans a side of ``kind``: each side in a process of its own (its own heap
+    and collections, as an application with and without otel-costs), the two running
+    ``LOCKSTEP_CHUNK`` spans in turn, the order swapped every turn, so the machine's changes of
+    speed (seconds long on a shared VM) hit both alike."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict and set layouts in both
+    script = str(Path(__file__).resolve())
+    command = [sys.executable, script, "--prices", prices, "--side-loop"]
+    sides = {
+        side: subprocess.Popen([*command, side, kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        for side in ("without", "with")
+    }
+
+    def turn(side: str, command: bytes = b"g") -> None:
+        process = sides[side]
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(command)
+        process.stdin.flush()
+        if process.stdout.read(1) != b".":
+            raise SystemExit(f"the {side!r} side of the {kind} lockstep stopped (exit {process.wait()})")
+
+    turns = max(1, n // LOCKSTEP_CHUNK)
+    for _ in range(max(1, turns // 10)):  # warm up, not counted
+        turn("without")
+        turn("with")
+    turn("without", b"r")
+    turn("with", b"r")
+    for t in range(turns - 1):
+        for side in ("without", "with") if t % 2 else ("with", "without"):
+            turn(side)
+    figures: dict[str, tuple[float, float]] = {}
+    for side, process in sides.items():
+        out, _ = process.communicate(b"q")
+        ns, spans, gc_ns = map(int, out.split()[-3:])
+        figures[side] = (ns / spans / 1e3, gc_ns / spans / 1e3)
+    (without, gc_without), (with_, gc_with) = figures["without"], figures["with"]
+    return without, with_, gc_without, gc_with
+
+
+def compare(kind: str, n: int, repeats: int, prices: str) -> float:
+    """Run ``lockstep`` ``repeats`` times; print each run's µs per span and ratio, and the
+    median; return the median ratio (what the targets are judged on)."""
+    ratios: list[float] = []
+    for _ in range(repeats):
+        without, with_, gc_without, gc_with = lockstep(kind, n, prices)
+        ratios.append(with_ / without)
+        print(
+            f"{KINDS[kind]}: without {without:.2f} us/span, with {with_:.2f} us/span, ratio "
+            f"{with_ / without:.3f}x (of which the garbage collector: {gc_without:.2f} vs {gc_with:.2f})"
+        )
+    ratio = statistics.median(ratios)
+    if repeats > 1:
+        print(f"{KINDS[kind]}: median ratio {ratio:.3f}x ({min(ratios):.3f}-{max(ratios):.3f})")
+    return ratio
 
 
 #: Spans in each of ``trace_trees``' traces: the workflow root, 8 agents, 8 calls under each.
@@ -436,8 +541,12 @@ def main() -> None:
     )
     # One timed loop in a process of its own, for --instructions: with|without KIND N.
     parser.add_argument("--loop", nargs=3, help=argparse.SUPPRESS)
-    parser.add_argument("--spans", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=7)
+    # One side of a lockstep run, in a process of its own: without|with KIND.
+    parser.add_argument("--side-loop", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--spans", type=int, default=100_000, help="spans a side in each lockstep run")
+    parser.add_argument("--repeats", type=int, default=3, help="lockstep runs of each span set-up")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of each rollup set-up")
+    parser.add_argument("--rollup-spans", type=int, default=20_000, help="spans of each rollup set-up")
     parser.add_argument(
         "--prices",
         choices=("fixed", "genai"),
@@ -470,7 +579,13 @@ def main() -> None:
         if args.instructions:
             count_rollup_instructions(args.against)
         else:
-            compare_rollup(args.against, args.spans, args.rounds)
+            compare_rollup(args.against, args.rollup_spans, args.rounds)
+        return
+    if args.side_loop:
+        side, kind = args.side_loop
+        if kind not in KINDS:
+            parser.error(f"--side-loop: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        side_loop(side, kind, args.prices)
         return
     if args.loop:
         costs, kind, count = args.loop
@@ -486,18 +601,14 @@ def main() -> None:
         count_rollup_instructions(args.against)
         return
     n = args.spans
-    without, with_ = provider_for(False, args.prices), provider_for(True, args.prices)
-    for provider in (without, with_):  # warm caches (price lookups, attribution) before timing
-        time_spans(provider, 2000, False)
-        time_spans(provider, 2000, True)
-    print(f"span start+end, {n} spans x {args.rounds} rounds, prices: {args.prices}")
-    plain = compare(KINDS["plain"], args.rounds, n, without, with_, llm=False)
-    llm = compare(KINDS["llm"], args.rounds, n, without, with_, llm=True)
-    llm_root = compare(KINDS["llm-root"], args.rounds, n, without, with_, llm=True, root=True)
+    print(f"span start+end, {n:,} spans a side in lockstep x {args.repeats} runs, prices: {args.prices}")
+    plain = compare("plain", n, args.repeats, args.prices)
+    llm = compare("llm", n, args.repeats, args.prices)
+    llm_root = compare("llm-root", n, args.repeats, args.prices)
 
     rates: dict[bool, float] = {}
     for with_llm in (True, False):
-        spans = trace_trees(n, llm=with_llm)
+        spans = trace_trees(args.rollup_spans, llm=with_llm)
         rollup_t = statistics.median(rollup_seconds(spans) for _ in range(args.rounds))
         encode_t = statistics.median(encode_seconds(spans) for _ in range(args.rounds))
         rates[with_llm] = len(spans) / rollup_t
