@@ -202,7 +202,11 @@ class PriceBook:
 
     @property
     def unpriced_counts(self) -> Mapping[str, int]:
-        """How many calls found no price, per ``provider/model`` (a read-only copy)."""
+        """How many price lookups found no price, per ``provider/model`` (a read-only copy).
+
+        It shows which models need an override. One call traced on two spans is looked up on both,
+        so it counts twice here; the exact count of unpriced calls in a subtree, each call once, is
+        the span's ``cost.rollup.unpriced``."""
         with self._lock:
             return MappingProxyType(dict(self._unpriced))
 
