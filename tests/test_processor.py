@@ -611,6 +611,22 @@ def test_model_call_without_usage_is_flagged_not_zero(
     assert pipeline.attributes("root")[conv.COST_ROLLUP_UNPRICED] == 1
 
 
+def test_unpriced_call_traced_twice_is_one_unpriced_call_in_the_rollup() -> None:
+    """One unknown-model call on two spans (one response id) is one unpriced call in the rollup,
+    and two lookups in ``unpriced_counts``, as docs/pricing.md says."""
+    book = fixed_price_book()
+    call = chat("no-such-model-xyz", 10, 5, **{conv.GEN_AI_RESPONSE_ID: "r-1"})
+    with InMemoryPipeline(price_book=book) as pipeline:
+        tracer = pipeline.tracer_provider.get_tracer("t")
+        with tracer.start_as_current_span("root"):
+            tracer.start_span("first", attributes=call).end()
+            tracer.start_span("second", attributes=call).end()
+        statuses = [pipeline.attributes(name)[conv.COST_STATUS] for name in ("first", "second")]
+        assert statuses == [conv.STATUS_UNPRICED, conv.STATUS_DUPLICATE]
+        assert pipeline.attributes("root")[conv.COST_ROLLUP_UNPRICED] == 1
+    assert dict(book.unpriced_counts) == {"openai/no-such-model-xyz": 2}
+
+
 @pytest.mark.parametrize("operation", ["invoke_agent", "execute_tool", "create_agent"])
 def test_aggregate_operations_without_usage_get_no_cost_status(
     pipeline: InMemoryPipeline, operation: str
