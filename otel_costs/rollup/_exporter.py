@@ -378,7 +378,8 @@ def annotate_trace(spans: Sequence[ReadableSpan], *, partial_reason: str | None 
         if not billable_subtree[i] and kind is None and partial_reason is None:
             append(span)
             continue
-        attributes = attributes_dict(attributes_of[i])
+        own = attributes_of[i]
+        attributes = own.copy() if type(own) is dict else attributes_dict(own)
         written = inherited.get(i)
         if written:
             attributes.update(written)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otel_costs import conventions as conv
-from otel_costs._money import nanos_to_usd, usd_wire_to_nanos
+from otel_costs._money import NANOS_PER_USD, usd_wire_to_nanos
 
 
 @dataclass(slots=True)
@@ -279,8 +279,9 @@ def write_rollup(
     Nothing when the subtree holds no billable usage and the span is not flagged.
     """
     if billable_subtree:
-        attributes[conv.COST_CHILDREN] = nanos_to_usd(children_nanos)
-        attributes[conv.COST_TOTAL] = nanos_to_usd(total_nanos)
+        # The wire doubles (``_money.nanos_to_usd``), divided inline: this runs for every span.
+        attributes[conv.COST_CHILDREN] = children_nanos / NANOS_PER_USD
+        attributes[conv.COST_TOTAL] = total_nanos / NANOS_PER_USD
         attributes[conv.COST_CHILDREN_NANOS] = children_nanos
         attributes[conv.COST_TOTAL_NANOS] = total_nanos
         attributes[conv.COST_CURRENCY] = conv.CURRENCY_USD
