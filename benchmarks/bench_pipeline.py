@@ -186,42 +186,65 @@ KINDS = {
 }
 
 
+class SpanLoop:
+    """Starts and ends the spans of one set-up, in the workflow's baggage: children of a workflow
+    span (a new one every ``CALLS_PER_WORKFLOW`` spans), or (``root``) LLM spans with the minimal
+    attributes, each its own trace's root. ``flush``: export every ``CALLS_PER_WORKFLOW`` spans
+    in this thread (a ``quiet`` provider's batch worker never runs). The one loop that both
+    ``time_spans`` and ``side_loop`` time, and ``--loop`` counts."""
+
+    def __init__(self, provider: TracerProvider, llm: bool, root: bool = False, flush: bool = False) -> None:
+        self.provider = provider
+        self.tracer = provider.get_tracer("bench")
+        ctx = context.get_current()
+        for key, value in WORKFLOW_BAGGAGE.items():
+            ctx = baggage.set_baggage(key, value, ctx)
+        #: The workflow's baggage; ``current`` adds the open workflow span to it.
+        self.baggage = self.current = ctx
+        self.variants: list[dict[str, Any] | None] = (
+            [None] if not llm else list(MINIMAL_LLM_VARIANTS if root else LLM_VARIANTS)
+        )
+        self.name = "chat gpt-5.2" if llm else "work"
+        self.root = root
+        self.flush = flush
+        #: Spans started so far.
+        self.started = 0
+
+    def run(self, n: int) -> None:
+        """Start and end the next ``n`` spans."""
+        tracer, variants, name, ctx = self.tracer, self.variants, self.name, self.baggage
+        k = len(variants)
+        first = self.started
+        token = context.attach(self.current)
+        try:
+            for i in range(first, first + n):
+                if i % CALLS_PER_WORKFLOW == 0:
+                    if self.flush:
+                        self.provider.force_flush()
+                    if not self.root:
+                        # The workflow span is never ended: only the spans inside it are measured.
+                        context.detach(token)
+                        workflow = tracer.start_span("invoke_workflow w", context=ctx)
+                        self.current = trace.set_span_in_context(workflow, ctx)
+                        token = context.attach(self.current)
+                span = tracer.start_span(name, attributes=variants[i % k])
+                span.end()
+        finally:
+            context.detach(token)
+        self.started = first + n
+
+
 def time_spans(
     provider: TracerProvider, n: int, llm: bool, root: bool = False, flush: bool = False
 ) -> tuple[float, float]:
-    """CPU seconds (whole process, caller's thread) to start and end ``n`` spans in a workflow:
-    children of a workflow span (a new one every ``CALLS_PER_WORKFLOW`` spans), or (``root``)
-    LLM spans with the minimal attributes, each its own trace's root. ``flush``: export every
-    ``CALLS_PER_WORKFLOW`` spans in this thread (a ``quiet`` provider's batch worker never runs)."""
-    tracer = provider.get_tracer("bench")
-    ctx = context.get_current()
-    for key, value in WORKFLOW_BAGGAGE.items():
-        ctx = baggage.set_baggage(key, value, ctx)
-    variants: list[dict[str, Any] | None] = (
-        [None] if not llm else list(MINIMAL_LLM_VARIANTS if root else LLM_VARIANTS)
-    )
-    k = len(variants)
-    name = "chat gpt-5.2" if llm else "work"
+    """CPU seconds (whole process, caller's thread) to start and end ``n`` spans of a ``SpanLoop``."""
+    loop = SpanLoop(provider, llm, root, flush)
     # Both sides start each round from a collected heap, so a full collection left over from
     # the other side's round does not land in this one.
     gc.collect()
-    token = context.attach(ctx)
-    try:
-        start_p, start_t = time.process_time(), time.thread_time()
-        for i in range(n):
-            if i % CALLS_PER_WORKFLOW == 0:
-                if flush:
-                    provider.force_flush()
-                if not root:
-                    # The workflow span is never ended: only the spans inside it are measured.
-                    context.detach(token)
-                    workflow = tracer.start_span("invoke_workflow w", context=ctx)
-                    token = context.attach(trace.set_span_in_context(workflow, ctx))
-            span = tracer.start_span(name, attributes=variants[i % k])
-            span.end()
-        return time.process_time() - start_p, time.thread_time() - start_t
-    finally:
-        context.detach(token)
+    start_p, start_t = time.process_time(), time.thread_time()
+    loop.run(n)
+    return time.process_time() - start_p, time.thread_time() - start_t
 
 
 #: Spans a side runs between two hand-overs in ``lockstep`` (about 1-2 ms).
@@ -244,15 +267,7 @@ def side_loop(side: str, kind: str, prices: str, chunk: int = LOCKSTEP_CHUNK) ->
     other.force_flush()
     provider = provider_for(side == "with", prices, quiet=True)
     time_spans(provider, 2000, llm, root, flush=True)
-    tracer = provider.get_tracer("bench")
-    ctx = context.get_current()
-    for key, value in WORKFLOW_BAGGAGE.items():
-        ctx = baggage.set_baggage(key, value, ctx)
-    variants: list[dict[str, Any] | None] = (
-        [None] if not llm else list(MINIMAL_LLM_VARIANTS if root else LLM_VARIANTS)
-    )
-    k = len(variants)
-    name = "chat gpt-5.2" if llm else "work"
+    loop = SpanLoop(provider, llm, root, flush=True)
     clock = time.process_time_ns
     collecting = [0, 0]  # GC: ns spent, and when the running collection started
 
@@ -263,24 +278,13 @@ def side_loop(side: str, kind: str, prices: str, chunk: int = LOCKSTEP_CHUNK) ->
             collecting[0] += clock() - collecting[1]
 
     gc.callbacks.append(on_gc)
-    total = spans = i = 0
-    token = context.attach(ctx)
+    total = spans = 0
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while (command := stdin.read(1)) in (b"g", b"r"):
         if command == b"r":
             total = spans = collecting[0] = 0
         start = clock()
-        for _ in range(chunk):
-            if i % CALLS_PER_WORKFLOW == 0:
-                provider.force_flush()
-                if not root:
-                    # The workflow span is never ended: only the spans inside it are measured.
-                    context.detach(token)
-                    workflow = tracer.start_span("invoke_workflow w", context=ctx)
-                    token = context.attach(trace.set_span_in_context(workflow, ctx))
-            span = tracer.start_span(name, attributes=variants[i % k])
-            span.end()
-            i += 1
+        loop.run(chunk)
         total += clock() - start
         spans += chunk
         stdout.write(b".")
